@@ -1,0 +1,140 @@
+"""The `rankiqa` command line: YAML -> config -> one library call per command.
+
+No graph code lives here. Library errors become one line on stderr and exit status 1; TensorFlow
+is imported only by the commands that need it, so `rankiqa --help` stays fast.
+"""
+
+import functools
+import os
+import sys
+
+import click
+
+from rankiqa import config as config_lib
+
+
+class UserError(click.ClickException):
+    """One clear line, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+# Errors that mean "bad input" rather than "bug": shown as one line without a traceback.
+def _user_errors():
+    from rankiqa.checkpoints import CheckpointError
+    from rankiqa.data.generate import BadImageError
+    from rankiqa.data.lists import ListError
+    from rankiqa.train.loop import TrainingDiverged
+
+    return (config_lib.ConfigError, ListError, BadImageError, CheckpointError, TrainingDiverged,
+            ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def handle_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise UserError("interrupted; rerun the same command to resume") from None
+        except click.ClickException:
+            raise
+        except Exception as e:  # noqa: BLE001 - filtered just below
+            if isinstance(e, _user_errors()):
+                raise UserError(str(e)) from None
+            raise
+    return wrapper
+
+
+def log(line):
+    click.echo(line, err=True)
+
+
+def config_options(func):
+    func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config key, e.g. --set train.max_steps=100 (repeatable).")(func)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help="YAML config file (see configs/).")(func)
+
+
+def device_option(func):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+                        show_default=True, help="Where the network runs.")(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rankiqa")
+def main():
+    """rankiqa: learn image quality from rankings, then from real scores."""
+
+
+@main.command("make-rank-data")
+@click.argument("src_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path())
+@click.option("--distortions", default="gblur,wn,jpeg,jp2k", show_default=True,
+              help="Comma-separated families, or 'all'.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--max-side", type=int, default=0, show_default=True,
+              help="Shrink references whose longer side exceeds this (0: keep).")
+@click.option("--skip-bad", is_flag=True, help="Skip and count unreadable files instead of failing.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@handle_errors
+def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, skip_bad, force):
+    """Distort the reference photos in SRC_DIR and write OUT_DIR/rank_list.csv."""
+    from rankiqa.data import distortions as distortions_lib
+    from rankiqa.data.generate import make_rank_data
+
+    families = (sorted(distortions_lib.DISTORTIONS) if distortions == "all"
+                else [d.strip() for d in distortions.split(",") if d.strip()])
+    with click.progressbar(length=1, label="references", file=sys.stderr) as bar:
+        def progress(done, total, path):
+            bar.length = total
+            bar.update(1)
+        summary = make_rank_data(src_dir, out_dir, families, seed=seed, workers=workers,
+                                 max_side=max_side, skip_bad=skip_bad, force=force,
+                                 progress=progress)
+    skipped = len(summary["skipped_files"])
+    log(f"wrote {summary['images']} images in {summary['groups']} groups from "
+        f"{summary['references']} references; skipped {skipped} unreadable files")
+    for message in summary["skipped_files"]:
+        log(f"  skipped: {message}")
+    click.echo(summary["rank_list"])
+
+
+@main.command("train-rank")
+@config_options
+@click.option("--train-dir", required=True, type=click.Path(file_okay=False),
+              help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
+@device_option
+@handle_errors
+def train_rank_cmd(config_path, overrides, train_dir, device):
+    """Stage one: train the Siamese ranking network."""
+    cfg = config_lib.load(config_lib.RankConfig, config_path, overrides)
+    from rankiqa.train import rank
+
+    result = rank.train(cfg, train_dir, device=device, log=log)
+    if result["eval"]:
+        click.echo(f"held-out rank_accuracy {result['eval']['rank_accuracy']:.4f} "
+                   f"(step {result['step']}, {result['eval_path']})")
+
+
+@main.command("demo")
+@click.option("--work-dir", default="runs/demo", show_default=True, type=click.Path(),
+              help="Where the sample data and both training runs go; a rerun resumes.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of configs/rank_tiny.yaml, e.g. train.max_steps=200.")
+@device_option
+@handle_errors
+def demo_cmd(work_dir, overrides, device):
+    """The main job on built-in sample photos: ranking data, stage one, held-out accuracy."""
+    from rankiqa import demo
+
+    result = demo.run(work_dir, overrides=overrides, device=device, log=log)
+    click.echo(f"held-out rank_accuracy {result['rank_accuracy']:.4f} "
+               f"({result['eval_path']})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,184 @@
+"""Configuration: YAML files become frozen dataclasses, one per command, at the CLI edge.
+
+``load(RankConfig, path, overrides)`` reads the YAML, applies ``--set section.key=value``
+overrides (values parsed with ``yaml.safe_load``, so ``1e-4`` is a float and ``[1, 2]`` a list),
+and builds the dataclasses. An unknown key or a value of the wrong type raises `ConfigError`
+naming the key and the file. Library code takes these typed objects, never raw dicts.
+"""
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and the file."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    name: str = "resnet_v2_50"  # a key of rankiqa.nets.networks_map
+    weight_decay: float = 1e-4  # L2 on convolution weights
+    batch_norm_decay: float = 0.997  # moving statistics; short CPU runs want ~0.9
+    # An ImageNet checkpoint to start from (official slim names, e.g. resnet_v2_50/...); its
+    # classifier is skipped and the rest mapped onto our scope. None: random initialisation.
+    init_checkpoint: Optional[str] = None
+    # The scope its variables live under; None: the official one for `name` (resnet_v2_50 ...).
+    init_checkpoint_scope: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RankDataConfig:
+    rank_list: str = ""  # rank list written by `rankiqa make-rank-data` (CSV, see README)
+    distortions: Tuple[str, ...] = ()  # which families to train on; empty: all in the list
+    levels: int = 6  # pristine + 5 distortion levels; every group in the list must have them all
+    crop_size: int = 224  # square random crop, the same for every level of one reference
+    images_per_batch: int = 4  # references per batch; a batch holds images_per_batch * levels
+    holdout_references: int = 2  # references kept out of training for rank_accuracy
+    cache_decoded: bool = True  # keep decoded images in memory after the first epoch
+    eval_crop_size: int = 0  # crop for held-out evaluation; 0: crop_size
+    eval_crops: int = 4  # crops per image at evaluation, scores averaged
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "momentum"  # sgd | momentum | adam | rmsprop
+    lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | exponential | cosine | piecewise
+    lr_decay_steps: int = 10000  # exponential: lr * decay_rate ** (step / decay_steps)
+    lr_decay_rate: float = 0.1
+    lr_boundaries: Tuple[int, ...] = ()  # piecewise: steps where lr is multiplied by decay_rate
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    momentum: float = 0.9
+    clip_gradient_norm: float = 0.0  # 0: no clipping
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 50000
+    loss: str = "operator"  # operator | pairwise (rankiqa.losses.rank_losses_map)
+    margin: float = 100.0  # hinge margin; the seed uses 100 with un-normalised scores
+    log_every: int = 50  # progress line
+    summary_every: int = 100  # TensorBoard scalars
+    save_every: int = 1000  # checkpoint
+    eval_every: int = 1000  # held-out rank_accuracy -> eval.json; 0: only at the end
+    keep_checkpoints: int = 5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """`rankiqa train-rank`: stage one."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    data: RankDataConfig = field(default_factory=RankDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp):
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value, tp, key, source):
+    """Checks `value` against the annotation `tp`; returns it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, source)
+    if origin in (tuple, Tuple):
+        (inner, *_rest) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping of {_type_name(tp)} keys")
+        return _build(tp, value, source, prefix=f"{key}.")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(
+            f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls, raw, source, prefix=""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]}; {_type_name(cls)} takes "
+            f"{', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _apply_override(raw, override):
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key=value, e.g. train.max_steps=100")
+    key, text = override.split("=", 1)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse {text!r}: {e}") from None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load(cls, path=None, overrides=()):
+    """Builds config class `cls` from YAML file `path` (optional) and ``key=value`` overrides.
+
+    Raises:
+      ConfigError: unreadable file, bad YAML, unknown key, wrong type.
+    """
+    source = path or "<defaults>"
+    raw = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for override in overrides:
+        _apply_override(raw, override)
+        source = f"{source} (with --set)" if "--set" not in source else source
+    return _build(cls, raw, source)
+
+
+def to_dict(config):
+    """The config as plain data (for writing beside a checkpoint)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,106 @@
+"""tf.data input pipelines.
+
+Rank batches are *references x levels*: ``images: [references * levels, crop, crop, 3]`` uint8,
+level-major within each reference (rows r*L .. r*L+L-1 are reference r, pristine first), so that
+``tf.reshape(scores, [references, levels])`` lines the levels up for the ranking operator. Every
+level of one reference gets the same crop and flip: the ranking must be about distortion, not
+content.
+"""
+
+import numpy as np
+from PIL import Image
+
+from rankiqa.compat import tf
+from rankiqa.data.lists import ListError
+
+AUTOTUNE = tf.data.experimental.AUTOTUNE
+
+
+def decode_image(path):
+    """Any format tf.io.decode_image reads (PNG, JPEG, BMP, GIF) -> uint8 ``[H, W, 3]``."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def check_sizes(groups, crop_size):
+    """Raises ListError naming the first pristine image smaller than `crop_size` (header read only)."""
+    for g in groups:
+        with Image.open(g.paths[0]) as im:
+            w, h = im.size
+        if min(w, h) < crop_size:
+            raise ListError(f"{g.paths[0]} is {w}x{h}, smaller than crop_size {crop_size}; "
+                            "lower data.crop_size or use larger references")
+
+
+def _decode_group(paths):
+    # All levels of a group share the reference's size; tf.stack checks it at run time.
+    return tf.stack([decode_image(paths[k]) for k in range(paths.shape[0])])
+
+
+def _random_crop_group(group, crop_size, seed=None):
+    levels = group.shape[0]
+    crop = tf.image.random_crop(group, [levels, crop_size, crop_size, 3], seed=seed)
+    flip = tf.random.uniform([], seed=seed) < 0.5
+    return tf.cond(flip, lambda: tf.reverse(crop, axis=[2]), lambda: crop)
+
+
+def rank_dataset(groups, crop_size, images_per_batch, seed=0, cache=True, training=True):
+    """Infinite, shuffled rank batches for training.
+
+    Args:
+      groups: list of `RankGroup`, all with the same number of levels.
+      crop_size: square crop side.
+      images_per_batch: references per batch.
+      seed: shuffle and crop seed.
+      cache: keep decoded groups in memory (decode once; costs H*W*3*levels bytes per group).
+
+    Returns:
+      ``tf.data.Dataset`` of uint8 ``[images_per_batch * levels, crop, crop, 3]``.
+    """
+    levels = len(groups[0].paths)
+    paths = np.array([g.paths for g in groups])
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    if not cache:
+        # shuffle cheap file names before decoding rather than decoded images after it
+        ds = ds.shuffle(len(groups), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(_decode_group, num_parallel_calls=AUTOTUNE, deterministic=False)
+    if cache:
+        ds = ds.cache().shuffle(len(groups), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(lambda g: _random_crop_group(g, crop_size), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(images_per_batch, drop_remainder=True)
+    ds = ds.map(lambda b: tf.reshape(b, [images_per_batch * levels, crop_size, crop_size, 3]))
+    return ds.prefetch(AUTOTUNE)
+
+
+def eval_crops(image_shape, crop_size, crops):
+    """Deterministic crop corners ``[(y, x)] * crops``: a centre crop, then a fixed-seed spread.
+
+    The same corners for every level of a group, and for every run.
+    """
+    h, w = image_shape
+    corners = [((h - crop_size) // 2, (w - crop_size) // 2)]
+    rng = np.random.default_rng(1234)
+    while len(corners) < crops:
+        corners.append((int(rng.integers(0, h - crop_size + 1)),
+                        int(rng.integers(0, w - crop_size + 1))))
+    return corners
+
+
+def eval_rank_dataset(groups, crop_size, crops):
+    """One pass over held-out groups, each as ``[crops * levels, crop, crop, 3]`` (crop-major)."""
+    levels = len(groups[0].paths)
+    corners = []
+    for g in groups:
+        with Image.open(g.paths[0]) as im:
+            corners.append(eval_crops((im.height, im.width), crop_size, crops))
+    paths = np.array([g.paths for g in groups])
+    ds = tf.data.Dataset.from_tensor_slices((paths, np.array(corners, dtype=np.int32)))
+
+    def crop_all(paths, corners):
+        group = _decode_group(paths)
+        stacks = [group[:, corners[c, 0]:corners[c, 0] + crop_size,
+                        corners[c, 1]:corners[c, 1] + crop_size] for c in range(crops)]
+        return tf.reshape(tf.stack(stacks), [crops * levels, crop_size, crop_size, 3])
+
+    return ds.map(crop_all, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

@@ -1,0 +1,199 @@
+"""The training machinery both stages share: optimizer, learning-rate schedule, train op with
+batch-norm updates, and one session loop with resume, checkpoints, summaries, progress,
+periodic evaluation and a NaN guard.
+
+The two stages differ only in the graph they build and in what they restore at a fresh start.
+"""
+
+import json
+import math
+import os
+import time
+
+from rankiqa.compat import slim, tf
+
+CHECKPOINT_NAME = "model.ckpt"
+RUN_INFO_NAME = "rankiqa.json"  # what a tool needs to rebuild the graph from a train dir
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the steps and the last checkpoint."""
+
+
+def get_device(device):
+    """`auto` | `cpu` | `gpu` -> a TF device string (None: TF's default placement)."""
+    if device == "auto":
+        return None
+    if device == "cpu":
+        return "/device:CPU:0"
+    if device == "gpu":
+        if not tf.config.list_physical_devices("GPU"):
+            raise ValueError("--device gpu: TensorFlow sees no GPU here (use --device auto or cpu)")
+        return "/device:GPU:0"
+    raise ValueError(f"unknown --device {device!r}; choose from ['auto', 'cpu', 'gpu']")
+
+
+def build_learning_rate(optim, global_step):
+    """Learning-rate tensor from an `OptimConfig`."""
+    step = tf.cast(global_step, tf.float32)
+    if optim.lr_schedule == "constant":
+        lr = tf.constant(optim.lr, tf.float32)
+    elif optim.lr_schedule == "exponential":
+        lr = optim.lr * tf.pow(optim.lr_decay_rate, step / float(optim.lr_decay_steps))
+    elif optim.lr_schedule == "piecewise":
+        values = [optim.lr * optim.lr_decay_rate ** k for k in range(len(optim.lr_boundaries) + 1)]
+        lr = tf.train.piecewise_constant(global_step, [int(b) for b in optim.lr_boundaries], values)
+    elif optim.lr_schedule == "cosine":
+        progress = tf.minimum(step / float(optim.lr_decay_steps), 1.0)
+        lr = optim.lr * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    else:
+        raise ValueError(f"unknown optim.lr_schedule {optim.lr_schedule!r}; choose from "
+                         "['constant', 'cosine', 'exponential', 'piecewise']")
+    if optim.warmup_steps > 0:
+        lr = lr * tf.minimum(1.0, (step + 1.0) / float(optim.warmup_steps))
+    return tf.identity(lr, name="learning_rate")
+
+
+def build_optimizer(optim, learning_rate):
+    optimizers = {
+        "sgd": lambda: tf.train.GradientDescentOptimizer(learning_rate),
+        "momentum": lambda: tf.train.MomentumOptimizer(learning_rate, optim.momentum),
+        "adam": lambda: tf.train.AdamOptimizer(learning_rate),
+        "rmsprop": lambda: tf.train.RMSPropOptimizer(learning_rate, momentum=optim.momentum),
+    }
+    if optim.optimizer not in optimizers:
+        raise ValueError(f"unknown optim.optimizer {optim.optimizer!r}; choose from "
+                         f"{sorted(optimizers)}")
+    return optimizers[optim.optimizer]()
+
+
+def build_train_op(total_loss, optim, global_step, variables_to_train=None,
+                   gradient_multipliers=None):
+    """Train op that also runs the batch-norm moving-average updates (UPDATE_OPS).
+
+    Returns:
+      (train_op evaluating to the loss, learning-rate tensor).
+    """
+    learning_rate = build_learning_rate(optim, global_step)
+    optimizer = build_optimizer(optim, learning_rate)
+    train_op = slim.learning.create_train_op(
+        total_loss, optimizer, global_step=global_step, variables_to_train=variables_to_train,
+        clip_gradient_norm=optim.clip_gradient_norm, gradient_multipliers=gradient_multipliers,
+        # our own guard below names the step and the last good checkpoint
+        check_numerics=False)
+    return train_op, learning_rate
+
+
+def write_json_atomic(path, data):
+    """Writes JSON so a reader never sees half a file (write aside, then rename)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_run_info(train_dir):
+    """The run description a training directory keeps beside its checkpoints."""
+    path = os.path.join(train_dir, RUN_INFO_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{train_dir} has no {RUN_INFO_NAME}: not a rankiqa training "
+                                "directory (pass --net to name the network)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def session_config():
+    return tf.ConfigProto(allow_soft_placement=True,
+                          gpu_options=tf.GPUOptions(allow_growth=True))
+
+
+def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, eval_fn=None,
+             log=print, images_per_step=None):
+    """Runs `train_op` until the global step reaches `max_steps`, resuming if it can.
+
+    Args:
+      train_dir: checkpoints, summaries and eval results go here.
+      train_op: evaluates to the loss (from `build_train_op`).
+      max_steps: final global step.
+      train_cfg: `TrainConfig` (log_every, summary_every, save_every, eval_every,
+        keep_checkpoints).
+      scalars: ``{name: scalar tensor}`` for TensorBoard and the progress line (with "loss").
+      init_fn: ``init_fn(session)`` run at a fresh start only, after variable initialisation.
+      eval_fn: ``eval_fn(session, step) -> dict`` run every eval_every steps and at the end.
+      log: callable taking one line of progress.
+      images_per_step: for the img/s figure of the progress line.
+
+    Returns:
+      dict: final step, last loss, last eval result, checkpoint path.
+
+    Raises:
+      TrainingDiverged: the loss became NaN or infinite.
+    """
+    global_step = tf.train.get_or_create_global_step()
+    for name, tensor in scalars.items():
+        tf.summary.scalar(name, tensor)
+    summary_op = tf.summary.merge_all()
+    saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
+    prefix = os.path.join(train_dir, CHECKPOINT_NAME)
+    names = sorted(scalars)
+    fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
+    result = {"eval": None}
+
+    with tf.Session(config=session_config()) as sess:
+        latest = tf.train.latest_checkpoint(train_dir)
+        if latest:
+            saver.restore(sess, latest)
+            step = int(sess.run(global_step))
+            log(f"resumed from {latest} at step {step}")
+        else:
+            sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
+            if init_fn is not None:
+                init_fn(sess)
+            step = 0
+        writer = tf.summary.FileWriter(train_dir, sess.graph if not latest else None)
+        last_ckpt, last_ckpt_step = latest, step
+        last_log_step, last_log_time = step, time.time()
+        loss = float("nan")
+
+        def save(at):
+            nonlocal last_ckpt, last_ckpt_step
+            last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
+            last_ckpt_step = at
+
+        def evaluate(at):
+            if eval_fn is not None:
+                result["eval"] = eval_fn(sess, at)
+
+        if step >= max_steps:
+            log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
+        while step < max_steps:
+            want_summary = train_cfg.summary_every and (step + 1) % train_cfg.summary_every == 0
+            run = dict(fetches, summary=summary_op) if want_summary else fetches
+            out = sess.run(run)
+            step += 1
+            loss = float(out["train"])
+            if not math.isfinite(loss):
+                where = (f"last good checkpoint: {last_ckpt} (step {last_ckpt_step})" if last_ckpt
+                         else "no checkpoint was written yet")
+                raise TrainingDiverged(
+                    f"loss became {loss} between step {last_log_step} (last logged, finite) and "
+                    f"step {step}; {where}. Lower optim.lr or set optim.clip_gradient_norm.")
+            if want_summary:
+                writer.add_summary(out["summary"], step)
+            if train_cfg.log_every and (step % train_cfg.log_every == 0 or step == max_steps):
+                now = time.time()
+                speed = ""
+                if images_per_step:
+                    speed = f"  {images_per_step * (step - last_log_step) / (now - last_log_time):.0f} img/s"
+                values = "  ".join(f"{n} {out['scalars'][n]:.4g}" for n in names)
+                log(f"step {step}/{max_steps}  {values}{speed}")
+                last_log_step, last_log_time = step, now
+            if train_cfg.save_every and step % train_cfg.save_every == 0:
+                save(step)
+            if train_cfg.eval_every and step % train_cfg.eval_every == 0 and step != max_steps:
+                evaluate(step)
+        if last_ckpt_step != step or last_ckpt is None:
+            save(step)
+        evaluate(step)
+        writer.close()
+    return {"step": step, "loss": loss, "eval": result["eval"], "checkpoint": last_ckpt}
