@@ -51,6 +51,20 @@ def log(line):
     click.echo(line, err=True)
 
 
+def progress_printer(what):
+    """A ``progress(done, total, item)`` callback: a redrawn line on a terminal, else about ten
+    plain lines per run (so logs stay readable)."""
+    tty = sys.stderr.isatty()
+
+    def progress(done, total, item):
+        if tty:
+            click.echo(f"\r{what} {done}/{total}", nl=done == total, err=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            log(f"{what} {done}/{total}")
+
+    return progress
+
+
 def config_options(func):
     func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                         help="Override a config key, e.g. --set train.max_steps=100 (repeatable).")(func)
@@ -88,13 +102,9 @@ def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, s
 
     families = (sorted(distortions_lib.DISTORTIONS) if distortions == "all"
                 else [d.strip() for d in distortions.split(",") if d.strip()])
-    with click.progressbar(length=1, label="references", file=sys.stderr) as bar:
-        def progress(done, total, path):
-            bar.length = total
-            bar.update(1)
-        summary = make_rank_data(src_dir, out_dir, families, seed=seed, workers=workers,
-                                 max_side=max_side, skip_bad=skip_bad, force=force,
-                                 progress=progress)
+    summary = make_rank_data(src_dir, out_dir, families, seed=seed, workers=workers,
+                             max_side=max_side, skip_bad=skip_bad, force=force,
+                             progress=progress_printer("references"))
     skipped = len(summary["skipped_files"])
     log(f"wrote {summary['images']} images in {summary['groups']} groups from "
         f"{summary['references']} references; skipped {skipped} unreadable files")

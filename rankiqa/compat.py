@@ -11,6 +11,7 @@ directly; every rankiqa module does.
 import importlib
 import os
 import sys
+import warnings
 
 # TensorFlow's C++ INFO lines (oneDNN, CUDA stubs) drown the CLI's own output; users can still
 # ask for them by setting the variable themselves.
@@ -70,5 +71,8 @@ import tf_slim as slim  # noqa: E402
 
 # Graph-mode (TF1) semantics everywhere: slim builds graphs, and sessions run them.
 tf.disable_eager_execution()
+# slim's internals trigger deprecation notices on every graph build; they say nothing to users.
+tf.logging.set_verbosity(tf.logging.ERROR)
+warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")
 
 __all__ = ["tf", "slim"]

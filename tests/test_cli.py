@@ -1,0 +1,62 @@
+import os
+
+from click.testing import CliRunner
+
+from rankiqa.cli import main
+from tests.conftest import tiny_rank_overrides
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("make-rank-data", "train-rank", "demo"):
+        assert command in result.output
+
+
+def test_make_rank_data_writes_and_prints_the_list(photo_dir, tmp_path):
+    result = invoke("make-rank-data", photo_dir, tmp_path / "out", "--distortions", "gblur,impulse",
+                    "--workers", 2, "--seed", 1)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "out" / "rank_list.csv")
+    assert "wrote 66 images in 12 groups from 6 references" in result.stderr
+
+
+def test_make_rank_data_bad_input_is_one_line_and_nonzero(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(b"\xff\xd8 not really")
+    result = invoke("make-rank-data", tmp_path / "src", tmp_path / "out")
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "a.jpg: not a readable image" in last
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+    result = invoke("make-rank-data", tmp_path / "src", tmp_path / "out", "--distortions", "fog")
+    assert result.exit_code == 1 and "unknown distortion 'fog'" in result.stderr
+
+
+def test_train_rank_config_errors(tmp_path, rank_data):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stepz: 3\n")
+    result = invoke("train-rank", "--config", bad, "--train-dir", tmp_path / "run")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: {bad}: unknown key train.stepz; TrainConfig takes "
+                                     "eval_every, keep_checkpoints, log_every, loss, margin, "
+                                     "max_steps, save_every, seed, summary_every")
+    result = invoke("train-rank", "--train-dir", tmp_path / "run")
+    assert result.exit_code == 1 and "needs data.rank_list" in result.stderr
+    result = invoke("train-rank", "--train-dir", tmp_path / "run",
+                    *sum((["--set", o] for o in tiny_rank_overrides(rank_data, **{"net.name": "alexnet"})), []))
+    assert result.exit_code == 1 and "unknown network 'alexnet'" in result.stderr
+
+
+def test_train_rank_runs_and_reports_accuracy(tmp_path, rank_data):
+    args = sum((["--set", o] for o in tiny_rank_overrides(rank_data, **{"train.max_steps": 3})), [])
+    result = invoke("train-rank", "--train-dir", tmp_path / "run", "--device", "cpu", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("held-out rank_accuracy ")
+    assert os.path.isfile(tmp_path / "run" / "eval.json")

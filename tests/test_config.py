@@ -1,0 +1,63 @@
+import glob
+import os
+
+import pytest
+
+from rankiqa import config as config_lib
+from rankiqa.config import ConfigError, RankConfig
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "rank_*.yaml"))))
+def test_shipped_rank_configs_load_and_open_with_a_comment(path):
+    cfg = config_lib.load(RankConfig, path)
+    assert cfg.data.levels == 6
+    with open(path) as f:
+        head = f.readline()
+    assert head.startswith("#")
+
+
+def test_defaults_and_overrides_parse_with_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 10\n")
+    cfg = config_lib.load(RankConfig, str(path),
+                          ["optim.lr=1e-4", "data.distortions=[gblur, wn]", "train.margin=2"])
+    assert cfg.train.max_steps == 10
+    assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.distortions == ("gblur", "wn")
+    assert cfg.train.margin == 2.0
+    with pytest.raises(Exception):
+        cfg.train.max_steps = 3  # frozen
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  max_stepz: 10\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key train\.max_stepz"):
+        config_lib.load(RankConfig, str(path))
+
+
+def test_unknown_section_and_override(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key trainer"):
+        config_lib.load(RankConfig, None, ["trainer.x=1"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        config_lib.load(RankConfig, None, ["train.max_steps"])
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  max_steps: many\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: train\.max_steps must be int, got 'many'"):
+        config_lib.load(RankConfig, str(path))
+    with pytest.raises(ConfigError, match="data.cache_decoded must be true or false"):
+        config_lib.load(RankConfig, None, ["data.cache_decoded=3"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_lib.load(RankConfig, str(tmp_path / "none.yaml"))
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        config_lib.load(RankConfig, str(path))

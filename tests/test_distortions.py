@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from rankiqa.data import distortions
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A 256² real photo: JPEG 2000's strongest ratios saturate on thumbnails."""
+    import os
+
+    from rankiqa.data import samples
+    with Image.open(os.path.join(samples.skimage_data_dir(), "astronaut.png")) as im:
+        return np.asarray(im.convert("RGB").resize((256, 256), Image.LANCZOS))
+
+
+@pytest.mark.parametrize("kind", sorted(distortions.DISTORTIONS))
+def test_every_family_gets_monotonically_worse(kind, photo):
+    """Error against the pristine image grows with the level (quality falls monotonically)."""
+    errors = []
+    for level in range(distortions.LEVELS):
+        out = distortions.distort(photo, kind, level, np.random.default_rng(0))
+        assert out.dtype == np.uint8 and out.shape == photo.shape
+        errors.append(np.mean((out.astype(np.float64) - photo) ** 2))
+    assert errors[0] == 0
+    assert all(a < b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_paper_levels_for_live():
+    assert distortions.DISTORTIONS["gblur"][1] == (1.2, 2.5, 6.5, 15.2, 33.2)
+    assert distortions.DISTORTIONS["wn"][1] == (0.001, 0.006, 0.022, 0.088, 1.0)
+    assert distortions.DISTORTIONS["jpeg"][1] == (43, 12, 7, 4, 1)
+    assert distortions.DISTORTIONS["jp2k"][1] == (52, 150, 343, 600, 1200)
+    assert len(distortions.DISTORTIONS) - len(distortions.LIVE_DISTORTIONS) >= 6
+
+
+def test_noise_is_deterministic_per_generator(photo):
+    a = distortions.distort(photo, "wn", 3, np.random.default_rng(5))
+    b = distortions.distort(photo, "wn", 3, np.random.default_rng(5))
+    c = distortions.distort(photo, "wn", 3, np.random.default_rng(6))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_white_noise_variance_is_on_unit_range():
+    flat = np.full((200, 200, 3), 128, np.uint8)
+    out = distortions.white_noise(flat, 0.001, np.random.default_rng(0)).astype(np.float64) / 255
+    assert np.var(out) == pytest.approx(0.001, rel=0.1)
+
+
+def test_unknown_family_and_level():
+    with pytest.raises(ValueError, match="unknown distortion 'fog'"):
+        distortions.distort(np.zeros((8, 8, 3), np.uint8), "fog", 1, None)
+    with pytest.raises(ValueError, match="level must be in 0..5"):
+        distortions.distort(np.zeros((8, 8, 3), np.uint8), "gblur", 6, None)

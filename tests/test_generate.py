@@ -1,0 +1,101 @@
+import csv
+import filecmp
+import os
+
+import pytest
+
+from rankiqa.data import lists
+from rankiqa.data.generate import BadImageError, make_rank_data
+
+
+def read_rows(rank_list):
+    with open(rank_list) as f:
+        return list(csv.reader(f))
+
+
+def test_rank_list_format_and_files(rank_data):
+    rows = read_rows(rank_data)
+    assert rows[0] == ["reference", "distortion", "level", "path"]
+    groups = lists.read_rank_list(rank_data, levels=6)
+    assert len(groups) == 6 * 4  # six photos x LIVE's four families
+    for g in groups:
+        assert len(g.paths) == 6 and all(os.path.isfile(p) for p in g.paths)
+        assert g.paths[0].endswith(f"{g.reference}.png")  # level 0 is the pristine reference
+    assert {g.distortion for g in groups} == {"gblur", "wn", "jpeg", "jp2k"}
+
+
+def test_same_seed_same_bytes_whatever_the_workers(photo_dir, tmp_path):
+    one = make_rank_data(photo_dir, str(tmp_path / "one"), ["wn", "jpeg"], seed=3, workers=1)
+    two = make_rank_data(photo_dir, str(tmp_path / "two"), ["wn", "jpeg"], seed=3, workers=2)
+    other = make_rank_data(photo_dir, str(tmp_path / "other"), ["wn"], seed=4, workers=1)
+    assert read_rows(one["rank_list"]) == read_rows(two["rank_list"])
+    for row in read_rows(one["rank_list"])[1:]:
+        assert filecmp.cmp(tmp_path / "one" / row[3], tmp_path / "two" / row[3], shallow=False)
+    noisy = "images/astronaut/astronaut_wn_3.png"
+    assert not filecmp.cmp(tmp_path / "one" / noisy, tmp_path / "other" / noisy, shallow=False)
+
+
+@pytest.fixture
+def dir_with_junk(photo_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in sorted(os.listdir(photo_dir))[:2]:
+        (src / name).write_bytes(open(os.path.join(photo_dir, name), "rb").read())
+    (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def test_non_image_is_named_and_nothing_is_left(dir_with_junk, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(BadImageError, match=r"notes\.txt: not a readable image.*--skip-bad"):
+        make_rank_data(str(dir_with_junk), str(out), ["gblur"])
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if "partial" in p]
+
+
+def test_skip_bad_counts_skipped_files(dir_with_junk, tmp_path):
+    summary = make_rank_data(str(dir_with_junk), str(tmp_path / "out"), ["gblur"], skip_bad=True)
+    assert summary["references"] == 2
+    assert len(summary["skipped_files"]) == 1 and "notes.txt" in summary["skipped_files"][0]
+
+
+def test_existing_output_refused_without_force(photo_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FileExistsError, match="--force"):
+        make_rank_data(photo_dir, str(out), ["gblur"])
+    make_rank_data(photo_dir, str(out), ["gblur"], force=True)
+    assert (out / "rank_list.csv").is_file()
+
+
+def test_grey_photo_skips_colour_only_family(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    grey = (np.random.default_rng(0).uniform(0, 255, (40, 40))).astype(np.uint8)
+    Image.fromarray(grey).convert("RGB").save(src / "grey.png")
+    summary = make_rank_data(str(src), str(tmp_path / "out"), ["saturation", "gblur"])
+    assert summary["skipped_families"] == {"saturation": ["grey"]}
+    assert summary["groups"] == 1
+
+
+def test_bad_arguments(photo_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown distortion 'fog'"):
+        make_rank_data(photo_dir, str(tmp_path / "o"), ["fog"])
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        make_rank_data(str(tmp_path / "nope"), str(tmp_path / "o"), ["gblur"])
+
+
+def test_rank_list_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "rank_list.csv"
+    path.write_text("reference,distortion,level,path\na,gblur,zero,x.png\n")
+    with pytest.raises(lists.ListError, match=r"rank_list\.csv:2: level 'zero'"):
+        lists.read_rank_list(str(path), check_files=False)
+    path.write_text("reference,distortion,level,path\na,gblur,0,x.png\na,gblur,2,y.png\n")
+    with pytest.raises(lists.ListError, match=r"a/gblur has levels \[0, 2\]"):
+        lists.read_rank_list(str(path), check_files=False)
+    path.write_text("ref,path\n")
+    with pytest.raises(lists.ListError, match=r":1: expected the header"):
+        lists.read_rank_list(str(path))

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from rankiqa.compat import tf
+from rankiqa.data import lists, pipeline
+
+
+@pytest.fixture
+def offset_groups(tmp_path, rng):
+    """Groups whose level k is the base image + 20k: a shared crop shows a constant offset."""
+    groups = []
+    for r in range(3):
+        base = rng.integers(0, 100, size=(40, 50, 3)).astype(np.uint8)
+        paths = []
+        for k in range(6):
+            path = tmp_path / f"ref{r}_{k}.png"
+            Image.fromarray(base + 20 * k).save(path)
+            paths.append(str(path))
+        groups.append(lists.RankGroup(f"ref{r}", "offset", tuple(paths)))
+    return groups
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_rank_batches_are_references_by_levels_with_one_crop(offset_groups, cache):
+    ds = pipeline.rank_dataset(offset_groups, crop_size=16, images_per_batch=2, seed=1,
+                               cache=cache)
+    batch_op = tf.data.make_one_shot_iterator(ds).get_next()
+    with tf.Session() as sess:
+        for _ in range(4):
+            batch = sess.run(batch_op)
+            assert batch.shape == (12, 16, 16, 3) and batch.dtype == np.uint8
+            per_ref = batch.reshape(2, 6, 16, 16, 3).astype(np.int32)
+            for ref in per_ref:
+                for k in range(6):  # same crop and flip: the difference is exactly the offset
+                    np.testing.assert_array_equal(ref[k] - ref[0], 20 * k)
+
+
+def test_eval_dataset_is_deterministic_and_crop_major(offset_groups):
+    ds = pipeline.eval_rank_dataset(offset_groups, crop_size=16, crops=3)
+    values = []
+    for _ in range(2):
+        item = tf.data.make_one_shot_iterator(ds).get_next()
+        with tf.Session() as sess:
+            values.append(sess.run(item))
+    np.testing.assert_array_equal(values[0], values[1])
+    crops = values[0].reshape(3, 6, 16, 16, 3).astype(np.int32)
+    np.testing.assert_array_equal(crops[:, 5] - crops[:, 0], 100)
+
+
+def test_crop_larger_than_image_is_named(offset_groups):
+    with pytest.raises(lists.ListError, match=r"ref0_0\.png is 50x40, smaller than crop_size 64"):
+        pipeline.check_sizes(offset_groups, 64)

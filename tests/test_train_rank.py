@@ -1,0 +1,107 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rankiqa import config as config_lib
+from rankiqa.compat import slim, tf
+from rankiqa.train import loop, rank
+from tests.conftest import tiny_rank_overrides
+
+
+def reader_names(ckpt_dir):
+    return [name for name, _ in tf.train.list_variables(str(ckpt_dir))]
+
+
+def train(rank_list, train_dir, **extra):
+    cfg = config_lib.load(config_lib.RankConfig, None, tiny_rank_overrides(rank_list, **extra))
+    lines = []
+    result = rank.train(cfg, str(train_dir), device="cpu", log=lines.append)
+    return result, lines
+
+
+def test_train_writes_checkpoints_eval_and_resumes(rank_data, tmp_path):
+    result, lines = train(rank_data, tmp_path)
+    assert result["step"] == 6
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-6")
+    evaluation = json.load(open(tmp_path / "eval.json"))
+    assert 0.0 <= evaluation["rank_accuracy"] <= 1.0
+    assert [h["step"] for h in evaluation["history"]] == [3, 6]
+    assert set(evaluation["per_distortion"]) == {"gblur", "wn", "jpeg", "jp2k"}
+    assert any(line.startswith("step 2/6") and "loss" in line for line in lines)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+    assert json.load(open(tmp_path / "rankiqa.json"))["net"] == "resnet_v2_tiny"
+
+    result, lines = train(rank_data, tmp_path, **{"train.max_steps": 9})
+    assert any("resumed from" in line and "at step 6" in line for line in lines)
+    assert result["step"] == 9
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-9")
+
+
+def test_nan_loss_names_steps_and_last_good_checkpoint(rank_data, tmp_path):
+    train(rank_data, tmp_path)
+    with pytest.raises(loop.TrainingDiverged,
+                       match=r"loss became nan .* step 7; last good checkpoint: .*model\.ckpt-6"):
+        train(rank_data, tmp_path, **{"train.max_steps": 12, "train.margin": ".nan"})
+    # nothing written after the divergence
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-6")
+
+
+def test_killed_run_continues_from_last_checkpoint(rank_data, tmp_path):
+    """A real process killed mid-run; the same command resumes at the checkpoint's step."""
+    cmd = [sys.executable, "-m", "rankiqa.cli", "train-rank", "--train-dir", str(tmp_path),
+           "--device", "cpu"]
+    for override in tiny_rank_overrides(rank_data, **{"train.max_steps": 100000,
+                                                      "train.save_every": 5,
+                                                      "train.eval_every": 0}):
+        cmd += ["--set", override]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(tmp_path / "checkpoint"):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = tf.train.latest_checkpoint(str(tmp_path))
+    assert saved is not None, "no checkpoint before the kill"
+    saved_step = int(saved.rsplit("-", 1)[1])
+
+    cmd[cmd.index(f"train.max_steps=100000")] = f"train.max_steps={saved_step + 3}"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"at step {saved_step}" in out.stderr
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith(f"model.ckpt-{saved_step + 3}")
+
+
+def test_official_imagenet_names_are_mapped_and_head_skipped(rank_data, tmp_path):
+    """A checkpoint written under slim's official names (resnet_v2_50/..., 1001 classes)."""
+    from tf_slim.nets import resnet_utils, resnet_v2
+
+    from rankiqa import nets
+
+    official = tmp_path / "official"
+    with tf.Graph().as_default(), tf.Session() as sess:
+        with slim.arg_scope(resnet_utils.resnet_arg_scope()):
+            resnet_v2.resnet_v2(tf.zeros([1, 32, 32, 3]), nets._resnet_v2_tiny_blocks(),
+                                num_classes=1001, scope="resnet_v2_50")
+        sess.run(tf.global_variables_initializer())
+        conv1 = sess.run(slim.get_unique_variable("resnet_v2_50/conv1/weights"))
+        tf.train.Saver().save(sess, str(official / "model.ckpt"))
+    result, lines = train(rank_data, tmp_path / "run", **{
+        "net.init_checkpoint": str(official / "model.ckpt"),
+        "net.init_checkpoint_scope": "resnet_v2_50", "train.max_steps": 1,
+        "optim.lr": 0.0, "net.weight_decay": 0.0})
+    assert any("excluded (left at initialiser): resnet_v2/logits/weights" in l for l in lines)
+    assert any("shape mismatch" in l for l in lines) is False  # the 1001-way head was excluded
+    restored = next(l for l in lines if l.startswith("restored"))
+    # every tiny-net variable but the two of the head
+    n_model = len([v for v in reader_names(tmp_path / "run") if v.startswith("resnet_v2/")
+                   and "Adam" not in v])
+    assert restored.startswith(f"restored {n_model - 2} variables")
+    reader = tf.train.load_checkpoint(str(tmp_path / "run"))
+    np.testing.assert_array_equal(reader.get_tensor("resnet_v2/conv1/weights"), conv1)
