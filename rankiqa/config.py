@@ -61,16 +61,27 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class LoopConfig:
+    """The session loop both stages share."""
+
     max_steps: int = 50000
-    loss: str = "operator"  # operator | pairwise (rankiqa.losses.rank_losses_map)
-    margin: float = 100.0  # hinge margin; the seed uses 100 with un-normalised scores
     log_every: int = 50  # progress line
     summary_every: int = 100  # TensorBoard scalars
     save_every: int = 1000  # checkpoint
-    eval_every: int = 1000  # held-out rank_accuracy -> eval.json; 0: only at the end
+    eval_every: int = 1000  # held-out evaluation -> eval.json; 0: only at the end
     keep_checkpoints: int = 5
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    loss: str = "operator"  # operator | pairwise (rankiqa.losses.rank_losses_map)
+    margin: float = 100.0  # hinge margin; the seed uses 100 with un-normalised scores
+
+
+@dataclass(frozen=True)
+class FinetuneTrainConfig(LoopConfig):
+    loss: str = "l2"  # l2 (the paper's Euclidean loss) | l1
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,43 @@ class RankConfig:
     data: RankDataConfig = field(default_factory=RankDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class MosDataConfig:
+    dataset: str = "csv"  # a key of rankiqa.data.mos.datasets_map
+    label_file: str = ""  # the dataset's label file (mos.csv, dmos.csv, mos_with_names.txt ...)
+    image_root: Optional[str] = None  # None: the dataset's usual folder beside the label file
+    val_fraction: float = 0.2  # by reference where the dataset has references
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    split_index: int = 0  # 0..N-1 for N independent repeated splits
+    crop_size: int = 224
+    batch_size: int = 16
+    cache_decoded: bool = False  # keep decoded training images in memory
+    eval_crops: int = 5  # crops per validation image, scores averaged
+    eval_crop_mode: str = "grid"  # grid | random
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """What stage two restores and trains, in tf-slim's vocabulary."""
+
+    checkpoint_exclude_scopes: Tuple[str, ...] = ()  # empty: the network's head (resnet_v2/logits)
+    trainable_scopes: Tuple[str, ...] = ()  # empty: train everything
+    ignore_missing_vars: bool = False  # allow model variables the checkpoint lacks
+    head_lr_multiplier: float = 10.0  # the paper trains the new head 10x faster
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """`rankiqa finetune` (stage two) and `rankiqa evaluate`."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    data: MosDataConfig = field(default_factory=MosDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    finetune: TransferConfig = field(default_factory=TransferConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,4 +1,5 @@
-"""The main job on built-in data: sample photos -> ranking data -> stage one -> held-out accuracy.
+"""The main job on built-in data: sample photos -> ranking data -> stage one (held-out ranking
+accuracy) -> stage two on MS-SSIM stand-in scores (validation SROCC/PLCC).
 
 Each step is skipped when its output already exists, and training resumes from its last
 checkpoint, so rerunning the same command after an interruption continues where it stopped.
@@ -13,11 +14,17 @@ from rankiqa.data.lists import RANK_LIST_NAME
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 RANK_CONFIG = os.path.join(CONFIG_DIR, "rank_tiny.yaml")
+FINETUNE_CONFIG = os.path.join(CONFIG_DIR, "finetune_tiny.yaml")
 
 
-def run(work_dir, overrides=(), device="auto", log=print):
-    """Runs the demo in `work_dir`; returns stage one's eval result with ``eval_path``."""
-    from rankiqa.train import rank
+def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print):
+    """Runs the demo in `work_dir`.
+
+    Returns:
+      dict: ``rank`` (stage one's eval.json plus eval_path) and ``finetune`` (stage two's).
+    """
+    from rankiqa.data import lists, mos, standin
+    from rankiqa.train import finetune, rank
 
     photos = os.path.join(work_dir, "photos")
     rank_data = os.path.join(work_dir, "rank_data")
@@ -35,7 +42,25 @@ def run(work_dir, overrides=(), device="auto", log=print):
                           [f"data.rank_list={os.path.join(rank_data, RANK_LIST_NAME)}", *overrides])
     train_dir = os.path.join(work_dir, "rank")
     result = rank.train(cfg, train_dir, device=device, log=log)
-    with open(result["eval_path"]) as f:
+    out = {"rank": _read_eval(result["eval_path"])}
+
+    # Stage two needs opinion scores; with no IQA dataset here, a full-reference metric stands in.
+    labels = os.path.join(work_dir, "standin_mos.csv")
+    if not os.path.isfile(labels):
+        groups = lists.read_rank_list(os.path.join(rank_data, RANK_LIST_NAME))
+        mos.write_generic_csv(labels + ".partial", standin.msssim_items(groups))
+        os.replace(labels + ".partial", labels)
+    log(f"stage two labels: {standin.STANDIN_NAME}: {labels}")
+    ft_cfg = config_lib.load(config_lib.FinetuneConfig, FINETUNE_CONFIG,
+                             [f"data.label_file={labels}", *finetune_overrides])
+    result = finetune.train(ft_cfg, train_dir, os.path.join(work_dir, "finetune"), device=device,
+                            log=log)
+    out["finetune"] = _read_eval(result["eval_path"])
+    return out
+
+
+def _read_eval(path):
+    with open(path) as f:
         evaluation = json.load(f)
-    evaluation["eval_path"] = result["eval_path"]
+    evaluation["eval_path"] = path
     return evaluation

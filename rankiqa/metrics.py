@@ -3,6 +3,8 @@
 ``predicted`` and ``target`` are 1-D arrays of equal length, higher meaning better.
 """
 
+import warnings
+
 import numpy as np
 from scipy import optimize, stats
 
@@ -42,7 +44,8 @@ def rmse(predicted, target):
 
 def logistic4(x, b1, b2, b3, b4):
     """The four-parameter logistic of VQEG/IQA practice: (b1-b2)/(1+exp(-(x-b3)/|b4|)) + b2."""
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / (np.abs(b4) + 1e-12))) + b2
+    z = np.clip(-(x - b3) / (np.abs(b4) + 1e-12), -60.0, 60.0)  # exp overflows past ~700
+    return (b1 - b2) / (1.0 + np.exp(z)) + b2
 
 
 def fit_logistic4(predicted, target):
@@ -54,7 +57,10 @@ def fit_logistic4(predicted, target):
     p, t = _check(predicted, target)
     start = [t.max(), t.min(), np.median(p), max(p.std(), 1e-6)]
     try:
-        params, _ = optimize.curve_fit(logistic4, p, t, p0=start, maxfev=20000)
+        with warnings.catch_warnings():
+            # a perfect fit leaves the covariance undefined; only the parameters are used
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            params, _ = optimize.curve_fit(logistic4, p, t, p0=start, maxfev=20000)
         mapped = logistic4(p, *params)
         if np.all(np.isfinite(mapped)):
             return mapped

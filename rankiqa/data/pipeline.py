@@ -104,3 +104,32 @@ def eval_rank_dataset(groups, crop_size, crops):
         return tf.reshape(tf.stack(stacks), [crops * levels, crop_size, crop_size, 3])
 
     return ds.map(crop_all, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def ensure_min_side(image, size):
+    """Upscales ``[H, W, 3]`` so its shorter side is at least `size` (aspect kept); others pass."""
+    shape = tf.shape(image)
+    short = tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+    scale = tf.maximum(1.0, float(size) / short)
+    new = tf.cast(tf.math.ceil(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
+    resized = tf.cast(tf.clip_by_value(tf.image.resize(image, new), 0, 255), tf.uint8)
+    return tf.cond(scale > 1.0, lambda: resized, lambda: image)
+
+
+def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False):
+    """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])`` batches:
+    one random crop and flip per image per visit."""
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(scores, np.float32)))
+    if not cache:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(lambda p, s: (ensure_min_side(decode_image(p), crop_size), s),
+                num_parallel_calls=AUTOTUNE, deterministic=False)
+    if cache:
+        ds = ds.cache().shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+
+    def crop(image, score):
+        image = tf.image.random_crop(image, [crop_size, crop_size, 3])
+        return tf.image.random_flip_left_right(image), score
+
+    ds = ds.map(crop, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    return ds.prefetch(AUTOTUNE)

@@ -68,7 +68,7 @@ def build_optimizer(optim, learning_rate):
 
 
 def build_train_op(total_loss, optim, global_step, variables_to_train=None,
-                   gradient_multipliers=None):
+                   gradient_multipliers=None, update_ops=None):
     """Train op that also runs the batch-norm moving-average updates (UPDATE_OPS).
 
     Returns:
@@ -77,7 +77,8 @@ def build_train_op(total_loss, optim, global_step, variables_to_train=None,
     learning_rate = build_learning_rate(optim, global_step)
     optimizer = build_optimizer(optim, learning_rate)
     train_op = slim.learning.create_train_op(
-        total_loss, optimizer, global_step=global_step, variables_to_train=variables_to_train,
+        total_loss, optimizer, global_step=global_step, update_ops=update_ops,
+        variables_to_train=variables_to_train,
         clip_gradient_norm=optim.clip_gradient_norm, gradient_multipliers=gradient_multipliers,
         # our own guard below names the step and the last good checkpoint
         check_numerics=False)

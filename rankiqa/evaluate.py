@@ -1,0 +1,102 @@
+"""`rankiqa evaluate`: score a dataset split the way papers do and write the evidence.
+
+Writes to the output folder: ``summary.json`` (SROCC, KROCC, PLCC raw and after the
+four-parameter logistic, RMSE; overall and per distortion; for mean- and median-aggregated
+crops), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
+"""
+
+import csv
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from rankiqa import inference, metrics
+from rankiqa.data import mos
+from rankiqa.train.loop import write_json_atomic
+
+SPLITS = ("all", "train", "val", "test")
+
+
+def select_split(data_cfg, split):
+    items = mos.read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
+    if split == "all":
+        return items
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
+    chosen = mos.split(items, data_cfg.val_fraction, data_cfg.test_fraction,
+                       data_cfg.split_seed, data_cfg.split_index)[split]
+    if not chosen:
+        raise ValueError(f"split {split!r} is empty (data.val_fraction={data_cfg.val_fraction}, "
+                         f"data.test_fraction={data_cfg.test_fraction})")
+    return chosen
+
+
+def scatter_png(path, predicted, target, title):
+    """A dependency-free scatter plot: predicted score (x) against MOS (y), 480x480."""
+    size, pad = 480, 40
+    im = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([pad, pad, size - pad, size - pad], outline="black")
+
+    def scale(v):
+        lo, hi = float(np.min(v)), float(np.max(v))
+        return (np.asarray(v) - lo) / ((hi - lo) or 1.0)
+
+    xs = pad + scale(predicted) * (size - 2 * pad)
+    ys = size - pad - scale(target) * (size - 2 * pad)
+    for x, y in zip(xs, ys):
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(31, 119, 180))
+    draw.text((pad, 10), title, fill="black")
+    draw.text((size // 2 - 40, size - pad + 12), "predicted score", fill="black")
+    draw.text((4, pad - 14), "MOS (normalised)", fill="black")
+    im.save(path, format="PNG")
+
+
+def evaluate(config, checkpoint, output_dir, split="val", crops=30, crop_mode="random",
+             aggregate="mean", batch_size=32, device="auto", log=print):
+    """Scores `split` of the configured dataset with `checkpoint`; returns the summary dict."""
+    items = select_split(config.data, split)
+    os.makedirs(output_dir, exist_ok=True)
+    log(f"scoring {len(items)} images ({split}) with {crops} {crop_mode} crops each")
+    per_crop = []
+    with inference.Scorer(checkpoint, net=None, device=device) as scorer:
+        for k in range(0, len(items), max(1, batch_size // crops) or 1):
+            chunk = items[k:k + max(1, batch_size // crops)]
+            stacks = [inference.image_crops(inference.load_image(it.path), scorer.crop_size,
+                                            crops, crop_mode, seed=k + j)
+                      for j, it in enumerate(chunk)]
+            flat = np.concatenate(stacks)
+            per_crop.append(scorer.score_batch(flat).reshape(len(chunk), crops))
+        net_name = scorer.net_name
+    per_crop = np.concatenate(per_crop)
+    aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
+    if aggregate not in aggregated:
+        raise ValueError(f"unknown aggregate {aggregate!r}; choose from {sorted(aggregated)}")
+    target = np.array([it.score for it in items])
+    summary = {"checkpoint": checkpoint, "net": net_name, "dataset": config.data.dataset,
+               "split": split, "crops": crops, "crop_mode": crop_mode, "aggregate": aggregate,
+               "score_direction": "normalised MOS in [0, 1], higher is better"}
+    for name, predicted in aggregated.items():
+        summary[name] = metrics.summary(predicted, target)
+    summary.update(summary[aggregate])
+    distortions = sorted({it.distortion for it in items if it.distortion})
+    if distortions:
+        summary["per_distortion"] = {}
+        for d in distortions:
+            rows = [i for i, it in enumerate(items) if it.distortion == d]
+            if len(rows) >= 3:
+                summary["per_distortion"][d] = metrics.summary(aggregated[aggregate][rows],
+                                                               target[rows])
+    predicted = aggregated[aggregate]
+    with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
+        for it, p in zip(items, predicted):
+            writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
+                             it.raw, f"{p:.6f}"])
+    scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
+                f"{config.data.dataset} {split}: SROCC {summary['srocc']:.3f} "
+                f"PLCC {summary['plcc']:.3f} (n={len(items)})")
+    write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+    return summary

@@ -1,0 +1,139 @@
+"""Scoring images with a trained model: one graph, one restore, any number of batches.
+
+Used by `evaluate`, `predict` and the export tools, so that they all preprocess and crop the
+same way. The graph takes uint8-range RGB crops ``[None, crop, crop, 3]`` and applies the
+network's own preprocessing inside, so callers never normalise pixels themselves.
+"""
+
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rankiqa import checkpoints, nets
+from rankiqa.compat import tf
+from rankiqa.train import loop
+
+INPUT_NAME = "rankiqa/images"
+OUTPUT_NAME = "rankiqa/score"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm")
+
+
+class UnreadableImage(ValueError):
+    """A file is not an image Pillow can decode completely."""
+
+
+def load_image(path):
+    """uint8 RGB ``[H, W, 3]``; a truncated or non-image file raises `UnreadableImage`."""
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode fully now: a truncated JPEG fails here, not later
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UnreadableImage(f"{path}: not a readable image ({e})") from None
+
+
+def ensure_min_side(image, size):
+    """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are."""
+    h, w = image.shape[:2]
+    if min(h, w) >= size:
+        return image
+    scale = size / min(h, w)
+    new = (max(size, int(np.ceil(w * scale))), max(size, int(np.ceil(h * scale))))
+    return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+
+
+def crop_corners(h, w, crop, crops, mode="grid", seed=0):
+    """Top-left corners of `crops` square crops: ``grid`` spreads them evenly (a single crop is
+    the centre), ``random`` draws them with `seed`."""
+    if mode == "random":
+        rng = np.random.default_rng(seed)
+        return [(int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1)))
+                for _ in range(crops)]
+    if mode != "grid":
+        raise ValueError(f"unknown crop mode {mode!r}; choose from ['grid', 'random']")
+    if crops == 1:
+        return [((h - crop) // 2, (w - crop) // 2)]
+    rows = int(np.floor(np.sqrt(crops)))
+    cols = int(np.ceil(crops / rows))
+    ys = np.linspace(0, h - crop, rows).round().astype(int)
+    xs = np.linspace(0, w - crop, cols).round().astype(int)
+    return [(int(y), int(x)) for y in ys for x in xs][:crops]
+
+
+def image_crops(image, crop, crops, mode="grid", seed=0):
+    """``[crops, crop, crop, 3]`` uint8 from one image (upscaled first if it is too small)."""
+    image = ensure_min_side(image, crop)
+    h, w = image.shape[:2]
+    return np.stack([image[y:y + crop, x:x + crop]
+                     for y, x in crop_corners(h, w, crop, crops, mode, seed)])
+
+
+def build_scoring_graph(net_name):
+    """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score."""
+    network_fn = nets.get_network_fn(net_name)
+    images = tf.placeholder(tf.float32, [None, None, None, 3], name=INPUT_NAME)
+    score, _ = network_fn(network_fn.preprocess(images), is_training=False)
+    score = tf.identity(score, name=OUTPUT_NAME)
+    return images, score, network_fn
+
+
+def resolve_model(checkpoint, net=None):
+    """(checkpoint prefix, net name, crop size) from a training directory or prefix."""
+    prefix = checkpoints.resolve_checkpoint(checkpoint)
+    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(prefix)
+    info = {}
+    if os.path.isfile(os.path.join(folder, loop.RUN_INFO_NAME)):
+        info = loop.read_run_info(folder)
+    net_name = net or info.get("net")
+    if net_name is None:
+        raise ValueError(f"{checkpoint}: no {loop.RUN_INFO_NAME} beside it; pass --net to name "
+                         "the network")
+    crop = info.get("crop_size") or nets.get_network_fn(net_name).default_image_size
+    return prefix, net_name, int(crop)
+
+
+class Scorer:
+    """Restores a model once and scores batches of crops.
+
+    Args:
+      checkpoint: training directory or checkpoint prefix.
+      net: network name when the checkpoint has no rankiqa.json beside it.
+    """
+
+    def __init__(self, checkpoint, net=None, device="auto"):
+        self.checkpoint, self.net_name, self.crop_size = resolve_model(checkpoint, net)
+        self.graph = tf.Graph()
+        with self.graph.as_default(), tf.device(loop.get_device(device)):
+            self.images, self.score, _ = build_scoring_graph(self.net_name)
+            assignment, report = checkpoints.build_restore_map(
+                self.checkpoint, tf.global_variables(), ignore_missing_vars=False)
+            saver = tf.train.Saver(var_list=assignment)
+        self.report = report
+        self.session = tf.Session(graph=self.graph, config=loop.session_config())
+        saver.restore(self.session, self.checkpoint)
+
+    def score_batch(self, crops):
+        """``crops: [N, H, W, 3]`` uint8 -> scores ``[N]``."""
+        return self.session.run(self.score, {self.images: crops})
+
+    def score_images(self, images, crops=1, mode="grid", aggregate="mean", batch_size=32, seed=0):
+        """One score per image: `crops` crops each, combined by mean or median."""
+        if aggregate not in ("mean", "median"):
+            raise ValueError(f"unknown aggregate {aggregate!r}; choose from ['mean', 'median']")
+        stacks = [image_crops(im, self.crop_size, crops, mode, seed) for im in images]
+        flat = np.concatenate(stacks) if stacks else np.zeros((0, self.crop_size,
+                                                                self.crop_size, 3), np.uint8)
+        scores = np.concatenate([self.score_batch(flat[i:i + batch_size])
+                                 for i in range(0, len(flat), batch_size)] or [np.zeros(0)])
+        per_image = scores.reshape(len(images), crops)
+        return per_image.mean(axis=1) if aggregate == "mean" else np.median(per_image, axis=1)
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from rankiqa import metrics
+
+
+def test_metrics_equal_scipy(rng):
+    target = rng.uniform(size=200)
+    predicted = target + rng.normal(scale=0.2, size=200)
+    s = metrics.summary(predicted, target)
+    assert s["srocc"] == pytest.approx(stats.spearmanr(predicted, target)[0], abs=1e-12)
+    assert s["krocc"] == pytest.approx(stats.kendalltau(predicted, target)[0], abs=1e-12)
+    assert s["plcc"] == pytest.approx(stats.pearsonr(predicted, target)[0], abs=1e-12)
+    assert s["rmse"] == pytest.approx(np.sqrt(np.mean((predicted - target) ** 2)))
+    assert s["count"] == 200
+
+
+def test_logistic_mapping_straightens_a_monotone_curve(rng):
+    x = np.linspace(-3, 3, 300)
+    target = 1 / (1 + np.exp(-2 * x))
+    s = metrics.summary(x, target)
+    assert s["plcc_logistic"] > 0.999 > s["plcc"]
+    assert s["srocc"] == pytest.approx(1.0)
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="predicted has 3 values but target has 2"):
+        metrics.srocc([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.plcc([1], [1])

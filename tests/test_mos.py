@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from rankiqa.data import mos
+from rankiqa.data.lists import ListError
+
+
+def touch_images(root, names):
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, format="PNG")
+
+
+def test_biq2021_names_with_spaces_and_parentheses(tmp_path):
+    touch_images(tmp_path / "images", ["ss01 (1000).jpg", "ss01 (2).jpg"])
+    (tmp_path / "mos.csv").write_text("Image Name,MOS\nss01 (1000).jpg,0.81\nss01 (2).jpg,0.25\n")
+    items = mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+    assert [i.path.endswith("ss01 (1000).jpg") for i in items] == [True, False]
+    assert [i.score for i in items] == [0.81, 0.25]
+    assert all(i.reference is None for i in items)
+
+
+def test_tid2013_is_normalised_with_references(tmp_path):
+    touch_images(tmp_path / "distorted_images", ["i01_01_1.bmp", "I25_02_5.BMP"])
+    (tmp_path / "mos_with_names.txt").write_text("5.4 i01_01_1.bmp\n0.9 i25_02_5.bmp\n")
+    items = mos.read_dataset("tid2013", str(tmp_path / "mos_with_names.txt"))
+    assert items[0].score == pytest.approx(5.4 / 9) and items[0].reference == "i01"
+    assert items[1].path.endswith("I25_02_5.BMP")  # case differs from the label file
+    assert items[1].distortion == "02"
+
+
+def test_kadid_csiq_koniq_and_dmos_direction(tmp_path):
+    touch_images(tmp_path / "images", ["I01_01_01.png", "I01_01_05.png"])
+    (tmp_path / "dmos.csv").write_text(
+        "dist_img,ref_img,dmos,var\nI01_01_01.png,I01.png,4.6,0.1\nI01_01_05.png,I01.png,1.5,0.2\n")
+    kadid = mos.read_dataset("kadid10k", str(tmp_path / "dmos.csv"))
+    assert kadid[0].score > kadid[1].score  # 1-5 rating, higher better: not flipped
+    assert kadid[0].reference == "I01" and kadid[0].distortion == "01"
+
+    csiq_root = tmp_path / "csiq"
+    touch_images(csiq_root / "dst_imgs", ["awgn/1600.AWGN.1.png", "awgn/1600.AWGN.5.png"])
+    (csiq_root / "csiq.csv").write_text(
+        "image,dst_type,dst_lev,dmos\n1600,awgn,1,0.06\n1600,awgn,5,0.7\n")
+    csiq = mos.read_dataset("csiq", str(csiq_root / "csiq.csv"))
+    assert csiq[0].score == pytest.approx(0.94) and csiq[1].score == pytest.approx(0.3)  # flipped
+
+    touch_images(tmp_path / "k" / "1024x768", ["a.jpg"])
+    (tmp_path / "k" / "scores.csv").write_text('"image_name","MOS","SD"\n"a.jpg",3.0,0.5\n')
+    assert mos.read_dataset("koniq10k", str(tmp_path / "k" / "scores.csv"))[0].score == 0.5
+
+
+def test_live_release2_mat_files(tmp_path):
+    from scipy import io as sio
+
+    n = sum(c for _, c in mos.LIVE_FOLDERS)
+    dmos = np.linspace(0, 100, n)
+    orgs = np.zeros(n)
+    orgs[1] = 1  # a reference copy: left out
+    refs = np.array([f"ref{k % 29}.bmp" for k in range(n)], dtype=object)
+    sio.savemat(tmp_path / "dmos.mat", {"dmos": dmos[None], "orgs": orgs[None]})
+    sio.savemat(tmp_path / "refnames_all.mat", {"refnames_all": refs[None]})
+    items = mos.read_dataset("live", str(tmp_path / "dmos.mat"), check_files=False)
+    assert len(items) == n - 1
+    assert items[0].path.endswith("jp2k/img1.bmp") and items[0].score == 1.0  # DMOS 0 -> best
+    assert items[1].path.endswith("jp2k/img3.bmp") and items[1].reference == "ref2"
+    assert items[-1].path.endswith("fastfading/img174.bmp") and items[-1].score == 0.0
+
+
+def test_malformed_line_and_missing_image_are_named(tmp_path):
+    touch_images(tmp_path, ["a.png"])
+    (tmp_path / "l.csv").write_text("path,score\na.png,0.5\nb.png,high\n")
+    with pytest.raises(ListError, match=r"l\.csv:3: score 'high' is not a number"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"))
+    (tmp_path / "l.csv").write_text("path,score\na.png,0.5\nmissing.png,0.1\n")
+    with pytest.raises(ListError, match=r"image .*missing\.png does not exist"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"))
+    (tmp_path / "t.txt").write_text("5.0 i01_01_1.bmp extra\n")
+    with pytest.raises(ListError, match=r"t\.txt:1: expected 'MOS name'"):
+        mos.read_dataset("tid2013", str(tmp_path / "t.txt"))
+    with pytest.raises(ValueError, match="unknown dataset 'live3'"):
+        mos.read_dataset("live3", str(tmp_path / "t.txt"))
+
+
+def items_with_refs(refs, per_ref=3):
+    return [mos.ScoredImage(f"{r}_{k}.png", 0.5, 0.5, r, "d") for r in refs for k in range(per_ref)]
+
+
+def test_split_by_reference_is_seeded_and_disjoint():
+    items = items_with_refs([f"r{i}" for i in range(10)])
+    a = mos.split(items, 0.2, 0.1, seed=1, split_index=0)
+    b = mos.split(items, 0.2, 0.1, seed=1, split_index=0)
+    c = mos.split(items, 0.2, 0.1, seed=1, split_index=1)
+    assert a == b and a != c
+    refs = {k: {i.reference for i in v} for k, v in a.items()}
+    assert len(refs["val"]) == 2 and len(refs["test"]) == 1 and len(refs["train"]) == 7
+    assert not (refs["val"] & refs["train"]) and not (refs["test"] & refs["train"])
+
+
+def test_split_at_random_without_references():
+    items = [mos.ScoredImage(f"{k}.png", 0.5, 0.5) for k in range(50)]
+    parts = mos.split(items, 0.2, seed=0)
+    assert len(parts["val"]) == 10 and len(parts["train"]) == 40
+    with pytest.raises(ValueError, match="leave some training data"):
+        mos.split(items, 0.6, 0.5)
