@@ -229,6 +229,96 @@ def predict_cmd(paths, checkpoint, net, crops, crop_mode, batch_size, fmt, outpu
     log(f"scored {len(rows)} images, skipped {len(problems)}")
 
 
+@main.command("export-npy")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["npz", "npy"]), default="npz",
+              show_default=True, help="npz: safe, no pickle; npy: the seed's dict (allow_pickle).")
+@click.option("--include", multiple=True, help="Keep only these scopes (repeatable).")
+@click.option("--exclude", multiple=True, help="Drop these scopes (repeatable).")
+@click.option("--all-variables", is_flag=True, help="Keep optimizer slots and the global step.")
+@handle_errors
+def export_npy_cmd(checkpoint, out, fmt, include, exclude, all_variables):
+    """Write CHECKPOINT's variables to OUT as {name: array}."""
+    from rankiqa.tools import export
+
+    arrays = export.export_arrays(checkpoint, out, fmt, include, exclude,
+                                  model_only=not all_variables)
+    total = sum(a.size for a in arrays.values())
+    log(f"wrote {len(arrays)} arrays ({total:,} values) to {out}")
+
+
+@main.command("export-pb")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@handle_errors
+def export_pb_cmd(checkpoint, out, net):
+    """Freeze CHECKPOINT's scoring graph into OUT (.pb): images in, score out."""
+    from rankiqa.tools import export
+
+    input_name, output_name = export.export_pb(checkpoint, out, net)
+    click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
+
+
+@main.command("export-savedmodel")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@handle_errors
+def export_savedmodel_cmd(checkpoint, out_dir, net, force):
+    """Write CHECKPOINT as a SavedModel (signature serving_default: images -> score)."""
+    from rankiqa.tools import export
+
+    input_name, output_name = export.export_savedmodel(checkpoint, out_dir, net, force)
+    click.echo(f"signature serving_default: images ({input_name}) -> score ({output_name})")
+
+
+@main.command("merge-ckpt")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", required=True, type=click.Path(file_okay=False))
+@click.option("--prefix", "prefixes", multiple=True, metavar="IN=SCOPE/",
+              help="Put input IN's variables under SCOPE/ (repeatable).")
+@click.option("--prefer", help="The input whose value wins a clash.")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@handle_errors
+def merge_ckpt_cmd(inputs, output, prefixes, prefer, force):
+    """Merge the variables of several checkpoints into one."""
+    from rankiqa.tools import merge
+
+    mapping = {}
+    for item in prefixes:
+        if "=" not in item:
+            raise UserError(f"--prefix {item!r}: expected IN=SCOPE/")
+        key, scope = item.split("=", 1)
+        mapping[key] = scope
+    prefix, source = merge.merge_checkpoints(list(inputs), output, mapping, prefer, force)
+    for item in inputs:
+        log(f"{sum(1 for s in source.values() if s == item)} variables from {item}")
+    click.echo(prefix)
+
+
+@main.command("inspect-ckpt")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--tensor", "tensors", multiple=True, help="Print this tensor's values (repeatable).")
+@handle_errors
+def inspect_ckpt_cmd(checkpoint, tensors):
+    """List CHECKPOINT's tensors: names, shapes, dtypes, sizes, total parameters."""
+    import numpy as np
+
+    from rankiqa.tools import inspect
+
+    prefix, rows, total = inspect.inspect_checkpoint(checkpoint)
+    click.echo(f"# {prefix}")
+    for name, shape, dtype, size in rows:
+        click.echo(f"{name}\t{list(shape)}\t{dtype}\t{size}")
+    click.echo(f"# {len(rows)} tensors, {total:,} values")
+    for name in tensors:
+        with np.printoptions(threshold=200, edgeitems=3):
+            click.echo(f"{name} =\n{inspect.read_tensor(checkpoint, name)}")
+
+
 @main.command("demo")
 @click.option("--work-dir", default="runs/demo", show_default=True, type=click.Path(),
               help="Where the sample data and both training runs go; a rerun resumes.")

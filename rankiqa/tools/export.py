@@ -1,0 +1,159 @@
+"""Exports: weights as arrays (.npz / .npy dict), a frozen GraphDef (.pb), a SavedModel.
+
+Every graph export takes float32 RGB images in the uint8 range, ``rankiqa/images:0``
+``[None, H, W, 3]``, applies the network's preprocessing inside the graph, and returns one
+quality score per image, ``rankiqa/score:0`` ``[None]`` (higher is better).
+"""
+
+import os
+import shutil
+
+import numpy as np
+
+from rankiqa import checkpoints, inference
+from rankiqa.compat import tf
+
+# Optimizer slots and bookkeeping: never part of "the model".
+NON_MODEL_WORDS = ("/Adam", "/Momentum", "/RMSProp", "global_step", "beta1_power",
+                   "beta2_power", "ExponentialMovingAverage")
+
+
+def _in_scopes(name, scopes):
+    return any(name == s.rstrip("/") or name.startswith(s.rstrip("/") + "/") for s in scopes)
+
+
+def checkpoint_arrays(checkpoint, include=(), exclude=(), model_only=True):
+    """``{variable name: array}`` from a checkpoint, filtered by scopes."""
+    prefix = checkpoints.resolve_checkpoint(checkpoint)
+    reader = tf.train.load_checkpoint(prefix)
+    arrays = {}
+    for name in sorted(reader.get_variable_to_shape_map()):
+        if model_only and any(w in name for w in NON_MODEL_WORDS):
+            continue
+        if include and not _in_scopes(name, include):
+            continue
+        if exclude and _in_scopes(name, exclude):
+            continue
+        arrays[name] = reader.get_tensor(name)
+    if not arrays:
+        raise checkpoints.CheckpointError(f"{prefix}: no variable left after --include "
+                                          f"{list(include)} / --exclude {list(exclude)}")
+    return prefix, arrays
+
+
+def _atomic_write(out, write):
+    tmp = f"{out}.partial-{os.getpid()}"
+    try:
+        write(tmp)
+        # np.save / np.savez append their extension when it is missing
+        for written in (tmp, tmp + ".npy", tmp + ".npz"):
+            if os.path.exists(written):
+                os.replace(written, out)
+                return
+    finally:
+        for leftover in (tmp, tmp + ".npy", tmp + ".npz"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only=True):
+    """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (the seed's ``np.save`` of a
+    dict; loading needs ``allow_pickle=True``). Returns the arrays written."""
+    _, arrays = checkpoint_arrays(checkpoint, include, exclude, model_only)
+    if fmt == "npz":
+        _atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
+    elif fmt == "npy":
+        _atomic_write(out, lambda tmp: np.save(tmp, arrays, allow_pickle=True))
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
+    return arrays
+
+
+def load_arrays(path):
+    """``{name: array}`` from an .npz or a dict .npy."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    value = np.load(path, allow_pickle=True)
+    if value.dtype != object or value.shape != ():
+        raise ValueError(f"{path} is not a saved dict of arrays")
+    return dict(value.item())
+
+
+def init_from_arrays(session, arrays, variables=None):
+    """Loads arrays into the graph's variables by name.
+
+    Returns:
+      report dict: ``loaded``, ``missing`` (variables with no array), ``unused`` (arrays with no
+      variable), ``shape_mismatch`` ``[(name, variable shape, array shape)]``.
+    """
+    if variables is None:
+        variables = tf.global_variables()
+    report = {"loaded": [], "missing": [], "unused": [], "shape_mismatch": []}
+    used = set()
+    for var in variables:
+        name = var.op.name
+        if name not in arrays:
+            report["missing"].append(name)
+            continue
+        used.add(name)
+        if tuple(var.shape.as_list()) != arrays[name].shape:
+            report["shape_mismatch"].append((name, tuple(var.shape.as_list()), arrays[name].shape))
+            continue
+        var.load(arrays[name], session)
+        report["loaded"].append(name)
+    report["unused"] = sorted(set(arrays) - used)
+    return report
+
+
+def _scoring_session(checkpoint, net=None):
+    prefix, net_name, crop = inference.resolve_model(checkpoint, net)
+    graph = tf.Graph()
+    with graph.as_default():
+        images, score, _ = inference.build_scoring_graph(net_name)
+        assignment, _ = checkpoints.build_restore_map(prefix, tf.global_variables())
+        saver = tf.train.Saver(var_list=assignment)
+    session = tf.Session(graph=graph)
+    saver.restore(session, prefix)
+    return session, images, score, net_name, crop
+
+
+def export_pb(checkpoint, out, net=None):
+    """Freezes the scoring graph into a GraphDef; returns (input name, output name)."""
+    session, images, score, _, _ = _scoring_session(checkpoint, net)
+    with session:
+        frozen = tf.graph_util.convert_variables_to_constants(
+            session, session.graph.as_graph_def(), [score.op.name])
+    _atomic_write(out, lambda tmp: _write_bytes(tmp, frozen.SerializeToString()))
+    return images.name, score.name
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def export_savedmodel(checkpoint, out_dir, net=None, force=False):
+    """A SavedModel with signature ``serving_default``: images -> score."""
+    if os.path.exists(out_dir):
+        if not force:
+            raise FileExistsError(f"{out_dir} already exists; pass --force to replace it")
+        shutil.rmtree(out_dir)
+    tmp = f"{out_dir.rstrip('/')}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    session, images, score, _, _ = _scoring_session(checkpoint, net)
+    try:
+        with session:
+            builder = tf.saved_model.builder.SavedModelBuilder(tmp)
+            signature = tf.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"images": images}, outputs={"score": score})
+            builder.add_meta_graph_and_variables(
+                session, [tf.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": signature}, strip_default_attrs=True)
+            builder.save()
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return images.name, score.name

@@ -1,0 +1,207 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rankiqa import inference, nets
+from rankiqa.cli import main
+from rankiqa.compat import tf
+from rankiqa.tools import export, merge
+from tests.test_finetune import stage_one  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def crops(rng=None):
+    return np.random.default_rng(7).uniform(0, 255, size=(5, 32, 32, 3)).astype(np.float32)
+
+
+def checkpoint_scores(checkpoint, crops):
+    with inference.Scorer(checkpoint) as scorer:
+        return scorer.score_batch(crops)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):  # noqa: F811
+    out = tmp_path / "weights.npz"
+    result = invoke("export-npy", stage_one, out)
+    assert result.exit_code == 0, result.output
+    arrays = export.load_arrays(str(out))
+    assert "resnet_v2/logits/weights" in arrays
+    assert not any("Adam" in n or "global_step" in n for n in arrays)  # model variables only
+    with tf.Graph().as_default(), tf.Session() as sess:
+        images, score, _ = inference.build_scoring_graph("resnet_v2_tiny")
+        sess.run(tf.global_variables_initializer())
+        report = export.init_from_arrays(sess, arrays)
+        assert not report["missing"] and not report["shape_mismatch"] and not report["unused"]
+        from_file = sess.run(score, {images: crops})
+    np.testing.assert_array_equal(from_file, checkpoint_scores(stage_one, crops))
+
+
+def test_npy_dict_form_and_scope_filters(stage_one, tmp_path):  # noqa: F811
+    out = tmp_path / "head.npy"
+    result = invoke("export-npy", stage_one, out, "--format", "npy", "--include",
+                    "resnet_v2/logits")
+    assert result.exit_code == 0, result.output
+    loaded = np.load(out, allow_pickle=True).item()
+    assert sorted(loaded) == ["resnet_v2/logits/biases", "resnet_v2/logits/weights"]
+    result = invoke("export-npy", stage_one, tmp_path / "x.npz", "--include", "nothing/here")
+    assert result.exit_code == 1 and "no variable left" in result.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_init_report_names_mismatches(tmp_path):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        a = tf.Variable(np.zeros(3, np.float32), name="a")
+        tf.Variable(np.zeros(2, np.float32), name="b")
+        sess.run(tf.global_variables_initializer())
+        report = export.init_from_arrays(sess, {"a": np.ones(3, np.float32),
+                                                "b": np.ones(4, np.float32), "c": np.ones(1)})
+        assert report["loaded"] == ["a"] and report["unused"] == ["c"]
+        assert report["shape_mismatch"] == [("b", (2,), (4,))]
+        np.testing.assert_array_equal(sess.run(a), np.ones(3))
+
+
+FRESH_PB_CHECK = textwrap.dedent('''
+    import sys, numpy as np, tensorflow.compat.v1 as tf
+    tf.disable_eager_execution()
+    pb, crops, ckpt = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(pb, "rb").read())
+    with tf.Graph().as_default() as g:
+        tf.import_graph_def(graph_def, name="")
+        with tf.Session() as sess:
+            scores = sess.run("rankiqa/score:0", {"rankiqa/images:0": crops})
+            weights = sess.run(g.get_tensor_by_name("resnet_v2/conv1/weights:0"))
+    assert "rankiqa" not in sys.modules
+    np.save(sys.argv[4], scores)
+    np.testing.assert_array_equal(weights, tf.train.load_variable(ckpt, "resnet_v2/conv1/weights"))
+    print("ok")
+''')
+
+
+def test_frozen_pb_in_a_fresh_tensorflow_only_process(stage_one, crops, tmp_path):  # noqa: F811
+    pb = tmp_path / "model.pb"
+    result = invoke("export-pb", stage_one, pb)
+    assert result.exit_code == 0, result.output
+    assert "rankiqa/images:0" in result.stdout and "rankiqa/score:0" in result.stdout
+    np.save(tmp_path / "crops.npy", crops)
+    script = tmp_path / "check.py"
+    script.write_text(FRESH_PB_CHECK)
+    out = subprocess.run([sys.executable, str(script), str(pb), str(tmp_path / "crops.npy"),
+                          stage_one, str(tmp_path / "scores.npy")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"),
+                               checkpoint_scores(stage_one, crops), rtol=1e-5, atol=1e-6)
+
+
+FRESH_SAVEDMODEL_CHECK = textwrap.dedent('''
+    import sys, numpy as np, tensorflow as tf
+    assert tf.executing_eagerly()
+    model = tf.saved_model.load(sys.argv[1])
+    serve = model.signatures["serving_default"]
+    np.save(sys.argv[3], serve(images=tf.constant(np.load(sys.argv[2])))["score"].numpy())
+    print("ok")
+''')
+
+
+def test_savedmodel_loads_in_eager_tf2(stage_one, crops, tmp_path):  # noqa: F811
+    out_dir = tmp_path / "saved"
+    result = invoke("export-savedmodel", stage_one, out_dir)
+    assert result.exit_code == 0, result.output
+    assert invoke("export-savedmodel", stage_one, out_dir).exit_code == 1  # no --force
+    np.save(tmp_path / "crops.npy", crops)
+    script = tmp_path / "check.py"
+    script.write_text(FRESH_SAVEDMODEL_CHECK)
+    out = subprocess.run([sys.executable, str(script), str(out_dir), str(tmp_path / "crops.npy"),
+                          str(tmp_path / "scores.npy")], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"),
+                               checkpoint_scores(stage_one, crops), rtol=1e-5, atol=1e-6)
+
+
+def save_tiny_model(path, seed):
+    """A plain tf.train.Saver checkpoint of a tiny scoring network."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.set_random_seed(seed)
+        inference.build_scoring_graph("resnet_v2_tiny")
+        sess.run(tf.global_variables_initializer())
+        tf.train.Saver().save(sess, str(path / "model.ckpt"))
+    return str(path)
+
+
+def test_merge_two_models_into_one_graph(tmp_path, crops):
+    """The seed's use case: model 1's output feeds model 2, both restored by one Saver."""
+    one = save_tiny_model(tmp_path / "one", 1)
+    two = save_tiny_model(tmp_path / "two", 2)
+    result = invoke("merge-ckpt", one, two, "--output", tmp_path / "merged",
+                    "--prefix", f"{one}=model1/", "--prefix", f"{two}=model2/")
+    assert result.exit_code == 0, result.output
+
+    network_fn = nets.get_network_fn("resnet_v2_tiny")
+
+    def chain(images):
+        with tf.variable_scope("model1"):
+            s1, _ = network_fn(network_fn.preprocess(images), is_training=False)
+        # model 1's score scales model 2's input
+        with tf.variable_scope("model2"):
+            s2, _ = network_fn(network_fn.preprocess(images * tf.sigmoid(s1)[:, None, None, None]),
+                               is_training=False)
+        return s1, s2
+
+    with tf.Graph().as_default(), tf.Session() as sess:
+        images = tf.constant(crops)
+        s1, s2 = chain(images)
+        tf.train.Saver().restore(sess, tf.train.latest_checkpoint(str(tmp_path / "merged")))
+        merged_1, merged_2 = sess.run([s1, s2])
+
+    separate_1 = checkpoint_scores_plain(one, crops)
+    gate = (1 / (1 + np.exp(-separate_1)))[:, None, None, None]
+    separate_2 = checkpoint_scores_plain(two, crops * gate)
+    np.testing.assert_allclose(merged_1, separate_1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(merged_2, separate_2, rtol=1e-4, atol=1e-5)
+
+
+def checkpoint_scores_plain(ckpt_dir, crops):
+    with inference.Scorer(ckpt_dir, net="resnet_v2_tiny") as scorer:
+        return scorer.score_batch(crops.astype(np.float32))
+
+
+def test_merge_clash_lists_every_clash_and_writes_nothing(tmp_path):
+    one = save_tiny_model(tmp_path / "one", 1)
+    two = save_tiny_model(tmp_path / "two", 2)
+    result = invoke("merge-ckpt", one, two, "--output", tmp_path / "merged")
+    assert result.exit_code == 1
+    assert "names clash" in result.stderr and "resnet_v2/conv1/weights (in" in result.stderr
+    differing = [n for n, _ in tf.train.list_variables(one)
+                 if not np.array_equal(tf.train.load_variable(one, n), tf.train.load_variable(two, n))]
+    assert 0 < len(differing) < len(tf.train.list_variables(one))  # batch-norm inits agree
+    assert f"{len(differing)} names clash" in result.stderr
+    assert all(f"{n} (in" in result.stderr for n in differing)
+    assert not (tmp_path / "merged").exists()
+    assert not [p for p in os.listdir(tmp_path) if "partial" in p]
+    # identical values are no clash; --prefer settles real ones
+    assert invoke("merge-ckpt", one, one, "--output", tmp_path / "same").exit_code == 0
+    result = invoke("merge-ckpt", one, two, "--output", tmp_path / "pref", "--prefer", two)
+    assert result.exit_code == 0, result.output
+    w = "resnet_v2/conv1/weights"
+    np.testing.assert_array_equal(tf.train.load_variable(str(tmp_path / "pref"), w),
+                                  tf.train.load_variable(two, w))
+    assert invoke("merge-ckpt", one, "--output", tmp_path / "pref").exit_code == 1  # exists
+
+
+def test_inspect_lists_tensors_and_values(stage_one):  # noqa: F811
+    result = invoke("inspect-ckpt", stage_one, "--tensor", "resnet_v2/logits/biases")
+    assert result.exit_code == 0, result.output
+    assert "resnet_v2/logits/weights\t[1, 1, 64, 1]\tfloat32\t64" in result.stdout
+    assert "global_step" in result.stdout and "values" in result.stdout
+    result = invoke("inspect-ckpt", stage_one, "--tensor", "resnet_v2/nope")
+    assert result.exit_code == 1 and "has no tensor" in result.stderr
