@@ -56,6 +56,8 @@ def fit_logistic4(predicted, target):
     """
     p, t = _check(predicted, target)
     start = [t.max(), t.min(), np.median(p), max(p.std(), 1e-6)]
+    if p.size <= len(start) or np.ptp(p) == 0:  # four parameters need more than four points
+        return _linear_fit(p, t)
     try:
         with warnings.catch_warnings():
             # a perfect fit leaves the covariance undefined; only the parameters are used
@@ -64,8 +66,14 @@ def fit_logistic4(predicted, target):
         mapped = logistic4(p, *params)
         if np.all(np.isfinite(mapped)):
             return mapped
-    except (RuntimeError, optimize.OptimizeWarning):
+    except (RuntimeError, TypeError, optimize.OptimizeWarning):
         pass
+    return _linear_fit(p, t)
+
+
+def _linear_fit(p, t):
+    if np.ptp(p) == 0:
+        return np.full_like(t, t.mean())
     slope, intercept = np.polyfit(p, t, 1)
     return slope * p + intercept
 

@@ -29,3 +29,10 @@ def test_bad_shapes():
         metrics.srocc([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="at least 2"):
         metrics.plcc([1], [1])
+
+
+def test_summary_on_tiny_or_constant_groups_is_defined():
+    s = metrics.summary([0.1, 0.5, 0.4], [0.2, 0.9, 0.5])  # fewer points than parameters
+    assert np.isfinite(s["plcc_logistic"]) and s["count"] == 3
+    s = metrics.summary([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert s["rmse_logistic"] == pytest.approx(np.std([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
