@@ -275,6 +275,23 @@ def export_savedmodel_cmd(checkpoint, out_dir, net, force):
     click.echo(f"signature serving_default: images ({input_name}) -> score ({output_name})")
 
 
+@main.command("export-onnx")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--opset", type=int, default=13, show_default=True)
+@handle_errors
+def export_onnx_cmd(checkpoint, out, net, opset):
+    """Convert CHECKPOINT's frozen scoring graph to ONNX (needs the onnx extra)."""
+    from rankiqa.tools import export
+
+    try:
+        input_name, output_name = export.export_onnx(checkpoint, out, net, opset)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
+
+
 @main.command("merge-ckpt")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--output", required=True, type=click.Path(file_okay=False))

@@ -205,3 +205,16 @@ def test_inspect_lists_tensors_and_values(stage_one):  # noqa: F811
     assert "global_step" in result.stdout and "values" in result.stdout
     result = invoke("inspect-ckpt", stage_one, "--tensor", "resnet_v2/nope")
     assert result.exit_code == 1 and "has no tensor" in result.stderr
+
+
+def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):  # noqa: F811
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    out = tmp_path / "model.onnx"
+    result = invoke("export-onnx", stage_one, out)
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["rankiqa/images:0"]
+    (scores,) = session.run(["rankiqa/score:0"], {"rankiqa/images:0": crops})
+    # float32 kernels round differently: compare relatively
+    np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
