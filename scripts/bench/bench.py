@@ -92,8 +92,8 @@ def p6(args):
             got_op, got_pair = sess.run([op, pair])
             loss_seconds = median_time(lambda: sess.run(op.op), args.warmup, args.repeats * 5)
         rows.append({"shape": [refs, 6],
-                     "operator_abs_diff": abs(float(got_op) - loop_operator_loss(scores, 1.0)),
-                     "pairwise_abs_diff": abs(float(got_pair) - loop_pairwise_loss(scores, 1.0)),
+                     "operator_abs_diff": float(abs(float(got_op) - loop_operator_loss(scores, 1.0))),
+                     "pairwise_abs_diff": float(abs(float(got_pair) - loop_pairwise_loss(scores, 1.0))),
                      "loss_seconds": loss_seconds})
     # the step the loss belongs to: tiny net, 4 references x 6 levels at 64²
     network_fn = nets.get_network_fn("resnet_v2_tiny")
