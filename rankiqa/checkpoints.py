@@ -34,8 +34,8 @@ class RestoreReport:
         out += [f"  shape mismatch (left at initialiser): {n} model {m} checkpoint {c}"
                 for n, m, c in self.shape_mismatch]
         if self.unused:
-            out.append(f"  {len(self.unused)} checkpoint tensors unused"
-                       + (f", e.g. {', '.join(self.unused[:3])}" if self.unused else ""))
+            out.append(f"  {len(self.unused)} checkpoint tensors unused, e.g. "
+                       f"{', '.join(self.unused[:3])}")
         return out
 
     def as_dict(self):
@@ -58,6 +58,11 @@ def resolve_checkpoint(path):
         return path
     raise CheckpointError(f"checkpoint {path} does not exist (give a prefix like "
                           "model.ckpt-1000 or a training directory)")
+
+
+def in_scopes(name, scopes):
+    """Whether variable `name` lies in one of `scopes` (``a/b`` matches ``a/b`` and ``a/b/...``)."""
+    return any(name == s.rstrip("/") or name.startswith(s.rstrip("/") + "/") for s in scopes)
 
 
 def _strip(name):

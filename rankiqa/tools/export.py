@@ -18,10 +18,6 @@ NON_MODEL_WORDS = ("/Adam", "/Momentum", "/RMSProp", "global_step", "beta1_power
                    "beta2_power", "ExponentialMovingAverage")
 
 
-def _in_scopes(name, scopes):
-    return any(name == s.rstrip("/") or name.startswith(s.rstrip("/") + "/") for s in scopes)
-
-
 def checkpoint_arrays(checkpoint, include=(), exclude=(), model_only=True):
     """``{variable name: array}`` from a checkpoint, filtered by scopes."""
     prefix = checkpoints.resolve_checkpoint(checkpoint)
@@ -30,9 +26,9 @@ def checkpoint_arrays(checkpoint, include=(), exclude=(), model_only=True):
     for name in sorted(reader.get_variable_to_shape_map()):
         if model_only and any(w in name for w in NON_MODEL_WORDS):
             continue
-        if include and not _in_scopes(name, include):
+        if include and not checkpoints.in_scopes(name, include):
             continue
-        if exclude and _in_scopes(name, exclude):
+        if exclude and checkpoints.in_scopes(name, exclude):
             continue
         arrays[name] = reader.get_tensor(name)
     if not arrays:

@@ -19,10 +19,6 @@ EVAL_NAME = "eval.json"
 RESTORE_REPORT_NAME = "restore_report.json"
 
 
-def _in_scopes(name, scopes):
-    return any(name == s or name.startswith(s.rstrip("/") + "/") for s in scopes)
-
-
 def build_mos_evaluator(network_fn, items, data_cfg, log):
     """``eval_fn(session, step)``: SROCC/PLCC/... on `items`, multi-crop, inference mode."""
     if not items:
@@ -116,15 +112,15 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
         variables_to_train, update_ops = None, None
         if transfer.trainable_scopes:
             variables_to_train = [v for v in tf.trainable_variables()
-                                  if _in_scopes(v.op.name, transfer.trainable_scopes)]
+                                  if checkpoints.in_scopes(v.op.name, transfer.trainable_scopes)]
             if not variables_to_train:
                 raise ValueError(f"finetune.trainable_scopes {list(transfer.trainable_scopes)} "
                                  "match no trainable variable")
             # frozen layers keep their batch-norm statistics too, so they stay bit-identical
             update_ops = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-                          if _in_scopes(op.name, transfer.trainable_scopes)]
+                          if checkpoints.in_scopes(op.name, transfer.trainable_scopes)]
         multipliers = {v: transfer.head_lr_multiplier for v in tf.trainable_variables()
-                       if _in_scopes(v.op.name, [network_fn.head_scope])
+                       if checkpoints.in_scopes(v.op.name, [network_fn.head_scope])
                        and (variables_to_train is None or v in variables_to_train)}
         train_op, learning_rate = loop.build_train_op(
             total_loss, config.optim, global_step, variables_to_train=variables_to_train,
