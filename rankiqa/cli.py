@@ -187,8 +187,10 @@ def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, ag
 
 @main.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", required=True, type=click.Path(),
+@click.option("--checkpoint", type=click.Path(),
               help="Training directory (train-rank or finetune) or checkpoint prefix.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Score with an .npz/.npy from export-npy instead of a checkpoint (needs --net).")
 @click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
 @click.option("--crops", type=int, default=1, show_default=True, help="Crops per image, averaged.")
 @click.option("--crop-mode", type=click.Choice(["grid", "random"]), default="grid",
@@ -199,7 +201,8 @@ def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, ag
 @click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @device_option
 @handle_errors
-def predict_cmd(paths, checkpoint, net, crops, crop_mode, batch_size, fmt, output, device):
+def predict_cmd(paths, checkpoint, weights, net, crops, crop_mode, batch_size, fmt, output,
+                device):
     """Score image files and folders (recursive); unreadable files are reported and skipped."""
     import csv
     import io
@@ -209,8 +212,11 @@ def predict_cmd(paths, checkpoint, net, crops, crop_mode, batch_size, fmt, outpu
 
     if crops < 1 or batch_size < 1:
         raise UserError("--crops and --batch-size must be >= 1")
+    if (checkpoint is None) == (weights is None):
+        raise UserError("predict needs exactly one of --checkpoint and --weights")
     rows, problems = predict.predict(paths, checkpoint, net=net, crops=crops,
-                                     crop_mode=crop_mode, batch_size=batch_size, device=device)
+                                     crop_mode=crop_mode, batch_size=batch_size, device=device,
+                                     weights=weights)
     for message in problems:
         log(f"skipped: {message}")
     if fmt == "json":

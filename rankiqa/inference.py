@@ -97,21 +97,43 @@ class Scorer:
     """Restores a model once and scores batches of crops.
 
     Args:
-      checkpoint: training directory or checkpoint prefix.
-      net: network name when the checkpoint has no rankiqa.json beside it.
+      checkpoint: training directory or checkpoint prefix (None with `weights`).
+      net: network name when the checkpoint has no rankiqa.json beside it (required with
+        `weights`).
+      weights: an .npz / .npy dict from `export-npy` to load instead of a checkpoint.
+      crop_size: crop side with `weights` (default: the network's default image size).
     """
 
-    def __init__(self, checkpoint, net=None, device="auto"):
-        self.checkpoint, self.net_name, self.crop_size = resolve_model(checkpoint, net)
+    def __init__(self, checkpoint, net=None, device="auto", weights=None, crop_size=None):
+        if weights is not None:
+            if net is None:
+                raise ValueError("scoring from --weights needs --net (the network name)")
+            self.checkpoint, self.net_name = weights, net
+            self.crop_size = crop_size or nets.get_network_fn(net).default_image_size
+        else:
+            self.checkpoint, self.net_name, self.crop_size = resolve_model(checkpoint, net)
         self.graph = tf.Graph()
         with self.graph.as_default(), tf.device(loop.get_device(device)):
             self.images, self.score, _ = build_scoring_graph(self.net_name)
-            assignment, report = checkpoints.build_restore_map(
-                self.checkpoint, tf.global_variables(), ignore_missing_vars=False)
-            saver = tf.train.Saver(var_list=assignment)
-        self.report = report
+            if weights is None:
+                assignment, self.report = checkpoints.build_restore_map(
+                    self.checkpoint, tf.global_variables(), ignore_missing_vars=False)
+                saver = tf.train.Saver(var_list=assignment)
         self.session = tf.Session(graph=self.graph, config=loop.session_config())
-        saver.restore(self.session, self.checkpoint)
+        if weights is None:
+            saver.restore(self.session, self.checkpoint)
+            return
+        from rankiqa.tools import export  # the arrays' loader lives with their writer
+
+        with self.graph.as_default():
+            self.session.run(tf.global_variables_initializer())
+            self.report = export.init_from_arrays(self.session, export.load_arrays(weights))
+        bad = self.report["missing"] + [n for n, _, _ in self.report["shape_mismatch"]]
+        if bad:
+            self.session.close()
+            raise checkpoints.CheckpointError(
+                f"{weights} does not fit {net}: {len(self.report['missing'])} variables missing, "
+                f"{len(self.report['shape_mismatch'])} of another shape (e.g. {bad[:3]})")
 
     def score_batch(self, crops):
         """``crops: [N, H, W, 3]`` uint8 -> scores ``[N]``."""

@@ -31,7 +31,7 @@ def find_images(paths):
 
 
 def predict(paths, checkpoint, net=None, crops=1, crop_mode="grid", batch_size=32,
-            device="auto"):
+            device="auto", weights=None):
     """Scores every readable image under `paths`.
 
     Returns:
@@ -39,7 +39,7 @@ def predict(paths, checkpoint, net=None, crops=1, crop_mode="grid", batch_size=3
     """
     files, problems = find_images(paths)
     rows = []
-    with inference.Scorer(checkpoint, net=net, device=device) as scorer:
+    with inference.Scorer(checkpoint, net=net, device=device, weights=weights) as scorer:
         per_batch = max(1, batch_size // crops)
         pending, pending_paths = [], []
 

@@ -11,7 +11,7 @@ from rankiqa import inference, nets
 from rankiqa.cli import main
 from rankiqa.compat import tf
 from rankiqa.tools import export, merge
-from tests.test_finetune import stage_one  # noqa: F401 (fixture)
+from tests.test_finetune import finetune_config, label_file, stage_one  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +218,45 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):  # noqa: F8
     (scores,) = session.run(["rankiqa/score:0"], {"rankiqa/images:0": crops})
     # float32 kernels round differently: compare relatively
     np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
+
+
+def test_predict_from_exported_weights_equals_checkpoint(stage_one, photo_dir, tmp_path):  # noqa: F811
+    weights = tmp_path / "w.npz"
+    assert invoke("export-npy", stage_one, weights).exit_code == 0
+    from_ckpt = invoke("predict", photo_dir, "--checkpoint", stage_one)
+    from_npz = invoke("predict", photo_dir, "--weights", weights, "--net", "resnet_v2_tiny")
+    assert from_ckpt.exit_code == 0 and from_npz.exit_code == 0, from_npz.output
+    # crop 32 from rankiqa.json vs the tiny net's default 64: compare at the same crop
+    from_npz_32 = inference.Scorer(None, net="resnet_v2_tiny", weights=str(weights), crop_size=32)
+    with from_npz_32, inference.Scorer(stage_one) as scorer:
+        images = [inference.load_image(os.path.join(photo_dir, n)) for n in sorted(os.listdir(photo_dir))]
+        np.testing.assert_array_equal(from_npz_32.score_images(images), scorer.score_images(images))
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, **{"resnet_v2/conv1/weights": np.zeros((1, 1, 1, 1), np.float32)})
+    result = invoke("predict", photo_dir, "--weights", wrong, "--net", "resnet_v2_tiny")
+    assert result.exit_code == 1 and "does not fit resnet_v2_tiny" in result.stderr
+    assert invoke("predict", photo_dir).exit_code == 1  # neither --checkpoint nor --weights
+
+
+def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_path):  # noqa: F811
+    from rankiqa.train import finetune
+
+    finetune.train(finetune_config(label_file, **{"train.max_steps": 1}), stage_one,
+                   str(tmp_path / "ft"), device="cpu", log=lambda line: None)
+    assert invoke("export-pb", tmp_path / "ft", tmp_path / "ft.pb").exit_code == 0
+    assert invoke("export-npy", tmp_path / "ft", tmp_path / "ft.npz").exit_code == 0
+    assert invoke("inspect-ckpt", tmp_path / "ft").exit_code == 0
+    foreign = tmp_path / "foreign"
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.Variable(np.arange(6, dtype=np.int64).reshape(2, 3), name="other/table")
+        tf.Variable(np.float64(2.5), name="other/scale")
+        sess.run(tf.global_variables_initializer())
+        tf.train.Saver().save(sess, str(foreign / "model.ckpt"))
+    assert invoke("export-npy", foreign, tmp_path / "f.npz").exit_code == 0
+    arrays = export.load_arrays(str(tmp_path / "f.npz"))
+    assert arrays["other/table"].dtype == np.int64 and arrays["other/scale"] == 2.5
+    result = invoke("inspect-ckpt", foreign)
+    assert "other/table\t[2, 3]\tint64\t6" in result.stdout
+    result = invoke("merge-ckpt", foreign, stage_one, "--output", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    assert tf.train.load_variable(str(tmp_path / "m"), "other/scale") == 2.5
