@@ -26,10 +26,11 @@ def _user_errors():
     from rankiqa.data.generate import BadImageError
     from rankiqa.data.lists import ListError
     from rankiqa.inference import UnreadableImage
+    from rankiqa.pretrained import PretrainedUnavailable
     from rankiqa.train.loop import TrainingDiverged
 
     return (config_lib.ConfigError, ListError, BadImageError, CheckpointError, TrainingDiverged,
-            UnreadableImage,
+            UnreadableImage, PretrainedUnavailable,
             ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
@@ -79,6 +80,15 @@ def device_option(func):
                         show_default=True, help="Where the network runs.")(func)
 
 
+def init_from_option(func):
+    return click.option("--init-from", help="Pretrained start a package ships (net.init_from), "
+                        "e.g. hed-vgg16 for vgg_16 / vgg_16_pooled.")(func)
+
+
+def with_init_from(overrides, init_from):
+    return (*overrides, f"net.init_from={init_from}") if init_from else overrides
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rankiqa")
 def main():
@@ -119,11 +129,12 @@ def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, s
 @config_options
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
+@init_from_option
 @device_option
 @handle_errors
-def train_rank_cmd(config_path, overrides, train_dir, device):
+def train_rank_cmd(config_path, overrides, train_dir, init_from, device):
     """Stage one: train the Siamese ranking network."""
-    cfg = config_lib.load(config_lib.RankConfig, config_path, overrides)
+    cfg = config_lib.load(config_lib.RankConfig, config_path, with_init_from(overrides, init_from))
     from rankiqa.train import rank
 
     result = rank.train(cfg, train_dir, device=device, log=log)
@@ -137,13 +148,13 @@ def train_rank_cmd(config_path, overrides, train_dir, device):
 @click.option("--init-checkpoint", help="Stage-one training directory or checkpoint prefix.")
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
+@init_from_option
 @device_option
 @handle_errors
-def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, device):
+def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, init_from, device):
     """Stage two: regress real quality scores from the stage-one network."""
-    cfg = config_lib.load(config_lib.FinetuneConfig, config_path, overrides)
-    if not init_checkpoint:
-        raise UserError("finetune needs --init-checkpoint (the stage-one output directory)")
+    cfg = config_lib.load(config_lib.FinetuneConfig, config_path,
+                          with_init_from(overrides, init_from))
     from rankiqa.train import finetune
 
     result = finetune.train(cfg, init_checkpoint, train_dir, device=device, log=log)

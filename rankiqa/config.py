@@ -32,6 +32,8 @@ class NetConfig:
     init_checkpoint: Optional[str] = None
     # The scope its variables live under; None: the official one for `name` (resnet_v2_50 ...).
     init_checkpoint_scope: Optional[str] = None
+    # Weights a package ships (rankiqa.pretrained.PRETRAINED), e.g. hed-vgg16 for vgg_16*.
+    init_from: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,35 @@ def resnet_v2_tiny(images, is_training, reuse=None):
     return _resnet(_resnet_v2_tiny_blocks(), images, is_training, reuse)
 
 
+def _vgg_16_convs(images):
+    """slim's VGG-16 convolution stack with its variable names (``conv1/conv1_1`` ...), inside
+    the caller's scope. Returns (last block's output, end_points, [each block's output])."""
+    blocks = []
+    net = images
+    for i, (repeats, depth) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]):
+        net = slim.repeat(net, repeats, slim.conv2d, depth, [3, 3], scope=f"conv{i + 1}")
+        blocks.append(net)
+        if i < 4:  # pool5 would only shrink what the heads pool anyway
+            net = slim.max_pool2d(net, [2, 2], scope=f"pool{i + 1}")
+    return net, blocks
+
+
+def _vgg_16_with_head(images, reuse, pool_fn):
+    with tf.variable_scope(VGG_SCOPE, "vgg_16", [images], reuse=reuse) as sc:
+        end_points_collection = sc.original_name_scope + "_end_points"
+        with slim.arg_scope([slim.conv2d, slim.max_pool2d],
+                            outputs_collections=end_points_collection):
+            net, blocks = _vgg_16_convs(images)
+        end_points = slim.utils.convert_collection_to_dict(end_points_collection)
+        features = pool_fn(net, blocks)
+        end_points["features"] = features
+        net = slim.conv2d(features, 1, [1, 1], activation_fn=None, normalizer_fn=None,
+                          weights_regularizer=None, scope="logits")
+        score = tf.reshape(net, [-1], name="score")
+        end_points["score"] = score
+        return score, end_points
+
+
 def vgg_16(images, is_training, reuse=None):
     """slim's VGG-16 convolution stack (same variable names, ``vgg_16/conv1/conv1_1`` ...) with
     a global-average-pooled one-score head in place of fc6-fc8.
@@ -89,22 +118,26 @@ def vgg_16(images, is_training, reuse=None):
     weights available offline; pooling the last block keeps every crop size usable.
     """
     del is_training  # no batch norm or dropout in the convolution stack
-    with tf.variable_scope(VGG_SCOPE, "vgg_16", [images], reuse=reuse) as sc:
-        end_points_collection = sc.original_name_scope + "_end_points"
-        with slim.arg_scope([slim.conv2d, slim.max_pool2d],
-                            outputs_collections=end_points_collection):
-            net = images
-            for i, (repeats, depth) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]):
-                name = f"conv{i + 1}"
-                net = slim.repeat(net, repeats, slim.conv2d, depth, [3, 3], scope=name)
-                if i < 4:  # pool5 would only shrink what the global pool averages anyway
-                    net = slim.max_pool2d(net, [2, 2], scope=f"pool{i + 1}")
-        end_points = slim.utils.convert_collection_to_dict(end_points_collection)
-        net = tf.reduce_mean(net, [1, 2], keepdims=True, name="global_pool")
-        net = slim.conv2d(net, 1, [1, 1], activation_fn=None, normalizer_fn=None, scope="logits")
-        score = tf.reshape(net, [-1], name="score")
-        end_points["score"] = score
-        return score, end_points
+    return _vgg_16_with_head(
+        images, reuse, lambda net, blocks: tf.reduce_mean(net, [1, 2], keepdims=True))
+
+
+def _mean_std_per_block(net, blocks):
+    """``[B, 1, 1, 2 * (64+128+256+512+512)]``: each block's channel means and standard
+    deviations. Low blocks see noise and blur, high blocks content: quality needs both."""
+    pooled = []
+    for block in blocks:
+        mean, variance = tf.nn.moments(block, axes=[1, 2], keepdims=True)
+        pooled += [mean, tf.sqrt(variance + 1e-6)]
+    return tf.concat(pooled, axis=-1)
+
+
+def vgg_16_pooled(images, is_training, reuse=None):
+    """VGG-16's convolutions with a quality head over every block: the mean and standard
+    deviation of each block's output, concatenated (2,944 features), then one linear score.
+    Any crop size works; the head is ``vgg_16/logits``, the scope stage two re-learns."""
+    del is_training
+    return _vgg_16_with_head(images, reuse, _mean_std_per_block)
 
 
 def _resnet_arg_scope(weight_decay, batch_norm_decay):
@@ -123,6 +156,7 @@ networks_map = {
     "resnet_v2_101": (resnet_v2_101, _resnet_arg_scope, preprocess_resnet, RESNET_SCOPE, 224),
     "resnet_v2_tiny": (resnet_v2_tiny, _resnet_arg_scope, preprocess_resnet, RESNET_SCOPE, 64),
     "vgg_16": (vgg_16, _vgg_arg_scope, preprocess_vgg, VGG_SCOPE, 224),
+    "vgg_16_pooled": (vgg_16_pooled, _vgg_arg_scope, preprocess_vgg, VGG_SCOPE, 224),
 }
 
 # Official slim ImageNet checkpoints name each depth's scope after itself; ours is shared.

@@ -181,6 +181,23 @@ def _run_jobs(jobs, workers):
         for job in jobs:
             yield _process_reference(job)
         return
+    # Largest references first: the pool then ends on small jobs instead of one big straggler
+    # (longest-processing-time scheduling); results are put back in job order.
+    order = sorted(range(len(jobs)), key=lambda k: -_pixels(jobs[k][0]))
+    done, next_out = {}, 0
     # spawn, not fork: the parent may hold TensorFlow's threads, which fork does not copy safely.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_process_reference, jobs)
+        for k, result in zip(order, pool.imap(_process_reference, [jobs[k] for k in order])):
+            done[k] = result
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+
+
+def _pixels(path):
+    """Image area from the header alone (0 for unreadable files: they fail fast anyway)."""
+    try:
+        with Image.open(path) as im:
+            return im.width * im.height
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 0

@@ -61,9 +61,11 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
       dict from `loop.run_loop` plus ``eval_path`` and ``restore_report``.
     """
     data_cfg, train_cfg, transfer = config.data, config.train, config.finetune
-    if not init_checkpoint:
-        raise ValueError("finetune needs --init-checkpoint (the stage-one output directory)")
-    init_checkpoint = checkpoints.resolve_checkpoint(init_checkpoint)
+    if not init_checkpoint and not config.net.init_from:
+        raise ValueError("finetune needs --init-checkpoint (the stage-one output directory), "
+                         "or net.init_from for a start without stage one")
+    if init_checkpoint:
+        init_checkpoint = checkpoints.resolve_checkpoint(init_checkpoint)
     if not data_cfg.label_file:
         raise ValueError("finetune needs data.label_file (the dataset's label file)")
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
@@ -97,13 +99,18 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
         global_step = tf.train.get_or_create_global_step()
         scores, _ = network_fn(network_fn.preprocess(images), is_training=True)
 
-        # ---- restore: everything but the excluded scopes (default: the head)
-        exclude = transfer.checkpoint_exclude_scopes or (network_fn.head_scope,)
-        assignment, report = checkpoints.build_restore_map(
-            init_checkpoint, slim.get_model_variables(), exclude_scopes=exclude,
-            ignore_missing_vars=transfer.ignore_missing_vars)
-        for line in report.lines():
-            log(line)
+        # ---- restore: everything but the excluded scopes (default: the head), over the
+        # optional pretrained start
+        pretrained_init = loop.pretrained_init_fn(config.net, log)
+        checkpoint_init, report = None, None
+        if init_checkpoint:
+            exclude = transfer.checkpoint_exclude_scopes or (network_fn.head_scope,)
+            assignment, report = checkpoints.build_restore_map(
+                init_checkpoint, slim.get_model_variables(), exclude_scopes=exclude,
+                ignore_missing_vars=transfer.ignore_missing_vars)
+            for line in report.lines():
+                log(line)
+            checkpoint_init = checkpoints.build_init_fn(assignment, init_checkpoint)
 
         # ---- loss: regression on normalised scores, plus weight decay
         regression_loss = loss_fn(scores, targets)
@@ -132,7 +139,8 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
         loop.write_json_atomic(eval_path, result)
         return result
 
-    loop.write_json_atomic(os.path.join(train_dir, RESTORE_REPORT_NAME), report.as_dict())
+    if report is not None:
+        loop.write_json_atomic(os.path.join(train_dir, RESTORE_REPORT_NAME), report.as_dict())
     loop.write_json_atomic(os.path.join(train_dir, loop.RUN_INFO_NAME), {
         "stage": "finetune", "net": config.net.name, "crop_size": data_cfg.crop_size,
         "init_checkpoint": init_checkpoint, "config": to_dict(config),
@@ -143,7 +151,7 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
         train_dir, train_op, train_cfg.max_steps, train_cfg,
         scalars={"loss": regression_loss, "total_loss": total_loss,
                  "learning_rate": learning_rate},
-        init_fn=checkpoints.build_init_fn(assignment, init_checkpoint),
+        init_fn=loop.chain_init_fns(pretrained_init, checkpoint_init),
         eval_fn=write_eval if eval_fn else None, log=log, images_per_step=data_cfg.batch_size)
     result["eval_path"] = eval_path if eval_fn else None
     result["restore_report"] = report

@@ -85,6 +85,37 @@ def build_train_op(total_loss, optim, global_step, variables_to_train=None,
     return train_op, learning_rate
 
 
+def chain_init_fns(*init_fns):
+    """One ``init_fn(session)`` running the given ones (None skipped) in order: later ones
+    overwrite what earlier ones set."""
+    fns = [fn for fn in init_fns if fn is not None]
+    if not fns:
+        return None
+
+    def init_fn(session):
+        for fn in fns:
+            fn(session)
+
+    return init_fn
+
+
+def pretrained_init_fn(net_cfg, log):
+    """``init_fn`` for `net_cfg.init_from` (None when unset), its report logged."""
+    if not net_cfg.init_from:
+        return None
+    from rankiqa import pretrained
+    from rankiqa.compat import slim as _slim
+
+    init_fn, report = pretrained.build_init_fn(net_cfg.init_from, net_cfg.name,
+                                               _slim.get_model_variables())
+    log(f"init_from {net_cfg.init_from}: restored {len(report['restored'])} variables")
+    for name in report["restored"]:
+        log(f"  restored: {name}")
+    for name in report["left_at_initialiser"]:
+        log(f"  left at initialiser: {name}")
+    return init_fn
+
+
 def write_json_atomic(path, data):
     """Writes JSON so a reader never sees half a file (write aside, then rename)."""
     tmp = f"{path}.tmp-{os.getpid()}"

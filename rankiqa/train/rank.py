@@ -127,6 +127,7 @@ def train(config, train_dir, device="auto", log=print):
         loop.write_json_atomic(eval_path, result)
         return result
 
+    pretrained_init = loop.pretrained_init_fn(config.net, log)
     init = imagenet_init_fn(config.net, network_fn, log)
     loop.write_json_atomic(os.path.join(train_dir, loop.RUN_INFO_NAME), {
         "stage": "rank", "net": config.net.name, "crop_size": data_cfg.crop_size,
@@ -137,7 +138,7 @@ def train(config, train_dir, device="auto", log=print):
         train_dir, train_op, train_cfg.max_steps, train_cfg,
         scalars={"loss": rank_loss, "total_loss": total_loss, "learning_rate": learning_rate,
                  "rank_accuracy": losses.ranking_accuracy(scores)},
-        init_fn=init[0] if init else None, eval_fn=write_eval if eval_fn else None, log=log,
+        init_fn=loop.chain_init_fns(pretrained_init, init[0] if init else None), eval_fn=write_eval if eval_fn else None, log=log,
         images_per_step=data_cfg.images_per_batch * data_cfg.levels)
     result["eval_path"] = eval_path if eval_fn else None
     return result

@@ -1,7 +1,14 @@
 """Benchmarks (issue 5). Each sub-command prints one JSON line and one readable line.
 
     python scripts/bench/bench.py p1 --net resnet_v2_tiny --crop 64 --references 4
+    python scripts/bench/bench.py p2 --net resnet_v2_tiny --crop 64
+    python scripts/bench/bench.py p3
+    python scripts/bench/bench.py p4 --net resnet_v2_tiny
+    python scripts/bench/bench.py p5
     python scripts/bench/bench.py p6
+
+Sample data (the photos scikit-image ships and ranking data made from them) is written once under
+--work-dir (default runs/bench) and reused.
 
 Timings are medians of --repeats runs after --warmup runs; ratios compare measurements taken in
 the same process, because these machines are shared and noisy.
@@ -9,7 +16,13 @@ the same process, because these machines are shared and noisy.
 
 import argparse
 import json
+import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -67,6 +80,176 @@ def p1(args):
           f"ratio {ratio:.2f}x (ideal 5x)")
 
 
+def sample_rank_list(work_dir, families=("gblur", "wn", "jpeg", "jp2k")):
+    """The demo's ranking data under `work_dir` (made once)."""
+    from rankiqa.data import generate, samples
+
+    rank_dir = os.path.join(work_dir, "rank_data")
+    if not os.path.isfile(os.path.join(rank_dir, "rank_list.csv")):
+        photos = samples.write_sample_photos(os.path.join(work_dir, "photos"))
+        generate.make_rank_data(os.path.dirname(photos[0]), rank_dir, families, workers=2,
+                                force=True)
+    return os.path.join(rank_dir, "rank_list.csv")
+
+
+def p2(args):
+    """train-rank images/s from files (decode, crop, batch) / the same step fed from memory."""
+    from rankiqa.data import lists, pipeline
+
+    levels, refs, crop = 6, args.references, args.crop
+    groups = lists.read_rank_list(sample_rank_list(args.work_dir), levels=levels)
+    network_fn = nets.get_network_fn(args.net, weight_decay=1e-4)
+    results = {}
+    for source in ("memory", "pipeline"):
+        with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
+            dataset = pipeline.rank_dataset(groups, crop, refs, seed=0, cache=True)
+            images = tf.data.make_one_shot_iterator(dataset).get_next()
+            if source == "memory":
+                # one real batch, then the step reads it from a constant: no input work at all
+                images = tf.constant(sess.run(images))
+            scores, _ = siamese.one_pass_scores(network_fn, network_fn.preprocess(images),
+                                                levels, True)
+            train_op = slim.learning.create_train_op(losses.rank_hinge_loss(scores, 1.0),
+                                                     tf.train.AdamOptimizer(1e-4))
+            sess.run(tf.global_variables_initializer())
+            steps = args.steps
+
+            def run():
+                for _ in range(steps):
+                    sess.run(train_op)
+
+            # warm-up covers one pass over the data, so the decode cache is full
+            for _ in range(max(args.warmup, len(groups) // refs + 1)):
+                sess.run(train_op)
+            seconds = median_time(run, 0, args.repeats) / steps
+            results[source] = {"step_seconds": seconds, "images_per_second": refs * levels / seconds}
+    ratio = results["pipeline"]["images_per_second"] / results["memory"]["images_per_second"]
+    out = {"id": "P2", "net": args.net, "crop": crop, "references": refs, **results,
+           "ratio": ratio, "tf": tf.__version__}
+    print(json.dumps(out))
+    print(f"P2 {args.net} {crop}²: pipeline {results['pipeline']['images_per_second']:.0f} img/s, "
+          f"memory {results['memory']['images_per_second']:.0f} img/s, ratio {ratio:.3f}")
+
+
+def p3(args):
+    """`rankiqa make-rank-data` throughput with 2 workers / with 1 (the real command, as a user
+    runs it; same photos, same output bytes)."""
+    from rankiqa.data import samples
+
+    photos = os.path.join(args.work_dir, "photos")
+    if not os.path.isdir(photos):
+        samples.write_sample_photos(photos)
+    times = {1: [], 2: []}
+    for _ in range(args.repeats):
+        for workers in (1, 2):
+            out = tempfile.mkdtemp(dir=args.work_dir)
+            cmd = [sys.executable, "-m", "rankiqa.cli", "make-rank-data", photos,
+                   os.path.join(out, "d"), "--workers", str(workers)]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[workers].append(time.perf_counter() - start)
+            with open(os.path.join(out, "d", "manifest.json")) as f:
+                n_images = json.load(f)["images"]
+            shutil.rmtree(out)
+    t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+    out = {"id": "P3", "images": n_images, "seconds_1_worker": t1, "seconds_2_workers": t2,
+           "ratio": t1 / t2, "runs": times}
+    print(json.dumps(out))
+    print(f"P3 make-rank-data {n_images} images: 1 worker {n_images / t1:.1f} img/s, "
+          f"2 workers {n_images / t2:.1f} img/s, ratio {t1 / t2:.2f}x")
+
+
+def p4(args):
+    """predict images/s: checkpoint graph, frozen .pb, SavedModel, ONNX Runtime;
+    batched (--batch images per run) and one image per run."""
+    from rankiqa import inference
+    from rankiqa.tools import export
+
+    work = tempfile.mkdtemp(dir=args.work_dir)
+    ckpt_dir = os.path.join(work, "ckpt")
+    with tf.Graph().as_default(), tf.Session() as sess:
+        inference.build_scoring_graph(args.net)
+        sess.run(tf.global_variables_initializer())
+        tf.train.Saver().save(sess, os.path.join(ckpt_dir, "model.ckpt"))
+    crop = nets.get_network_fn(args.net).default_image_size if not args.crop else args.crop
+    batch = np.random.default_rng(0).uniform(0, 255, (args.batch, crop, crop, 3)).astype(np.float32)
+    runners = {}
+    scorer = inference.Scorer(ckpt_dir, net=args.net)
+    runners["checkpoint"] = scorer.score_batch
+    pb = os.path.join(work, "model.pb")
+    export.export_pb(ckpt_dir, pb, net=args.net)
+    graph_def = tf.GraphDef()
+    with open(pb, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    pb_graph = tf.Graph()
+    with pb_graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    pb_sess = tf.Session(graph=pb_graph, config=session_config())
+    runners["frozen_pb"] = lambda x: pb_sess.run("rankiqa/score:0", {"rankiqa/images:0": x})
+    saved = os.path.join(work, "saved")
+    export.export_savedmodel(ckpt_dir, saved, net=args.net)
+    sm_graph = tf.Graph()
+    sm_sess = tf.Session(graph=sm_graph, config=session_config())
+    with sm_graph.as_default():
+        meta = tf.saved_model.loader.load(sm_sess, ["serve"], saved)
+    sig = meta.signature_def["serving_default"]
+    sm_in, sm_out = sig.inputs["images"].name, sig.outputs["score"].name
+    runners["savedmodel"] = lambda x: sm_sess.run(sm_out, {sm_in: x})
+    try:
+        import onnxruntime as ort
+
+        onnx_path = os.path.join(work, "model.onnx")
+        export.export_onnx(ckpt_dir, onnx_path, net=args.net)
+        options = ort.SessionOptions()
+        ort_sess = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        runners["onnxruntime"] = lambda x: ort_sess.run(["rankiqa/score:0"],
+                                                        {"rankiqa/images:0": x})[0]
+    except ImportError:
+        pass
+    results = {}
+    for name, run in runners.items():
+        batched = median_time(lambda: run(batch), args.warmup, args.repeats)
+        single = median_time(lambda: [run(batch[i:i + 1]) for i in range(len(batch))],
+                             args.warmup, args.repeats)
+        results[name] = {"batched_images_per_second": len(batch) / batched,
+                         "single_images_per_second": len(batch) / single,
+                         "ratio": single / batched}
+    shutil.rmtree(work)
+    out = {"id": "P4", "net": args.net, "crop": crop, "batch": args.batch, **results,
+           "tf": tf.__version__}
+    print(json.dumps(out))
+    for name, r in results.items():
+        print(f"P4 {args.net} {crop}² {name}: batched {r['batched_images_per_second']:.1f} img/s, "
+              f"one at a time {r['single_images_per_second']:.1f} img/s, ratio {r['ratio']:.2f}x")
+
+
+def p5(args):
+    """Peak resident memory of a real `rankiqa train-rank` process."""
+    rank_list = sample_rank_list(args.work_dir)
+    train_dir = tempfile.mkdtemp(dir=args.work_dir)
+    cmd = [sys.executable, "-m", "rankiqa.cli", "train-rank", "--train-dir", train_dir,
+           "--device", "cpu"]
+    for override in (f"net.name={args.net}", f"data.rank_list={rank_list}",
+                     f"data.crop_size={args.crop}", f"data.images_per_batch={args.references}",
+                     "data.cache_decoded=false", "data.holdout_references=1",
+                     "data.eval_crops=1", f"data.eval_crop_size={args.crop}",
+                     f"train.max_steps={args.steps}", "train.log_every=1", "train.eval_every=0"):
+        cmd += ["--set", override]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(train_dir)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # KiB on Linux
+    out = {"id": "P5", "net": args.net, "crop": args.crop, "references": args.references,
+           "levels": 6, "steps": args.steps, "peak_rss_gb": peak_gb, "seconds": seconds,
+           "tf": tf.__version__}
+    print(json.dumps(out))
+    print(f"P5 train-rank {args.net} {args.references}x6 at {args.crop}², {args.steps} steps: "
+          f"peak RSS {peak_gb:.2f} GB ({seconds:.0f} s)")
+
+
 def loop_operator_loss(scores, margin):
     refs, levels = scores.shape
     values = [max(0.0, margin - sum(scores[r, k] - scores[r, m] for m in range(k + 1, levels)))
@@ -120,16 +303,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in (("p1", p1), ("p6", p6)):
+    defaults = {"p1": dict(crop=64, references=4), "p2": dict(crop=64, references=4, repeats=5),
+                "p3": dict(repeats=2), "p4": dict(crop=0, repeats=5),
+                "p5": dict(net="resnet_v2_50", crop=224, references=4, steps=3),
+                "p6": {}}
+    for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
-        p.set_defaults(fn=fn)
-        if name == "p1":
-            p.add_argument("--net", default="resnet_v2_tiny")
-            p.add_argument("--crop", type=int, default=64)
-            p.add_argument("--references", type=int, default=4)
+        p.add_argument("--work-dir", default="runs/bench")
+        p.add_argument("--net", default="resnet_v2_tiny")
+        p.add_argument("--crop", type=int, default=64)
+        p.add_argument("--references", type=int, default=4)
+        p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--batch", type=int, default=32)
+        p.set_defaults(fn=fn, **defaults[name])
     args = parser.parse_args()
+    os.makedirs(args.work_dir, exist_ok=True)
     args.fn(args)
 
 
