@@ -73,6 +73,9 @@ class LoopConfig:
     eval_every: int = 1000  # held-out evaluation -> eval.json; 0: only at the end
     keep_checkpoints: int = 5
     seed: int = 0
+    # Input pipelines keep their order (crops are per-element seeded either way), so the same
+    # seed gives the same batches; false lets parallel decode hand over whatever is ready first.
+    deterministic: bool = True
 
 
 @dataclass(frozen=True)

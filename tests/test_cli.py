@@ -45,7 +45,7 @@ def test_train_rank_config_errors(tmp_path, rank_data):
     result = invoke("train-rank", "--config", bad, "--train-dir", tmp_path / "run")
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: {bad}: unknown key train.stepz; TrainConfig takes "
-                                     "eval_every, keep_checkpoints, log_every, loss, margin, "
+                                     "deterministic, eval_every, keep_checkpoints, log_every, loss, margin, "
                                      "max_steps, save_every, seed, summary_every")
     result = invoke("train-rank", "--train-dir", tmp_path / "run")
     assert result.exit_code == 1 and "needs data.rank_list" in result.stderr

@@ -38,14 +38,38 @@ def _decode_group(paths):
     return tf.stack([decode_image(paths[k]) for k in range(paths.shape[0])])
 
 
-def _random_crop_group(group, crop_size, seed=None):
+def _stateless_crop(image, crop_size, seed):
+    """A square crop of ``[..., H, W, 3]`` at offsets drawn from the stateless ``[2]`` `seed`
+    (the same for every leading index, i.e. every level of a group)."""
+    shape = tf.shape(image)
+    h, w = shape[-3], shape[-2]
+    y = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=h - crop_size + 1,
+                                    dtype=tf.int32)
+    x = tf.random.stateless_uniform([], seed=seed + 1, minval=0, maxval=w - crop_size + 1,
+                                    dtype=tf.int32)
+    crop = image[..., y:y + crop_size, x:x + crop_size, :]
+    static = image.shape.as_list()[:-3]
+    crop.set_shape(static + [crop_size, crop_size, 3])
+    return crop
+
+
+def _random_crop_group(group, crop_size, seed):
+    """Same crop and flip for every level; `seed` is a stateless ``[2]`` seed, so the result
+    depends on the element, not on which thread of a parallel map drew first."""
     levels = group.shape[0]
-    crop = tf.image.random_crop(group, [levels, crop_size, crop_size, 3], seed=seed)
-    flip = tf.random.uniform([], seed=seed) < 0.5
+    crop = _stateless_crop(group, crop_size, seed)
+    crop.set_shape([levels, crop_size, crop_size, 3])
+    flip = tf.random.stateless_uniform([], seed=seed[::-1]) < 0.5
     return tf.cond(flip, lambda: tf.reverse(crop, axis=[2]), lambda: crop)
 
 
-def rank_dataset(groups, crop_size, images_per_batch, seed=0, cache=True, training=True):
+def _element_seeds(ds, seed):
+    """Pairs each element with a stateless seed ``[seed, position in the stream]``."""
+    return ds.enumerate().map(
+        lambda i, x: (x, tf.stack([tf.cast(seed, tf.int64), i])))
+
+
+def rank_dataset(groups, crop_size, images_per_batch, seed=0, cache=True, deterministic=True):
     """Infinite, shuffled rank batches for training.
 
     Args:
@@ -54,6 +78,8 @@ def rank_dataset(groups, crop_size, images_per_batch, seed=0, cache=True, traini
       images_per_batch: references per batch.
       seed: shuffle and crop seed.
       cache: keep decoded groups in memory (decode once; costs H*W*3*levels bytes per group).
+      deterministic: keep element order through parallel maps (crops are per-element seeded
+        either way), so the same seed gives the same batches.
 
     Returns:
       ``tf.data.Dataset`` of uint8 ``[images_per_batch * levels, crop, crop, 3]``.
@@ -64,10 +90,11 @@ def rank_dataset(groups, crop_size, images_per_batch, seed=0, cache=True, traini
     if not cache:
         # shuffle cheap file names before decoding rather than decoded images after it
         ds = ds.shuffle(len(groups), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(_decode_group, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.map(_decode_group, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if cache:
         ds = ds.cache().shuffle(len(groups), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(lambda g: _random_crop_group(g, crop_size), num_parallel_calls=AUTOTUNE)
+    ds = _element_seeds(ds, seed).map(lambda g, s: _random_crop_group(g, crop_size, s),
+                                      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(images_per_batch, drop_remainder=True)
     ds = ds.map(lambda b: tf.reshape(b, [images_per_batch * levels, crop_size, crop_size, 3]))
     return ds.prefetch(AUTOTUNE)
@@ -116,20 +143,24 @@ def ensure_min_side(image, size):
     return tf.cond(scale > 1.0, lambda: resized, lambda: image)
 
 
-def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False):
+def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deterministic=True):
     """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])`` batches:
     one random crop and flip per image per visit."""
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(scores, np.float32)))
     if not cache:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(lambda p, s: (ensure_min_side(decode_image(p), crop_size), s),
-                num_parallel_calls=AUTOTUNE, deterministic=False)
+                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if cache:
         ds = ds.cache().shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
 
-    def crop(image, score):
-        image = tf.image.random_crop(image, [crop_size, crop_size, 3])
-        return tf.image.random_flip_left_right(image), score
+    def crop(item, element_seed):
+        image, score = item
+        image = _stateless_crop(image, crop_size, element_seed)
+        flip = tf.random.stateless_uniform([], seed=element_seed[::-1]) < 0.5
+        return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image), score
 
-    ds = ds.map(crop, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    ds = _element_seeds(ds, seed).map(crop, num_parallel_calls=AUTOTUNE,
+                                      deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)

@@ -76,7 +76,7 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
     eval_path = os.path.join(train_dir, EVAL_NAME)
 
     tf.reset_default_graph()
-    tf.set_random_seed(train_cfg.seed)
+    loop.set_determinism(train_cfg)
 
     # ---- data: a seeded split, by reference where the dataset has references
     items = mos.read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
@@ -91,7 +91,8 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
     dataset = pipeline.mos_dataset([it.path for it in train_items],
                                    [it.score for it in train_items], data_cfg.crop_size,
                                    data_cfg.batch_size, seed=train_cfg.seed,
-                                   cache=data_cfg.cache_decoded)
+                                   cache=data_cfg.cache_decoded,
+                                   deterministic=train_cfg.deterministic)
     images, targets = tf.data.make_one_shot_iterator(dataset).get_next()
 
     with tf.device(device_name):

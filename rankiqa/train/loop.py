@@ -33,6 +33,18 @@ def get_device(device):
     raise ValueError(f"unknown --device {device!r}; choose from ['auto', 'cpu', 'gpu']")
 
 
+def set_determinism(train_cfg):
+    """Seeds the graph. With `train_cfg.deterministic` the input pipelines also keep their order
+    and draw crops from per-element stateless seeds (see `rankiqa.data.pipeline`), so that a
+    rerun of the same command gives the same numbers on the same machine. Call after
+    `tf.reset_default_graph()`.
+
+    TF's process-wide `enable_op_determinism` is not used: it makes every later graph in the
+    process (a user's too) fail on unseeded initialisers.
+    """
+    tf.set_random_seed(train_cfg.seed)
+
+
 def build_learning_rate(optim, global_step):
     """Learning-rate tensor from an `OptimConfig`."""
     step = tf.cast(global_step, tf.float32)

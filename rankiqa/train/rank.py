@@ -93,7 +93,7 @@ def train(config, train_dir, device="auto", log=print):
     eval_path = os.path.join(train_dir, EVAL_NAME)
 
     tf.reset_default_graph()
-    tf.set_random_seed(train_cfg.seed)
+    loop.set_determinism(train_cfg)
 
     # ---- data: whole references held out, so accuracy is measured on unseen content
     groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
@@ -107,7 +107,8 @@ def train(config, train_dir, device="auto", log=print):
     log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
         f"({data_cfg.holdout_references} references)")
     dataset = pipeline.rank_dataset(train_groups, data_cfg.crop_size, data_cfg.images_per_batch,
-                                    seed=train_cfg.seed, cache=data_cfg.cache_decoded)
+                                    seed=train_cfg.seed, cache=data_cfg.cache_decoded,
+                                    deterministic=train_cfg.deterministic)
     images = tf.data.make_one_shot_iterator(dataset).get_next()
 
     with tf.device(device_name):
