@@ -108,7 +108,8 @@ def main():
 @click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
 @handle_errors
 def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, skip_bad, force):
-    """Distort the reference photos in SRC_DIR and write OUT_DIR/rank_list.csv."""
+    """Distort the reference photos in SRC_DIR (a folder, or a text file listing one path per
+    line) and write OUT_DIR/rank_list.csv."""
     from rankiqa.data import distortions as distortions_lib
     from rankiqa.data.generate import make_rank_data
 

@@ -84,7 +84,7 @@ def test_grey_photo_skips_colour_only_family(tmp_path):
 def test_bad_arguments(photo_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown distortion 'fog'"):
         make_rank_data(photo_dir, str(tmp_path / "o"), ["fog"])
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a list file"):
         make_rank_data(str(tmp_path / "nope"), str(tmp_path / "o"), ["gblur"])
 
 
@@ -99,3 +99,14 @@ def test_rank_list_errors_name_file_and_line(tmp_path):
     path.write_text("ref,path\n")
     with pytest.raises(lists.ListError, match=r":1: expected the header"):
         lists.read_rank_list(str(path))
+
+
+def test_sources_from_a_list_file(photo_dir, tmp_path):
+    names = sorted(os.listdir(photo_dir))[:2]
+    listing = tmp_path / "refs.txt"
+    listing.write_text("# two references\n" + "".join(os.path.join(photo_dir, n) + "\n" for n in names))
+    summary = make_rank_data(str(listing), str(tmp_path / "out"), ["gblur"])
+    assert summary["references"] == 2
+    listing.write_text("missing.png\n")
+    with pytest.raises(FileNotFoundError, match="lists 1 missing files"):
+        make_rank_data(str(listing), str(tmp_path / "out2"), ["gblur"])

@@ -30,9 +30,19 @@ class BadImageError(ValueError):
 
 
 def find_inputs(src_dir):
-    """Every non-hidden regular file under `src_dir`, recursively, sorted."""
+    """Every non-hidden regular file under `src_dir`, recursively, sorted; or, if `src_dir` is
+    a text file, the paths it lists (one per line, relative to the file's folder)."""
+    if os.path.isfile(src_dir):
+        root = os.path.dirname(os.path.abspath(src_dir))
+        with open(src_dir, encoding="utf-8") as f:
+            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
+        if missing:
+            raise FileNotFoundError(f"{src_dir} lists {len(missing)} missing files, e.g. "
+                                    f"{missing[:3]}")
+        return [os.path.join(root, p) for p in paths]
     if not os.path.isdir(src_dir):
-        raise FileNotFoundError(f"SRC_DIR {src_dir} is not a folder")
+        raise FileNotFoundError(f"SRC_DIR {src_dir} is neither a folder nor a list file")
     found = []
     for root, dirs, files in os.walk(src_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -106,7 +116,7 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
 
     Args:
       src_dir: folder of reference photos (searched recursively; every file must be an image
-        unless `skip_bad`).
+        unless `skip_bad`), or a text file listing them one per line.
       out_dir: output folder; it must not exist unless `force`.
       families: distortion family names (keys of `distortions.DISTORTIONS`).
       seed: noise seed; the same seed gives byte-identical images.
