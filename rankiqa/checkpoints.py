@@ -122,7 +122,8 @@ def build_restore_map(checkpoint, variables=None, exclude_scopes=(), name_map=()
         assignment[ckpt_name] = var
         report.restored.append((name, ckpt_name))
     used = set(assignment)
-    optimizer_words = ("Momentum", "Adam", "RMSProp", "global_step", "ExponentialMovingAverage")
+    optimizer_words = ("Momentum", "Adam", "RMSProp", "global_step", "ExponentialMovingAverage",
+                       "beta1_power", "beta2_power")
     report.unused = sorted(n for n in shapes if n not in used
                            and not (skip_optimizer and any(w in n for w in optimizer_words)))
     if not assignment:
