@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Tuple
 
+import numpy as np
+
 RANK_LIST_HEADER = ("reference", "distortion", "level", "path")
 RANK_LIST_NAME = "rank_list.csv"
 
@@ -106,8 +108,6 @@ def split_by_reference(groups, holdout, seed):
 
     No reference appears on both sides, so held-out accuracy measures unseen content.
     """
-    import numpy as np
-
     references = sorted({g.reference for g in groups})
     if holdout < 0 or holdout >= len(references):
         raise ValueError(f"holdout_references={holdout} must be in 0..{len(references) - 1} "

@@ -19,8 +19,8 @@ EVAL_NAME = "eval.json"
 
 
 def imagenet_init_fn(net_cfg, network_fn, log):
-    """Restores an official slim ImageNet checkpoint (``resnet_v2_50/...``) onto our scope,
-    skipping its classifier. Returns None when no checkpoint is configured."""
+    """``init_fn`` restoring an official slim ImageNet checkpoint (``resnet_v2_50/...``) onto
+    our scope, its classifier skipped and the report logged; None when none is configured."""
     if not net_cfg.init_checkpoint:
         return None
     official = (net_cfg.init_checkpoint_scope
@@ -30,7 +30,7 @@ def imagenet_init_fn(net_cfg, network_fn, log):
         name_map=[(network_fn.scope + "/", official + "/")], ignore_missing_vars=True)
     for line in report.lines():
         log(line)
-    return checkpoints.build_init_fn(assignment, net_cfg.init_checkpoint), report
+    return checkpoints.build_init_fn(assignment, net_cfg.init_checkpoint)
 
 
 def build_rank_evaluator(network_fn, groups, data_cfg, log):
@@ -129,7 +129,7 @@ def train(config, train_dir, device="auto", log=print):
         return result
 
     pretrained_init = loop.pretrained_init_fn(config.net, log)
-    init = imagenet_init_fn(config.net, network_fn, log)
+    imagenet_init = imagenet_init_fn(config.net, network_fn, log)
     loop.write_json_atomic(os.path.join(train_dir, loop.RUN_INFO_NAME), {
         "stage": "rank", "net": config.net.name, "crop_size": data_cfg.crop_size,
         "config": to_dict(config)})
@@ -139,7 +139,7 @@ def train(config, train_dir, device="auto", log=print):
         train_dir, train_op, train_cfg.max_steps, train_cfg,
         scalars={"loss": rank_loss, "total_loss": total_loss, "learning_rate": learning_rate,
                  "rank_accuracy": losses.ranking_accuracy(scores)},
-        init_fn=loop.chain_init_fns(pretrained_init, init[0] if init else None), eval_fn=write_eval if eval_fn else None, log=log,
-        images_per_step=data_cfg.images_per_batch * data_cfg.levels)
+        init_fn=loop.chain_init_fns(pretrained_init, imagenet_init),
+        eval_fn=write_eval if eval_fn else None, log=log, images_per_step=data_cfg.images_per_batch * data_cfg.levels)
     result["eval_path"] = eval_path if eval_fn else None
     return result
