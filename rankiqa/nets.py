@@ -94,7 +94,7 @@ def _vgg_16_convs(images):
     return net, blocks
 
 
-def _vgg_16_with_head(images, reuse, pool_fn):
+def _vgg_16_with_head(images, reuse, pool_fn, is_training=False, normalize=False):
     with tf.variable_scope(VGG_SCOPE, "vgg_16", [images], reuse=reuse) as sc:
         end_points_collection = sc.original_name_scope + "_end_points"
         with slim.arg_scope([slim.conv2d, slim.max_pool2d],
@@ -103,8 +103,14 @@ def _vgg_16_with_head(images, reuse, pool_fn):
         end_points = slim.utils.convert_collection_to_dict(end_points_collection)
         features = pool_fn(net, blocks)
         end_points["features"] = features
-        net = slim.conv2d(features, 1, [1, 1], activation_fn=None, normalizer_fn=None,
-                          weights_regularizer=None, scope="logits")
+        with tf.variable_scope("logits"):
+            if normalize:
+                # pooled ReLU statistics span orders of magnitude across channels and blocks;
+                # a linear head on them unnormalised does not converge (measured on BIQ2021)
+                features = slim.batch_norm(features, decay=0.9, center=True, scale=False,
+                                           is_training=is_training, scope="feature_norm")
+            net = slim.conv2d(features, 1, [1, 1], activation_fn=None, normalizer_fn=None,
+                              weights_regularizer=None, scope=tf.get_variable_scope())
         score = tf.reshape(net, [-1], name="score")
         end_points["score"] = score
         return score, end_points
@@ -134,10 +140,10 @@ def _mean_std_per_block(net, blocks):
 
 def vgg_16_pooled(images, is_training, reuse=None):
     """VGG-16's convolutions with a quality head over every block: the mean and standard
-    deviation of each block's output, concatenated (2,944 features), then one linear score.
+    deviation of each block's output, concatenated (2,944 features), batch-normalised, then one
+    linear score.
     Any crop size works; the head is ``vgg_16/logits``, the scope stage two re-learns."""
-    del is_training
-    return _vgg_16_with_head(images, reuse, _mean_std_per_block)
+    return _vgg_16_with_head(images, reuse, _mean_std_per_block, is_training, normalize=True)
 
 
 def _resnet_arg_scope(weight_decay, batch_norm_decay):

@@ -20,7 +20,9 @@ def test_every_network_gives_one_score_per_image_under_its_scope(name):
         names = [v.op.name for v in slim.get_model_variables()]
         assert names and all(n.startswith(network_fn.scope + "/") for n in names)
         head = [n for n in names if n.startswith(network_fn.head_scope + "/")]
-        assert sorted(head) == [f"{network_fn.head_scope}/biases", f"{network_fn.head_scope}/weights"]
+        assert {f"{network_fn.head_scope}/biases", f"{network_fn.head_scope}/weights"} <= set(head)
+        assert all("feature_norm" in n for n in set(head) - {f"{network_fn.head_scope}/biases",
+                                                             f"{network_fn.head_scope}/weights"})
         assert tf.losses.get_regularization_losses()
         assert "score" in end_points
 
