@@ -43,6 +43,18 @@ def median_time(fn, warmup, repeats):
     return statistics.median(times)
 
 
+def alternate_times(runs, repeats):
+    """Median seconds of each ``{name: fn}``, the functions taking turns repeat by repeat, so
+    that drift on a shared machine hits every one alike."""
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def p1(args):
     """Ranking pairs per second: one pass over references x levels vs two-branch per pair.
 
@@ -61,9 +73,11 @@ def p1(args):
     if args.equal_batch:
         batch = rng.uniform(0, 255, (one_pass_refs * levels, crop, crop, 3)).astype(np.float32)
     network_fn = nets.get_network_fn(args.net)
-    results = {}
+    steps = {}
     for form in ("one_pass", "two_branch"):
-        with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
+        graph = tf.Graph()
+        with graph.as_default():
+            sess = tf.Session(graph=graph, config=session_config())
             if form == "one_pass":
                 scores, _ = siamese.one_pass_scores(
                     network_fn, network_fn.preprocess(tf.constant(batch)), levels, True)
@@ -75,13 +89,21 @@ def p1(args):
                 loss = tf.reduce_mean(tf.nn.relu(1.0 - (s1 - s2)))
             train_op = slim.learning.create_train_op(loss, tf.train.GradientDescentOptimizer(1e-4))
             sess.run(tf.global_variables_initializer())
-            seconds = median_time(lambda: sess.run(train_op), args.warmup, args.repeats)
-            n_pairs = one_pass_pairs if form == "one_pass" else pairs
-            n_images = int(batch.shape[0] if form == "one_pass" else 2 * first.shape[0])
-            # images/s at each batch size: what explains a ratio below 5 in the default mode
-            results[form] = {"step_seconds": seconds, "pairs_per_step": n_pairs,
-                             "pairs_per_second": n_pairs / seconds, "images_per_step": n_images,
-                             "images_per_second": n_images / seconds}
+            for _ in range(args.warmup):
+                sess.run(train_op)
+        steps[form] = (sess, train_op)
+    times = alternate_times({form: (lambda s=sess, op=op: s.run(op))
+                             for form, (sess, op) in steps.items()}, args.repeats)
+    results = {}
+    for form, (sess, _) in steps.items():
+        sess.close()
+        seconds = times[form]
+        n_pairs = one_pass_pairs if form == "one_pass" else pairs
+        n_images = int(batch.shape[0] if form == "one_pass" else 2 * first.shape[0])
+        # images/s at each batch size: what explains a ratio below 5 in the default mode
+        results[form] = {"step_seconds": seconds, "pairs_per_step": n_pairs,
+                         "pairs_per_second": n_pairs / seconds, "images_per_step": n_images,
+                         "images_per_second": n_images / seconds}
     ratio = results["one_pass"]["pairs_per_second"] / results["two_branch"]["pairs_per_second"]
     mode = "equal-batch" if args.equal_batch else "same-images"
     out = {"id": "P1", "mode": mode, "net": args.net, "crop": crop, "references": refs,
@@ -132,17 +154,13 @@ def p2(args):
                 sess.run(train_op)
         runs[source] = (sess, train_op)
     # the two sources alternate, so drift of a shared machine hits both alike
-    times = {"memory": [], "pipeline": []}
-    for _ in range(args.repeats):
-        for source, (sess, train_op) in runs.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                sess.run(train_op)
-            times[source].append((time.perf_counter() - start) / steps)
+    times = alternate_times(
+        {source: (lambda s=sess, op=op: [s.run(op) for _ in range(steps)])
+         for source, (sess, op) in runs.items()}, args.repeats)
     results = {}
     for source, (sess, _) in runs.items():
         sess.close()
-        seconds = statistics.median(times[source])
+        seconds = times[source] / steps
         results[source] = {"step_seconds": seconds, "images_per_second": refs * levels / seconds}
     ratio = results["pipeline"]["images_per_second"] / results["memory"]["images_per_second"]
     out = {"id": "P2", "net": args.net, "crop": crop, "references": refs,
@@ -230,9 +248,12 @@ def p4(args):
         pass
     results = {}
     for name, run in runners.items():
-        batched = median_time(lambda: run(batch), args.warmup, args.repeats)
-        single = median_time(lambda: [run(batch[i:i + 1]) for i in range(len(batch))],
-                             args.warmup, args.repeats)
+        for _ in range(args.warmup):
+            run(batch)
+        t = alternate_times({"batched": lambda: run(batch),
+                             "single": lambda: [run(batch[i:i + 1]) for i in range(len(batch))]},
+                            args.repeats)
+        batched, single = t["batched"], t["single"]
         results[name] = {"batched_images_per_second": len(batch) / batched,
                          "single_images_per_second": len(batch) / single,
                          "ratio": single / batched}
@@ -325,8 +346,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    defaults = {"p1": dict(crop=64, references=4), "p2": dict(crop=64, references=4, repeats=15),
-                "p3": dict(repeats=2), "p4": dict(crop=0, repeats=5),
+    defaults = {"p1": dict(crop=64, references=4, repeats=20), "p2": dict(crop=64, references=4, repeats=15),
+                "p3": dict(repeats=2), "p4": dict(crop=0, repeats=10),
                 "p5": dict(net="resnet_v2_50", crop=224, references=4, steps=3),
                 "p6": {}}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6)):
