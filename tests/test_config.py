@@ -61,3 +61,11 @@ def test_missing_file_and_bad_yaml(tmp_path):
     path.write_text("train: [\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         config_lib.load(RankConfig, str(path))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "finetune_*.yaml"))))
+def test_shipped_finetune_configs_load_and_open_with_a_comment(path):
+    cfg = config_lib.load(config_lib.FinetuneConfig, path)
+    assert cfg.train.loss in ("l2", "l1")
+    with open(path) as f:
+        assert f.readline().startswith("#")
