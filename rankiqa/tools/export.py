@@ -104,25 +104,12 @@ def init_from_arrays(session, arrays, variables=None):
     return report
 
 
-def _scoring_session(checkpoint, net=None):
-    prefix, net_name, crop = inference.resolve_model(checkpoint, net)
-    graph = tf.Graph()
-    with graph.as_default():
-        images, score, _ = inference.build_scoring_graph(net_name)
-        assignment, _ = checkpoints.build_restore_map(prefix, tf.global_variables())
-        saver = tf.train.Saver(var_list=assignment)
-    session = tf.Session(graph=graph)
-    saver.restore(session, prefix)
-    return session, images, score, net_name, crop
-
-
 def frozen_graph_def(checkpoint, net=None):
     """(GraphDef with variables folded into constants, input name, output name)."""
-    session, images, score, _, _ = _scoring_session(checkpoint, net)
-    with session:
+    with inference.Scorer(checkpoint, net=net) as scorer:
         frozen = tf.graph_util.convert_variables_to_constants(
-            session, session.graph.as_graph_def(), [score.op.name])
-    return frozen, images.name, score.name
+            scorer.session, scorer.graph.as_graph_def(), [scorer.score.op.name])
+        return frozen, scorer.images.name, scorer.score.name
 
 
 def export_pb(checkpoint, out, net=None):
@@ -139,26 +126,27 @@ def _write_bytes(path, data):
 
 def export_savedmodel(checkpoint, out_dir, net=None, force=False):
     """A SavedModel with signature ``serving_default``: images -> score."""
-    if os.path.exists(out_dir):
-        if not force:
-            raise FileExistsError(f"{out_dir} already exists; pass --force to replace it")
-        shutil.rmtree(out_dir)
+    if os.path.exists(out_dir) and not force:
+        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it")
     tmp = f"{out_dir.rstrip('/')}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    session, images, score, _, _ = _scoring_session(checkpoint, net)
     try:
-        with session:
+        with inference.Scorer(checkpoint, net=net) as scorer, scorer.graph.as_default():
             builder = tf.saved_model.builder.SavedModelBuilder(tmp)
             signature = tf.saved_model.signature_def_utils.predict_signature_def(
-                inputs={"images": images}, outputs={"score": score})
+                inputs={"images": scorer.images}, outputs={"score": scorer.score})
             builder.add_meta_graph_and_variables(
-                session, [tf.saved_model.tag_constants.SERVING],
+                scorer.session, [tf.saved_model.tag_constants.SERVING],
                 signature_def_map={"serving_default": signature}, strip_default_attrs=True)
             builder.save()
+            names = scorer.images.name, scorer.score.name
+        # the old export goes only once the new one is complete: a failed --force loses nothing
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return images.name, score.name
+    return names
 
 
 def export_onnx(checkpoint, out, net=None, opset=13):
