@@ -5,7 +5,6 @@ is imported only by the commands that need it, so `rankiqa --help` stays fast.
 """
 
 import functools
-import os
 import sys
 
 import click

@@ -59,15 +59,13 @@ def evaluate(config, checkpoint, output_dir, split="val", crops=30, crop_mode="r
     items = select_split(config.data, split)
     os.makedirs(output_dir, exist_ok=True)
     log(f"scoring {len(items)} images ({split}) with {crops} {crop_mode} crops each")
-    per_crop = []
+    per_crop, per_batch = [], max(1, batch_size // crops)
     with inference.Scorer(checkpoint, net=None, device=device) as scorer:
-        for k in range(0, len(items), max(1, batch_size // crops) or 1):
-            chunk = items[k:k + max(1, batch_size // crops)]
-            stacks = [inference.image_crops(inference.load_image(it.path), scorer.crop_size,
-                                            crops, crop_mode, seed=k + j)
-                      for j, it in enumerate(chunk)]
-            flat = np.concatenate(stacks)
-            per_crop.append(scorer.score_batch(flat).reshape(len(chunk), crops))
+        # images are decoded a batch at a time; image k's random crops are seeded with k
+        for k in range(0, len(items), per_batch):
+            chunk = items[k:k + per_batch]
+            per_crop.append(scorer.crop_scores([inference.load_image(it.path) for it in chunk],
+                                               crops, crop_mode, range(k, k + len(chunk))))
         net_name = scorer.net_name
     per_crop = np.concatenate(per_crop)
     aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}

@@ -139,16 +139,22 @@ class Scorer:
         """``crops: [N, H, W, 3]`` uint8 -> scores ``[N]``."""
         return self.session.run(self.score, {self.images: crops})
 
+    def crop_scores(self, images, crops=1, mode="grid", seeds=None):
+        """Scores ``[len(images), crops]`` in one run: `crops` crops of each image (uint8
+        ``[H, W, 3]``), image k's random crops drawn with ``seeds[k]`` (default 0)."""
+        seeds = seeds if seeds is not None else [0] * len(images)
+        stacks = [image_crops(im, self.crop_size, crops, mode, seed)
+                  for im, seed in zip(images, seeds)]
+        return self.score_batch(np.concatenate(stacks)).reshape(len(images), crops)
+
     def score_images(self, images, crops=1, mode="grid", aggregate="mean", batch_size=32, seed=0):
         """One score per image: `crops` crops each, combined by mean or median."""
         if aggregate not in ("mean", "median"):
             raise ValueError(f"unknown aggregate {aggregate!r}; choose from ['mean', 'median']")
-        stacks = [image_crops(im, self.crop_size, crops, mode, seed) for im in images]
-        flat = np.concatenate(stacks) if stacks else np.zeros((0, self.crop_size,
-                                                                self.crop_size, 3), np.uint8)
-        scores = np.concatenate([self.score_batch(flat[i:i + batch_size])
-                                 for i in range(0, len(flat), batch_size)] or [np.zeros(0)])
-        per_image = scores.reshape(len(images), crops)
+        per_batch = max(1, batch_size // crops)
+        per_image = np.concatenate(
+            [self.crop_scores(images[i:i + per_batch], crops, mode, [seed] * per_batch)
+             for i in range(0, len(images), per_batch)] or [np.zeros((0, crops))])
         return per_image.mean(axis=1) if aggregate == "mean" else np.median(per_image, axis=1)
 
     def close(self):

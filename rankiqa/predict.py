@@ -8,7 +8,6 @@ uncalibrated ranking score (higher better).
 
 import os
 
-import numpy as np
 
 from rankiqa import inference
 
@@ -45,9 +44,8 @@ def predict(paths, checkpoint, net=None, crops=1, crop_mode="grid", batch_size=3
 
         def flush():
             if pending:
-                scores = scorer.score_batch(np.concatenate(pending)).reshape(len(pending), crops)
-                rows.extend({"path": p, "score": float(s)}
-                            for p, s in zip(pending_paths, scores.mean(axis=1)))
+                scores = scorer.crop_scores(pending, crops, crop_mode).mean(axis=1)
+                rows.extend({"path": p, "score": float(s)} for p, s in zip(pending_paths, scores))
                 pending.clear()
                 pending_paths.clear()
 
@@ -57,7 +55,7 @@ def predict(paths, checkpoint, net=None, crops=1, crop_mode="grid", batch_size=3
             except inference.UnreadableImage as e:
                 problems.append(str(e))
                 continue
-            pending.append(inference.image_crops(image, scorer.crop_size, crops, crop_mode))
+            pending.append(image)
             pending_paths.append(path)
             if len(pending) >= per_batch:
                 flush()

@@ -80,7 +80,7 @@ def build_init_fn(name, net_name, variables):
     arrays = get_pretrained_arrays(name, net_name)
     by_name = {v.op.name: v for v in variables}
     restored, left = [], []
-    placeholders, assigns, feed = [], [], {}
+    assigns, feed = [], {}
     for var_name, var in sorted(by_name.items()):
         if var_name in arrays:
             if tuple(var.shape.as_list()) != arrays[var_name].shape:

@@ -27,7 +27,7 @@ def test_rank_list_format_and_files(rank_data):
 def test_same_seed_same_bytes_whatever_the_workers(photo_dir, tmp_path):
     one = make_rank_data(photo_dir, str(tmp_path / "one"), ["wn", "jpeg"], seed=3, workers=1)
     two = make_rank_data(photo_dir, str(tmp_path / "two"), ["wn", "jpeg"], seed=3, workers=2)
-    other = make_rank_data(photo_dir, str(tmp_path / "other"), ["wn"], seed=4, workers=1)
+    make_rank_data(photo_dir, str(tmp_path / "other"), ["wn"], seed=4, workers=1)
     assert read_rows(one["rank_list"]) == read_rows(two["rank_list"])
     for row in read_rows(one["rank_list"])[1:]:
         assert filecmp.cmp(tmp_path / "one" / row[3], tmp_path / "two" / row[3], shallow=False)

@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import stats
 
 from rankiqa.cli import main
-from tests.test_finetune import finetune_config, label_file, stage_one  # noqa: F401 (fixtures)
+from tests.test_finetune import label_file, stage_one  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from rankiqa import inference, nets
 from rankiqa.cli import main
 from rankiqa.compat import tf
-from rankiqa.tools import export, merge
+from rankiqa.tools import export
 from tests.test_finetune import finetune_config, label_file, stage_one  # noqa: F401 (fixtures)
 
 

@@ -71,7 +71,7 @@ def test_killed_run_continues_from_last_checkpoint(rank_data, tmp_path):
     assert saved is not None, "no checkpoint before the kill"
     saved_step = int(saved.rsplit("-", 1)[1])
 
-    cmd[cmd.index(f"train.max_steps=100000")] = f"train.max_steps={saved_step + 3}"
+    cmd[cmd.index("train.max_steps=100000")] = f"train.max_steps={saved_step + 3}"
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert f"at step {saved_step}" in out.stderr
