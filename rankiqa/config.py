@@ -82,6 +82,9 @@ class LoopConfig:
 class TrainConfig(LoopConfig):
     loss: str = "operator"  # operator | pairwise (rankiqa.losses.rank_losses_map)
     margin: float = 100.0  # hinge margin; the seed uses 100 with un-normalised scores
+    # empty: train everything; e.g. [vgg_16/conv5, vgg_16/logits] keeps a pretrained start's
+    # lower blocks as they are (and skips their gradients: ~2x faster for VGG-16)
+    trainable_scopes: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,15 @@ class TransferConfig:
     trainable_scopes: Tuple[str, ...] = ()  # empty: train everything
     ignore_missing_vars: bool = False  # allow model variables the checkpoint lacks
     head_lr_multiplier: float = 10.0  # the paper trains the new head 10x faster
+    # inference-mode batch norm while fine-tuning: statistics stay those of the start (the
+    # usual choice for small batches; for vgg_16_pooled it keeps the probe's standardisation)
+    frozen_batch_norm: bool = False
+    # fit the head by ridge on frozen features before the first step (rankiqa.train.probe);
+    # with max_steps 0 this is the frozen-backbone model
+    probe: bool = False
+    probe_crops: int = 2  # grid crops per training image, each one ridge row
+    probe_alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    probe_folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
 
 
 @dataclass(frozen=True)

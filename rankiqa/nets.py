@@ -38,6 +38,11 @@ def _resnet(blocks, images, is_training, reuse=None):
         images, blocks, num_classes=1, is_training=is_training, global_pool=True,
         reuse=reuse, scope=RESNET_SCOPE)
     # tf_slim's resnet_v2 has no spatial_squeeze: the head returns [B, 1, 1, 1].
+    # the head's input (global pool5), for the closed-form probe (rankiqa.train.probe):
+    # logits = BiasAdd(Conv2D(pool5))
+    pooled = net.op.inputs[0].op.inputs[0]
+    if pooled.op.name.endswith("pool5"):
+        end_points["features"] = pooled
     score = tf.reshape(net, [-1], name="score")
     end_points["score"] = score
     return score, end_points
@@ -128,22 +133,30 @@ def vgg_16(images, is_training, reuse=None):
         images, reuse, lambda net, blocks: tf.reduce_mean(net, [1, 2], keepdims=True))
 
 
-def _mean_std_per_block(net, blocks):
-    """``[B, 1, 1, 2 * (64+128+256+512+512)]``: each block's channel means and standard
-    deviations. Low blocks see noise and blur, high blocks content: quality needs both."""
+# Pooled ReLU statistics are heavy-tailed (channel means span orders of magnitude); a linear
+# head on their logarithm ranks better. Ridge on frozen hed-vgg16 features of BIQ2021 centre
+# crops, validation SROCC: 0.657 raw, 0.694 log(x + 0.1), 0.690 with 1e-3, 0.687 with 1.
+LOG_OFFSET = 0.1
+
+
+def _log_mean_std_per_block(net, blocks):
+    """``[B, 1, 1, 2 * (64+128+256+512+512)]``: the log of each block's channel means and
+    standard deviations. Low blocks see noise and blur, high blocks content: quality needs both."""
+    del net  # the last block is in `blocks`
     pooled = []
     for block in blocks:
         mean, variance = tf.nn.moments(block, axes=[1, 2], keepdims=True)
         pooled += [mean, tf.sqrt(variance + 1e-6)]
-    return tf.concat(pooled, axis=-1)
+    return tf.math.log(tf.concat(pooled, axis=-1) + LOG_OFFSET)
 
 
 def vgg_16_pooled(images, is_training, reuse=None):
-    """VGG-16's convolutions with a quality head over every block: the mean and standard
+    """VGG-16's convolutions with a quality head over every block: the log mean and standard
     deviation of each block's output, concatenated (2,944 features), batch-normalised, then one
     linear score.
     Any crop size works; the head is ``vgg_16/logits``, the scope stage two re-learns."""
-    return _vgg_16_with_head(images, reuse, _mean_std_per_block, is_training, normalize=True)
+    return _vgg_16_with_head(images, reuse, _log_mean_std_per_block, is_training,
+                             normalize=True)
 
 
 def _resnet_arg_scope(weight_decay, batch_norm_decay):

@@ -116,3 +116,18 @@ def test_same_seed_same_weights(rank_data, tmp_path):
     names = [n for n in a.get_variable_to_shape_map() if n.startswith("resnet_v2/")]
     assert all(np.array_equal(a.get_tensor(n), b.get_tensor(n)) for n in names)
     assert not all(np.array_equal(a.get_tensor(n), c.get_tensor(n)) for n in names)
+
+
+def test_trainable_scopes_train_only_those_scopes(rank_data, tmp_path):
+    train(rank_data, tmp_path / "start", **{"train.max_steps": 0})
+    scopes = "[resnet_v2/block4, resnet_v2/logits]"
+    train(rank_data, tmp_path / "run", **{"train.max_steps": 3, "train.trainable_scopes": scopes})
+    start, run = (tf.train.load_checkpoint(str(tmp_path / k)) for k in ("start", "run"))
+    names = [n for n in start.get_variable_to_shape_map()
+             if n.startswith("resnet_v2/") and "/Adam" not in n]
+    changed = {n for n in names if not np.array_equal(start.get_tensor(n), run.get_tensor(n))}
+    assert changed and all(n.startswith(("resnet_v2/block4/", "resnet_v2/logits/"))
+                           for n in changed)
+    assert "resnet_v2/logits/weights" in changed
+    with pytest.raises(ValueError, match="train.trainable_scopes \\['nope'\\] match no"):
+        train(rank_data, tmp_path / "bad", **{"train.trainable_scopes": "[nope]"})

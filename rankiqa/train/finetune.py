@@ -13,32 +13,48 @@ from rankiqa import checkpoints, inference, losses, metrics, nets
 from rankiqa.compat import slim, tf
 from rankiqa.config import to_dict
 from rankiqa.data import mos, pipeline
-from rankiqa.train import loop
+from rankiqa.train import loop, probe
 
 EVAL_NAME = "eval.json"
 RESTORE_REPORT_NAME = "restore_report.json"
+PROBE_REPORT_NAME = "probe.json"
 
 
-def build_mos_evaluator(network_fn, items, data_cfg, log):
+def build_inference_branch(network_fn, crop_size):
+    """(uint8 crops placeholder, scores, pooled features): the network in inference mode,
+    sharing the training graph's variables, for validation and for the probe."""
+    images = tf.placeholder(tf.uint8, [None, crop_size, crop_size, 3])
+    score, end_points = network_fn(network_fn.preprocess(images), is_training=False, reuse=True)
+    features = tf.reshape(end_points["features"], [tf.shape(images)[0], -1])
+    return images, score, features
+
+
+def _run_batched(sess, tensor, images, stack, batch=32):
+    return np.concatenate([sess.run(tensor, {images: stack[i:i + batch]})
+                           for i in range(0, len(stack), batch)])
+
+
+def _crop_stack(items, data_cfg, crops):
+    """``[len(items), crops, crop, crop, 3]``: the grid crops evaluation scores."""
+    return np.stack([inference.image_crops(inference.load_image(it.path), data_cfg.crop_size,
+                                           crops, data_cfg.eval_crop_mode, seed=k)
+                     for k, it in enumerate(items)])
+
+
+def build_mos_evaluator(branch, items, data_cfg, log):
     """``eval_fn(session, step)``: SROCC/PLCC/... on `items`, multi-crop, inference mode."""
     if not items:
         return None
+    images, score, _ = branch
     crops = data_cfg.eval_crops
     # decoded and cropped once: the validation set is scored at every evaluation
-    stacks = np.stack([inference.image_crops(inference.load_image(it.path), data_cfg.crop_size,
-                                             crops, data_cfg.eval_crop_mode, seed=k)
-                       for k, it in enumerate(items)])
-    images = tf.placeholder(tf.uint8, [None, data_cfg.crop_size, data_cfg.crop_size, 3])
-    score, _ = network_fn(network_fn.preprocess(images), is_training=False, reuse=True)
+    stacks = _crop_stack(items, data_cfg, crops)
     targets = np.array([it.score for it in items])
     history = []
 
     def eval_fn(sess, step):
         flat = stacks.reshape(-1, *stacks.shape[2:])
-        batch = 64
-        predicted = np.concatenate([sess.run(score, {images: flat[i:i + batch]})
-                                    for i in range(0, len(flat), batch)])
-        predicted = predicted.reshape(len(items), crops).mean(axis=1)
+        predicted = _run_batched(sess, score, images, flat).reshape(len(items), crops).mean(1)
         result = metrics.summary(predicted, targets)
         history.append({"step": step, "srocc": result["srocc"], "plcc": result["plcc"]})
         result.update(step=step, history=list(history), crops=crops)
@@ -47,6 +63,38 @@ def build_mos_evaluator(network_fn, items, data_cfg, log):
         return result
 
     return eval_fn
+
+
+def build_probe_init(branch, items, head_scope, transfer, data_cfg, seed, log, report_path):
+    """``init_fn(session)``: the head fitted by ridge on the frozen network's pooled features of
+    `probe_crops` grid crops per training image (rankiqa.train.probe). Runs after every restore,
+    so the features are those of the start fine-tuning begins from."""
+    images, _, features = branch
+    head = {v.op.name.rsplit("/", 1)[-1]: v for v in slim.get_model_variables(scope=head_scope)}
+    if not {"weights", "biases"} <= set(head):
+        raise ValueError(f"finetune.probe needs a linear head under {head_scope}; found "
+                         f"{sorted(v.op.name for v in head.values())}")
+    feeds = {name: tf.placeholder(v.dtype.base_dtype, v.shape) for name, v in head.items()}
+    assign_op = tf.group(*[v.assign(feeds[name]) for name, v in head.items()])
+
+    def init_fn(sess):
+        crops = transfer.probe_crops
+        log(f"probe: pooled features of {len(items)} training images x {crops} crops")
+        stack = _crop_stack(items, data_cfg, crops)
+        x = _run_batched(sess, features, images, stack.reshape(-1, *stack.shape[2:]))
+        y = np.repeat([it.score for it in items], crops)
+        fit = probe.fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
+                              groups=np.repeat(np.arange(len(items)), crops))
+        values = probe.head_values(fit, head)
+        sess.run(assign_op, {feeds[n.rsplit("/", 1)[-1]]: a for n, a in values.items()})
+        cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
+        log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
+            f"(cross-validated srocc by alpha {cv})")
+        loop.write_json_atomic(report_path, {
+            "alpha": fit["alpha"], "cv_srocc": fit["cv_srocc"], "features": int(x.shape[1]),
+            "images": len(items), "crops": crops})
+
+    return init_fn
 
 
 def train(config, init_checkpoint, train_dir, device="auto", log=print):
@@ -98,7 +146,8 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
     with tf.device(device_name):
         # ---- network: the stage-one backbone and a fresh one-score head
         global_step = tf.train.get_or_create_global_step()
-        scores, _ = network_fn(network_fn.preprocess(images), is_training=True)
+        scores, _ = network_fn(network_fn.preprocess(images),
+                               is_training=not transfer.frozen_batch_norm)
 
         # ---- restore: everything but the excluded scopes (default: the head), over the
         # optional pretrained start
@@ -117,23 +166,21 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
         regression_loss = loss_fn(scores, targets)
         total_loss = tf.add(regression_loss, tf.losses.get_regularization_loss(),
                             name="total_loss")
-        variables_to_train, update_ops = None, None
-        if transfer.trainable_scopes:
-            variables_to_train = [v for v in tf.trainable_variables()
-                                  if checkpoints.in_scopes(v.op.name, transfer.trainable_scopes)]
-            if not variables_to_train:
-                raise ValueError(f"finetune.trainable_scopes {list(transfer.trainable_scopes)} "
-                                 "match no trainable variable")
-            # frozen layers keep their batch-norm statistics too, so they stay bit-identical
-            update_ops = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-                          if checkpoints.in_scopes(op.name, transfer.trainable_scopes)]
+        variables_to_train, update_ops = loop.select_trainable(transfer.trainable_scopes,
+                                                               "finetune.trainable_scopes")
         multipliers = {v: transfer.head_lr_multiplier for v in tf.trainable_variables()
                        if checkpoints.in_scopes(v.op.name, [network_fn.head_scope])
                        and (variables_to_train is None or v in variables_to_train)}
         train_op, learning_rate = loop.build_train_op(
             total_loss, config.optim, global_step, variables_to_train=variables_to_train,
             gradient_multipliers=multipliers or None, update_ops=update_ops)
-        eval_fn = build_mos_evaluator(network_fn, parts["val"], data_cfg, log)
+        branch = build_inference_branch(network_fn, data_cfg.crop_size)
+        eval_fn = build_mos_evaluator(branch, parts["val"], data_cfg, log)
+        probe_init = None
+        if transfer.probe:
+            probe_init = build_probe_init(branch, train_items, network_fn.head_scope, transfer,
+                                          data_cfg, train_cfg.seed, log,
+                                          os.path.join(train_dir, PROBE_REPORT_NAME))
 
     def write_eval(sess, step):
         result = eval_fn(sess, step)
@@ -152,7 +199,11 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print):
         train_dir, train_op, train_cfg.max_steps, train_cfg,
         scalars={"loss": regression_loss, "total_loss": total_loss,
                  "learning_rate": learning_rate},
-        init_fn=loop.chain_init_fns(pretrained_init, checkpoint_init),
+        # the probe fits the head last, on the features of the restored backbone; the
+        # evaluation after it is the frozen-backbone result (step 0 of the history)
+        init_fn=loop.chain_init_fns(pretrained_init, checkpoint_init, probe_init,
+                                    (lambda sess: write_eval(sess, 0)) if probe_init and eval_fn
+                                    else None),
         eval_fn=write_eval if eval_fn else None, log=log, images_per_step=data_cfg.batch_size)
     result["eval_path"] = eval_path if eval_fn else None
     result["restore_report"] = report

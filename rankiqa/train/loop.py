@@ -10,6 +10,7 @@ import math
 import os
 import time
 
+from rankiqa.checkpoints import in_scopes
 from rankiqa.compat import slim, tf
 
 CHECKPOINT_NAME = "model.ckpt"
@@ -95,6 +96,20 @@ def build_train_op(total_loss, optim, global_step, variables_to_train=None,
         # our own guard below names the step and the last good checkpoint
         check_numerics=False)
     return train_op, learning_rate
+
+
+def select_trainable(trainable_scopes, option):
+    """(variables to train, batch-norm update ops) for `trainable_scopes`; (None, None) when
+    empty, meaning everything. Frozen layers keep their batch-norm statistics too, so they stay
+    bit-identical. `option` names the config key in the error."""
+    if not trainable_scopes:
+        return None, None
+    variables = [v for v in tf.trainable_variables() if in_scopes(v.op.name, trainable_scopes)]
+    if not variables:
+        raise ValueError(f"{option} {list(trainable_scopes)} match no trainable variable")
+    update_ops = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+                  if in_scopes(op.name, trainable_scopes)]
+    return variables, update_ops
 
 
 def chain_init_fns(*init_fns):

@@ -120,7 +120,11 @@ def train(config, train_dir, device="auto", log=print):
         # ---- loss: ranking hinge over every ordered pair, plus weight decay
         rank_loss = loss_fn(scores, train_cfg.margin)
         total_loss = tf.add(rank_loss, tf.losses.get_regularization_loss(), name="total_loss")
-        train_op, learning_rate = loop.build_train_op(total_loss, config.optim, global_step)
+        variables_to_train, update_ops = loop.select_trainable(train_cfg.trainable_scopes,
+                                                               "train.trainable_scopes")
+        train_op, learning_rate = loop.build_train_op(
+            total_loss, config.optim, global_step, variables_to_train=variables_to_train,
+            update_ops=update_ops)
         eval_fn = build_rank_evaluator(network_fn, held_out, data_cfg, log)
 
     def write_eval(sess, step):

@@ -1,0 +1,95 @@
+"""The linear probe: a quality head fitted in closed form on frozen features, before fine-tuning.
+
+Fine-tuning a pretrained backbone under a randomly initialised head first spends its steps
+(and distorts the backbone's features) while the head finds its way; fitting the head by ridge
+regression on the frozen features first and fine-tuning from there ("LP-FT", Kumar et al.,
+ICLR 2022) starts the backbone from a head that already ranks well. On BIQ2021 with VGG-16 the
+probe alone is the "frozen backbone" result of the README.
+
+The head is linear in the network's pooled features (``end_points["features"]``): either
+``logits(features)`` (resnet_v2, vgg_16) or ``logits(feature_norm(features))`` with a batch-norm
+layer in inference mode (vgg_16_pooled). Ridge runs on standardised features; the
+standardisation is then written into the batch-norm statistics, or folded into the weights.
+"""
+
+import numpy as np
+from scipy import stats
+
+BN_EPSILON = 0.001  # slim.batch_norm's default epsilon, which the head uses
+
+
+def _ridge_dual(x, y, alphas):
+    """Ridge weights for each alpha from one eigendecomposition of the n x n Gram matrix
+    (n images << d features: 2,400 x 2,944 for VGG on BIQ2021)."""
+    eigval, eigvec = np.linalg.eigh(x @ x.T)
+    projected = eigvec.T @ y
+    return [x.T @ (eigvec @ (projected / (eigval + alpha))) for alpha in alphas]
+
+
+def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
+    """Standardised ridge regression, its alpha chosen by `folds`-fold cross-validated SROCC.
+
+    Args:
+      features: ``[n, d]`` (one row per view; several rows may share an image).
+      targets: ``[n]`` quality scores.
+      alphas: candidate L2 penalties.
+      groups: ``[n]`` image ids, so that the views of one image stay in one fold.
+
+    Returns:
+      dict: ``mean``, ``std`` (``[d]``), ``weights`` (``[d]``, on standardised features),
+      ``bias``, ``alpha`` and ``cv_srocc`` (per alpha, over per-group mean predictions).
+    """
+    x = np.asarray(features, np.float64)
+    y = np.asarray(targets, np.float64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"features {x.shape} and targets {y.shape} do not pair up")
+    if not alphas or min(alphas) <= 0:
+        raise ValueError(f"ridge alphas must be positive, got {list(alphas)}")
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    unique = np.unique(groups)
+    if len(unique) < 2 * folds:
+        raise ValueError(f"{len(unique)} images are too few for {folds}-fold cross-validation")
+    fold_of = dict(zip(unique, np.random.default_rng(seed).permutation(len(unique)) % folds))
+    fold = np.array([fold_of[g] for g in groups])
+    predictions = np.zeros((len(alphas), len(y)))
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        mean, std = x[tr].mean(0), x[tr].std(0) + 1e-8
+        xt = (x[tr] - mean) / std
+        for a, w in enumerate(_ridge_dual(xt, y[tr] - y[tr].mean(), alphas)):
+            predictions[a, te] = ((x[te] - mean) / std) @ w + y[tr].mean()
+    cv = []
+    for a in range(len(alphas)):
+        per_group = [predictions[a, groups == g].mean() for g in unique]
+        per_target = [y[groups == g].mean() for g in unique]
+        cv.append(float(stats.spearmanr(per_group, per_target)[0]))
+    best = int(np.argmax(cv))
+    mean, std = x.mean(0), x.std(0) + 1e-8
+    (weights,) = _ridge_dual((x - mean) / std, y - y.mean(), [alphas[best]])
+    return {"mean": mean, "std": std, "weights": weights, "bias": float(y.mean()),
+            "alpha": float(alphas[best]), "cv_srocc": dict(zip(map(float, alphas), cv))}
+
+
+def head_values(fit, head_variables):
+    """``{variable name: array}`` that makes the head compute the ridge fit.
+
+    Args:
+      fit: `fit_ridge`'s result.
+      head_variables: ``{name suffix: tf.Variable}`` for ``weights``, ``biases`` and, when the
+        head normalises its input, ``moving_mean``, ``moving_variance`` and ``beta``.
+    """
+    mean, std, w = fit["mean"], fit["std"], fit["weights"]
+    values = {}
+    if "moving_mean" in head_variables:
+        # the head's batch norm standardises with these exactly (inference mode)
+        values["moving_mean"] = mean
+        values["moving_variance"] = np.maximum(std ** 2 - BN_EPSILON, 1e-8)
+        values["beta"] = np.zeros_like(mean)
+        kernel, bias = w, fit["bias"]
+    else:  # fold the standardisation into the linear layer
+        kernel = w / std
+        bias = fit["bias"] - float(np.dot(kernel, mean))
+    shape = head_variables["weights"].shape.as_list()
+    values["weights"] = kernel.reshape(shape)
+    values["biases"] = np.array([bias])
+    return {head_variables[k].op.name: v.astype(np.float32) for k, v in values.items()}

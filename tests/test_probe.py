@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+
+from rankiqa.compat import slim, tf
+from rankiqa.train import finetune, probe
+from tests.test_finetune import finetune_config, label_file, model_values, stage_one  # noqa: F401
+
+
+def linear_data(n=120, d=40, noise=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.1, 50, size=d) + rng.uniform(-5, 5, size=d)
+    w = rng.normal(size=d) / x.std(0)
+    return x, x @ w + noise * rng.normal(size=n)
+
+
+def test_ridge_recovers_a_linear_signal_and_picks_alpha_by_cross_validation():
+    x, y = linear_data()
+    fit = probe.fit_ridge(x[:100], y[:100], alphas=[1e-3, 1e4], folds=5)
+    assert fit["alpha"] == 1e-3 and fit["cv_srocc"][1e-3] > fit["cv_srocc"][1e4]
+    predicted = ((x[100:] - fit["mean"]) / fit["std"]) @ fit["weights"] + fit["bias"]
+    assert np.corrcoef(predicted, y[100:])[0, 1] > 0.99
+
+
+def test_ridge_keeps_the_views_of_one_image_in_one_fold():
+    x, _ = linear_data(n=100, d=400)
+    # each image twice: were copies split across folds, cross-validation would reward
+    # memorising (tiny alpha, more features than images) even on pure noise targets
+    noise = np.random.default_rng(1).normal(size=100)
+    xs, ys = np.vstack([x, x]), np.concatenate([noise, noise])
+    groups = np.concatenate([np.arange(100)] * 2)
+    fit = probe.fit_ridge(xs, ys, alphas=[1e-6, 1e6], folds=5, groups=groups)
+    leaky = probe.fit_ridge(xs, ys, alphas=[1e-6, 1e6], folds=5)
+    assert leaky["cv_srocc"][1e-6] > 0.6 > 0.25 > fit["cv_srocc"][1e-6]
+
+
+def test_ridge_rejects_bad_input():
+    x, y = linear_data(n=20)
+    with pytest.raises(ValueError, match="do not pair up"):
+        probe.fit_ridge(x, y[:-1], alphas=[1.0])
+    with pytest.raises(ValueError, match="must be positive"):
+        probe.fit_ridge(x, y, alphas=[0.0])
+    with pytest.raises(ValueError, match="too few"):
+        probe.fit_ridge(x[:8], y[:8], alphas=[1.0], folds=5)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_head_values_make_the_head_compute_the_fit(normalize):
+    x, y = linear_data(n=80, d=12)
+    fit = probe.fit_ridge(x, y, alphas=[0.1, 10.0], folds=4)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        features = tf.constant(x.reshape(80, 1, 1, 12), tf.float32)
+        with tf.variable_scope("net/logits"):
+            net = features
+            if normalize:  # as vgg_16_pooled's head, in inference mode
+                net = slim.batch_norm(net, center=True, scale=False, is_training=False,
+                                      scope="feature_norm")
+            net = slim.conv2d(net, 1, [1, 1], activation_fn=None,
+                              scope=tf.get_variable_scope())
+        head = {v.op.name.rsplit("/", 1)[-1]: v for v in slim.get_variables(scope="net/logits")}
+        sess.run(tf.global_variables_initializer())
+        for name, value in probe.head_values(fit, head).items():
+            var = [v for v in head.values() if v.op.name == name][0]
+            var.load(value, sess)
+        got = sess.run(tf.reshape(net, [-1]))
+    want = ((x - fit["mean"]) / fit["std"]) @ fit["weights"] + fit["bias"]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, label_file,  # noqa: F811
+                                                                    tmp_path):
+    lines = []
+    cfg = finetune_config(label_file, **{"finetune.probe": True, "finetune.probe_folds": 2,
+                                         "finetune.frozen_batch_norm": True,
+                                         "train.max_steps": 0})
+    finetune.train(cfg, stage_one, str(tmp_path), device="cpu", log=lines.append)
+    report = json.load(open(tmp_path / "probe.json"))
+    assert report["alpha"] in cfg.finetune.probe_alphas and report["crops"] == 2
+    assert report["features"] == 64  # resnet_v2_tiny's pooled width (4 x base depth 16)
+    history = json.load(open(tmp_path / "eval.json"))["history"]
+    assert [h["step"] for h in history] == [0, 0]  # after the probe, and the loop's final one
+    assert history[0]["srocc"] == history[1]["srocc"]
+    # with no step taken and batch norm frozen, only the head differs from stage one
+    before, after = model_values(stage_one), model_values(str(tmp_path))
+    changed = sorted(n for n in after if not np.array_equal(before[n], after[n]))
+    assert changed == ["resnet_v2/logits/biases", "resnet_v2/logits/weights"]
+    assert any(line.startswith("probe: ridge alpha") for line in lines)
+
+
+def test_probe_with_too_few_images_for_its_folds_is_refused(stage_one, label_file,  # noqa: F811
+                                                           tmp_path):
+    cfg = finetune_config(label_file, **{"finetune.probe": True, "finetune.probe_folds": 1000,
+                                         "train.max_steps": 0})
+    with pytest.raises(ValueError, match="too few for 1000-fold"):
+        finetune.train(cfg, stage_one, str(tmp_path), device="cpu", log=lambda line: None)
