@@ -149,15 +149,20 @@ def train_rank_cmd(config_path, overrides, train_dir, init_from, device):
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
 @init_from_option
+@click.option("--from-scratch", is_flag=True,
+              help="Start from random weights (the no-pretraining baseline): no stage one and no "
+                   "init_from.")
 @device_option
 @handle_errors
-def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, init_from, device):
+def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, init_from, from_scratch,
+                 device):
     """Stage two: regress real quality scores from the stage-one network."""
     cfg = config_lib.load(config_lib.FinetuneConfig, config_path,
                           with_init_from(overrides, init_from))
     from rankiqa.train import finetune
 
-    result = finetune.train(cfg, init_checkpoint, train_dir, device=device, log=log)
+    result = finetune.train(cfg, init_checkpoint, train_dir, device=device, log=log,
+                            from_scratch=from_scratch)
     if result["eval"]:
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} "

@@ -46,7 +46,7 @@ def test_train_rank_config_errors(tmp_path, rank_data):
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: {bad}: unknown key train.stepz; TrainConfig takes "
                                      "deterministic, eval_every, keep_checkpoints, log_every, loss, margin, "
-                                     "max_steps, save_every, seed, summary_every")
+                                     "max_steps, save_every, seed, summary_every, trainable_scopes")
     result = invoke("train-rank", "--train-dir", tmp_path / "run")
     assert result.exit_code == 1 and "needs data.rank_list" in result.stderr
     result = invoke("train-rank", "--train-dir", tmp_path / "run",

@@ -92,3 +92,14 @@ def test_checkpoint_matching_nothing_is_refused(label_file, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         finetune.train(finetune_config(label_file), str(tmp_path / "nope"), str(tmp_path / "r"),
                        device="cpu", log=lambda line: None)
+
+
+def test_from_scratch_trains_from_random_weights_and_refuses_a_start(stage_one, label_file,
+                                                                     tmp_path):
+    lines = []
+    result = finetune.train(finetune_config(label_file), None, str(tmp_path / "scratch"),
+                            device="cpu", log=lines.append, from_scratch=True)
+    assert result["step"] == 3 and not any(line.startswith("restored") for line in lines)
+    with pytest.raises(ValueError, match="--from-scratch starts from random weights"):
+        finetune.train(finetune_config(label_file), stage_one, str(tmp_path / "both"),
+                       device="cpu", log=lambda line: None, from_scratch=True)

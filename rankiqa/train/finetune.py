@@ -97,21 +97,25 @@ def build_probe_init(branch, items, head_scope, transfer, data_cfg, seed, log, r
     return init_fn
 
 
-def train(config, init_checkpoint, train_dir, device="auto", log=print):
+def train(config, init_checkpoint, train_dir, device="auto", log=print, from_scratch=False):
     """Fine-tunes as configured; resumes from `train_dir` when it holds a checkpoint.
 
     Args:
       config: `rankiqa.config.FinetuneConfig`.
       init_checkpoint: the stage-one training directory or checkpoint prefix.
+      from_scratch: start from random weights instead (the no-pretraining baseline).
       train_dir: output directory.
 
     Returns:
       dict from `loop.run_loop` plus ``eval_path`` and ``restore_report``.
     """
     data_cfg, train_cfg, transfer = config.data, config.train, config.finetune
-    if not init_checkpoint and not config.net.init_from:
+    if from_scratch and (init_checkpoint or config.net.init_from):
+        raise ValueError("--from-scratch starts from random weights: drop --init-checkpoint "
+                         "and net.init_from")
+    if not init_checkpoint and not config.net.init_from and not from_scratch:
         raise ValueError("finetune needs --init-checkpoint (the stage-one output directory), "
-                         "or net.init_from for a start without stage one")
+                         "net.init_from for a start without stage one, or --from-scratch")
     if init_checkpoint:
         init_checkpoint = checkpoints.resolve_checkpoint(init_checkpoint)
     if not data_cfg.label_file:
