@@ -176,7 +176,7 @@ def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, init_from, 
               show_default=True, help="Which part of the config's dataset split to score.")
 @click.option("--crops", type=int, default=30, show_default=True,
               help="Crops per image (the paper: 30 random 224² crops).")
-@click.option("--crop-mode", type=click.Choice(["random", "grid"]), default="random",
+@click.option("--crop-mode", type=click.Choice(["random", "grid", "pyramid"]), default="random",
               show_default=True)
 @click.option("--aggregate", type=click.Choice(["mean", "median"]), default="mean",
               show_default=True)
@@ -209,7 +209,7 @@ def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, ag
               help="Score with an .npz/.npy from export-npy instead of a checkpoint (needs --net).")
 @click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
 @click.option("--crops", type=int, default=1, show_default=True, help="Crops per image, averaged.")
-@click.option("--crop-mode", type=click.Choice(["grid", "random"]), default="grid",
+@click.option("--crop-mode", type=click.Choice(["grid", "random", "pyramid"]), default="grid",
               show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",

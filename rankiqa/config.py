@@ -115,7 +115,7 @@ class MosDataConfig:
     batch_size: int = 16
     cache_decoded: bool = False  # keep decoded training images in memory
     eval_crops: int = 5  # crops per validation image, scores averaged
-    eval_crop_mode: str = "grid"  # grid | random
+    eval_crop_mode: str = "grid"  # grid | random | pyramid (rankiqa.inference.image_crops)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ def ensure_min_side(image, size):
     return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
 
 
+CROP_MODES = ("grid", "random", "pyramid")
+
+
 def crop_corners(h, w, crop, crops, mode="grid", seed=0):
     """Top-left corners of `crops` square crops: ``grid`` spreads them evenly (a single crop is
     the centre), ``random`` draws them with `seed`."""
@@ -51,7 +54,7 @@ def crop_corners(h, w, crop, crops, mode="grid", seed=0):
         return [(int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1)))
                 for _ in range(crops)]
     if mode != "grid":
-        raise ValueError(f"unknown crop mode {mode!r}; choose from ['grid', 'random']")
+        raise ValueError(f"unknown crop mode {mode!r}; choose from {list(CROP_MODES)}")
     if crops == 1:
         return [((h - crop) // 2, (w - crop) // 2)]
     rows = int(np.floor(np.sqrt(crops)))
@@ -61,8 +64,34 @@ def crop_corners(h, w, crop, crops, mode="grid", seed=0):
     return [(int(y), int(x)) for y in ys for x in xs][:crops]
 
 
+def _centre_crop(image, crop):
+    h, w = image.shape[:2]
+    y, x = (h - crop) // 2, (w - crop) // 2
+    return image[y:y + crop, x:x + crop]
+
+
+def pyramid_crops(image, crop, crops):
+    """``crops`` centre crops of a scale pyramid: the first at native resolution, the last of the
+    image shrunk so its shorter side is `crop` (the whole picture, for a square one), the others
+    at geometrically spaced scales between. Fine detail (noise, blur, compression) shows at full
+    resolution, composition and exposure in the whole picture; photos keep their subject near
+    the centre, where off-centre crops often hold intentionally blurred background."""
+    image = ensure_min_side(image, crop)
+    h, w = image.shape[:2]
+    views = []
+    for scale in np.geomspace(1.0, crop / min(h, w), crops) if crops > 1 else [1.0]:
+        size = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
+        scaled = image if size == (w, h) else np.asarray(
+            Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
+        views.append(_centre_crop(scaled, crop))
+    return np.stack(views)
+
+
 def image_crops(image, crop, crops, mode="grid", seed=0):
-    """``[crops, crop, crop, 3]`` uint8 from one image (upscaled first if it is too small)."""
+    """``[crops, crop, crop, 3]`` uint8 from one image (upscaled first if it is too small):
+    `mode` is one of `CROP_MODES` (``pyramid``: `pyramid_crops`)."""
+    if mode == "pyramid":
+        return pyramid_crops(image, crop, crops)
     image = ensure_min_side(image, crop)
     h, w = image.shape[:2]
     return np.stack([image[y:y + crop, x:x + crop]
