@@ -114,6 +114,9 @@ class MosDataConfig:
     crop_size: int = 224
     batch_size: int = 16
     cache_decoded: bool = False  # keep decoded training images in memory
+    # each training crop from the image shrunk by a random factor (1 down to the whole picture
+    # in the crop): the scales the `pyramid` crop mode evaluates
+    random_scale: bool = False
     eval_crops: int = 5  # crops per validation image, scores averaged
     eval_crop_mode: str = "grid"  # grid | random | pyramid (rankiqa.inference.image_crops)
 

