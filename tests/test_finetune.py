@@ -103,3 +103,10 @@ def test_from_scratch_trains_from_random_weights_and_refuses_a_start(stage_one, 
     with pytest.raises(ValueError, match="--from-scratch starts from random weights"):
         finetune.train(finetune_config(label_file), stage_one, str(tmp_path / "both"),
                        device="cpu", log=lambda line: None, from_scratch=True)
+
+
+def test_unknown_eval_crop_mode_is_refused_before_training(stage_one, label_file, tmp_path):
+    cfg = finetune_config(label_file, **{"data.eval_crop_mode": "spiral"})
+    with pytest.raises(ValueError, match="data.eval_crop_mode 'spiral' is not one of"):
+        finetune.train(cfg, stage_one, str(tmp_path), device="cpu", log=lambda line: None)
+    assert not (tmp_path / "checkpoint").exists()

@@ -118,6 +118,9 @@ def train(config, init_checkpoint, train_dir, device="auto", log=print, from_scr
                          "net.init_from for a start without stage one, or --from-scratch")
     if init_checkpoint:
         init_checkpoint = checkpoints.resolve_checkpoint(init_checkpoint)
+    if data_cfg.eval_crop_mode not in inference.CROP_MODES:  # before minutes of training
+        raise ValueError(f"data.eval_crop_mode {data_cfg.eval_crop_mode!r} is not one of "
+                         f"{list(inference.CROP_MODES)}")
     if not data_cfg.label_file:
         raise ValueError("finetune needs data.label_file (the dataset's label file)")
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
