@@ -135,7 +135,7 @@ class TransferConfig:
     # fit the head by ridge on frozen features before the first step (rankiqa.train.probe);
     # with max_steps 0 this is the frozen-backbone model
     probe: bool = False
-    probe_crops: int = 2  # grid crops per training image, each one ridge row
+    probe_crops: int = 2  # crops per training image (placed by eval_crop_mode), each a ridge row
     probe_alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
     probe_folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
 

@@ -21,11 +21,13 @@ PROBE_REPORT_NAME = "probe.json"
 
 
 def build_inference_branch(network_fn, crop_size):
-    """(uint8 crops placeholder, scores, pooled features): the network in inference mode,
-    sharing the training graph's variables, for validation and for the probe."""
+    """(uint8 crops placeholder, scores, pooled features or None): the network in inference
+    mode, sharing the training graph's variables, for validation and for the probe."""
     images = tf.placeholder(tf.uint8, [None, crop_size, crop_size, 3])
     score, end_points = network_fn(network_fn.preprocess(images), is_training=False, reuse=True)
-    features = tf.reshape(end_points["features"], [tf.shape(images)[0], -1])
+    features = end_points.get("features")
+    if features is not None:
+        features = tf.reshape(features, [tf.shape(images)[0], -1])
     return images, score, features
 
 
@@ -35,7 +37,8 @@ def _run_batched(sess, tensor, images, stack, batch=32):
 
 
 def _crop_stack(items, data_cfg, crops):
-    """``[len(items), crops, crop, crop, 3]``: the grid crops evaluation scores."""
+    """``[len(items), crops, crop, crop, 3]``: the crops evaluation scores
+    (`data_cfg.eval_crop_mode`)."""
     return np.stack([inference.image_crops(inference.load_image(it.path), data_cfg.crop_size,
                                            crops, data_cfg.eval_crop_mode, seed=k)
                      for k, it in enumerate(items)])
@@ -54,7 +57,8 @@ def build_mos_evaluator(branch, items, data_cfg, log):
 
     def eval_fn(sess, step):
         flat = stacks.reshape(-1, *stacks.shape[2:])
-        predicted = _run_batched(sess, score, images, flat).reshape(len(items), crops).mean(1)
+        predicted = _run_batched(sess, score, images, flat, batch=64)
+        predicted = predicted.reshape(len(items), crops).mean(axis=1)
         result = metrics.summary(predicted, targets)
         history.append({"step": step, "srocc": result["srocc"], "plcc": result["plcc"]})
         result.update(step=step, history=list(history), crops=crops)
@@ -67,9 +71,13 @@ def build_mos_evaluator(branch, items, data_cfg, log):
 
 def build_probe_init(branch, items, head_scope, transfer, data_cfg, seed, log, report_path):
     """``init_fn(session)``: the head fitted by ridge on the frozen network's pooled features of
-    `probe_crops` grid crops per training image (rankiqa.train.probe). Runs after every restore,
-    so the features are those of the start fine-tuning begins from."""
+    `probe_crops` crops per training image, placed as evaluation places them
+    (rankiqa.train.probe). Runs after every restore, so the features are those of the start
+    fine-tuning begins from."""
     images, _, features = branch
+    if features is None:
+        raise ValueError(f"finetune.probe needs a network that exposes its pooled features; "
+                         f"{head_scope} does not")
     head = {v.op.name.rsplit("/", 1)[-1]: v for v in slim.get_model_variables(scope=head_scope)}
     if not {"weights", "biases"} <= set(head):
         raise ValueError(f"finetune.probe needs a linear head under {head_scope}; found "
