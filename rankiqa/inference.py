@@ -64,12 +64,6 @@ def crop_corners(h, w, crop, crops, mode="grid", seed=0):
     return [(int(y), int(x)) for y in ys for x in xs][:crops]
 
 
-def _centre_crop(image, crop):
-    h, w = image.shape[:2]
-    y, x = (h - crop) // 2, (w - crop) // 2
-    return image[y:y + crop, x:x + crop]
-
-
 def pyramid_crops(image, crop, crops):
     """``crops`` centre crops of a scale pyramid: the first at native resolution, the last of the
     image shrunk so its shorter side is `crop` (the whole picture, for a square one), the others
@@ -83,7 +77,8 @@ def pyramid_crops(image, crop, crops):
         size = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
         scaled = image if size == (w, h) else np.asarray(
             Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
-        views.append(_centre_crop(scaled, crop))
+        (y, x), = crop_corners(scaled.shape[0], scaled.shape[1], crop, 1)  # the centre
+        views.append(scaled[y:y + crop, x:x + crop])
     return np.stack(views)
 
 

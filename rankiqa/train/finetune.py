@@ -82,8 +82,6 @@ def build_probe_init(branch, items, head_scope, transfer, data_cfg, seed, log, r
     if not {"weights", "biases"} <= set(head):
         raise ValueError(f"finetune.probe needs a linear head under {head_scope}; found "
                          f"{sorted(v.op.name for v in head.values())}")
-    feeds = {name: tf.placeholder(v.dtype.base_dtype, v.shape) for name, v in head.items()}
-    assign_op = tf.group(*[v.assign(feeds[name]) for name, v in head.items()])
 
     def init_fn(sess):
         crops = transfer.probe_crops
@@ -93,8 +91,9 @@ def build_probe_init(branch, items, head_scope, transfer, data_cfg, seed, log, r
         y = np.repeat([it.score for it in items], crops)
         fit = probe.fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
                               groups=np.repeat(np.arange(len(items)), crops))
-        values = probe.head_values(fit, head)
-        sess.run(assign_op, {feeds[n.rsplit("/", 1)[-1]]: a for n, a in values.items()})
+        by_name = {v.op.name: v for v in head.values()}
+        for name, value in probe.head_values(fit, head).items():
+            by_name[name].load(value, sess)
         cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
         log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
             f"(cross-validated srocc by alpha {cv})")
