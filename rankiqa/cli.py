@@ -1,7 +1,10 @@
 """The `rankiqa` command line: YAML -> config -> one library call per command.
 
-No graph code lives here. Library errors become one line on stderr and exit status 1; TensorFlow
-is imported only by the commands that need it, so `rankiqa --help` stays fast.
+No graph code lives here. Expected failures (`rankiqa.errors.RankiqaError`, and file-system
+errors that name a path) become one ``error: ...`` line on stderr and exit status 1; anything
+else is a bug and keeps its traceback. Renamed options and config keys still work and print one
+``notice: ...`` line. TensorFlow is imported only by the commands that need it, so
+`rankiqa --help` stays fast.
 """
 
 import functools
@@ -10,6 +13,12 @@ import sys
 import click
 
 from rankiqa import config as config_lib
+from rankiqa.errors import RankiqaError
+
+# File-system errors carry the path in their message: the user can act on them.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
+VIEW_MODES = ("grid", "random", "pyramid", "centre_random")  # rankiqa.data.views.VIEW_MODES
 
 
 class UserError(click.ClickException):
@@ -19,20 +28,6 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-# Errors that mean "bad input" rather than "bug": shown as one line without a traceback.
-def _user_errors():
-    from rankiqa.checkpoints import CheckpointError
-    from rankiqa.data.generate import BadImageError
-    from rankiqa.data.lists import ListError
-    from rankiqa.inference import UnreadableImage
-    from rankiqa.pretrained import PretrainedUnavailable
-    from rankiqa.train.loop import TrainingDiverged
-
-    return (config_lib.ConfigError, ListError, BadImageError, CheckpointError, TrainingDiverged,
-            UnreadableImage, PretrainedUnavailable,
-            ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
-
-
 def handle_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -40,17 +35,17 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except KeyboardInterrupt:
             raise UserError("interrupted; rerun the same command to resume") from None
-        except click.ClickException:
-            raise
-        except Exception as e:  # noqa: BLE001 - filtered just below
-            if isinstance(e, _user_errors()):
-                raise UserError(str(e)) from None
-            raise
+        except (RankiqaError, *_FILE_ERRORS) as e:
+            raise UserError(str(e)) from None
     return wrapper
 
 
 def log(line):
     click.echo(line, err=True)
+
+
+def notice(line):
+    log(f"notice: {line}")
 
 
 def progress_printer(what):
@@ -67,11 +62,16 @@ def progress_printer(what):
     return progress
 
 
+def load_config(cls, path, overrides):
+    return config_lib.load(cls, path, overrides, notify=notice)
+
+
 def config_options(func):
     func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                         help="Override a config key, e.g. --set train.max_steps=100 (repeatable).")(func)
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                        help="YAML config file (see configs/).")(func)
+    return click.option("--config", "config_path",
+                        help="YAML config file, or the name of a shipped one "
+                             f"({', '.join(config_lib.shipped_configs())}).")(func)
 
 
 def device_option(func):
@@ -79,13 +79,38 @@ def device_option(func):
                         show_default=True, help="Where the network runs.")(func)
 
 
-def init_from_option(func):
-    return click.option("--init-from", help="Pretrained start a package ships (net.init_from), "
-                        "e.g. hed-vgg16 for vgg_16 / vgg_16_pooled.")(func)
+def init_options(func):
+    """--init SOURCE (init.source) and the spellings it replaces, which still work."""
+    func = click.option("--init", "init_source", metavar="SOURCE",
+                        help="Where a fresh run's weights come from (init.source): scratch, a "
+                             "training folder or checkpoint (stage one's output), an .npz from "
+                             "export-npy, or a pretrained name (hed-vgg16). A rerun resumes "
+                             "from its own checkpoint first.")(func)
+    func = click.option("--init-from", hidden=True, help="Renamed --init.")(func)
+    return click.option("--init-checkpoint", hidden=True, help="Renamed --init.")(func)
 
 
-def with_init_from(overrides, init_from):
-    return (*overrides, f"net.init_from={init_from}") if init_from else overrides
+def with_init(overrides, init_source, init_from=None, init_checkpoint=None, from_scratch=False):
+    """`overrides` plus ``init.source=...`` from --init or a renamed option (with a notice)."""
+    given = [(flag, value) for flag, value in (
+        ("--init", init_source), ("--init-from", init_from),
+        ("--init-checkpoint", init_checkpoint),
+        ("--from-scratch", "scratch" if from_scratch else None)) if value]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(f for f, _ in given)} each name the start; give --init once")
+    if not given:
+        return tuple(overrides)
+    flag, value = given[0]
+    if flag != "--init":
+        notice(f"{flag} is renamed --init (init.source); it still works for now")
+    return (*overrides, f"init.source={value}")
+
+
+def views_from(crop_size, crops, crop_mode, default):
+    """`default` Views with the options that were given replacing its fields."""
+    from rankiqa.data.views import Views
+
+    return Views(crop_size or default.crop, crops or default.count, crop_mode or default.mode)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,12 +154,14 @@ def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, s
 @config_options
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
-@init_from_option
+@init_options
 @device_option
 @handle_errors
-def train_rank_cmd(config_path, overrides, train_dir, init_from, device):
+def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
+                   device):
     """Stage one: train the Siamese ranking network."""
-    cfg = config_lib.load(config_lib.RankConfig, config_path, with_init_from(overrides, init_from))
+    cfg = load_config(config_lib.RankConfig, config_path,
+                      with_init(overrides, init_source, init_from, init_checkpoint))
     from rankiqa.train import rank
 
     result = rank.train(cfg, train_dir, device=device, log=log)
@@ -145,24 +172,20 @@ def train_rank_cmd(config_path, overrides, train_dir, init_from, device):
 
 @main.command("finetune")
 @config_options
-@click.option("--init-checkpoint", help="Stage-one training directory or checkpoint prefix.")
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
-@init_from_option
-@click.option("--from-scratch", is_flag=True,
-              help="Start from random weights (the no-pretraining baseline): no stage one and no "
-                   "init_from.")
+@init_options
+@click.option("--from-scratch", is_flag=True, hidden=True, help="Renamed --init scratch.")
 @device_option
 @handle_errors
-def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, init_from, from_scratch,
-                 device):
-    """Stage two: regress real quality scores from the stage-one network."""
-    cfg = config_lib.load(config_lib.FinetuneConfig, config_path,
-                          with_init_from(overrides, init_from))
+def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
+                 from_scratch, device):
+    """Stage two: regress real quality scores, starting from --init (the stage-one run)."""
+    cfg = load_config(config_lib.FinetuneConfig, config_path,
+                      with_init(overrides, init_source, init_from, init_checkpoint, from_scratch))
     from rankiqa.train import finetune
 
-    result = finetune.train(cfg, init_checkpoint, train_dir, device=device, log=log,
-                            from_scratch=from_scratch)
+    result = finetune.train(cfg, train_dir, device=device, log=log)
     if result["eval"]:
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} "
@@ -174,31 +197,56 @@ def finetune_cmd(config_path, overrides, init_checkpoint, train_dir, init_from, 
 @config_options
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="val",
               show_default=True, help="Which part of the config's dataset split to score.")
-@click.option("--crops", type=int, default=30, show_default=True,
-              help="Crops per image (the paper: 30 random 224² crops).")
-@click.option("--crop-mode", type=click.Choice(["random", "grid", "pyramid"]), default="random",
-              show_default=True)
+@click.option("--crops", type=click.IntRange(min=1),
+              help="Views per image [default: data.eval_crops] (the paper: 30 random 224² crops).")
+@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+              help="How views are placed [default: data.eval_crop_mode].")
+@click.option("--crop-size", type=click.IntRange(min=1), help="View side [default: data.crop_size].")
 @click.option("--aggregate", type=click.Choice(["mean", "median"]), default="mean",
               show_default=True)
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="summary.json, predictions.csv and scatter.png go here.")
 @device_option
 @handle_errors
-def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, aggregate,
-                 output_dir, device):
-    """SROCC, KROCC, PLCC and RMSE of CHECKPOINT on a dataset (the config's data section)."""
-    if crops < 1:
-        raise UserError(f"--crops must be >= 1, got {crops}")
-    cfg = config_lib.load(config_lib.FinetuneConfig, config_path, overrides)
-    if not cfg.data.label_file:
-        raise UserError("evaluate needs data.label_file (in --config or --set)")
+def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, crop_size,
+                 aggregate, output_dir, device):
+    """SROCC, KROCC, PLCC and RMSE of CHECKPOINT on a dataset split.
+
+    The dataset, its split and the views come from the config's data section: --config, or
+    else the run's own rankiqa.json (a finetune run records its whole config).
+    """
     from rankiqa import evaluate
 
-    summary = evaluate.evaluate(cfg, checkpoint, output_dir, split=split, crops=crops,
-                                crop_mode=crop_mode, aggregate=aggregate, device=device, log=log)
+    cfg = load_evaluation_config(checkpoint, config_path, overrides)
+    if not cfg.data.label_file:
+        raise UserError("evaluate needs data.label_file (in --config or --set)")
+    views = views_from(crop_size, crops, crop_mode, evaluate.data_views(cfg.data))
+    summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
+                                aggregate=aggregate, device=device, log=log)
     click.echo(f"srocc {summary['srocc']:.4f} krocc {summary['krocc']:.4f} "
                f"plcc {summary['plcc']:.4f} plcc_logistic {summary['plcc_logistic']:.4f} "
                f"rmse {summary['rmse']:.4f} (n={summary['count']}, {output_dir})")
+
+
+def load_evaluation_config(checkpoint, config_path, overrides):
+    """`FinetuneConfig` from --config, else from the run's rankiqa.json (when it is a finetune
+    run), with --set on top."""
+    if config_path is not None:
+        return load_config(config_lib.FinetuneConfig, config_path, overrides)
+    from rankiqa import rundir
+
+    info = rundir.find_run_info(checkpoint) if _exists(checkpoint) else {}
+    if info.get("stage") != "finetune":
+        return load_config(config_lib.FinetuneConfig, None, overrides)
+    log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
+    return config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
+                                f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides, notify=notice)
+
+
+def _exists(path):
+    import os
+
+    return os.path.isdir(path) or os.path.isfile(path + ".index")
 
 
 @main.command("predict")
@@ -206,37 +254,44 @@ def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, ag
 @click.option("--checkpoint", type=click.Path(),
               help="Training directory (train-rank or finetune) or checkpoint prefix.")
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="Score with an .npz/.npy from export-npy instead of a checkpoint (needs --net).")
+              help="Score with an .npz from export-npy instead of a checkpoint (needs --net).")
+@click.option("--allow-pickle", is_flag=True,
+              help="Let --weights read a pickled .npy dict (a pickle can run code: only files "
+                   "you trust).")
 @click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
-@click.option("--crops", type=int, default=1, show_default=True, help="Crops per image, averaged.")
-@click.option("--crop-mode", type=click.Choice(["grid", "random", "pyramid"]), default="grid",
-              show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--crops", type=click.IntRange(min=1),
+              help="Views per image, scores averaged [default: the model's own].")
+@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+              help="How views are placed [default: the model's own].")
+@click.option("--crop-size", type=click.IntRange(min=1),
+              help="View side [default: the model's own].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Views per session run.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @device_option
 @handle_errors
-def predict_cmd(paths, checkpoint, weights, net, crops, crop_mode, batch_size, fmt, output,
-                device):
-    """Score image files and folders (recursive); unreadable files are reported and skipped."""
+def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode, crop_size,
+                batch_size, fmt, output, device):
+    """Score image files and folders (recursive) with the model's own views; unreadable files
+    are reported and skipped."""
     import csv
     import io
     import json
 
     from rankiqa import predict
 
-    if crops < 1 or batch_size < 1:
-        raise UserError("--crops and --batch-size must be >= 1")
     if (checkpoint is None) == (weights is None):
         raise UserError("predict needs exactly one of --checkpoint and --weights")
-    rows, problems = predict.predict(paths, checkpoint, net=net, crops=crops,
-                                     crop_mode=crop_mode, batch_size=batch_size, device=device,
-                                     weights=weights)
+    rows, problems, used = predict.predict(
+        paths, checkpoint, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
+        batch_size=batch_size, device=device, weights_file=weights, allow_pickle=allow_pickle)
     for message in problems:
         log(f"skipped: {message}")
     if fmt == "json":
-        text = json.dumps({"scores": rows, "skipped": problems}, indent=2) + "\n"
+        text = json.dumps({"model": checkpoint or weights, "views": used.as_dict(),
+                           "scores": rows, "skipped": problems}, indent=2) + "\n"
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -248,7 +303,8 @@ def predict_cmd(paths, checkpoint, weights, net, crops, crop_mode, batch_size, f
             f.write(text)
     else:
         click.echo(text, nl=False)
-    log(f"scored {len(rows)} images, skipped {len(problems)}")
+    log(f"scored {len(rows)} images ({used.count} {used.mode} views of {used.crop}² each), "
+        f"skipped {len(problems)}")
 
 
 @main.command("export-npy")
@@ -362,9 +418,9 @@ def inspect_ckpt_cmd(checkpoint, tensors):
 @click.option("--work-dir", default="runs/demo", show_default=True, type=click.Path(),
               help="Where the sample data and both training runs go; a rerun resumes.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of configs/rank_tiny.yaml, e.g. train.max_steps=200.")
+              help="Override a key of rank_tiny.yaml (shipped), e.g. train.max_steps=200.")
 @click.option("--set-finetune", "finetune_overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of configs/finetune_tiny.yaml.")
+              help="Override a key of finetune_tiny.yaml (shipped).")
 @device_option
 @handle_errors
 def demo_cmd(work_dir, overrides, finetune_overrides, device):
@@ -373,7 +429,7 @@ def demo_cmd(work_dir, overrides, finetune_overrides, device):
     from rankiqa.data.standin import STANDIN_NAME
 
     result = demo.run(work_dir, overrides=overrides, finetune_overrides=finetune_overrides,
-                      device=device, log=log)
+                      device=device, log=log, notify=notice)
     rank, ft = result["rank"], result["finetune"]
     click.echo(f"stage one: held-out rank_accuracy {rank['rank_accuracy']:.4f} "
                f"({rank['eval_path']})")

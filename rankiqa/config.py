@@ -4,19 +4,34 @@
 overrides (values parsed with ``yaml.safe_load``, so ``1e-4`` is a float and ``[1, 2]`` a list),
 and builds the dataclasses. An unknown key or a value of the wrong type raises `ConfigError`
 naming the key and the file. Library code takes these typed objects, never raw dicts.
+
+A renamed key keeps working for one release: `RENAMED` moves its value to the new key and
+`load` reports a one-line notice (through `notify`). A config file that is not a path may name a
+shipped one (``rank_tiny`` or ``rank_tiny.yaml``: `rankiqa/configs/`), so an installed package
+runs its recipes from any folder.
 """
 
+import copy
 import dataclasses
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import yaml
 
+from rankiqa.errors import InputError
 
-class ConfigError(ValueError):
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+class ConfigError(InputError):
     """A configuration file or override is invalid; the message names the key and the file."""
+
+
+class ConfigDeprecation(FutureWarning):
+    """A renamed config key or option was used; the message names its replacement."""
 
 
 # --------------------------------------------------------------------------- sections
@@ -27,13 +42,27 @@ class NetConfig:
     name: str = "resnet_v2_50"  # a key of rankiqa.nets.networks_map
     weight_decay: float = 1e-4  # L2 on convolution weights
     batch_norm_decay: float = 0.997  # moving statistics; short CPU runs want ~0.9
-    # An ImageNet checkpoint to start from (official slim names, e.g. resnet_v2_50/...); its
-    # classifier is skipped and the rest mapped onto our scope. None: random initialisation.
-    init_checkpoint: Optional[str] = None
-    # The scope its variables live under; None: the official one for `name` (resnet_v2_50 ...).
-    init_checkpoint_scope: Optional[str] = None
-    # Weights a package ships (rankiqa.pretrained.PRETRAINED), e.g. hed-vgg16 for vgg_16*.
-    init_from: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where a fresh run's weights come from (a rerun resumes from its own checkpoint first).
+
+    In slim's terms `source` is ``--checkpoint_path`` and `exclude_scopes`
+    ``--checkpoint_exclude_scopes``; in big_vision's, ``model_init`` and ``dont_load``.
+    """
+
+    # scratch | a checkpoint or training folder (a stage-one run, an official slim checkpoint)
+    # | an .npz from export-npy | a pretrained start a package ships (hed-vgg16).
+    # None: scratch for train-rank; finetune asks for one.
+    source: Optional[str] = None
+    # scopes left at their initialisers; None: the network's head (resnet_v2/logits), which
+    # stage two re-learns and an ImageNet classifier would not fit
+    exclude_scopes: Optional[Tuple[str, ...]] = None
+    # the scope the source's names live under when it is not the network's; None: the
+    # network's, or its official slim one (resnet_v2_50 ...) when the checkpoint has only that
+    source_scope: Optional[str] = None
+    ignore_missing: bool = False  # start model variables the source lacks from initialisers
 
 
 @dataclass(frozen=True)
@@ -42,11 +71,14 @@ class RankDataConfig:
     distortions: Tuple[str, ...] = ()  # which families to train on; empty: all in the list
     levels: int = 6  # pristine + 5 distortion levels; every group in the list must have them all
     crop_size: int = 224  # square random crop, the same for every level of one reference
-    images_per_batch: int = 4  # references per batch; a batch holds images_per_batch * levels
+    # a batch holds references_per_batch * levels images
+    references_per_batch: int = 4
     holdout_references: int = 2  # references kept out of training for rank_accuracy
     cache_decoded: bool = True  # keep decoded images in memory after the first epoch
-    eval_crop_size: int = 0  # crop for held-out evaluation; 0: crop_size
-    eval_crops: int = 4  # crops per image at evaluation, scores averaged
+    eval_crop_size: int = 0  # view side for held-out evaluation; 0: crop_size
+    eval_crops: int = 4  # views per image at evaluation, scores averaged
+    # how they are placed (rankiqa.data.views.VIEW_MODES); every level of a group alike
+    eval_crop_mode: str = "centre_random"
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,7 @@ class RankConfig:
     """`rankiqa train-rank`: stage one."""
 
     net: NetConfig = field(default_factory=NetConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     data: RankDataConfig = field(default_factory=RankDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -117,17 +150,15 @@ class MosDataConfig:
     # each training crop from the image shrunk by a random factor (1 down to the whole picture
     # in the crop): the scales the `pyramid` crop mode evaluates
     random_scale: bool = False
-    eval_crops: int = 5  # crops per validation image, scores averaged
-    eval_crop_mode: str = "grid"  # grid | random | pyramid (rankiqa.inference.image_crops)
+    eval_crops: int = 5  # views per validation image, scores averaged
+    eval_crop_mode: str = "grid"  # grid | random | pyramid | centre_random (data/views.py)
 
 
 @dataclass(frozen=True)
 class TransferConfig:
     """What stage two restores and trains, in tf-slim's vocabulary."""
 
-    checkpoint_exclude_scopes: Tuple[str, ...] = ()  # empty: the network's head (resnet_v2/logits)
     trainable_scopes: Tuple[str, ...] = ()  # empty: train everything
-    ignore_missing_vars: bool = False  # allow model variables the checkpoint lacks
     head_lr_multiplier: float = 10.0  # the paper trains the new head 10x faster
     # inference-mode batch norm while fine-tuning: statistics stay those of the start (the
     # usual choice for small batches; for vgg_16_pooled it keeps the probe's standardisation)
@@ -145,6 +176,7 @@ class FinetuneConfig:
     """`rankiqa finetune` (stage two) and `rankiqa evaluate`."""
 
     net: NetConfig = field(default_factory=NetConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     data: MosDataConfig = field(default_factory=MosDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
@@ -223,17 +255,82 @@ def _apply_override(raw, override):
     node[parts[-1]] = value
 
 
-def load(cls, path=None, overrides=()):
+# old dotted key -> new dotted key; applied where the new key exists in the config class
+RENAMED = {
+    "net.init_checkpoint": "init.source",
+    "net.init_from": "init.source",
+    "net.init_checkpoint_scope": "init.source_scope",
+    "finetune.checkpoint_exclude_scopes": "init.exclude_scopes",
+    "finetune.ignore_missing_vars": "init.ignore_missing",
+    "data.images_per_batch": "data.references_per_batch",
+}
+
+
+def _has_key(cls, dotted):
+    section, key = dotted.split(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if section not in fields:
+        return False
+    return key in {f.name for f in dataclasses.fields(typing.get_type_hints(cls)[section])}
+
+
+def _migrate(cls, raw, source, notify):
+    """Moves renamed keys of `raw` to their new names, with a notice for each."""
+    for old, new in RENAMED.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = raw.get(old_section)
+        if not isinstance(section, dict) or old_key not in section or not _has_key(cls, new):
+            continue
+        value = section.pop(old_key)
+        if value is None:
+            notify(f"{source}: {old} is renamed {new}; the null value was dropped")
+            continue
+        target = raw.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{source}: {new_section} must be a mapping")
+        if target.get(new_key) is not None and target[new_key] != value:
+            raise ConfigError(f"{source}: {old} (renamed {new}) and {new} are both set; keep {new}")
+        target[new_key] = value
+        notify(f"{source}: {old} is renamed {new}; it still works for now")
+
+
+def shipped_config(name):
+    """Path of a config shipped in the package (``rank_tiny`` or ``rank_tiny.yaml``), or None."""
+    base = os.path.basename(name)
+    if base != name:
+        return None
+    path = os.path.join(SHIPPED_DIR, name if name.endswith(".yaml") else name + ".yaml")
+    return path if os.path.isfile(path) else None
+
+
+def shipped_configs():
+    return sorted(f[:-5] for f in os.listdir(SHIPPED_DIR) if f.endswith(".yaml"))
+
+
+def _warn(message):
+    warnings.warn(message, ConfigDeprecation, stacklevel=3)
+
+
+def load(cls, path=None, overrides=(), notify=None):
     """Builds config class `cls` from YAML file `path` (optional) and ``key=value`` overrides.
+
+    Args:
+      path: a YAML file, or the name of a shipped config (`shipped_config`).
+      notify: callable for one-line notices (renamed keys); default: a `ConfigDeprecation`
+        warning.
 
     Raises:
       ConfigError: unreadable file, bad YAML, unknown key, wrong type.
     """
+    notify = notify or _warn
+    if path is not None and not os.path.isfile(path) and shipped_config(path):
+        path = shipped_config(path)
     source = path or "<defaults>"
     raw = {}
     if path is not None:
         if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist (shipped configs: "
+                              f"{', '.join(shipped_configs())})")
         try:
             with open(path) as f:
                 raw = yaml.safe_load(f) or {}
@@ -241,9 +338,23 @@ def load(cls, path=None, overrides=()):
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    _migrate(cls, raw, source, notify)
     for override in overrides:
         _apply_override(raw, override)
         source = f"{source} (with --set)" if "--set" not in source else source
+    _migrate(cls, raw, source, notify)
+    return _build(cls, raw, source)
+
+
+def from_dict(cls, raw, source, overrides=(), notify=None):
+    """Builds `cls` from plain data (a run folder's recorded config) and ``key=value``
+    overrides, renamed keys migrated."""
+    raw = copy.deepcopy(raw)
+    notify = notify or _warn
+    _migrate(cls, raw, source, notify)
+    for override in overrides:
+        _apply_override(raw, override)
+    _migrate(cls, raw, source, notify)
     return _build(cls, raw, source)
 
 

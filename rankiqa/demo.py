@@ -5,19 +5,19 @@ Each step is skipped when its output already exists, and training resumes from i
 checkpoint, so rerunning the same command after an interruption continues where it stopped.
 """
 
-import json
 import os
 
 from rankiqa import config as config_lib
+from rankiqa import rundir
 from rankiqa.data import generate, samples
 from rankiqa.data.lists import RANK_LIST_NAME
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-RANK_CONFIG = os.path.join(CONFIG_DIR, "rank_tiny.yaml")
-FINETUNE_CONFIG = os.path.join(CONFIG_DIR, "finetune_tiny.yaml")
+# shipped inside the package, so an installed rankiqa runs the demo from any folder
+RANK_CONFIG = config_lib.shipped_config("rank_tiny")
+FINETUNE_CONFIG = config_lib.shipped_config("finetune_tiny")
 
 
-def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print):
+def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print, notify=None):
     """Runs the demo in `work_dir`.
 
     Returns:
@@ -39,7 +39,8 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print)
                                           force=True)
         log(f"ranking data: {summary['images']} images, {summary['groups']} groups")
     cfg = config_lib.load(config_lib.RankConfig, RANK_CONFIG,
-                          [f"data.rank_list={os.path.join(rank_data, RANK_LIST_NAME)}", *overrides])
+                          [f"data.rank_list={os.path.join(rank_data, RANK_LIST_NAME)}", *overrides],
+                          notify)
     train_dir = os.path.join(work_dir, "rank")
     result = rank.train(cfg, train_dir, device=device, log=log)
     out = {"rank": _read_eval(result["eval_path"])}
@@ -52,15 +53,14 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print)
         os.replace(labels + ".partial", labels)
     log(f"stage two labels: {standin.STANDIN_NAME}: {labels}")
     ft_cfg = config_lib.load(config_lib.FinetuneConfig, FINETUNE_CONFIG,
-                             [f"data.label_file={labels}", *finetune_overrides])
-    result = finetune.train(ft_cfg, train_dir, os.path.join(work_dir, "finetune"), device=device,
-                            log=log)
+                             [f"data.label_file={labels}", f"init.source={train_dir}",
+                              *finetune_overrides], notify)
+    result = finetune.train(ft_cfg, os.path.join(work_dir, "finetune"), device=device, log=log)
     out["finetune"] = _read_eval(result["eval_path"])
     return out
 
 
 def _read_eval(path):
-    with open(path) as f:
-        evaluation = json.load(f)
+    evaluation = rundir.read_json(path)
     evaluation["eval_path"] = path
     return evaluation

@@ -11,23 +11,25 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rankiqa import inference, metrics
+from rankiqa import metrics, rundir, scoring
 from rankiqa.data import mos
-from rankiqa.train.loop import write_json_atomic
+from rankiqa.data.views import Views, load_image
+from rankiqa.errors import InputError
 
-SPLITS = ("all", "train", "val", "test")
+
+def data_views(data_cfg):
+    """The `Views` a MOS data config (`rankiqa.config.MosDataConfig`) evaluates with:
+    ``eval_crops`` views of side ``crop_size`` placed by ``eval_crop_mode``."""
+    return Views(data_cfg.crop_size, data_cfg.eval_crops, data_cfg.eval_crop_mode)
 
 
 def select_split(data_cfg, split):
-    items = mos.read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
-    if split == "all":
-        return items
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
-    chosen = mos.split(items, data_cfg.val_fraction, data_cfg.test_fraction,
-                       data_cfg.split_seed, data_cfg.split_index)[split]
+    """The items of `split` (one of `mos.SPLITS`) of the configured dataset."""
+    if split not in mos.SPLITS:
+        raise InputError(f"unknown split {split!r}; choose from {list(mos.SPLITS)}")
+    chosen = mos.load_splits(data_cfg)[split]
     if not chosen:
-        raise ValueError(f"split {split!r} is empty (data.val_fraction={data_cfg.val_fraction}, "
+        raise InputError(f"split {split!r} is empty (data.val_fraction={data_cfg.val_fraction}, "
                          f"data.test_fraction={data_cfg.test_fraction})")
     return chosen
 
@@ -53,27 +55,35 @@ def scatter_png(path, predicted, target, title):
     im.save(path, format="PNG")
 
 
-def evaluate(config, checkpoint, output_dir, split="val", crops=30, crop_mode="random",
-             aggregate="mean", batch_size=32, device="auto", log=print):
-    """Scores `split` of the configured dataset with `checkpoint`; returns the summary dict."""
-    items = select_split(config.data, split)
+def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
+             batch_size=64, device="auto", log=print):
+    """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
+    checkpoint prefix), each image by the mean (or median) of its `views`
+    (`rankiqa.data.views.Views`; image k's random views drawn with seed k).
+
+    Returns:
+      the summary dict, also written to ``output_dir/summary.json``.
+    """
+    if aggregate not in scoring.AGGREGATES:
+        raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(scoring.AGGREGATES)}")
+    items = select_split(data_cfg, split)
     os.makedirs(output_dir, exist_ok=True)
-    log(f"scoring {len(items)} images ({split}) with {crops} {crop_mode} crops each")
-    per_crop, per_batch = [], max(1, batch_size // crops)
-    with inference.Scorer(checkpoint, net=None, device=device) as scorer:
-        # images are decoded a batch at a time; image k's random crops are seeded with k
+    log(f"scoring {len(items)} images ({split}) with {views.count} {views.mode} views of "
+        f"{views.crop}² each")
+    per_crop, per_batch = [], max(1, batch_size // views.count)
+    with scoring.load_scorer(model, device=device, batch_size=batch_size) as scorer:
+        # images are decoded a batch at a time; image k's random views are seeded with k
         for k in range(0, len(items), per_batch):
             chunk = items[k:k + per_batch]
-            per_crop.append(scorer.crop_scores([inference.load_image(it.path) for it in chunk],
-                                               crops, crop_mode, range(k, k + len(chunk))))
+            per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
+                                               range(k, k + len(chunk))))
         net_name = scorer.net_name
     per_crop = np.concatenate(per_crop)
     aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
-    if aggregate not in aggregated:
-        raise ValueError(f"unknown aggregate {aggregate!r}; choose from {sorted(aggregated)}")
     target = np.array([it.score for it in items])
-    summary = {"checkpoint": checkpoint, "net": net_name, "dataset": config.data.dataset,
-               "split": split, "crops": crops, "crop_mode": crop_mode, "aggregate": aggregate,
+    summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
+               "split": split, "crops": views.count, "crop_mode": views.mode,
+               "crop_size": views.crop, "aggregate": aggregate,
                "score_direction": "normalised MOS in [0, 1], higher is better"}
     for name, predicted in aggregated.items():
         summary[name] = metrics.summary(predicted, target)
@@ -92,9 +102,9 @@ def evaluate(config, checkpoint, output_dir, split="val", crops=30, crop_mode="r
         writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
         for it, p in zip(items, predicted):
             writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
-                             it.raw, f"{p:.6f}"])
+                             it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
     scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
-                f"{config.data.dataset} {split}: SROCC {summary['srocc']:.3f} "
+                f"{data_cfg.dataset} {split}: SROCC {summary['srocc']:.3f} "
                 f"PLCC {summary['plcc']:.3f} (n={len(items)})")
-    write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+    rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
     return summary

@@ -8,6 +8,7 @@ is better than level 1, which is better than level 2, and so on. Scores arrive a
 import numpy as np
 
 from rankiqa.compat import tf
+from rankiqa.errors import InputError
 
 
 def rank_operator(levels):
@@ -26,7 +27,7 @@ def rank_operator(levels):
       ValueError: levels < 2.
     """
     if int(levels) != levels or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+        raise InputError(f"levels must be an integer >= 2, got {levels!r}")
     op = np.zeros((levels, levels - 1), dtype=np.float32)
     for j in range(levels - 1):
         op[j, j] = levels - 1 - j
@@ -91,7 +92,7 @@ rank_losses_map = {"operator": rank_hinge_loss, "pairwise": pairwise_hinge_loss}
 
 def get_rank_loss_fn(name):
     if name not in rank_losses_map:
-        raise ValueError(f"unknown ranking loss {name!r}; choose from {sorted(rank_losses_map)}")
+        raise InputError(f"unknown ranking loss {name!r}; choose from {sorted(rank_losses_map)}")
     return rank_losses_map[name]
 
 
@@ -109,6 +110,6 @@ regression_losses_map = {"l2": l2_loss, "l1": l1_loss}
 
 def get_regression_loss_fn(name):
     if name not in regression_losses_map:
-        raise ValueError(
+        raise InputError(
             f"unknown regression loss {name!r}; choose from {sorted(regression_losses_map)}")
     return regression_losses_map[name]

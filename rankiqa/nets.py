@@ -9,11 +9,15 @@ export and ``predict`` always agree). Each function also carries:
 - ``scope``: the variable scope it is built under (``resnet_v2`` for every ResNet, so that
   checkpoints of different depths share names and stage two excludes one head scope);
 - ``head_scope``: the one-output quality head (``resnet_v2/logits``), which stage two re-learns.
+
+``end_points["features"]`` is the head's input ``[batch, 1, 1, d]`` (the pooled features the
+probe fits the head on).
 """
 
 import functools
 
 from rankiqa.compat import slim, tf
+from rankiqa.errors import InputError
 from tf_slim.nets import resnet_utils, resnet_v2, vgg
 
 RESNET_SCOPE = "resnet_v2"
@@ -34,15 +38,17 @@ def preprocess_vgg(images):
 
 
 def _resnet(blocks, images, is_training, reuse=None):
-    net, end_points = resnet_v2.resnet_v2(
-        images, blocks, num_classes=1, is_training=is_training, global_pool=True,
+    # The backbone without classes ends in the global pool; the one-score head is added here,
+    # under the name slim would give it (resnet_v2/logits), so the probe reads its input as an
+    # end point and checkpoints keep slim's names.
+    pooled, end_points = resnet_v2.resnet_v2(
+        images, blocks, num_classes=None, is_training=is_training, global_pool=True,
         reuse=reuse, scope=RESNET_SCOPE)
+    end_points["features"] = pooled  # [B, 1, 1, C]
+    with tf.variable_scope(RESNET_SCOPE, reuse=reuse):
+        net = slim.conv2d(pooled, 1, [1, 1], activation_fn=None, normalizer_fn=None,
+                          scope="logits")
     # tf_slim's resnet_v2 has no spatial_squeeze: the head returns [B, 1, 1, 1].
-    # the head's input (global pool5), for the closed-form probe (rankiqa.train.probe):
-    # logits = BiasAdd(Conv2D(pool5))
-    pooled = net.op.inputs[0].op.inputs[0]
-    if pooled.op.name.endswith("pool5"):
-        end_points["features"] = pooled
     score = tf.reshape(net, [-1], name="score")
     end_points["score"] = score
     return score, end_points
@@ -197,10 +203,10 @@ def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997):
       ``default_image_size``, ``scope``, ``head_scope``, ``preprocess`` and ``name``.
 
     Raises:
-      ValueError: `name` is not a known network.
+      InputError: `name` is not a known network.
     """
     if name not in networks_map:
-        raise ValueError(f"unknown network {name!r}; choose from {sorted(networks_map)}")
+        raise InputError(f"unknown network {name!r}; choose from {sorted(networks_map)}")
     func, arg_scope_fn, preprocess, scope, size = networks_map[name]
 
     @functools.wraps(func)

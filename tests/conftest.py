@@ -1,4 +1,5 @@
-"""Shared fixtures: small real photos (from scikit-image's bundled files) and ranking data."""
+"""Shared fixtures, built once per test run: small real photos (from scikit-image's bundled
+files), ranking data, a tiny stage-one run and a label file over the ranking data."""
 
 import os
 
@@ -32,6 +33,31 @@ def rank_data(photo_dir, tmp_path_factory):
     return make_rank_data(photo_dir, str(out), seed=0)["rank_list"]
 
 
+@pytest.fixture(scope="session")
+def stage_one(rank_data, tmp_path_factory):
+    """A two-step tiny stage-one run (training folder); tests must not write into it."""
+    from rankiqa import config as config_lib
+    from rankiqa.train import rank
+
+    out = tmp_path_factory.mktemp("stage_one")
+    cfg = config_lib.load(config_lib.RankConfig, None,
+                          tiny_rank_overrides(rank_data, **{"train.max_steps": 2}))
+    rank.train(cfg, str(out), device="cpu", log=lambda line: None)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def label_file(rank_data, tmp_path_factory):
+    """A generic CSV over the rank data, score falling with the level (references kept)."""
+    from rankiqa.data import lists, mos
+
+    items = [mos.ScoredImage(p, 1.0 - k / 5, 1.0 - k / 5, g.reference, g.distortion)
+             for g in lists.read_rank_list(rank_data) for k, p in enumerate(g.paths)]
+    path = tmp_path_factory.mktemp("labels") / "labels.csv"
+    mos.write_generic_csv(str(path), items)
+    return str(path)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -41,10 +67,32 @@ def tiny_rank_overrides(rank_list, train_dir=None, **extra):
     """--set overrides for a seconds-long stage-one run on `rank_data`."""
     values = {
         "net.name": "resnet_v2_tiny", "data.rank_list": rank_list, "data.crop_size": 32,
-        "data.images_per_batch": 2, "data.holdout_references": 2, "data.eval_crops": 2,
+        "data.references_per_batch": 2, "data.holdout_references": 2, "data.eval_crops": 2,
         "data.eval_crop_size": 48, "optim.optimizer": "adam", "optim.lr": 1e-3,
         "train.margin": 1.0, "train.max_steps": 6, "train.log_every": 2,
         "train.summary_every": 2, "train.save_every": 3, "train.eval_every": 3,
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def finetune_config(label_file, init="scratch", **extra):
+    """A seconds-long tiny stage-two config on `label_file`, starting from `init`."""
+    from rankiqa import config as config_lib
+
+    values = {"net.name": "resnet_v2_tiny", "init.source": init, "data.label_file": label_file,
+              "data.crop_size": 32, "data.batch_size": 4, "data.eval_crops": 2,
+              "optim.optimizer": "adam", "optim.lr": 1e-2, "train.max_steps": 3,
+              "train.log_every": 1, "train.save_every": 3, "train.eval_every": 0}
+    values.update(extra)
+    return config_lib.load(config_lib.FinetuneConfig, None, [f"{k}={v}" for k, v in values.items()])
+
+
+def model_values(ckpt_dir, scope="resnet_v2/"):
+    """``{name: array}`` of a checkpoint's model variables under `scope`."""
+    from rankiqa.compat import tf
+    from rankiqa.weights import is_model_variable
+
+    reader = tf.train.load_checkpoint(ckpt_dir)
+    return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(ckpt_dir)
+            if n.startswith(scope) and is_model_variable(n)}

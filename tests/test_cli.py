@@ -10,11 +10,33 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_help_lists_every_command():
+COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
+            "finetune", "inspect-ckpt", "make-rank-data", "merge-ckpt", "predict", "train-rank"]
+
+
+def test_help_lists_every_command_and_each_has_help():
+    assert sorted(main.commands) == COMMANDS
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("make-rank-data", "train-rank", "demo"):
-        assert command in result.output
+    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines()
+              if line.strip()]
+    assert sorted(listed) == COMMANDS
+    for command in COMMANDS:
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and result.output.startswith(f"Usage: main {command}")
+
+
+def test_a_bug_keeps_its_traceback_and_user_errors_are_one_line(monkeypatch, tmp_path):
+    """A plain ValueError is a bug, not bad input: it is not swallowed into one line."""
+    from rankiqa.train import rank
+
+    def broken(*args, **kwargs):
+        raise ValueError("internal invariant broken")
+
+    monkeypatch.setattr(rank, "train", broken)
+    result = invoke("train-rank", "--train-dir", tmp_path)
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error: internal invariant broken" not in result.stderr
 
 
 def test_make_rank_data_writes_and_prints_the_list(photo_dir, tmp_path):
@@ -60,3 +82,21 @@ def test_train_rank_runs_and_reports_accuracy(tmp_path, rank_data):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("held-out rank_accuracy ")
     assert os.path.isfile(tmp_path / "run" / "eval.json")
+
+
+def test_init_and_its_old_spellings(tmp_path, rank_data, stage_one):
+    args = sum((["--set", o] for o in tiny_rank_overrides(rank_data, **{"train.max_steps": 1})), [])
+    result = invoke("train-rank", "--train-dir", tmp_path / "a", "--init", stage_one, *args)
+    assert result.exit_code == 0, result.output
+    assert "restored" in result.stderr and "notice" not in result.stderr
+    result = invoke("train-rank", "--train-dir", tmp_path / "b", "--init-checkpoint", stage_one,
+                    *args)
+    assert result.exit_code == 0, result.output
+    assert ("notice: --init-checkpoint is renamed --init (init.source); it still works for now"
+            in result.stderr)
+    result = invoke("finetune", "--train-dir", tmp_path / "c", "--from-scratch", "--init", "x",
+                    "--set", "data.label_file=x.csv")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: --init and --from-scratch each name the start; "
+                                     "give --init once")
+    assert "--init SOURCE" in invoke("finetune", "--help").output

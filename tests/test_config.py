@@ -69,3 +69,45 @@ def test_shipped_finetune_configs_load_and_open_with_a_comment(path):
     assert cfg.train.loss in ("l2", "l1")
     with open(path) as f:
         assert f.readline().startswith("#")
+
+
+def test_renamed_keys_work_with_a_notice_and_clash_with_their_new_name(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("net:\n  init_from: hed-vgg16\ndata:\n  images_per_batch: 3\n")
+    notices = []
+    cfg = config_lib.load(RankConfig, str(path), notify=notices.append)
+    assert cfg.init.source == "hed-vgg16" and cfg.data.references_per_batch == 3
+    assert notices == [f"{path}: net.init_from is renamed init.source; it still works for now",
+                       f"{path}: data.images_per_batch is renamed data.references_per_batch; "
+                       "it still works for now"]
+    with pytest.warns(config_lib.ConfigDeprecation, match="net.init_checkpoint is renamed"):
+        cfg = config_lib.load(RankConfig, None, ["net.init_checkpoint=runs/x"])
+    assert cfg.init.source == "runs/x"
+    ft = config_lib.load(config_lib.FinetuneConfig, None, [
+        "finetune.checkpoint_exclude_scopes=[a/b]", "finetune.ignore_missing_vars=true"],
+        notify=notices.append)
+    assert ft.init.exclude_scopes == ("a/b",) and ft.init.ignore_missing is True
+    with pytest.raises(ConfigError, match="net.init_from .renamed init.source. and init.source "
+                                          "are both set; keep init.source"):
+        config_lib.load(RankConfig, None, ["net.init_from=a", "init.source=b"],
+                        notify=notices.append)
+    # a key renamed in one config class is still unknown in another
+    with pytest.raises(ConfigError, match="unknown key data.images_per_batch"):
+        config_lib.load(config_lib.FinetuneConfig, None, ["data.images_per_batch=3"])
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "rank_tiny" in config_lib.shipped_configs()
+    cfg = config_lib.load(RankConfig, "rank_tiny")
+    assert cfg.net.name == "resnet_v2_tiny"
+    assert config_lib.load(RankConfig, "rank_tiny.yaml") == cfg
+    with pytest.raises(ConfigError, match="does not exist .shipped configs: finetune_biq2021"):
+        config_lib.load(RankConfig, "rank_tinny")
+
+
+def test_recorded_configs_rebuild_with_overrides():
+    cfg = config_lib.load(config_lib.FinetuneConfig, None, ["data.eval_crops=3"])
+    again = config_lib.from_dict(config_lib.FinetuneConfig, config_lib.to_dict(cfg), "run",
+                                 ["train.max_steps=7"])
+    assert again.data.eval_crops == 3 and again.train.max_steps == 7

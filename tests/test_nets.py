@@ -27,9 +27,20 @@ def test_every_network_gives_one_score_per_image_under_its_scope(name):
         assert "score" in end_points
 
 
-def test_resnet_head_is_resnet_v2_logits():
+def test_resnet_head_is_resnet_v2_logits_over_the_pooled_features():
     assert nets.get_network_fn("resnet_v2_50").head_scope == "resnet_v2/logits"
-    assert nets.get_network_fn("resnet_v2_tiny").scope == "resnet_v2"
+    network_fn = nets.get_network_fn("resnet_v2_tiny")
+    assert network_fn.scope == "resnet_v2"
+    with tf.Graph().as_default():
+        score, end_points = network_fn(tf.zeros([2, 48, 48, 3]), is_training=False)
+        assert end_points["features"].shape.as_list() == [2, 1, 1, 64]
+        assert end_points["features"].op.name == "resnet_v2/pool5"  # the global pool
+        head = sorted(v.op.name for v in slim.get_model_variables("resnet_v2/logits"))
+        assert head == ["resnet_v2/logits/biases", "resnet_v2/logits/weights"]
+        # reused: the second tower makes no new variables
+        count = len(tf.global_variables())
+        network_fn(tf.zeros([2, 48, 48, 3]), is_training=False, reuse=True)
+        assert len(tf.global_variables()) == count
 
 
 def test_batch_norm_training_step_updates_moving_statistics():

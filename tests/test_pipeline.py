@@ -23,7 +23,7 @@ def offset_groups(tmp_path, rng):
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_rank_batches_are_references_by_levels_with_one_crop(offset_groups, cache):
-    ds = pipeline.rank_dataset(offset_groups, crop_size=16, images_per_batch=2, seed=1,
+    ds = pipeline.rank_dataset(offset_groups, crop_size=16, references_per_batch=2, seed=1,
                                cache=cache)
     batch_op = tf.data.make_one_shot_iterator(ds).get_next()
     with tf.Session() as sess:
@@ -34,18 +34,6 @@ def test_rank_batches_are_references_by_levels_with_one_crop(offset_groups, cach
             for ref in per_ref:
                 for k in range(6):  # same crop and flip: the difference is exactly the offset
                     np.testing.assert_array_equal(ref[k] - ref[0], 20 * k)
-
-
-def test_eval_dataset_is_deterministic_and_crop_major(offset_groups):
-    ds = pipeline.eval_rank_dataset(offset_groups, crop_size=16, crops=3)
-    values = []
-    for _ in range(2):
-        item = tf.data.make_one_shot_iterator(ds).get_next()
-        with tf.Session() as sess:
-            values.append(sess.run(item))
-    np.testing.assert_array_equal(values[0], values[1])
-    crops = values[0].reshape(3, 6, 16, 16, 3).astype(np.int32)
-    np.testing.assert_array_equal(crops[:, 5] - crops[:, 0], 100)
 
 
 def test_crop_larger_than_image_is_named(offset_groups):

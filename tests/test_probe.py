@@ -5,7 +5,7 @@ import pytest
 
 from rankiqa.compat import slim, tf
 from rankiqa.train import finetune, probe
-from tests.test_finetune import finetune_config, label_file, model_values, stage_one  # noqa: F401
+from tests.conftest import finetune_config, model_values
 
 
 def linear_data(n=120, d=40, noise=0.05, seed=0):
@@ -68,13 +68,13 @@ def test_head_values_make_the_head_compute_the_fit(normalize):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
-def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, label_file,  # noqa: F811
+def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, label_file,
                                                                     tmp_path):
     lines = []
-    cfg = finetune_config(label_file, **{"finetune.probe": True, "finetune.probe_folds": 2,
-                                         "finetune.frozen_batch_norm": True,
-                                         "train.max_steps": 0})
-    finetune.train(cfg, stage_one, str(tmp_path), device="cpu", log=lines.append)
+    cfg = finetune_config(label_file, stage_one, **{
+        "finetune.probe": True, "finetune.probe_folds": 2, "finetune.frozen_batch_norm": True,
+        "train.max_steps": 0})
+    finetune.train(cfg, str(tmp_path), device="cpu", log=lines.append)
     report = json.load(open(tmp_path / "probe.json"))
     assert report["alpha"] in cfg.finetune.probe_alphas and report["crops"] == 2
     assert report["features"] == 64  # resnet_v2_tiny's pooled width (4 x base depth 16)
@@ -88,9 +88,10 @@ def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, l
     assert any(line.startswith("probe: ridge alpha") for line in lines)
 
 
-def test_probe_with_too_few_images_for_its_folds_is_refused(stage_one, label_file,  # noqa: F811
+def test_probe_with_too_few_images_for_its_folds_is_refused(stage_one, label_file,
                                                            tmp_path):
-    cfg = finetune_config(label_file, **{"finetune.probe": True, "finetune.probe_folds": 1000,
-                                         "train.max_steps": 0})
+    cfg = finetune_config(label_file, stage_one, **{"finetune.probe": True,
+                                                    "finetune.probe_folds": 1000,
+                                                    "train.max_steps": 0})
     with pytest.raises(ValueError, match="too few for 1000-fold"):
-        finetune.train(cfg, stage_one, str(tmp_path), device="cpu", log=lambda line: None)
+        finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)

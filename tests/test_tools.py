@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rankiqa import inference, nets
+from rankiqa import nets, scoring, weights
 from rankiqa.cli import main
 from rankiqa.compat import tf
+from rankiqa.data.views import Views, load_image
 from rankiqa.tools import export
-from tests.test_finetune import finetune_config, label_file, stage_one  # noqa: F401 (fixtures)
+from tests.conftest import finetune_config
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def crops(rng=None):
 
 
 def checkpoint_scores(checkpoint, crops):
-    with inference.Scorer(checkpoint) as scorer:
+    with scoring.load_scorer(checkpoint) as scorer:
         return scorer.score_batch(crops)
 
 
@@ -28,23 +29,23 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):  # noqa: F811
+def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):
     out = tmp_path / "weights.npz"
     result = invoke("export-npy", stage_one, out)
     assert result.exit_code == 0, result.output
-    arrays = export.load_arrays(str(out))
+    arrays = weights.load_arrays(str(out))
     assert "resnet_v2/logits/weights" in arrays
     assert not any("Adam" in n or "global_step" in n for n in arrays)  # model variables only
     with tf.Graph().as_default(), tf.Session() as sess:
-        images, score, _ = inference.build_scoring_graph("resnet_v2_tiny")
+        images, score, _ = scoring.build_scoring_graph("resnet_v2_tiny")
         sess.run(tf.global_variables_initializer())
-        report = export.init_from_arrays(sess, arrays)
-        assert not report["missing"] and not report["shape_mismatch"] and not report["unused"]
+        report = weights.load_into(sess, arrays)
+        assert not report.missing and not report.shape_mismatch and not report.unused
         from_file = sess.run(score, {images: crops})
     np.testing.assert_array_equal(from_file, checkpoint_scores(stage_one, crops))
 
 
-def test_npy_dict_form_and_scope_filters(stage_one, tmp_path):  # noqa: F811
+def test_npy_dict_form_and_scope_filters(stage_one, tmp_path):
     out = tmp_path / "head.npy"
     result = invoke("export-npy", stage_one, out, "--format", "npy", "--include",
                     "resnet_v2/logits")
@@ -61,10 +62,10 @@ def test_init_report_names_mismatches(tmp_path):
         a = tf.Variable(np.zeros(3, np.float32), name="a")
         tf.Variable(np.zeros(2, np.float32), name="b")
         sess.run(tf.global_variables_initializer())
-        report = export.init_from_arrays(sess, {"a": np.ones(3, np.float32),
-                                                "b": np.ones(4, np.float32), "c": np.ones(1)})
-        assert report["loaded"] == ["a"] and report["unused"] == ["c"]
-        assert report["shape_mismatch"] == [("b", (2,), (4,))]
+        report = weights.load_into(sess, {"a": np.ones(3, np.float32),
+                                          "b": np.ones(4, np.float32), "c": np.ones(1)})
+        assert report.restored == [("a", "a")] and report.unused == ["c"]
+        assert report.shape_mismatch == [("b", (2,), (4,))]
         np.testing.assert_array_equal(sess.run(a), np.ones(3))
 
 
@@ -86,7 +87,7 @@ FRESH_PB_CHECK = textwrap.dedent('''
 ''')
 
 
-def test_frozen_pb_in_a_fresh_tensorflow_only_process(stage_one, crops, tmp_path):  # noqa: F811
+def test_frozen_pb_in_a_fresh_tensorflow_only_process(stage_one, crops, tmp_path):
     pb = tmp_path / "model.pb"
     result = invoke("export-pb", stage_one, pb)
     assert result.exit_code == 0, result.output
@@ -112,7 +113,7 @@ FRESH_SAVEDMODEL_CHECK = textwrap.dedent('''
 ''')
 
 
-def test_savedmodel_loads_in_eager_tf2(stage_one, crops, tmp_path):  # noqa: F811
+def test_savedmodel_loads_in_eager_tf2(stage_one, crops, tmp_path):
     out_dir = tmp_path / "saved"
     result = invoke("export-savedmodel", stage_one, out_dir)
     assert result.exit_code == 0, result.output
@@ -132,7 +133,7 @@ def save_tiny_model(path, seed):
     """A plain tf.train.Saver checkpoint of a tiny scoring network."""
     with tf.Graph().as_default(), tf.Session() as sess:
         tf.set_random_seed(seed)
-        inference.build_scoring_graph("resnet_v2_tiny")
+        scoring.build_scoring_graph("resnet_v2_tiny")
         sess.run(tf.global_variables_initializer())
         tf.train.Saver().save(sess, str(path / "model.ckpt"))
     return str(path)
@@ -171,7 +172,7 @@ def test_merge_two_models_into_one_graph(tmp_path, crops):
 
 
 def checkpoint_scores_plain(ckpt_dir, crops):
-    with inference.Scorer(ckpt_dir, net="resnet_v2_tiny") as scorer:
+    with scoring.load_scorer(ckpt_dir, net="resnet_v2_tiny") as scorer:
         return scorer.score_batch(crops.astype(np.float32))
 
 
@@ -198,7 +199,7 @@ def test_merge_clash_lists_every_clash_and_writes_nothing(tmp_path):
     assert invoke("merge-ckpt", one, "--output", tmp_path / "pref").exit_code == 1  # exists
 
 
-def test_inspect_lists_tensors_and_values(stage_one):  # noqa: F811
+def test_inspect_lists_tensors_and_values(stage_one):
     result = invoke("inspect-ckpt", stage_one, "--tensor", "resnet_v2/logits/biases")
     assert result.exit_code == 0, result.output
     assert "resnet_v2/logits/weights\t[1, 1, 64, 1]\tfloat32\t64" in result.stdout
@@ -207,7 +208,7 @@ def test_inspect_lists_tensors_and_values(stage_one):  # noqa: F811
     assert result.exit_code == 1 and "has no tensor" in result.stderr
 
 
-def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):  # noqa: F811
+def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     out = tmp_path / "model.onnx"
@@ -220,17 +221,18 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):  # noqa: F8
     np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
 
 
-def test_predict_from_exported_weights_equals_checkpoint(stage_one, photo_dir, tmp_path):  # noqa: F811
-    weights = tmp_path / "w.npz"
-    assert invoke("export-npy", stage_one, weights).exit_code == 0
+def test_predict_from_exported_weights_equals_checkpoint(stage_one, photo_dir, tmp_path):
+    weights_file = tmp_path / "w.npz"
+    assert invoke("export-npy", stage_one, weights_file).exit_code == 0
     from_ckpt = invoke("predict", photo_dir, "--checkpoint", stage_one)
-    from_npz = invoke("predict", photo_dir, "--weights", weights, "--net", "resnet_v2_tiny")
+    # the model's views (48, 2 centre_random, from rankiqa.json) given explicitly
+    from_npz = invoke("predict", photo_dir, "--weights", weights_file, "--net", "resnet_v2_tiny",
+                      "--crop-size", 48, "--crops", 2, "--crop-mode", "centre_random")
     assert from_ckpt.exit_code == 0 and from_npz.exit_code == 0, from_npz.output
-    # crop 32 from rankiqa.json vs the tiny net's default 64: compare at the same crop
-    from_npz_32 = inference.Scorer(None, net="resnet_v2_tiny", weights=str(weights), crop_size=32)
-    with from_npz_32, inference.Scorer(stage_one) as scorer:
-        images = [inference.load_image(os.path.join(photo_dir, n)) for n in sorted(os.listdir(photo_dir))]
-        np.testing.assert_array_equal(from_npz_32.score_images(images), scorer.score_images(images))
+    assert from_ckpt.stdout == from_npz.stdout
+    assert "(2 centre_random views of 48² each)" in from_ckpt.stderr
+    default = invoke("predict", photo_dir, "--weights", weights_file, "--net", "resnet_v2_tiny")
+    assert "(1 grid views of 64² each)" in default.stderr  # no rankiqa.json: the net's default
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, **{"resnet_v2/conv1/weights": np.zeros((1, 1, 1, 1), np.float32)})
     result = invoke("predict", photo_dir, "--weights", wrong, "--net", "resnet_v2_tiny")
@@ -238,10 +240,21 @@ def test_predict_from_exported_weights_equals_checkpoint(stage_one, photo_dir, t
     assert invoke("predict", photo_dir).exit_code == 1  # neither --checkpoint nor --weights
 
 
-def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_path):  # noqa: F811
+def test_predict_reads_a_pickle_only_when_allowed(stage_one, photo_dir, tmp_path):
+    pickled = tmp_path / "w.npy"
+    assert invoke("export-npy", stage_one, pickled, "--format", "npy").exit_code == 0
+    result = invoke("predict", photo_dir, "--weights", pickled, "--net", "resnet_v2_tiny")
+    assert result.exit_code == 1 and "holds a pickle" in result.stderr
+    assert "--allow-pickle" in result.stderr and "Traceback" not in result.output
+    result = invoke("predict", photo_dir, "--weights", pickled, "--net", "resnet_v2_tiny",
+                    "--allow-pickle")
+    assert result.exit_code == 0, result.output
+
+
+def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_path):
     from rankiqa.train import finetune
 
-    finetune.train(finetune_config(label_file, **{"train.max_steps": 1}), stage_one,
+    finetune.train(finetune_config(label_file, stage_one, **{"train.max_steps": 1}),
                    str(tmp_path / "ft"), device="cpu", log=lambda line: None)
     assert invoke("export-pb", tmp_path / "ft", tmp_path / "ft.pb").exit_code == 0
     assert invoke("export-npy", tmp_path / "ft", tmp_path / "ft.npz").exit_code == 0
@@ -253,7 +266,7 @@ def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_pa
         sess.run(tf.global_variables_initializer())
         tf.train.Saver().save(sess, str(foreign / "model.ckpt"))
     assert invoke("export-npy", foreign, tmp_path / "f.npz").exit_code == 0
-    arrays = export.load_arrays(str(tmp_path / "f.npz"))
+    arrays = weights.load_arrays(str(tmp_path / "f.npz"))
     assert arrays["other/table"].dtype == np.int64 and arrays["other/scale"] == 2.5
     result = invoke("inspect-ckpt", foreign)
     assert "other/table\t[2, 3]\tint64\t6" in result.stdout

@@ -35,7 +35,9 @@ def test_train_writes_checkpoints_eval_and_resumes(rank_data, tmp_path):
     assert set(evaluation["per_distortion"]) == {"gblur", "wn", "jpeg", "jp2k"}
     assert any(line.startswith("step 2/6") and "loss" in line for line in lines)
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
-    assert json.load(open(tmp_path / "rankiqa.json"))["net"] == "resnet_v2_tiny"
+    info = json.load(open(tmp_path / "rankiqa.json"))
+    assert info["net"] == "resnet_v2_tiny" and info["crop_size"] == 32
+    assert info["views"] == {"crop": 48, "count": 2, "mode": "centre_random"}
 
     result, lines = train(rank_data, tmp_path, **{"train.max_steps": 9})
     assert any("resumed from" in line and "at step 6" in line for line in lines)
@@ -92,9 +94,11 @@ def test_official_imagenet_names_are_mapped_and_head_skipped(rank_data, tmp_path
         sess.run(tf.global_variables_initializer())
         conv1 = sess.run(slim.get_unique_variable("resnet_v2_50/conv1/weights"))
         tf.train.Saver().save(sess, str(official / "model.ckpt"))
+    with pytest.raises(ValueError, match="matches no model variable .* init.source_scope"):
+        train(rank_data, tmp_path / "refused", **{"init.source": str(official / "model.ckpt")})
     result, lines = train(rank_data, tmp_path / "run", **{
-        "net.init_checkpoint": str(official / "model.ckpt"),
-        "net.init_checkpoint_scope": "resnet_v2_50", "train.max_steps": 1,
+        "init.source": str(official / "model.ckpt"), "init.source_scope": "resnet_v2_50",
+        "train.max_steps": 1,
         "optim.lr": 0.0, "net.weight_decay": 0.0})
     assert any("excluded (left at initialiser): resnet_v2/logits/weights" in l for l in lines)
     assert any("shape mismatch" in l for l in lines) is False  # the 1001-way head was excluded
@@ -131,3 +135,21 @@ def test_trainable_scopes_train_only_those_scopes(rank_data, tmp_path):
     assert "resnet_v2/logits/weights" in changed
     with pytest.raises(ValueError, match="train.trainable_scopes \\['nope'\\] match no"):
         train(rank_data, tmp_path / "bad", **{"train.trainable_scopes": "[nope]"})
+
+
+def test_held_out_accuracy_is_the_scorers_views_of_every_level(rank_data, tmp_path):
+    """eval.json's rank_accuracy equals scoring each held-out image with the saved model and
+    the run's views (centre_random, one seed for every level), then ranking per group."""
+    from rankiqa import metrics, scoring
+    from rankiqa.data import lists
+    from rankiqa.data.views import load_image
+
+    train(rank_data, tmp_path, **{"train.max_steps": 3, "train.eval_every": 0})
+    evaluation = json.load(open(tmp_path / "eval.json"))
+    groups = [g for g in lists.read_rank_list(rank_data)
+              if g.reference in evaluation["held_out_references"]]
+    with scoring.load_scorer(str(tmp_path)) as scorer:
+        scores = np.stack([scorer.score_images([load_image(p) for p in g.paths],
+                                               seed=rank.HELD_OUT_SEED) for g in groups])
+    assert len(groups) == evaluation["groups"] == 8
+    assert evaluation["rank_accuracy"] == metrics.rank_accuracy(scores)

@@ -13,6 +13,8 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
+from rankiqa.errors import InputError
+
 # libjpeg clamps quality to [1, 100]; 1 is the lowest the encoder allows.
 JPEG_LOWEST_QUALITY = 1
 
@@ -137,7 +139,7 @@ LEVELS = 6  # pristine + five levels per family
 
 def get_distortion(kind):
     if kind not in DISTORTIONS:
-        raise ValueError(f"unknown distortion {kind!r}; choose from {sorted(DISTORTIONS)}")
+        raise InputError(f"unknown distortion {kind!r}; choose from {sorted(DISTORTIONS)}")
     return DISTORTIONS[kind]
 
 
@@ -155,7 +157,7 @@ def distort(image, kind, level, rng):
     """
     func, values = get_distortion(kind)
     if not 0 <= level <= len(values):
-        raise ValueError(f"level must be in 0..{len(values)}, got {level}")
+        raise InputError(f"level must be in 0..{len(values)}, got {level}")
     if level == 0:
         return image
     return func(image, values[level - 1], rng)

@@ -15,53 +15,26 @@ import shutil
 import zlib
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from rankiqa.data import distortions as distortions_lib
-from rankiqa.data import lists
+from rankiqa.data import lists, views
+from rankiqa.data.views import BadImageError
+from rankiqa.errors import InputError
 
 # PNG is lossless, so JPEG/JP2K artefacts survive; level 1 of 9 costs ~3x less time than 6
 # for ~15% larger files.
 PNG_COMPRESS_LEVEL = 1
 
 
-class BadImageError(ValueError):
-    """An input file is not a readable image."""
-
-
 def find_inputs(src_dir):
     """Every non-hidden regular file under `src_dir`, recursively, sorted; or, if `src_dir` is
     a text file, the paths it lists (one per line, relative to the file's folder)."""
     if os.path.isfile(src_dir):
-        root = os.path.dirname(os.path.abspath(src_dir))
-        with open(src_dir, encoding="utf-8") as f:
-            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
-        if missing:
-            raise FileNotFoundError(f"{src_dir} lists {len(missing)} missing files, e.g. "
-                                    f"{missing[:3]}")
-        return [os.path.join(root, p) for p in paths]
+        return views.read_path_list(src_dir)
     if not os.path.isdir(src_dir):
         raise FileNotFoundError(f"SRC_DIR {src_dir} is neither a folder nor a list file")
-    found = []
-    for root, dirs, files in os.walk(src_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in files if not f.startswith("."))
-    return sorted(found)
-
-
-def load_rgb(path, max_side=0):
-    """Reads an image as uint8 ``[H, W, 3]``; longer side reduced to `max_side` if > 0."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if max_side and max(im.size) > max_side:
-                scale = max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                               Image.LANCZOS)
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"{path}: not a readable image ({e})") from None
+    return sorted(views.list_files([src_dir])[0])
 
 
 def _reference_names(paths):
@@ -83,7 +56,7 @@ def _process_reference(job):
     """Worker: one reference -> its files and rank rows. Returns (rows, skipped_families, error)."""
     path, name, out_root, families, seed, max_side = job
     try:
-        image = load_rgb(path, max_side)
+        image = views.load_image(path, max_side)
     except BadImageError as e:
         return [], [], str(e)
     if min(image.shape[:2]) < 8:
@@ -130,14 +103,14 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
       dict summary: references, groups, images, skipped (list of messages), rank_list path.
 
     Raises:
-      FileNotFoundError, FileExistsError, ValueError (unknown family), BadImageError.
+      FileNotFoundError, FileExistsError, InputError (unknown family), BadImageError.
     """
     for family in families:
         distortions_lib.get_distortion(family)
     if not families:
-        raise ValueError("no distortion families given")
+        raise InputError("no distortion families given")
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise InputError(f"--workers must be >= 1, got {workers}")
     paths = find_inputs(src_dir)
     if not paths:
         raise FileNotFoundError(f"SRC_DIR {src_dir} holds no files")
@@ -207,7 +180,7 @@ def _run_jobs(jobs, workers):
 def _pixels(path):
     """Image area from the header alone (0 for unreadable files: they fail fast anyway)."""
     try:
-        with Image.open(path) as im:
-            return im.width * im.height
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        w, h = views.image_size(path)
+    except BadImageError:
         return 0
+    return w * h

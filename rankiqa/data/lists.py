@@ -20,11 +20,13 @@ from typing import Tuple
 
 import numpy as np
 
+from rankiqa.errors import InputError
+
 RANK_LIST_HEADER = ("reference", "distortion", "level", "path")
 RANK_LIST_NAME = "rank_list.csv"
 
 
-class ListError(ValueError):
+class ListError(InputError):
     """A list file is malformed; the message names the file and the line."""
 
 
@@ -110,7 +112,7 @@ def split_by_reference(groups, holdout, seed):
     """
     references = sorted({g.reference for g in groups})
     if holdout < 0 or holdout >= len(references):
-        raise ValueError(f"holdout_references={holdout} must be in 0..{len(references) - 1} "
+        raise ListError(f"data.holdout_references={holdout} must be in 0..{len(references) - 1} "
                          f"(the list has {len(references)} references)")
     rng = np.random.default_rng(seed)
     held = set(rng.permutation(references)[:holdout].tolist())

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from rankiqa.data.lists import ListError
+from rankiqa.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ datasets_map = {
 
 def get_dataset_spec(kind):
     if kind not in datasets_map:
-        raise ValueError(f"unknown dataset {kind!r}; choose from {sorted(datasets_map)}")
+        raise InputError(f"unknown dataset {kind!r}; choose from {sorted(datasets_map)}")
     return datasets_map[kind]
 
 
@@ -255,7 +256,7 @@ def split(items, val_fraction=0.2, test_fraction=0.0, seed=0, split_index=0):
       dict ``{"train": [...], "val": [...], "test": [...]}``.
     """
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be "
+        raise InputError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be "
                          "in [0, 1) and leave some training data")
     rng = np.random.default_rng([seed, split_index])
     by_reference = all(item.reference for item in items)
@@ -270,6 +271,19 @@ def split(items, val_fraction=0.2, test_fraction=0.0, seed=0, split_index=0):
     for i, item in enumerate(items):
         out[part[item.reference if by_reference else i]].append(item)
     return out
+
+
+SPLITS = ("all", "train", "val", "test")
+
+
+def load_splits(data_cfg):
+    """``{"all", "train", "val", "test": [ScoredImage]}`` of `data_cfg`
+    (`rankiqa.config.MosDataConfig`): its dataset read and split as configured."""
+    items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
+    parts = split(items, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
+                  data_cfg.split_index)
+    parts["all"] = items
+    return parts
 
 
 def write_generic_csv(path, items):

@@ -10,31 +10,9 @@ import shutil
 
 import numpy as np
 
-from rankiqa import checkpoints, inference
+from rankiqa import scoring, weights
 from rankiqa.compat import tf
-
-# Optimizer slots and bookkeeping: never part of "the model".
-NON_MODEL_WORDS = ("/Adam", "/Momentum", "/RMSProp", "global_step", "beta1_power",
-                   "beta2_power", "ExponentialMovingAverage")
-
-
-def checkpoint_arrays(checkpoint, include=(), exclude=(), model_only=True):
-    """``{variable name: array}`` from a checkpoint, filtered by scopes."""
-    prefix = checkpoints.resolve_checkpoint(checkpoint)
-    reader = tf.train.load_checkpoint(prefix)
-    arrays = {}
-    for name in sorted(reader.get_variable_to_shape_map()):
-        if model_only and any(w in name for w in NON_MODEL_WORDS):
-            continue
-        if include and not checkpoints.in_scopes(name, include):
-            continue
-        if exclude and checkpoints.in_scopes(name, exclude):
-            continue
-        arrays[name] = reader.get_tensor(name)
-    if not arrays:
-        raise checkpoints.CheckpointError(f"{prefix}: no variable left after --include "
-                                          f"{list(include)} / --exclude {list(exclude)}")
-    return prefix, arrays
+from rankiqa.errors import InputError
 
 
 def _atomic_write(out, write):
@@ -55,58 +33,19 @@ def _atomic_write(out, write):
 def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only=True):
     """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (the seed's ``np.save`` of a
     dict; loading needs ``allow_pickle=True``). Returns the arrays written."""
-    _, arrays = checkpoint_arrays(checkpoint, include, exclude, model_only)
+    if fmt not in ("npz", "npy"):
+        raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
+    _, arrays = weights.checkpoint_arrays(checkpoint, include, exclude, model_only)
     if fmt == "npz":
         _atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
-    elif fmt == "npy":
-        _atomic_write(out, lambda tmp: np.save(tmp, arrays, allow_pickle=True))
     else:
-        raise ValueError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
+        _atomic_write(out, lambda tmp: np.save(tmp, arrays, allow_pickle=True))
     return arrays
-
-
-def load_arrays(path):
-    """``{name: array}`` from an .npz or a dict .npy."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    value = np.load(path, allow_pickle=True)
-    if value.dtype != object or value.shape != ():
-        raise ValueError(f"{path} is not a saved dict of arrays")
-    return dict(value.item())
-
-
-def init_from_arrays(session, arrays, variables=None):
-    """Loads arrays into the graph's variables by name.
-
-    Returns:
-      report dict: ``loaded``, ``missing`` (variables with no array), ``unused`` (arrays with no
-      variable), ``shape_mismatch`` ``[(name, variable shape, array shape)]``.
-    """
-    if variables is None:
-        variables = tf.global_variables()
-    report = {"loaded": [], "missing": [], "unused": [], "shape_mismatch": []}
-    used = set()
-    for var in variables:
-        name = var.op.name
-        if name not in arrays:
-            report["missing"].append(name)
-            continue
-        used.add(name)
-        if tuple(var.shape.as_list()) != arrays[name].shape:
-            report["shape_mismatch"].append((name, tuple(var.shape.as_list()), arrays[name].shape))
-            continue
-        var.load(arrays[name], session)
-        report["loaded"].append(name)
-    report["unused"] = sorted(set(arrays) - used)
-    return report
 
 
 def frozen_graph_def(checkpoint, net=None):
     """(GraphDef with variables folded into constants, input name, output name)."""
-    with inference.Scorer(checkpoint, net=net) as scorer:
+    with scoring.load_scorer(checkpoint, net=net) as scorer:
         frozen = tf.graph_util.convert_variables_to_constants(
             scorer.session, scorer.graph.as_graph_def(), [scorer.score.op.name])
         return frozen, scorer.images.name, scorer.score.name
@@ -131,7 +70,7 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False):
     tmp = f"{out_dir.rstrip('/')}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with inference.Scorer(checkpoint, net=net) as scorer, scorer.graph.as_default():
+        with scoring.load_scorer(checkpoint, net=net) as scorer, scorer.graph.as_default():
             builder = tf.saved_model.builder.SavedModelBuilder(tmp)
             signature = tf.saved_model.signature_def_utils.predict_signature_def(
                 inputs={"images": scorer.images}, outputs={"score": scorer.score})

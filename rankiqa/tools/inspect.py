@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from rankiqa.checkpoints import CheckpointError, resolve_checkpoint
 from rankiqa.compat import tf
+from rankiqa.weights import CheckpointError, resolve_checkpoint
 
 
 def inspect_checkpoint(checkpoint):

@@ -12,8 +12,9 @@ import shutil
 
 import numpy as np
 
-from rankiqa.checkpoints import CheckpointError, resolve_checkpoint
 from rankiqa.compat import tf
+from rankiqa.errors import InputError
+from rankiqa.weights import CheckpointError, resolve_checkpoint
 
 MERGED_NAME = "model.ckpt"
 
@@ -41,9 +42,9 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     prefixes = dict(prefixes or {})
     unknown = sorted(set(prefixes) - set(inputs))
     if unknown:
-        raise ValueError(f"--prefix names {unknown}, which are not among the inputs")
+        raise InputError(f"--prefix names {unknown}, which are not among the inputs")
     if prefer is not None and prefer not in inputs:
-        raise ValueError(f"--prefer {prefer} is not among the inputs")
+        raise InputError(f"--prefer {prefer} is not among the inputs")
     if os.path.exists(output) and not force:
         raise FileExistsError(f"{output} already exists; pass --force to replace it")
     merged, source, clashes = {}, {}, []

@@ -1,49 +1,72 @@
-"""The training machinery both stages share: optimizer, learning-rate schedule, train op with
-batch-norm updates, and one session loop with resume, checkpoints, summaries, progress,
-periodic evaluation and a NaN guard.
+"""The training machinery both stages share: a fresh seeded graph, the start (`build_init_fn`),
+optimizer, learning-rate schedule, train op with batch-norm updates, and one session loop with
+resume, checkpoints, summaries, progress, periodic evaluation and a NaN guard.
 
 The two stages differ only in the graph they build and in what they restore at a fresh start.
 """
 
-import json
 import math
 import os
 import time
 
-from rankiqa.checkpoints import in_scopes
+from rankiqa import nets, rundir, weights
 from rankiqa.compat import slim, tf
-
-CHECKPOINT_NAME = "model.ckpt"
-RUN_INFO_NAME = "rankiqa.json"  # what a tool needs to rebuild the graph from a train dir
+from rankiqa.errors import InputError, RankiqaError
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RankiqaError, RuntimeError):
     """The loss became NaN or infinite; the message names the steps and the last checkpoint."""
 
 
-def get_device(device):
-    """`auto` | `cpu` | `gpu` -> a TF device string (None: TF's default placement)."""
-    if device == "auto":
-        return None
-    if device == "cpu":
-        return "/device:CPU:0"
-    if device == "gpu":
-        if not tf.config.list_physical_devices("GPU"):
-            raise ValueError("--device gpu: TensorFlow sees no GPU here (use --device auto or cpu)")
-        return "/device:GPU:0"
-    raise ValueError(f"unknown --device {device!r}; choose from ['auto', 'cpu', 'gpu']")
+def start_graph(train_dir, train_cfg, device):
+    """A fresh default graph, seeded, and the train dir made; returns the device string.
 
-
-def set_determinism(train_cfg):
-    """Seeds the graph. With `train_cfg.deterministic` the input pipelines also keep their order
-    and draw crops from per-element stateless seeds (see `rankiqa.data.pipeline`), so that a
-    rerun of the same command gives the same numbers on the same machine. Call after
-    `tf.reset_default_graph()`.
-
-    TF's process-wide `enable_op_determinism` is not used: it makes every later graph in the
-    process (a user's too) fail on unseeded initialisers.
+    With `train_cfg.deterministic` the input pipelines also keep their order and draw crops
+    from per-element stateless seeds (`rankiqa.data.pipeline`), so that a rerun of the same
+    command gives the same numbers on the same machine. TF's process-wide
+    `enable_op_determinism` is not used: it makes every later graph in the process (a user's
+    too) fail on unseeded initialisers.
     """
+    device_name = rundir.get_device(device)  # before anything is written: a bad option
+    os.makedirs(train_dir, exist_ok=True)
+    tf.reset_default_graph()
     tf.set_random_seed(train_cfg.seed)
+    return device_name
+
+
+def build_init_fn(init_cfg, network_fn, log, default_source=None):
+    """(``init_fn(session)``, `RestoreReport`) for `init_cfg` (`rankiqa.config.InitConfig`),
+    over the model variables built so far; (None, None) for scratch. The source is checked now,
+    before any step; its report is logged when `init_fn` runs (a fresh start, not a resume)."""
+    source = init_cfg.source or default_source
+    exclude = (init_cfg.exclude_scopes if init_cfg.exclude_scopes is not None
+               else (network_fn.head_scope,))
+    load, report = weights.build_init(
+        source, exclude_scopes=exclude, source_scope=init_cfg.source_scope,
+        scope=network_fn.scope, official_scope=nets.official_scopes.get(network_fn.name),
+        net_name=network_fn.name, allow_missing=init_cfg.ignore_missing)
+    if load is None:
+        return None, None
+
+    def init_fn(session):
+        for line in report.lines():
+            log(line)
+        load(session)
+
+    return init_fn, report
+
+
+def eval_writer(eval_fn, path):
+    """``eval_fn`` that also writes its result to `path` (atomically); None stays None."""
+    if eval_fn is None:
+        return None
+
+    def write_eval(sess, step):
+        result = eval_fn(sess, step)
+        rundir.write_json_atomic(path, result)
+        return result
+
+    return write_eval
 
 
 def build_learning_rate(optim, global_step):
@@ -60,7 +83,7 @@ def build_learning_rate(optim, global_step):
         progress = tf.minimum(step / float(optim.lr_decay_steps), 1.0)
         lr = optim.lr * 0.5 * (1.0 + tf.cos(math.pi * progress))
     else:
-        raise ValueError(f"unknown optim.lr_schedule {optim.lr_schedule!r}; choose from "
+        raise InputError(f"unknown optim.lr_schedule {optim.lr_schedule!r}; choose from "
                          "['constant', 'cosine', 'exponential', 'piecewise']")
     if optim.warmup_steps > 0:
         lr = lr * tf.minimum(1.0, (step + 1.0) / float(optim.warmup_steps))
@@ -75,7 +98,7 @@ def build_optimizer(optim, learning_rate):
         "rmsprop": lambda: tf.train.RMSPropOptimizer(learning_rate, momentum=optim.momentum),
     }
     if optim.optimizer not in optimizers:
-        raise ValueError(f"unknown optim.optimizer {optim.optimizer!r}; choose from "
+        raise InputError(f"unknown optim.optimizer {optim.optimizer!r}; choose from "
                          f"{sorted(optimizers)}")
     return optimizers[optim.optimizer]()
 
@@ -104,11 +127,12 @@ def select_trainable(trainable_scopes, option):
     bit-identical. `option` names the config key in the error."""
     if not trainable_scopes:
         return None, None
-    variables = [v for v in tf.trainable_variables() if in_scopes(v.op.name, trainable_scopes)]
+    variables = [v for v in tf.trainable_variables()
+                 if weights.in_scopes(v.op.name, trainable_scopes)]
     if not variables:
-        raise ValueError(f"{option} {list(trainable_scopes)} match no trainable variable")
+        raise InputError(f"{option} {list(trainable_scopes)} match no trainable variable")
     update_ops = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-                  if in_scopes(op.name, trainable_scopes)]
+                  if weights.in_scopes(op.name, trainable_scopes)]
     return variables, update_ops
 
 
@@ -126,49 +150,12 @@ def chain_init_fns(*init_fns):
     return init_fn
 
 
-def pretrained_init_fn(net_cfg, log):
-    """``init_fn`` for `net_cfg.init_from` (None when unset), its report logged."""
-    if not net_cfg.init_from:
-        return None
-    from rankiqa import pretrained
-    from rankiqa.compat import slim as _slim
-
-    init_fn, report = pretrained.build_init_fn(net_cfg.init_from, net_cfg.name,
-                                               _slim.get_model_variables())
-    log(f"init_from {net_cfg.init_from}: restored {len(report['restored'])} variables")
-    for name in report["restored"]:
-        log(f"  restored: {name}")
-    for name in report["left_at_initialiser"]:
-        log(f"  left at initialiser: {name}")
-    return init_fn
-
-
-def write_json_atomic(path, data):
-    """Writes JSON so a reader never sees half a file (write aside, then rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def read_run_info(train_dir):
-    """The run description a training directory keeps beside its checkpoints."""
-    path = os.path.join(train_dir, RUN_INFO_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{train_dir} has no {RUN_INFO_NAME}: not a rankiqa training "
-                                "directory (pass --net to name the network)")
-    with open(path) as f:
-        return json.load(f)
-
-
-def session_config():
-    return tf.ConfigProto(allow_soft_placement=True,
-                          gpu_options=tf.GPUOptions(allow_growth=True))
-
-
 def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, eval_fn=None,
              log=print, images_per_step=None):
-    """Runs `train_op` until the global step reaches `max_steps`, resuming if it can.
+    """Runs `train_op` until the global step reaches `max_steps`.
+
+    A run starts from, in this order: the train dir's own latest checkpoint (resume), else
+    `init_fn` (the configured start, `build_init_fn`), else the variables' initialisers.
 
     Args:
       train_dir: checkpoints, summaries and eval results go here.
@@ -193,12 +180,12 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
         tf.summary.scalar(name, tensor)
     summary_op = tf.summary.merge_all()
     saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
-    prefix = os.path.join(train_dir, CHECKPOINT_NAME)
+    prefix = os.path.join(train_dir, rundir.CHECKPOINT_NAME)
     names = sorted(scalars)
     fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
     result = {"eval": None}
 
-    with tf.Session(config=session_config()) as sess:
+    with tf.Session(config=rundir.session_config()) as sess:
         latest = tf.train.latest_checkpoint(train_dir)
         if latest:
             saver.restore(sess, latest)

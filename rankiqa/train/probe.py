@@ -15,6 +15,9 @@ standardisation is then written into the batch-norm statistics, or folded into t
 import numpy as np
 from scipy import stats
 
+from rankiqa import rundir
+from rankiqa.errors import InputError
+
 BN_EPSILON = 0.001  # slim.batch_norm's default epsilon, which the head uses
 
 
@@ -42,13 +45,13 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
     x = np.asarray(features, np.float64)
     y = np.asarray(targets, np.float64)
     if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"features {x.shape} and targets {y.shape} do not pair up")
+        raise InputError(f"features {x.shape} and targets {y.shape} do not pair up")
     if not alphas or min(alphas) <= 0:
-        raise ValueError(f"ridge alphas must be positive, got {list(alphas)}")
+        raise InputError(f"ridge alphas must be positive, got {list(alphas)}")
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     unique = np.unique(groups)
     if len(unique) < 2 * folds:
-        raise ValueError(f"{len(unique)} images are too few for {folds}-fold cross-validation")
+        raise InputError(f"{len(unique)} images are too few for {folds}-fold cross-validation")
     fold_of = dict(zip(unique, np.random.default_rng(seed).permutation(len(unique)) % folds))
     fold = np.array([fold_of[g] for g in groups])
     predictions = np.zeros((len(alphas), len(y)))
@@ -93,3 +96,49 @@ def head_values(fit, head_variables):
     values["weights"] = kernel.reshape(shape)
     values["biases"] = np.array([bias])
     return {head_variables[k].op.name: v.astype(np.float32) for k, v in values.items()}
+
+
+def build_probe_init(scorer, paths, targets, head_variables, transfer, views, seed, log,
+                     report_path):
+    """``init_fn(session)``: the head fitted by ridge on the frozen network's pooled features of
+    `views` of each training image (one ridge row per view), then written into the head.
+
+    Runs after the start is restored, so the features are those fine-tuning begins from.
+
+    Args:
+      scorer: a `rankiqa.scoring.Scorer` branch of the training graph with ``features``.
+      paths, targets: the training images and their scores.
+      head_variables: the head's model variables (``weights``, ``biases``, and the batch-norm
+        ones of a normalising head).
+      transfer: `rankiqa.config.TransferConfig` (alphas, folds).
+      views: `rankiqa.data.views.Views` of each image.
+
+    Raises:
+      InputError: the network exposes no pooled features, or its head is not linear.
+    """
+    if scorer.features is None:
+        raise InputError(f"finetune.probe needs a network that exposes its pooled features; "
+                         f"{scorer.net_name} does not")
+    head = {v.op.name.rsplit("/", 1)[-1]: v for v in head_variables}
+    if not {"weights", "biases"} <= set(head):
+        raise InputError(f"finetune.probe needs a linear head; found "
+                         f"{sorted(v.op.name for v in head.values())}")
+
+    def init_fn(sess):
+        log(f"probe: pooled features of {len(paths)} training images x {views.count} views")
+        stack = views.stack(paths)
+        x = scorer.run(scorer.features, stack.reshape(-1, *stack.shape[2:]), sess)
+        y = np.repeat(targets, views.count)
+        fit = fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
+                        groups=np.repeat(np.arange(len(paths)), views.count))
+        by_name = {v.op.name: v for v in head.values()}
+        for name, value in head_values(fit, head).items():
+            by_name[name].load(value, sess)
+        cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
+        log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
+            f"(cross-validated srocc by alpha {cv})")
+        rundir.write_json_atomic(report_path, {
+            "alpha": fit["alpha"], "cv_srocc": fit["cv_srocc"], "features": int(x.shape[1]),
+            "images": len(paths), "crops": views.count, "views": views.as_dict()})
+
+    return init_fn

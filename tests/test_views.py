@@ -1,0 +1,91 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rankiqa.data import views
+from rankiqa.data.views import Views
+
+
+def photo(h=96, w=128, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_grid_crops_spread_over_the_image_and_one_is_the_centre():
+    assert views.crop_corners(96, 128, 32, 1) == [(32, 48)]
+    assert views.crop_corners(96, 128, 32, 4) == [(0, 0), (0, 96), (64, 0), (64, 96)]
+
+
+def test_pyramid_goes_from_native_centre_to_the_whole_picture():
+    image = photo(96, 96)
+    out = views.image_crops(image, 32, 3, mode="pyramid")
+    assert out.shape == (3, 32, 32, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], image[32:64, 32:64])  # native resolution
+    whole = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR))
+    np.testing.assert_array_equal(out[2], whole)  # shorter side shrunk to the crop
+    middle = np.asarray(Image.fromarray(image).resize((55, 55), Image.BILINEAR))  # 96 * (1/3)^.5
+    np.testing.assert_array_equal(out[1], middle[11:43, 11:43])
+    np.testing.assert_array_equal(views.image_crops(image, 32, 1, mode="pyramid")[0],
+                                  image[32:64, 32:64])
+
+
+def test_pyramid_keeps_the_aspect_and_upscales_small_images():
+    assert views.image_crops(photo(40, 80), 48, 2, mode="pyramid").shape == (2, 48, 48, 3)
+
+
+def test_unknown_view_mode_and_empty_views_are_refused():
+    with pytest.raises(ValueError, match="choose from \\['grid', 'random', 'pyramid', 'centre_random'\\]"):
+        views.image_crops(photo(), 32, 2, mode="spiral")
+    with pytest.raises(ValueError, match="unknown view mode 'spiral'"):
+        Views(32, 2, "spiral")
+    with pytest.raises(ValueError, match="at least one crop"):
+        Views(32, 0)
+
+
+def test_centre_random_starts_at_the_centre_and_is_seeded():
+    corners = views.crop_corners(96, 128, 32, 3, "centre_random", seed=1234)
+    assert corners[0] == (32, 48)
+    assert corners == views.crop_corners(96, 128, 32, 3, "centre_random", seed=1234)
+    assert corners[1:] != views.crop_corners(96, 128, 32, 3, "centre_random", seed=1)[1:]
+    # random mode draws the same corners as centre_random after its centre
+    assert views.crop_corners(96, 128, 32, 2, "random", seed=5) == \
+        views.crop_corners(96, 128, 32, 3, "centre_random", seed=5)[1:]
+
+
+def test_views_stack_files_with_per_image_seeds(tmp_path):
+    paths = []
+    for k in range(2):
+        paths.append(str(tmp_path / f"p{k}.png"))
+        Image.fromarray(photo(seed=k)).save(paths[-1])
+    stack = Views(32, 3, "random").stack(paths)
+    assert stack.shape == (2, 3, 32, 32, 3)
+    np.testing.assert_array_equal(stack[1], Views(32, 3, "random").apply(photo(seed=1), seed=1))
+
+
+def test_load_image_names_bad_files_and_shrinks(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(views.BadImageError, match=r"bad\.jpg: not a readable image"):
+        views.load_image(str(tmp_path / "bad.jpg"))
+    Image.fromarray(photo(60, 120)).save(tmp_path / "big.png")
+    assert views.load_image(str(tmp_path / "big.png"), max_side=40).shape == (20, 40, 3)
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.png").write_bytes(b"")
+    files, problems = views.list_files([str(tmp_path), str(tmp_path / "nope.png")])
+    assert [os.path.basename(f) for f in files] == ["bad.jpg", "big.png"]
+    assert problems == [f"{tmp_path / 'nope.png'}: no such file or folder"]
+
+
+def test_training_and_evaluation_upscale_alike():
+    """The TF upscaling of the training path and PIL's of the evaluation path agree to within one
+    grey level (both bicubic with half-pixel centres, shorter side to the crop)."""
+    from rankiqa.compat import tf
+
+    image = photo(20, 30)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        trained = sess.run(views.upscale_to(tf.constant(image), 40))
+        large = sess.run(views.upscale_to(tf.constant(photo(50, 60)), 40))
+    evaluated = views.ensure_min_side(image, 40)
+    assert trained.shape == evaluated.shape == (40, 60, 3) and trained.dtype == np.uint8
+    assert np.abs(trained.astype(int) - evaluated.astype(int)).mean() < 1
+    np.testing.assert_array_equal(large, photo(50, 60))  # large enough: unchanged
