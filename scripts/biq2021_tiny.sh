@@ -18,7 +18,7 @@ python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$
 rankiqa train-rank --config configs/rank_tiny.yaml --train-dir "$RUN/rank" \
   --set data.rank_list="$RUN/rank_data/rank_list.csv" --set data.holdout_references=20 \
   --set data.eval_crop_size=128 --set data.eval_crops=2
-rankiqa finetune --config "$CONFIG" --init-checkpoint "$RUN/rank" \
+rankiqa finetune --config "$CONFIG" --init "$RUN/rank" \
   --train-dir "$RUN/finetune" --set data.label_file="$SHARED/biq2021-train/mos.csv"
 rankiqa evaluate "$RUN/finetune" --config "$CONFIG" \
   --set data.label_file="$SHARED/biq2021-train/mos.csv" --split val --crops 30 \

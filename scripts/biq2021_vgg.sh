@@ -21,8 +21,8 @@ LABELS="$SHARED/biq2021-train/mos.csv"
 CONFIG=configs/finetune_biq2021_vgg.yaml
 mkdir -p "$RUN"
 case "$START" in
-  --no-stage-one) INIT=(--init-from hed-vgg16) ;;
-  --from-scratch) INIT=(--from-scratch) ;;
+  --no-stage-one) INIT=(--init hed-vgg16) ;;
+  --from-scratch) INIT=(--init scratch) ;;
   *)
     python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" \
       --count 300
@@ -31,7 +31,7 @@ case "$START" in
         --distortions gblur,wn,jpeg,contrast,mean_shift --force
     rankiqa train-rank --config configs/rank_biq2021_vgg.yaml --train-dir "$RUN/rank" \
       --set data.rank_list="$RUN/rank_data/rank_list.csv"
-    INIT=(--init-checkpoint "$RUN/rank")
+    INIT=(--init "$RUN/rank")
     ;;
 esac
 rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \

@@ -29,7 +29,7 @@ import numpy as np
 
 from rankiqa import losses, nets, siamese
 from rankiqa.compat import slim, tf
-from rankiqa.train.loop import session_config
+from rankiqa.rundir import session_config
 
 
 def median_time(fn, warmup, repeats):
@@ -202,19 +202,19 @@ def p3(args):
 def p4(args):
     """predict images/s: checkpoint graph, frozen .pb, SavedModel, ONNX Runtime;
     batched (--batch images per run) and one image per run."""
-    from rankiqa import inference
+    from rankiqa import scoring
     from rankiqa.tools import export
 
     work = tempfile.mkdtemp(dir=args.work_dir)
     ckpt_dir = os.path.join(work, "ckpt")
     with tf.Graph().as_default(), tf.Session() as sess:
-        inference.build_scoring_graph(args.net)
+        scoring.build_scoring_graph(args.net)
         sess.run(tf.global_variables_initializer())
         tf.train.Saver().save(sess, os.path.join(ckpt_dir, "model.ckpt"))
     crop = nets.get_network_fn(args.net).default_image_size if not args.crop else args.crop
     batch = np.random.default_rng(0).uniform(0, 255, (args.batch, crop, crop, 3)).astype(np.float32)
     runners = {}
-    scorer = inference.Scorer(ckpt_dir, net=args.net)
+    scorer = scoring.load_scorer(ckpt_dir, net=args.net, batch_size=args.batch)
     runners["checkpoint"] = scorer.score_batch
     pb = os.path.join(work, "model.pb")
     export.export_pb(ckpt_dir, pb, net=args.net)
@@ -273,7 +273,7 @@ def p5(args):
     cmd = [sys.executable, "-m", "rankiqa.cli", "train-rank", "--train-dir", train_dir,
            "--device", "cpu"]
     for override in (f"net.name={args.net}", f"data.rank_list={rank_list}",
-                     f"data.crop_size={args.crop}", f"data.images_per_batch={args.references}",
+                     f"data.crop_size={args.crop}", f"data.references_per_batch={args.references}",
                      "data.cache_decoded=false", "data.holdout_references=1",
                      "data.eval_crops=1", f"data.eval_crop_size={args.crop}",
                      f"train.max_steps={args.steps}", "train.log_every=1", "train.eval_every=0"):
