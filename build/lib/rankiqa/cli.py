@@ -1,0 +1,441 @@
+"""The `rankiqa` command line: YAML -> config -> one library call per command.
+
+No graph code lives here. Expected failures (`rankiqa.errors.RankiqaError`, and file-system
+errors that name a path) become one ``error: ...`` line on stderr and exit status 1; anything
+else is a bug and keeps its traceback. Renamed options and config keys still work and print one
+``notice: ...`` line. TensorFlow is imported only by the commands that need it, so
+`rankiqa --help` stays fast.
+"""
+
+import functools
+import sys
+
+import click
+
+from rankiqa import config as config_lib
+from rankiqa.errors import RankiqaError
+
+# File-system errors carry the path in their message: the user can act on them.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
+VIEW_MODES = ("grid", "random", "pyramid", "centre_random")  # rankiqa.data.views.VIEW_MODES
+
+
+class UserError(click.ClickException):
+    """One clear line, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def handle_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise UserError("interrupted; rerun the same command to resume") from None
+        except (RankiqaError, *_FILE_ERRORS) as e:
+            raise UserError(str(e)) from None
+    return wrapper
+
+
+def log(line):
+    click.echo(line, err=True)
+
+
+def notice(line):
+    log(f"notice: {line}")
+
+
+def progress_printer(what):
+    """A ``progress(done, total, item)`` callback: a redrawn line on a terminal, else about ten
+    plain lines per run (so logs stay readable)."""
+    tty = sys.stderr.isatty()
+
+    def progress(done, total, item):
+        if tty:
+            click.echo(f"\r{what} {done}/{total}", nl=done == total, err=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            log(f"{what} {done}/{total}")
+
+    return progress
+
+
+def load_config(cls, path, overrides):
+    return config_lib.load(cls, path, overrides, notify=notice)
+
+
+def config_options(func):
+    func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config key, e.g. --set train.max_steps=100 (repeatable).")(func)
+    return click.option("--config", "config_path",
+                        help="YAML config file, or the name of a shipped one "
+                             f"({', '.join(config_lib.shipped_configs())}).")(func)
+
+
+def device_option(func):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+                        show_default=True, help="Where the network runs.")(func)
+
+
+def init_options(func):
+    """--init SOURCE (init.source) and the spellings it replaces, which still work."""
+    func = click.option("--init", "init_source", metavar="SOURCE",
+                        help="Where a fresh run's weights come from (init.source): scratch, a "
+                             "training folder or checkpoint (stage one's output), an .npz from "
+                             "export-npy, or a pretrained name (hed-vgg16). A rerun resumes "
+                             "from its own checkpoint first.")(func)
+    func = click.option("--init-from", hidden=True, help="Renamed --init.")(func)
+    return click.option("--init-checkpoint", hidden=True, help="Renamed --init.")(func)
+
+
+def with_init(overrides, init_source, init_from=None, init_checkpoint=None, from_scratch=False):
+    """`overrides` plus ``init.source=...`` from --init or a renamed option (with a notice)."""
+    given = [(flag, value) for flag, value in (
+        ("--init", init_source), ("--init-from", init_from),
+        ("--init-checkpoint", init_checkpoint),
+        ("--from-scratch", "scratch" if from_scratch else None)) if value]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(f for f, _ in given)} each name the start; give --init once")
+    if not given:
+        return tuple(overrides)
+    flag, value = given[0]
+    if flag != "--init":
+        notice(f"{flag} is renamed --init (init.source); it still works for now")
+    return (*overrides, f"init.source={value}")
+
+
+def views_from(crop_size, crops, crop_mode, default):
+    """`default` Views with the options that were given replacing its fields."""
+    from rankiqa.data.views import Views
+
+    return Views(crop_size or default.crop, crops or default.count, crop_mode or default.mode)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rankiqa")
+def main():
+    """rankiqa: learn image quality from rankings, then from real scores."""
+
+
+@main.command("make-rank-data")
+@click.argument("src_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path())
+@click.option("--distortions", default="gblur,wn,jpeg,jp2k", show_default=True,
+              help="Comma-separated families, or 'all'.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--max-side", type=int, default=0, show_default=True,
+              help="Shrink references whose longer side exceeds this (0: keep).")
+@click.option("--skip-bad", is_flag=True, help="Skip and count unreadable files instead of failing.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@handle_errors
+def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, skip_bad, force):
+    """Distort the reference photos in SRC_DIR (a folder, or a text file listing one path per
+    line) and write OUT_DIR/rank_list.csv."""
+    from rankiqa.data import distortions as distortions_lib
+    from rankiqa.data.generate import make_rank_data
+
+    families = (sorted(distortions_lib.DISTORTIONS) if distortions == "all"
+                else [d.strip() for d in distortions.split(",") if d.strip()])
+    summary = make_rank_data(src_dir, out_dir, families, seed=seed, workers=workers,
+                             max_side=max_side, skip_bad=skip_bad, force=force,
+                             progress=progress_printer("references"))
+    skipped = len(summary["skipped_files"])
+    log(f"wrote {summary['images']} images in {summary['groups']} groups from "
+        f"{summary['references']} references; skipped {skipped} unreadable files")
+    for message in summary["skipped_files"]:
+        log(f"  skipped: {message}")
+    click.echo(summary["rank_list"])
+
+
+@main.command("train-rank")
+@config_options
+@click.option("--train-dir", required=True, type=click.Path(file_okay=False),
+              help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
+@init_options
+@device_option
+@handle_errors
+def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
+                   device):
+    """Stage one: train the Siamese ranking network."""
+    cfg = load_config(config_lib.RankConfig, config_path,
+                      with_init(overrides, init_source, init_from, init_checkpoint))
+    from rankiqa.train import rank
+
+    result = rank.train(cfg, train_dir, device=device, log=log)
+    if result["eval"]:
+        click.echo(f"held-out rank_accuracy {result['eval']['rank_accuracy']:.4f} "
+                   f"(step {result['step']}, {result['eval_path']})")
+
+
+@main.command("finetune")
+@config_options
+@click.option("--train-dir", required=True, type=click.Path(file_okay=False),
+              help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
+@init_options
+@click.option("--from-scratch", is_flag=True, hidden=True, help="Renamed --init scratch.")
+@device_option
+@handle_errors
+def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
+                 from_scratch, device):
+    """Stage two: regress real quality scores, starting from --init (the stage-one run)."""
+    cfg = load_config(config_lib.FinetuneConfig, config_path,
+                      with_init(overrides, init_source, init_from, init_checkpoint, from_scratch))
+    from rankiqa.train import finetune
+
+    result = finetune.train(cfg, train_dir, device=device, log=log)
+    if result["eval"]:
+        e = result["eval"]
+        click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} "
+                   f"(step {result['step']}, {result['eval_path']})")
+
+
+@main.command("evaluate")
+@click.argument("checkpoint", type=click.Path())
+@config_options
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="val",
+              show_default=True, help="Which part of the config's dataset split to score.")
+@click.option("--crops", type=click.IntRange(min=1),
+              help="Views per image [default: data.eval_crops] (the paper: 30 random 224² crops).")
+@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+              help="How views are placed [default: data.eval_crop_mode].")
+@click.option("--crop-size", type=click.IntRange(min=1), help="View side [default: data.crop_size].")
+@click.option("--aggregate", type=click.Choice(["mean", "median"]), default="mean",
+              show_default=True)
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="summary.json, predictions.csv and scatter.png go here.")
+@device_option
+@handle_errors
+def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, crop_size,
+                 aggregate, output_dir, device):
+    """SROCC, KROCC, PLCC and RMSE of CHECKPOINT on a dataset split.
+
+    The dataset, its split and the views come from the config's data section: --config, or
+    else the run's own rankiqa.json (a finetune run records its whole config).
+    """
+    from rankiqa import evaluate
+
+    cfg = load_evaluation_config(checkpoint, config_path, overrides)
+    if not cfg.data.label_file:
+        raise UserError("evaluate needs data.label_file (in --config or --set)")
+    views = views_from(crop_size, crops, crop_mode, evaluate.data_views(cfg.data))
+    summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
+                                aggregate=aggregate, device=device, log=log)
+    click.echo(f"srocc {summary['srocc']:.4f} krocc {summary['krocc']:.4f} "
+               f"plcc {summary['plcc']:.4f} plcc_logistic {summary['plcc_logistic']:.4f} "
+               f"rmse {summary['rmse']:.4f} (n={summary['count']}, {output_dir})")
+
+
+def load_evaluation_config(checkpoint, config_path, overrides):
+    """`FinetuneConfig` from --config, else from the run's rankiqa.json (when it is a finetune
+    run), with --set on top."""
+    if config_path is not None:
+        return load_config(config_lib.FinetuneConfig, config_path, overrides)
+    from rankiqa import rundir
+
+    info = rundir.find_run_info(checkpoint) if _exists(checkpoint) else {}
+    if info.get("stage") != "finetune":
+        return load_config(config_lib.FinetuneConfig, None, overrides)
+    log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
+    return config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
+                                f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides, notify=notice)
+
+
+def _exists(path):
+    import os
+
+    return os.path.isdir(path) or os.path.isfile(path + ".index")
+
+
+@main.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", type=click.Path(),
+              help="Training directory (train-rank or finetune) or checkpoint prefix.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Score with an .npz from export-npy instead of a checkpoint (needs --net).")
+@click.option("--allow-pickle", is_flag=True,
+              help="Let --weights read a pickled .npy dict (a pickle can run code: only files "
+                   "you trust).")
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--crops", type=click.IntRange(min=1),
+              help="Views per image, scores averaged [default: the model's own].")
+@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+              help="How views are placed [default: the model's own].")
+@click.option("--crop-size", type=click.IntRange(min=1),
+              help="View side [default: the model's own].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Views per session run.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@device_option
+@handle_errors
+def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode, crop_size,
+                batch_size, fmt, output, device):
+    """Score image files and folders (recursive) with the model's own views; unreadable files
+    are reported and skipped."""
+    import csv
+    import io
+    import json
+
+    from rankiqa import predict
+
+    if (checkpoint is None) == (weights is None):
+        raise UserError("predict needs exactly one of --checkpoint and --weights")
+    rows, problems, used = predict.predict(
+        paths, checkpoint, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
+        batch_size=batch_size, device=device, weights_file=weights, allow_pickle=allow_pickle)
+    for message in problems:
+        log(f"skipped: {message}")
+    if fmt == "json":
+        text = json.dumps({"model": checkpoint or weights, "views": used.as_dict(),
+                           "scores": rows, "skipped": problems}, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "score"])
+        writer.writerows([r["path"], f"{r['score']:.6f}"] for r in rows)
+        text = buffer.getvalue()
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+    log(f"scored {len(rows)} images ({used.count} {used.mode} views of {used.crop}² each), "
+        f"skipped {len(problems)}")
+
+
+@main.command("export-npy")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["npz", "npy"]), default="npz",
+              show_default=True, help="npz: safe, no pickle; npy: the seed's dict (allow_pickle).")
+@click.option("--include", multiple=True, help="Keep only these scopes (repeatable).")
+@click.option("--exclude", multiple=True, help="Drop these scopes (repeatable).")
+@click.option("--all-variables", is_flag=True, help="Keep optimizer slots and the global step.")
+@handle_errors
+def export_npy_cmd(checkpoint, out, fmt, include, exclude, all_variables):
+    """Write CHECKPOINT's variables to OUT as {name: array}."""
+    from rankiqa.tools import export
+
+    arrays = export.export_arrays(checkpoint, out, fmt, include, exclude,
+                                  model_only=not all_variables)
+    total = sum(a.size for a in arrays.values())
+    log(f"wrote {len(arrays)} arrays ({total:,} values) to {out}")
+
+
+@main.command("export-pb")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@handle_errors
+def export_pb_cmd(checkpoint, out, net):
+    """Freeze CHECKPOINT's scoring graph into OUT (.pb): images in, score out."""
+    from rankiqa.tools import export
+
+    input_name, output_name = export.export_pb(checkpoint, out, net)
+    click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
+
+
+@main.command("export-savedmodel")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@handle_errors
+def export_savedmodel_cmd(checkpoint, out_dir, net, force):
+    """Write CHECKPOINT as a SavedModel (signature serving_default: images -> score)."""
+    from rankiqa.tools import export
+
+    input_name, output_name = export.export_savedmodel(checkpoint, out_dir, net, force)
+    click.echo(f"signature serving_default: images ({input_name}) -> score ({output_name})")
+
+
+@main.command("export-onnx")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--opset", type=int, default=13, show_default=True)
+@handle_errors
+def export_onnx_cmd(checkpoint, out, net, opset):
+    """Convert CHECKPOINT's frozen scoring graph to ONNX (needs the onnx extra)."""
+    from rankiqa.tools import export
+
+    try:
+        input_name, output_name = export.export_onnx(checkpoint, out, net, opset)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
+
+
+@main.command("merge-ckpt")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", required=True, type=click.Path(file_okay=False))
+@click.option("--prefix", "prefixes", multiple=True, metavar="IN=SCOPE/",
+              help="Put input IN's variables under SCOPE/ (repeatable).")
+@click.option("--prefer", help="The input whose value wins a clash.")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@handle_errors
+def merge_ckpt_cmd(inputs, output, prefixes, prefer, force):
+    """Merge the variables of several checkpoints into one."""
+    from rankiqa.tools import merge
+
+    mapping = {}
+    for item in prefixes:
+        if "=" not in item:
+            raise UserError(f"--prefix {item!r}: expected IN=SCOPE/")
+        key, scope = item.split("=", 1)
+        mapping[key] = scope
+    prefix, source = merge.merge_checkpoints(list(inputs), output, mapping, prefer, force)
+    for item in inputs:
+        log(f"{sum(1 for s in source.values() if s == item)} variables from {item}")
+    click.echo(prefix)
+
+
+@main.command("inspect-ckpt")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--tensor", "tensors", multiple=True, help="Print this tensor's values (repeatable).")
+@handle_errors
+def inspect_ckpt_cmd(checkpoint, tensors):
+    """List CHECKPOINT's tensors: names, shapes, dtypes, sizes, total parameters."""
+    import numpy as np
+
+    from rankiqa.tools import inspect
+
+    prefix, rows, total = inspect.inspect_checkpoint(checkpoint)
+    click.echo(f"# {prefix}")
+    for name, shape, dtype, size in rows:
+        click.echo(f"{name}\t{list(shape)}\t{dtype}\t{size}")
+    click.echo(f"# {len(rows)} tensors, {total:,} values")
+    for name in tensors:
+        with np.printoptions(threshold=200, edgeitems=3):
+            click.echo(f"{name} =\n{inspect.read_tensor(checkpoint, name)}")
+
+
+@main.command("demo")
+@click.option("--work-dir", default="runs/demo", show_default=True, type=click.Path(),
+              help="Where the sample data and both training runs go; a rerun resumes.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of rank_tiny.yaml (shipped), e.g. train.max_steps=200.")
+@click.option("--set-finetune", "finetune_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of finetune_tiny.yaml (shipped).")
+@device_option
+@handle_errors
+def demo_cmd(work_dir, overrides, finetune_overrides, device):
+    """The main job on built-in sample photos: ranking data, stage one, stage two."""
+    from rankiqa import demo
+    from rankiqa.data.standin import STANDIN_NAME
+
+    result = demo.run(work_dir, overrides=overrides, finetune_overrides=finetune_overrides,
+                      device=device, log=log, notify=notice)
+    rank, ft = result["rank"], result["finetune"]
+    click.echo(f"stage one: held-out rank_accuracy {rank['rank_accuracy']:.4f} "
+               f"({rank['eval_path']})")
+    click.echo(f"stage two: validation srocc {ft['srocc']:.4f} plcc {ft['plcc']:.4f} "
+               f"against the {STANDIN_NAME} ({ft['eval_path']})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

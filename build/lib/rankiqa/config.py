@@ -1,0 +1,363 @@
+"""Configuration: YAML files become frozen dataclasses, one per command, at the CLI edge.
+
+``load(RankConfig, path, overrides)`` reads the YAML, applies ``--set section.key=value``
+overrides (values parsed with ``yaml.safe_load``, so ``1e-4`` is a float and ``[1, 2]`` a list),
+and builds the dataclasses. An unknown key or a value of the wrong type raises `ConfigError`
+naming the key and the file. Library code takes these typed objects, never raw dicts.
+
+A renamed key keeps working for one release: `RENAMED` moves its value to the new key and
+`load` reports a one-line notice (through `notify`). A config file that is not a path may name a
+shipped one (``rank_tiny`` or ``rank_tiny.yaml``: `rankiqa/configs/`), so an installed package
+runs its recipes from any folder.
+"""
+
+import copy
+import dataclasses
+import os
+import typing
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import yaml
+
+from rankiqa.errors import InputError
+
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+class ConfigError(InputError):
+    """A configuration file or override is invalid; the message names the key and the file."""
+
+
+class ConfigDeprecation(FutureWarning):
+    """A renamed config key or option was used; the message names its replacement."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    name: str = "resnet_v2_50"  # a key of rankiqa.nets.networks_map
+    weight_decay: float = 1e-4  # L2 on convolution weights
+    batch_norm_decay: float = 0.997  # moving statistics; short CPU runs want ~0.9
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where a fresh run's weights come from (a rerun resumes from its own checkpoint first).
+
+    In slim's terms `source` is ``--checkpoint_path`` and `exclude_scopes`
+    ``--checkpoint_exclude_scopes``; in big_vision's, ``model_init`` and ``dont_load``.
+    """
+
+    # scratch | a checkpoint or training folder (a stage-one run, an official slim checkpoint)
+    # | an .npz from export-npy | a pretrained start a package ships (hed-vgg16).
+    # None: scratch for train-rank; finetune asks for one.
+    source: Optional[str] = None
+    # scopes left at their initialisers; None: the network's head (resnet_v2/logits), which
+    # stage two re-learns and an ImageNet classifier would not fit
+    exclude_scopes: Optional[Tuple[str, ...]] = None
+    # the scope the source's names live under when it is not the network's; None: the
+    # network's, or its official slim one (resnet_v2_50 ...) when the checkpoint has only that
+    source_scope: Optional[str] = None
+    ignore_missing: bool = False  # start model variables the source lacks from initialisers
+
+
+@dataclass(frozen=True)
+class RankDataConfig:
+    rank_list: str = ""  # rank list written by `rankiqa make-rank-data` (CSV, see README)
+    distortions: Tuple[str, ...] = ()  # which families to train on; empty: all in the list
+    levels: int = 6  # pristine + 5 distortion levels; every group in the list must have them all
+    crop_size: int = 224  # square random crop, the same for every level of one reference
+    # a batch holds references_per_batch * levels images
+    references_per_batch: int = 4
+    holdout_references: int = 2  # references kept out of training for rank_accuracy
+    cache_decoded: bool = True  # keep decoded images in memory after the first epoch
+    eval_crop_size: int = 0  # view side for held-out evaluation; 0: crop_size
+    eval_crops: int = 4  # views per image at evaluation, scores averaged
+    # how they are placed (rankiqa.data.views.VIEW_MODES); every level of a group alike
+    eval_crop_mode: str = "centre_random"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "momentum"  # sgd | momentum | adam | rmsprop
+    lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | exponential | cosine | piecewise
+    lr_decay_steps: int = 10000  # exponential: lr * decay_rate ** (step / decay_steps)
+    lr_decay_rate: float = 0.1
+    lr_boundaries: Tuple[int, ...] = ()  # piecewise: steps where lr is multiplied by decay_rate
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    momentum: float = 0.9
+    clip_gradient_norm: float = 0.0  # 0: no clipping
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The session loop both stages share."""
+
+    max_steps: int = 50000
+    log_every: int = 50  # progress line
+    summary_every: int = 100  # TensorBoard scalars
+    save_every: int = 1000  # checkpoint
+    eval_every: int = 1000  # held-out evaluation -> eval.json; 0: only at the end
+    keep_checkpoints: int = 5
+    seed: int = 0
+    # Input pipelines keep their order (crops are per-element seeded either way), so the same
+    # seed gives the same batches; false lets parallel decode hand over whatever is ready first.
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    loss: str = "operator"  # operator | pairwise (rankiqa.losses.rank_losses_map)
+    margin: float = 100.0  # hinge margin; the seed uses 100 with un-normalised scores
+    # empty: train everything; e.g. [vgg_16/conv5, vgg_16/logits] keeps a pretrained start's
+    # lower blocks as they are (and skips their gradients: ~2x faster for VGG-16)
+    trainable_scopes: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FinetuneTrainConfig(LoopConfig):
+    loss: str = "l2"  # l2 (the paper's Euclidean loss) | l1
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """`rankiqa train-rank`: stage one."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    data: RankDataConfig = field(default_factory=RankDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class MosDataConfig:
+    dataset: str = "csv"  # a key of rankiqa.data.mos.datasets_map
+    label_file: str = ""  # the dataset's label file (mos.csv, dmos.csv, mos_with_names.txt ...)
+    image_root: Optional[str] = None  # None: the dataset's usual folder beside the label file
+    val_fraction: float = 0.2  # by reference where the dataset has references
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    split_index: int = 0  # 0..N-1 for N independent repeated splits
+    crop_size: int = 224
+    batch_size: int = 16
+    cache_decoded: bool = False  # keep decoded training images in memory
+    # each training crop from the image shrunk by a random factor (1 down to the whole picture
+    # in the crop): the scales the `pyramid` crop mode evaluates
+    random_scale: bool = False
+    eval_crops: int = 5  # views per validation image, scores averaged
+    eval_crop_mode: str = "grid"  # grid | random | pyramid | centre_random (data/views.py)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """What stage two restores and trains, in tf-slim's vocabulary."""
+
+    trainable_scopes: Tuple[str, ...] = ()  # empty: train everything
+    head_lr_multiplier: float = 10.0  # the paper trains the new head 10x faster
+    # inference-mode batch norm while fine-tuning: statistics stay those of the start (the
+    # usual choice for small batches; for vgg_16_pooled it keeps the probe's standardisation)
+    frozen_batch_norm: bool = False
+    # fit the head by ridge on frozen features before the first step (rankiqa.train.probe);
+    # with max_steps 0 this is the frozen-backbone model
+    probe: bool = False
+    probe_crops: int = 2  # crops per training image (placed by eval_crop_mode), each a ridge row
+    probe_alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    probe_folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """`rankiqa finetune` (stage two) and `rankiqa evaluate`."""
+
+    net: NetConfig = field(default_factory=NetConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    data: MosDataConfig = field(default_factory=MosDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    finetune: TransferConfig = field(default_factory=TransferConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp):
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value, tp, key, source):
+    """Checks `value` against the annotation `tp`; returns it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, source)
+    if origin in (tuple, Tuple):
+        (inner, *_rest) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping of {_type_name(tp)} keys")
+        return _build(tp, value, source, prefix=f"{key}.")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(
+            f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls, raw, source, prefix=""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]}; {_type_name(cls)} takes "
+            f"{', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _apply_override(raw, override):
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key=value, e.g. train.max_steps=100")
+    key, text = override.split("=", 1)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse {text!r}: {e}") from None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+# old dotted key -> new dotted key; applied where the new key exists in the config class
+RENAMED = {
+    "net.init_checkpoint": "init.source",
+    "net.init_from": "init.source",
+    "net.init_checkpoint_scope": "init.source_scope",
+    "finetune.checkpoint_exclude_scopes": "init.exclude_scopes",
+    "finetune.ignore_missing_vars": "init.ignore_missing",
+    "data.images_per_batch": "data.references_per_batch",
+}
+
+
+def _has_key(cls, dotted):
+    section, key = dotted.split(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if section not in fields:
+        return False
+    return key in {f.name for f in dataclasses.fields(typing.get_type_hints(cls)[section])}
+
+
+def _migrate(cls, raw, source, notify):
+    """Moves renamed keys of `raw` to their new names, with a notice for each."""
+    for old, new in RENAMED.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = raw.get(old_section)
+        if not isinstance(section, dict) or old_key not in section or not _has_key(cls, new):
+            continue
+        value = section.pop(old_key)
+        if value is None:
+            notify(f"{source}: {old} is renamed {new}; the null value was dropped")
+            continue
+        target = raw.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{source}: {new_section} must be a mapping")
+        if target.get(new_key) is not None and target[new_key] != value:
+            raise ConfigError(f"{source}: {old} (renamed {new}) and {new} are both set; keep {new}")
+        target[new_key] = value
+        notify(f"{source}: {old} is renamed {new}; it still works for now")
+
+
+def shipped_config(name):
+    """Path of a config shipped in the package (``rank_tiny`` or ``rank_tiny.yaml``), or None."""
+    base = os.path.basename(name)
+    if base != name:
+        return None
+    path = os.path.join(SHIPPED_DIR, name if name.endswith(".yaml") else name + ".yaml")
+    return path if os.path.isfile(path) else None
+
+
+def shipped_configs():
+    return sorted(f[:-5] for f in os.listdir(SHIPPED_DIR) if f.endswith(".yaml"))
+
+
+def _warn(message):
+    warnings.warn(message, ConfigDeprecation, stacklevel=3)
+
+
+def load(cls, path=None, overrides=(), notify=None):
+    """Builds config class `cls` from YAML file `path` (optional) and ``key=value`` overrides.
+
+    Args:
+      path: a YAML file, or the name of a shipped config (`shipped_config`).
+      notify: callable for one-line notices (renamed keys); default: a `ConfigDeprecation`
+        warning.
+
+    Raises:
+      ConfigError: unreadable file, bad YAML, unknown key, wrong type.
+    """
+    notify = notify or _warn
+    if path is not None and not os.path.isfile(path) and shipped_config(path):
+        path = shipped_config(path)
+    source = path or "<defaults>"
+    raw = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path} does not exist (shipped configs: "
+                              f"{', '.join(shipped_configs())})")
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    _migrate(cls, raw, source, notify)
+    for override in overrides:
+        _apply_override(raw, override)
+        source = f"{source} (with --set)" if "--set" not in source else source
+    _migrate(cls, raw, source, notify)
+    return _build(cls, raw, source)
+
+
+def from_dict(cls, raw, source, overrides=(), notify=None):
+    """Builds `cls` from plain data (a run folder's recorded config) and ``key=value``
+    overrides, renamed keys migrated."""
+    raw = copy.deepcopy(raw)
+    notify = notify or _warn
+    _migrate(cls, raw, source, notify)
+    for override in overrides:
+        _apply_override(raw, override)
+    _migrate(cls, raw, source, notify)
+    return _build(cls, raw, source)
+
+
+def to_dict(config):
+    """The config as plain data (for writing beside a checkpoint)."""
+    return dataclasses.asdict(config)

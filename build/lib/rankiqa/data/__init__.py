@@ -1,0 +1,1 @@
+"""Data: synthetic distortions, list files, and the tf.data input pipelines."""

@@ -1,0 +1,296 @@
+"""MOS lists: one reader per IQA dataset's label file, and seeded splits.
+
+Every reader returns `ScoredImage`s whose ``score`` is normalised to [0, 1] with **higher meaning
+better** on every dataset: DMOS (a *difference* score, lower is better) is flipped. ``raw`` keeps
+the file's own value. Where a dataset is built from reference images, each item names its
+``reference``, so splits can keep all versions of one content on one side.
+
+A malformed label line raises `ListError` naming the file and the line; a missing image names
+the image. File names with spaces and parentheses (BIQ2021) are read as they are.
+"""
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from rankiqa.data.lists import ListError
+from rankiqa.errors import InputError
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    path: str
+    score: float  # normalised: 0 worst .. 1 best
+    raw: float  # the label file's value
+    reference: Optional[str] = None
+    distortion: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A label format: its reader, its score range and direction."""
+
+    reader: object  # reader(label_file, image_root) -> [(rel_path, raw, reference, distortion)]
+    low: float
+    high: float
+    higher_is_better: bool
+    default_image_root: str = ""  # relative to the label file's folder
+    note: str = ""
+
+
+def _fail(path, line_no, message):
+    raise ListError(f"{path}:{line_no}: {message}")
+
+
+def _float(text, path, line_no, what="score"):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        _fail(path, line_no, f"{what} {text!r} is not a number")
+    if not np.isfinite(value):
+        _fail(path, line_no, f"{what} {text!r} is not finite")
+    return value
+
+
+def _csv_rows(path, required):
+    """Yields (line_no, row dict) with header names lower-cased and stripped."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ListError(f"{path}: empty file")
+        names = [h.strip().lower() for h in header]
+        for options in required:
+            if not any(o in names for o in options):
+                raise ListError(f"{path}:1: header needs a column {' or '.join(options)!s}, "
+                                f"got {header}")
+        for line_no, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(names):
+                _fail(path, line_no, f"expected {len(names)} fields, got {len(row)}: {row!r}")
+            yield line_no, dict(zip(names, (c.strip() for c in row)))
+
+
+def _pick(row, options):
+    for o in options:
+        if o in row:
+            return row[o]
+    return None
+
+
+def read_generic_csv(path, image_root):
+    """``path,score`` (optional ``reference``, ``distortion`` columns)."""
+    for line_no, row in _csv_rows(path, [("path",), ("score",)]):
+        yield (row["path"], _float(row["score"], path, line_no), row.get("reference") or None,
+               row.get("distortion") or None)
+
+
+def read_biq2021(path, image_root):
+    """``Image Name,MOS`` (the official file) or ``image,mos``; MOS in [0, 1]."""
+    names = ("image name", "image", "image_name")
+    for line_no, row in _csv_rows(path, [names, ("mos",)]):
+        yield _pick(row, names), _float(row["mos"], path, line_no), None, None
+
+
+def read_koniq10k(path, image_root):
+    """``koniq10k_scores_and_distributions.csv``: image_name, ..., MOS (1-5), SD, MOS_zscore."""
+    for line_no, row in _csv_rows(path, [("image_name",), ("mos",)]):
+        yield row["image_name"], _float(row["mos"], path, line_no), None, None
+
+
+def read_kadid10k(path, image_root):
+    """``dmos.csv``: dist_img,ref_img,dmos,var. Despite its name the value is a 1-5 rating
+    where 5 is best (a degradation category rating), so it is *not* flipped."""
+    for line_no, row in _csv_rows(path, [("dist_img",), ("ref_img",), ("dmos",)]):
+        parts = row["dist_img"].split("_")
+        distortion = parts[1] if len(parts) >= 3 else None
+        yield (row["dist_img"], _float(row["dmos"], path, line_no),
+               os.path.splitext(row["ref_img"])[0], distortion)
+
+
+def read_csiq(path, image_root):
+    """CSIQ's DMOS sheet exported to CSV: image, dst_type, dst_lev, dmos (0-1, lower better);
+    images at ``dst_imgs/<dst_type>/<image>.<DST_TYPE>.<dst_lev>.png``."""
+    for line_no, row in _csv_rows(path, [("image",), ("dst_type",), ("dst_lev",), ("dmos",)]):
+        kind, level = row["dst_type"], row["dst_lev"]
+        folder = kind.lower().replace(" ", "")
+        abbreviation = {"noise": "AWGN", "jpeg": "JPEG", "jpeg 2000": "jpeg2000",
+                        "fnoise": "fnoise", "blur": "BLUR", "contrast": "contrast"}.get(
+                            kind.lower(), kind)
+        rel = f"{folder}/{row['image']}.{abbreviation}.{level}.png"
+        yield rel, _float(row["dmos"], path, line_no), row["image"], folder
+
+
+_TID_NAME = re.compile(r"^[iI](\d\d)_(\d\d)_(\d)\.(bmp|BMP)$")
+
+
+def read_tid2013(path, image_root):
+    """``mos_with_names.txt``: ``MOS name`` per line (MOS 0-9, higher better); names
+    ``iRR_DD_L.bmp`` give reference RR, distortion DD and level L."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2:
+                _fail(path, line_no, f"expected 'MOS name', got {line.strip()!r}")
+            value = _float(parts[0], path, line_no, "MOS")
+            match = _TID_NAME.match(parts[1])
+            if not match:
+                _fail(path, line_no, f"image name {parts[1]!r} is not iRR_DD_L.bmp")
+            yield parts[1], value, f"i{match.group(1)}", match.group(2)
+
+
+LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+
+
+def read_live(path, image_root):
+    """LIVE release 2: ``dmos.mat`` (dmos, orgs) beside ``refnames_all.mat``; 982 images in
+    jp2k/, jpeg/, wn/, gblur/, fastfading/ (img1.bmp ...), in that order. Reference copies
+    (orgs == 1) are left out. DMOS 0-100, lower better."""
+    from scipy import io as sio
+
+    folder = os.path.dirname(path)
+    try:
+        dmos_mat = sio.loadmat(path)
+        refs = sio.loadmat(os.path.join(folder, "refnames_all.mat"))["refnames_all"].ravel()
+        dmos, orgs = dmos_mat["dmos"].ravel(), dmos_mat["orgs"].ravel()
+    except (OSError, KeyError, ValueError) as e:
+        raise ListError(f"{path}: not a LIVE release 2 dmos.mat with refnames_all.mat beside it "
+                        f"({e})") from None
+    expected = sum(n for _, n in LIVE_FOLDERS)
+    if not len(dmos) == len(orgs) == len(refs) == expected:
+        raise ListError(f"{path}: expected {expected} entries, got dmos {len(dmos)}, "
+                        f"orgs {len(orgs)}, refnames {len(refs)}")
+    k = 0
+    for kind, count in LIVE_FOLDERS:
+        for i in range(1, count + 1):
+            if not orgs[k]:
+                ref = str(np.asarray(refs[k]).ravel()[0])
+                yield f"{kind}/img{i}.bmp", float(dmos[k]), os.path.splitext(ref)[0], kind
+            k += 1
+
+
+datasets_map = {
+    "live": DatasetSpec(read_live, 0.0, 100.0, False, "", "dmos.mat, DMOS 0-100"),
+    "tid2013": DatasetSpec(read_tid2013, 0.0, 9.0, True, "distorted_images", "MOS 0-9"),
+    "csiq": DatasetSpec(read_csiq, 0.0, 1.0, False, "dst_imgs", "DMOS 0-1"),
+    "kadid10k": DatasetSpec(read_kadid10k, 1.0, 5.0, True, "images", "1-5, higher better"),
+    "koniq10k": DatasetSpec(read_koniq10k, 1.0, 5.0, True, "1024x768", "MOS 1-5"),
+    "biq2021": DatasetSpec(read_biq2021, 0.0, 1.0, True, "images", "MOS 0-1"),
+    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "path,score; higher better"),
+}
+
+
+def get_dataset_spec(kind):
+    if kind not in datasets_map:
+        raise InputError(f"unknown dataset {kind!r}; choose from {sorted(datasets_map)}")
+    return datasets_map[kind]
+
+
+def _find_file(root, rel):
+    full = os.path.join(root, rel)
+    if os.path.isfile(full):
+        return full
+    # Some releases differ in case from their label files (TID2013's I25_... vs i25_...).
+    folder, name = os.path.split(full)
+    if os.path.isdir(folder):
+        lower = name.lower()
+        for candidate in os.listdir(folder):
+            if candidate.lower() == lower:
+                return os.path.join(folder, candidate)
+    return None
+
+
+def read_dataset(kind, label_file, image_root=None, check_files=True):
+    """Reads a dataset's labels.
+
+    Args:
+      kind: a key of `datasets_map`.
+      label_file: the dataset's label file.
+      image_root: folder the image names are relative to (default: the dataset's usual folder
+        beside the label file; absolute names are used as they are).
+      check_files: raise if an image does not exist.
+
+    Returns:
+      list of `ScoredImage`, scores normalised to [0, 1] with higher better.
+
+    Raises:
+      ListError: a missing label file or image, a malformed line.
+    """
+    spec = get_dataset_spec(kind)
+    if not os.path.isfile(label_file):
+        raise ListError(f"label file {label_file} does not exist")
+    if image_root is None:
+        image_root = os.path.join(os.path.dirname(os.path.abspath(label_file)),
+                                  spec.default_image_root)
+        if not os.path.isdir(image_root):
+            image_root = os.path.dirname(os.path.abspath(label_file))
+    items = []
+    span = spec.high - spec.low
+    for rel, raw, reference, distortion in spec.reader(label_file, image_root):
+        path = rel if os.path.isabs(rel) else (_find_file(image_root, rel) if check_files
+                                               else os.path.join(image_root, rel))
+        if path is None or (check_files and not os.path.isfile(path)):
+            raise ListError(f"{label_file}: image {os.path.join(image_root, rel)} does not exist")
+        score = (raw - spec.low) / span
+        items.append(ScoredImage(path, score if spec.higher_is_better else 1.0 - score, raw,
+                                 reference, distortion))
+    if not items:
+        raise ListError(f"{label_file}: no labelled images")
+    return items
+
+
+def split(items, val_fraction=0.2, test_fraction=0.0, seed=0, split_index=0):
+    """Seeded train/val/test split; by reference where every item has one, else at random.
+
+    Different `split_index` values give independent splits (for N repeated runs); the same
+    (seed, split_index) always gives the same split.
+
+    Returns:
+      dict ``{"train": [...], "val": [...], "test": [...]}``.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise InputError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be "
+                         "in [0, 1) and leave some training data")
+    rng = np.random.default_rng([seed, split_index])
+    by_reference = all(item.reference for item in items)
+    units = sorted({item.reference for item in items}) if by_reference else list(range(len(items)))
+    order = rng.permutation(len(units))
+    n_val = int(round(val_fraction * len(units)))
+    n_test = int(round(test_fraction * len(units)))
+    part = {}
+    for rank, u in enumerate(order):
+        part[units[u]] = "val" if rank < n_val else ("test" if rank < n_val + n_test else "train")
+    out = {"train": [], "val": [], "test": []}
+    for i, item in enumerate(items):
+        out[part[item.reference if by_reference else i]].append(item)
+    return out
+
+
+SPLITS = ("all", "train", "val", "test")
+
+
+def load_splits(data_cfg):
+    """``{"all", "train", "val", "test": [ScoredImage]}`` of `data_cfg`
+    (`rankiqa.config.MosDataConfig`): its dataset read and split as configured."""
+    items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
+    parts = split(items, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
+                  data_cfg.split_index)
+    parts["all"] = items
+    return parts
+
+
+def write_generic_csv(path, items):
+    """Writes items as a generic ``path,score,reference,distortion`` CSV (scores as given)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "score", "reference", "distortion"])
+        for item in items:
+            writer.writerow([item.path, f"{item.score:.6f}", item.reference or "",
+                             item.distortion or ""])

@@ -1,0 +1,276 @@
+"""Every way an image becomes network input: loading, training crops, evaluation views.
+
+Kept side by side, as slim's ``preprocessing/*_preprocessing.py`` keep ``preprocess_for_train``
+and ``preprocess_for_eval``, so that one policy serves training, validation, the probe,
+``evaluate``, ``predict`` and the exports:
+
+- **Loading** (`load_image`): Pillow, any format it reads, to uint8 RGB ``[H, W, 3]``; a file
+  that does not decode completely raises `BadImageError` naming it. Folders expand with
+  `list_files`.
+- **Training** (TensorFlow ops inside tf.data): `decode_image`, `upscale_to` (bicubic, so the
+  shorter side reaches the crop), `random_rescale`, one stateless random crop and flip per
+  element (`crop_and_flip`; shared by every level of a ranking group, `crop_and_flip_group`).
+- **Evaluation** (NumPy, `Views`): ``count`` square views of side ``crop`` placed by ``mode``:
+
+  ============== ==========================================================================
+  grid           spread evenly over the image; a single view is the centre
+  random         corners drawn from the image's seed (evaluate: image k uses seed k)
+  centre_random  the centre, then corners drawn from the seed (stage one's held-out groups,
+                 every level of a group with the same corners)
+  pyramid        centre crops of a scale pyramid, native resolution down to the whole
+                 picture shrunk to the crop
+  ============== ==========================================================================
+
+  Images smaller than the crop are upscaled first, bicubic, in both paths.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rankiqa.errors import InputError
+
+VIEW_MODES = ("grid", "random", "pyramid", "centre_random")
+
+
+class BadImageError(InputError):
+    """A file is not an image Pillow can decode completely."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_image(path, max_side=0):
+    """uint8 RGB ``[H, W, 3]``, the longer side reduced to `max_side` (Lanczos) if > 0.
+
+    Raises:
+      BadImageError: a truncated, unreadable or non-image file.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode fully now: a truncated JPEG fails here, not later
+            im = im.convert("RGB")
+            if max_side and max(im.size) > max_side:
+                scale = max_side / max(im.size)
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                               Image.LANCZOS)
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"{path}: not a readable image ({e})") from None
+
+
+def image_size(path):
+    """(width, height) from the header alone."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"{path}: not a readable image ({e})") from None
+
+
+def list_files(paths):
+    """Expands files and folders (recursively, sorted, hidden entries skipped).
+
+    Returns:
+      (files, problems): problems name each path that does not exist.
+    """
+    files, problems = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith("."))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return files, problems
+
+
+def read_path_list(path):
+    """The image paths a text file lists, one per line (``#`` comments), relative to its folder.
+
+    Raises:
+      FileNotFoundError: listed files that do not exist (counted, the first three named).
+    """
+    root = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as f:
+        listed = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    missing = [p for p in listed if not os.path.isfile(os.path.join(root, p))]
+    if missing:
+        raise FileNotFoundError(f"{path} lists {len(missing)} missing files, e.g. {missing[:3]}")
+    return [os.path.join(root, p) for p in listed]
+
+
+# --------------------------------------------------------------------------- training (TF)
+
+
+def decode_image(path):
+    """Any format tf.io.decode_image reads (PNG, JPEG, BMP, GIF) -> uint8 ``[H, W, 3]``."""
+    from rankiqa.compat import tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def upscale_to(image, size):
+    """Upscales uint8 ``[H, W, 3]`` (bicubic, aspect kept, rounded) so its shorter side is at
+    least `size`; larger images pass unchanged. The TF twin of `ensure_min_side`."""
+    from rankiqa.compat import tf
+
+    shape = tf.shape(image)
+    short = tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+    scale = tf.maximum(1.0, float(size) / short)
+    new = tf.maximum(tf.cast(tf.math.ceil(tf.cast(shape[:2], tf.float32) * scale), tf.int32), size)
+    resized = tf.compat.v2.image.resize(image, new, method="bicubic")  # v1: legacy pixel centres
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    return tf.cond(scale > 1.0, lambda: resized, lambda: image)
+
+
+def random_rescale(image, crop_size, seed):
+    """Shrinks ``[H, W, 3]`` by a log-uniform factor between 1 and crop / shorter side (the
+    whole picture), drawn from the stateless `seed`: the range of scales ``pyramid`` views
+    evaluate."""
+    from rankiqa.compat import tf
+
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    smallest = tf.math.log(float(crop_size) / tf.reduce_min(shape))
+    scale = tf.exp(tf.random.stateless_uniform([], seed=seed + 2) * smallest)
+    new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), crop_size)
+    # antialias: shrinking without it would alias away the very detail quality depends on
+    resized = tf.compat.v2.image.resize(image, new, antialias=True)  # v1 has no antialias
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def _stateless_crop(image, crop_size, seed):
+    """A square crop of ``[..., H, W, 3]`` at offsets drawn from the stateless ``[2]`` `seed`
+    (the same for every leading index, i.e. every level of a group)."""
+    from rankiqa.compat import tf
+
+    shape = tf.shape(image)
+    h, w = shape[-3], shape[-2]
+    y = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=h - crop_size + 1,
+                                    dtype=tf.int32)
+    x = tf.random.stateless_uniform([], seed=seed + 1, minval=0, maxval=w - crop_size + 1,
+                                    dtype=tf.int32)
+    crop = image[..., y:y + crop_size, x:x + crop_size, :]
+    crop.set_shape(image.shape.as_list()[:-3] + [crop_size, crop_size, 3])
+    return crop
+
+
+def _stateless_flip(image, seed):
+    from rankiqa.compat import tf
+
+    flip = tf.random.stateless_uniform([], seed=seed[::-1]) < 0.5
+    return tf.cond(flip, lambda: tf.reverse(image, axis=[-2]), lambda: image)
+
+
+def crop_and_flip(image, crop_size, seed, random_scale=False):
+    """Training view of one image ``[H, W, 3]``: upscaled if small, shrunk by a random factor
+    with `random_scale`, one random crop and horizontal flip, all drawn from the stateless
+    ``[2]`` `seed` (so the result depends on the element, not on which thread drew first)."""
+    image = upscale_to(image, crop_size)
+    if random_scale:
+        image = random_rescale(image, crop_size, seed)
+    return _stateless_flip(_stateless_crop(image, crop_size, seed), seed)
+
+
+def crop_and_flip_group(group, crop_size, seed):
+    """Training view of a ranking group ``[levels, H, W, 3]``: the same crop and flip for every
+    level, so the ranking is about distortion, not content."""
+    crop = _stateless_crop(group, crop_size, seed)
+    crop.set_shape([group.shape[0], crop_size, crop_size, 3])
+    return _stateless_flip(crop, seed)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def ensure_min_side(image, size):
+    """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are."""
+    h, w = image.shape[:2]
+    if min(h, w) >= size:
+        return image
+    scale = size / min(h, w)
+    new = (max(size, int(np.ceil(w * scale))), max(size, int(np.ceil(h * scale))))
+    return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+
+
+def crop_corners(h, w, crop, crops, mode="grid", seed=0):
+    """Top-left corners ``[(y, x)] * crops`` of square crops in an ``h x w`` image, placed by
+    `mode` (``grid``, ``random`` or ``centre_random``; see the module docstring)."""
+    if mode in ("random", "centre_random"):
+        rng = np.random.default_rng(seed)
+        corners = [((h - crop) // 2, (w - crop) // 2)] if mode == "centre_random" else []
+        while len(corners) < crops:
+            corners.append((int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))))
+        return corners
+    if mode != "grid":
+        raise InputError(f"unknown view mode {mode!r}; choose from {list(VIEW_MODES)}")
+    if crops == 1:
+        return [((h - crop) // 2, (w - crop) // 2)]
+    rows = int(np.floor(np.sqrt(crops)))
+    cols = int(np.ceil(crops / rows))
+    ys = np.linspace(0, h - crop, rows).round().astype(int)
+    xs = np.linspace(0, w - crop, cols).round().astype(int)
+    return [(int(y), int(x)) for y in ys for x in xs][:crops]
+
+
+def pyramid_crops(image, crop, crops):
+    """``crops`` centre crops of a scale pyramid: the first at native resolution, the last of the
+    image shrunk so its shorter side is `crop` (the whole picture, for a square one), the others
+    at geometrically spaced scales between. Fine detail (noise, blur, compression) shows at full
+    resolution, composition and exposure in the whole picture; photos keep their subject near
+    the centre, where off-centre crops often hold intentionally blurred background."""
+    image = ensure_min_side(image, crop)
+    h, w = image.shape[:2]
+    views = []
+    for scale in np.geomspace(1.0, crop / min(h, w), crops) if crops > 1 else [1.0]:
+        size = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
+        scaled = image if size == (w, h) else np.asarray(
+            Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
+        (y, x), = crop_corners(scaled.shape[0], scaled.shape[1], crop, 1)  # the centre
+        views.append(scaled[y:y + crop, x:x + crop])
+    return np.stack(views)
+
+
+def image_crops(image, crop, crops, mode="grid", seed=0):
+    """``[crops, crop, crop, 3]`` uint8 views of one image (upscaled first if it is too small)."""
+    if mode == "pyramid":
+        return pyramid_crops(image, crop, crops)
+    image = ensure_min_side(image, crop)
+    h, w = image.shape[:2]
+    return np.stack([image[y:y + crop, x:x + crop]
+                     for y, x in crop_corners(h, w, crop, crops, mode, seed)])
+
+
+@dataclass(frozen=True)
+class Views:
+    """How a model looks at an image at evaluation: `count` views of side `crop` by `mode`."""
+
+    crop: int
+    count: int = 1
+    mode: str = "grid"
+
+    def __post_init__(self):
+        if self.mode not in VIEW_MODES:
+            raise InputError(f"unknown view mode {self.mode!r}; choose from {list(VIEW_MODES)}")
+        if self.count < 1 or self.crop < 1:
+            raise InputError(f"views need at least one crop of at least one pixel, got "
+                             f"{self.count} of {self.crop}")
+
+    def apply(self, image, seed=0):
+        """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]``."""
+        return image_crops(image, self.crop, self.count, self.mode, seed)
+
+    def stack(self, paths, seeds=None):
+        """``[len(paths), count, crop, crop, 3]``: path k's views drawn with ``seeds[k]``
+        (default k)."""
+        seeds = range(len(paths)) if seeds is None else seeds
+        return np.stack([self.apply(load_image(p), s) for p, s in zip(paths, seeds)])
+
+    def as_dict(self):
+        return {"crop": self.crop, "count": self.count, "mode": self.mode}

@@ -1,0 +1,110 @@
+"""`rankiqa evaluate`: score a dataset split the way papers do and write the evidence.
+
+Writes to the output folder: ``summary.json`` (SROCC, KROCC, PLCC raw and after the
+four-parameter logistic, RMSE; overall and per distortion; for mean- and median-aggregated
+crops), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
+"""
+
+import csv
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from rankiqa import metrics, rundir, scoring
+from rankiqa.data import mos
+from rankiqa.data.views import Views, load_image
+from rankiqa.errors import InputError
+
+
+def data_views(data_cfg):
+    """The `Views` a MOS data config (`rankiqa.config.MosDataConfig`) evaluates with:
+    ``eval_crops`` views of side ``crop_size`` placed by ``eval_crop_mode``."""
+    return Views(data_cfg.crop_size, data_cfg.eval_crops, data_cfg.eval_crop_mode)
+
+
+def select_split(data_cfg, split):
+    """The items of `split` (one of `mos.SPLITS`) of the configured dataset."""
+    if split not in mos.SPLITS:
+        raise InputError(f"unknown split {split!r}; choose from {list(mos.SPLITS)}")
+    chosen = mos.load_splits(data_cfg)[split]
+    if not chosen:
+        raise InputError(f"split {split!r} is empty (data.val_fraction={data_cfg.val_fraction}, "
+                         f"data.test_fraction={data_cfg.test_fraction})")
+    return chosen
+
+
+def scatter_png(path, predicted, target, title):
+    """A dependency-free scatter plot: predicted score (x) against MOS (y), 480x480."""
+    size, pad = 480, 40
+    im = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([pad, pad, size - pad, size - pad], outline="black")
+
+    def scale(v):
+        lo, hi = float(np.min(v)), float(np.max(v))
+        return (np.asarray(v) - lo) / ((hi - lo) or 1.0)
+
+    xs = pad + scale(predicted) * (size - 2 * pad)
+    ys = size - pad - scale(target) * (size - 2 * pad)
+    for x, y in zip(xs, ys):
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(31, 119, 180))
+    draw.text((pad, 10), title, fill="black")
+    draw.text((size // 2 - 40, size - pad + 12), "predicted score", fill="black")
+    draw.text((4, pad - 14), "MOS (normalised)", fill="black")
+    im.save(path, format="PNG")
+
+
+def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
+             batch_size=64, device="auto", log=print):
+    """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
+    checkpoint prefix), each image by the mean (or median) of its `views`
+    (`rankiqa.data.views.Views`; image k's random views drawn with seed k).
+
+    Returns:
+      the summary dict, also written to ``output_dir/summary.json``.
+    """
+    if aggregate not in scoring.AGGREGATES:
+        raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(scoring.AGGREGATES)}")
+    items = select_split(data_cfg, split)
+    os.makedirs(output_dir, exist_ok=True)
+    log(f"scoring {len(items)} images ({split}) with {views.count} {views.mode} views of "
+        f"{views.crop}² each")
+    per_crop, per_batch = [], max(1, batch_size // views.count)
+    with scoring.load_scorer(model, device=device, batch_size=batch_size) as scorer:
+        # images are decoded a batch at a time; image k's random views are seeded with k
+        for k in range(0, len(items), per_batch):
+            chunk = items[k:k + per_batch]
+            per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
+                                               range(k, k + len(chunk))))
+        net_name = scorer.net_name
+    per_crop = np.concatenate(per_crop)
+    aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
+    target = np.array([it.score for it in items])
+    summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
+               "split": split, "crops": views.count, "crop_mode": views.mode,
+               "crop_size": views.crop, "aggregate": aggregate,
+               "score_direction": "normalised MOS in [0, 1], higher is better"}
+    for name, predicted in aggregated.items():
+        summary[name] = metrics.summary(predicted, target)
+    summary.update(summary[aggregate])
+    distortions = sorted({it.distortion for it in items if it.distortion})
+    if distortions:
+        summary["per_distortion"] = {}
+        for d in distortions:
+            rows = [i for i, it in enumerate(items) if it.distortion == d]
+            if len(rows) >= 3:
+                summary["per_distortion"][d] = metrics.summary(aggregated[aggregate][rows],
+                                                               target[rows])
+    predicted = aggregated[aggregate]
+    with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
+        for it, p in zip(items, predicted):
+            writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
+                             it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
+    scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
+                f"{data_cfg.dataset} {split}: SROCC {summary['srocc']:.3f} "
+                f"PLCC {summary['plcc']:.3f} (n={len(items)})")
+    rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+    return summary

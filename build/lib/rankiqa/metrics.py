@@ -1,0 +1,96 @@
+"""Quality-assessment metrics on numpy arrays: the figures papers report.
+
+``predicted`` and ``target`` are 1-D arrays of equal length, higher meaning better.
+"""
+
+import warnings
+
+import numpy as np
+from scipy import optimize, stats
+
+
+def _check(predicted, target):
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    t = np.asarray(target, dtype=np.float64).ravel()
+    if p.shape != t.shape:
+        raise ValueError(f"predicted has {p.size} values but target has {t.size}")
+    if p.size < 2:
+        raise ValueError("correlation needs at least 2 images")
+    return p, t
+
+
+def srocc(predicted, target):
+    """Spearman rank-order correlation."""
+    p, t = _check(predicted, target)
+    return float(stats.spearmanr(p, t)[0])
+
+
+def krocc(predicted, target):
+    """Kendall rank-order correlation (tau-b)."""
+    p, t = _check(predicted, target)
+    return float(stats.kendalltau(p, t)[0])
+
+
+def plcc(predicted, target):
+    """Pearson linear correlation of the raw predictions."""
+    p, t = _check(predicted, target)
+    return float(stats.pearsonr(p, t)[0])
+
+
+def rmse(predicted, target):
+    p, t = _check(predicted, target)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def logistic4(x, b1, b2, b3, b4):
+    """The four-parameter logistic of VQEG/IQA practice: (b1-b2)/(1+exp(-(x-b3)/|b4|)) + b2."""
+    z = np.clip(-(x - b3) / (np.abs(b4) + 1e-12), -60.0, 60.0)  # exp overflows past ~700
+    return (b1 - b2) / (1.0 + np.exp(z)) + b2
+
+
+def fit_logistic4(predicted, target):
+    """Fits `logistic4` mapping predictions onto the target scale; returns the mapped values.
+
+    Falls back to a linear fit when the optimiser does not converge (near-constant predictions),
+    so a metric is always defined.
+    """
+    p, t = _check(predicted, target)
+    start = [t.max(), t.min(), np.median(p), max(p.std(), 1e-6)]
+    if p.size <= len(start) or np.ptp(p) == 0:  # four parameters need more than four points
+        return _linear_fit(p, t)
+    try:
+        with warnings.catch_warnings():
+            # a perfect fit leaves the covariance undefined; only the parameters are used
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            params, _ = optimize.curve_fit(logistic4, p, t, p0=start, maxfev=20000)
+        mapped = logistic4(p, *params)
+        if np.all(np.isfinite(mapped)):
+            return mapped
+    except (RuntimeError, TypeError, optimize.OptimizeWarning):
+        pass
+    return _linear_fit(p, t)
+
+
+def _linear_fit(p, t):
+    if np.ptp(p) == 0:
+        return np.full_like(t, t.mean())
+    slope, intercept = np.polyfit(p, t, 1)
+    return slope * p + intercept
+
+
+def summary(predicted, target):
+    """Every figure at once: srocc, krocc, plcc, plcc_logistic, rmse, rmse_logistic, count."""
+    p, t = _check(predicted, target)
+    mapped = fit_logistic4(p, t)
+    return {
+        "srocc": srocc(p, t), "krocc": krocc(p, t), "plcc": plcc(p, t),
+        "plcc_logistic": plcc(mapped, t), "rmse": rmse(p, t), "rmse_logistic": rmse(mapped, t),
+        "count": int(p.size),
+    }
+
+
+def rank_accuracy(scores):
+    """Share of pairs i<j with s_i > s_j in ``scores: [references, levels]`` (numpy)."""
+    s = np.asarray(scores, dtype=np.float64)
+    i, j = np.triu_indices(s.shape[1], k=1)
+    return float(np.mean(s[:, i] > s[:, j]))

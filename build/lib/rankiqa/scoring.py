@@ -1,0 +1,169 @@
+"""From pixels to scores: the scoring graph and the one `Scorer` every path goes through.
+
+The graph takes float32 RGB images in the uint8 range, ``rankiqa/images`` ``[None, H, W, 3]``,
+applies the network's own preprocessing inside, and returns ``rankiqa/score`` ``[None]``
+(higher is better), so that no caller ever normalises pixels itself.
+
+A `Scorer` either owns its graph and session (`load_scorer`: ``evaluate``, ``predict``, the
+exports) or is a branch of a training graph that reuses its variables (`Scorer.in_graph`:
+validation, the probe, stage one's held-out ranking accuracy), fed the session of the
+training loop. Both crop with `rankiqa.data.views.Views` and run one batching loop.
+"""
+
+import numpy as np
+
+from rankiqa import nets, rundir, weights
+from rankiqa.compat import tf
+from rankiqa.data.views import Views
+from rankiqa.errors import InputError
+
+INPUT_NAME = "rankiqa/images"
+OUTPUT_NAME = "rankiqa/score"
+AGGREGATES = ("mean", "median")
+
+
+def build_scoring_graph(net_name):
+    """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score."""
+    network_fn = nets.get_network_fn(net_name)
+    images = tf.placeholder(tf.float32, [None, None, None, 3], name=INPUT_NAME)
+    score, _ = network_fn(network_fn.preprocess(images), is_training=False)
+    score = tf.identity(score, name=OUTPUT_NAME)
+    return images, score, network_fn
+
+
+class Scorer:
+    """Scores crops through a graph: `images` in, `score` (and pooled `features`) out.
+
+    Args:
+      images: float32 placeholder ``[None, H, W, 3]``, uint8-range RGB.
+      score: ``[None]`` scores.
+      views: the model's own evaluation `Views` (the default of every scoring call).
+      features: pooled features ``[None, d]`` or None.
+      session: the session to run in (None: pass one to each call).
+      net_name: the network's name, for reports.
+      batch_size: crops per session run.
+    """
+
+    def __init__(self, images, score, views, features=None, session=None, net_name=None,
+                 batch_size=64):
+        self.images, self.score, self.features = images, score, features
+        self.views, self.session, self.net_name = views, session, net_name
+        self.batch_size = batch_size
+        self.graph = score.graph
+        self.report = None
+
+    @classmethod
+    def in_graph(cls, network_fn, views):
+        """A scoring branch of the current (training) graph: inference mode, the training
+        variables reused. Pass the training loop's session to each call."""
+        images = tf.placeholder(tf.float32, [None, None, None, 3])
+        score, end_points = network_fn(network_fn.preprocess(images), is_training=False,
+                                       reuse=True)
+        features = end_points.get("features")
+        if features is not None:
+            features = tf.reshape(features, [tf.shape(images)[0], -1])
+        return cls(images, score, views, features=features, net_name=network_fn.name)
+
+    def run(self, tensor, crops, session=None):
+        """`tensor` for ``crops: [N, H, W, 3]``, `batch_size` crops per run."""
+        session = session or self.session
+        if len(crops) == 0:
+            return np.zeros((0,) + tuple(tensor.shape.as_list()[1:]), np.float32)
+        return np.concatenate([session.run(tensor, {self.images: crops[i:i + self.batch_size]})
+                               for i in range(0, len(crops), self.batch_size)])
+
+    def score_batch(self, crops, session=None):
+        """``crops: [N, H, W, 3]`` uint8 -> scores ``[N]``."""
+        return self.run(self.score, crops, session)
+
+    def view_scores(self, stacks, session=None):
+        """``stacks: [n, views, crop, crop, 3]`` -> scores ``[n, views]``."""
+        stacks = np.asarray(stacks)
+        flat = stacks.reshape(-1, *stacks.shape[2:])
+        return self.run(self.score, flat, session).reshape(stacks.shape[:2])
+
+    def crop_scores(self, images, views=None, seeds=None, session=None):
+        """Scores ``[len(images), views.count]`` of decoded images (uint8 ``[H, W, 3]``);
+        image k's random views drawn with ``seeds[k]`` (default 0)."""
+        views = views or self.views
+        seeds = [0] * len(images) if seeds is None else seeds
+        if not len(images):
+            return np.zeros((0, views.count), np.float32)
+        return self.view_scores(np.stack([views.apply(im, s) for im, s in zip(images, seeds)]),
+                                session)
+
+    def score_images(self, images, views=None, aggregate="mean", seed=0, session=None):
+        """One score per decoded image: its views' scores combined by mean or median."""
+        if aggregate not in AGGREGATES:
+            raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(AGGREGATES)}")
+        views = views or self.views
+        per_call = max(1, self.batch_size // views.count)  # decode-and-crop a batch at a time
+        per_image = np.concatenate(
+            [self.crop_scores(images[i:i + per_call], views, [seed] * per_call, session)
+             for i in range(0, len(images), per_call)] or [np.zeros((0, views.count))])
+        return per_image.mean(axis=1) if aggregate == "mean" else np.median(per_image, axis=1)
+
+    def close(self):
+        if self.session is not None:
+            self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def model_views(info, net_name, crop_size=None):
+    """The `Views` a model was validated with (its ``rankiqa.json``), else one centre crop at
+    the network's default size; `crop_size` overrides the side."""
+    recorded = info.get("views") or {}
+    crop = crop_size or recorded.get("crop") or info.get("crop_size")
+    crop = crop or nets.get_network_fn(net_name).default_image_size
+    return Views(int(crop), int(recorded.get("count", 1)), recorded.get("mode", "grid"))
+
+
+def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device="auto",
+                allow_pickle=False, batch_size=64):
+    """A `Scorer` owning its graph and session, restored once.
+
+    Args:
+      model: training directory or checkpoint prefix (None with `weights_file`).
+      net: network name when the model has no rankiqa.json beside it (required with
+        `weights_file`).
+      weights_file: an .npz (or, with `allow_pickle`, a dict .npy) from ``export-npy``.
+      crop_size: view side; default: the model's (rankiqa.json) or the network's default.
+
+    Raises:
+      CheckpointError: the weights do not fit the network.
+      InputError: no network name can be found.
+    """
+    if (model is None) == (weights_file is None):
+        raise InputError("scoring needs exactly one of a checkpoint and a weights file")
+    source = weights_file if model is None else weights.resolve_checkpoint(model)
+    info = {} if model is None else rundir.find_run_info(model)
+    net_name = net or info.get("net")
+    if net_name is None:
+        what = "--weights needs --net" if model is None else (
+            f"{model}: no {rundir.RUN_INFO_NAME} beside it; pass --net")
+        raise InputError(f"{what} (the network name, one of {sorted(nets.networks_map)})")
+    views = model_views(info, net_name, crop_size)
+    graph = tf.Graph()
+    with graph.as_default(), tf.device(rundir.get_device(device)):
+        images, score, _ = build_scoring_graph(net_name)
+        variables = tf.global_variables()
+        init_op = tf.variables_initializer(variables)
+    session = tf.Session(graph=graph, config=rundir.session_config())
+    try:
+        with graph.as_default():
+            session.run(init_op)
+            report = weights.load_into(session, source, variables, net_name, allow_pickle)
+        weights.check_fit(report, allow_missing=False,
+                          hint=f"it does not fit {net_name}; name the right one with --net")
+    except BaseException:
+        session.close()
+        raise
+    scorer = Scorer(images, score, views, session=session, net_name=net_name,
+                    batch_size=batch_size)
+    scorer.report, scorer.source = report, source
+    return scorer

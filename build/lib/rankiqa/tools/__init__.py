@@ -1,0 +1,1 @@
+"""Model tools: export (npz/npy, frozen .pb, SavedModel), merge and inspect checkpoints."""

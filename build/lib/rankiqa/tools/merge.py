@@ -1,0 +1,89 @@
+"""`rankiqa merge-ckpt`: several checkpoints into one, safely (the seed's `merge_cpks`).
+
+Each input's variables keep their dtype and shape; ``prefixes`` puts an input under a scope
+(``model1/`` + name) so that two models with the same names can live in one graph. A name that
+two inputs both provide is a clash: an error listing every clash, unless the values are identical
+or ``prefer`` names the input that wins. The output is written to a temporary folder and moved
+into place only when complete; an existing output needs ``force``.
+"""
+
+import os
+import shutil
+
+import numpy as np
+
+from rankiqa.compat import tf
+from rankiqa.errors import InputError
+from rankiqa.weights import CheckpointError, resolve_checkpoint
+
+MERGED_NAME = "model.ckpt"
+
+
+class MergeClash(CheckpointError):
+    """Two inputs give different values under one name."""
+
+
+def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
+    """Merges checkpoints.
+
+    Args:
+      inputs: checkpoint prefixes or training directories.
+      output: output directory; the checkpoint is ``output/model.ckpt``.
+      prefixes: ``{input: scope prefix}`` prepended to that input's names.
+      prefer: an input whose value wins every clash it is part of.
+      force: replace an existing output.
+
+    Returns:
+      (checkpoint prefix written, ``{name: source input}``).
+
+    Raises:
+      MergeClash: clashing names (all listed); nothing is written.
+    """
+    prefixes = dict(prefixes or {})
+    unknown = sorted(set(prefixes) - set(inputs))
+    if unknown:
+        raise InputError(f"--prefix names {unknown}, which are not among the inputs")
+    if prefer is not None and prefer not in inputs:
+        raise InputError(f"--prefer {prefer} is not among the inputs")
+    if os.path.exists(output) and not force:
+        raise FileExistsError(f"{output} already exists; pass --force to replace it")
+    merged, source, clashes = {}, {}, []
+    for item in inputs:
+        reader = tf.train.load_checkpoint(resolve_checkpoint(item))
+        for name in sorted(reader.get_variable_to_shape_map()):
+            value = reader.get_tensor(name)
+            target = prefixes.get(item, "") + name
+            if target in merged:
+                same = (merged[target].dtype == value.dtype
+                        and np.array_equal(merged[target], value))
+                if same or source[target] == prefer:
+                    continue
+                if item != prefer:
+                    clashes.append(f"{target} (in {source[target]} and {item})")
+                    continue
+            merged[target], source[target] = value, item
+    if clashes:
+        raise MergeClash(f"{len(clashes)} names clash; use --prefix IN=scope/ or --prefer IN: "
+                         + "; ".join(clashes))
+    tmp = f"{output.rstrip('/')}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tf.Graph().as_default():
+            variables = [tf.Variable(value, name=name, dtype=tf.as_dtype(value.dtype))
+                         for name, value in merged.items()]
+            # names must survive exactly: tf.Variable uniquifies on collision, so check
+            renamed = [v.op.name for v in variables if v.op.name not in merged]
+            if renamed:
+                raise CheckpointError(f"names not representable in a graph: {renamed[:5]}")
+            saver = tf.train.Saver(var_list={v.op.name: v for v in variables})
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                saver.save(sess, os.path.join(tmp, MERGED_NAME), write_meta_graph=False)
+            # the state file would name the temporary folder; a relative name survives the move
+            tf.train.update_checkpoint_state(tmp, MERGED_NAME, [MERGED_NAME])
+        if os.path.exists(output):
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return os.path.join(output, MERGED_NAME), source

@@ -1,0 +1,1 @@
+"""Training: one shared session loop (loop.py) and the two stages that use it."""

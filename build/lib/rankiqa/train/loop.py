@@ -1,0 +1,245 @@
+"""The training machinery both stages share: a fresh seeded graph, the start (`build_init_fn`),
+optimizer, learning-rate schedule, train op with batch-norm updates, and one session loop with
+resume, checkpoints, summaries, progress, periodic evaluation and a NaN guard.
+
+The two stages differ only in the graph they build and in what they restore at a fresh start.
+"""
+
+import math
+import os
+import time
+
+from rankiqa import nets, rundir, weights
+from rankiqa.compat import slim, tf
+from rankiqa.errors import InputError, RankiqaError
+
+
+class TrainingDiverged(RankiqaError, RuntimeError):
+    """The loss became NaN or infinite; the message names the steps and the last checkpoint."""
+
+
+def start_graph(train_dir, train_cfg, device):
+    """A fresh default graph, seeded, and the train dir made; returns the device string.
+
+    With `train_cfg.deterministic` the input pipelines also keep their order and draw crops
+    from per-element stateless seeds (`rankiqa.data.pipeline`), so that a rerun of the same
+    command gives the same numbers on the same machine. TF's process-wide
+    `enable_op_determinism` is not used: it makes every later graph in the process (a user's
+    too) fail on unseeded initialisers.
+    """
+    device_name = rundir.get_device(device)  # before anything is written: a bad option
+    os.makedirs(train_dir, exist_ok=True)
+    tf.reset_default_graph()
+    tf.set_random_seed(train_cfg.seed)
+    return device_name
+
+
+def build_init_fn(init_cfg, network_fn, log, default_source=None):
+    """(``init_fn(session)``, `RestoreReport`) for `init_cfg` (`rankiqa.config.InitConfig`),
+    over the model variables built so far; (None, None) for scratch. The source is checked now,
+    before any step; its report is logged when `init_fn` runs (a fresh start, not a resume)."""
+    source = init_cfg.source or default_source
+    exclude = (init_cfg.exclude_scopes if init_cfg.exclude_scopes is not None
+               else (network_fn.head_scope,))
+    load, report = weights.build_init(
+        source, exclude_scopes=exclude, source_scope=init_cfg.source_scope,
+        scope=network_fn.scope, official_scope=nets.official_scopes.get(network_fn.name),
+        net_name=network_fn.name, allow_missing=init_cfg.ignore_missing)
+    if load is None:
+        return None, None
+
+    def init_fn(session):
+        for line in report.lines():
+            log(line)
+        load(session)
+
+    return init_fn, report
+
+
+def eval_writer(eval_fn, path):
+    """``eval_fn`` that also writes its result to `path` (atomically); None stays None."""
+    if eval_fn is None:
+        return None
+
+    def write_eval(sess, step):
+        result = eval_fn(sess, step)
+        rundir.write_json_atomic(path, result)
+        return result
+
+    return write_eval
+
+
+def build_learning_rate(optim, global_step):
+    """Learning-rate tensor from an `OptimConfig`."""
+    step = tf.cast(global_step, tf.float32)
+    if optim.lr_schedule == "constant":
+        lr = tf.constant(optim.lr, tf.float32)
+    elif optim.lr_schedule == "exponential":
+        lr = optim.lr * tf.pow(optim.lr_decay_rate, step / float(optim.lr_decay_steps))
+    elif optim.lr_schedule == "piecewise":
+        values = [optim.lr * optim.lr_decay_rate ** k for k in range(len(optim.lr_boundaries) + 1)]
+        lr = tf.train.piecewise_constant(global_step, [int(b) for b in optim.lr_boundaries], values)
+    elif optim.lr_schedule == "cosine":
+        progress = tf.minimum(step / float(optim.lr_decay_steps), 1.0)
+        lr = optim.lr * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    else:
+        raise InputError(f"unknown optim.lr_schedule {optim.lr_schedule!r}; choose from "
+                         "['constant', 'cosine', 'exponential', 'piecewise']")
+    if optim.warmup_steps > 0:
+        lr = lr * tf.minimum(1.0, (step + 1.0) / float(optim.warmup_steps))
+    return tf.identity(lr, name="learning_rate")
+
+
+def build_optimizer(optim, learning_rate):
+    optimizers = {
+        "sgd": lambda: tf.train.GradientDescentOptimizer(learning_rate),
+        "momentum": lambda: tf.train.MomentumOptimizer(learning_rate, optim.momentum),
+        "adam": lambda: tf.train.AdamOptimizer(learning_rate),
+        "rmsprop": lambda: tf.train.RMSPropOptimizer(learning_rate, momentum=optim.momentum),
+    }
+    if optim.optimizer not in optimizers:
+        raise InputError(f"unknown optim.optimizer {optim.optimizer!r}; choose from "
+                         f"{sorted(optimizers)}")
+    return optimizers[optim.optimizer]()
+
+
+def build_train_op(total_loss, optim, global_step, variables_to_train=None,
+                   gradient_multipliers=None, update_ops=None):
+    """Train op that also runs the batch-norm moving-average updates (UPDATE_OPS).
+
+    Returns:
+      (train_op evaluating to the loss, learning-rate tensor).
+    """
+    learning_rate = build_learning_rate(optim, global_step)
+    optimizer = build_optimizer(optim, learning_rate)
+    train_op = slim.learning.create_train_op(
+        total_loss, optimizer, global_step=global_step, update_ops=update_ops,
+        variables_to_train=variables_to_train,
+        clip_gradient_norm=optim.clip_gradient_norm, gradient_multipliers=gradient_multipliers,
+        # our own guard below names the step and the last good checkpoint
+        check_numerics=False)
+    return train_op, learning_rate
+
+
+def select_trainable(trainable_scopes, option):
+    """(variables to train, batch-norm update ops) for `trainable_scopes`; (None, None) when
+    empty, meaning everything. Frozen layers keep their batch-norm statistics too, so they stay
+    bit-identical. `option` names the config key in the error."""
+    if not trainable_scopes:
+        return None, None
+    variables = [v for v in tf.trainable_variables()
+                 if weights.in_scopes(v.op.name, trainable_scopes)]
+    if not variables:
+        raise InputError(f"{option} {list(trainable_scopes)} match no trainable variable")
+    update_ops = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+                  if weights.in_scopes(op.name, trainable_scopes)]
+    return variables, update_ops
+
+
+def chain_init_fns(*init_fns):
+    """One ``init_fn(session)`` running the given ones (None skipped) in order: later ones
+    overwrite what earlier ones set."""
+    fns = [fn for fn in init_fns if fn is not None]
+    if not fns:
+        return None
+
+    def init_fn(session):
+        for fn in fns:
+            fn(session)
+
+    return init_fn
+
+
+def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, eval_fn=None,
+             log=print, images_per_step=None):
+    """Runs `train_op` until the global step reaches `max_steps`.
+
+    A run starts from, in this order: the train dir's own latest checkpoint (resume), else
+    `init_fn` (the configured start, `build_init_fn`), else the variables' initialisers.
+
+    Args:
+      train_dir: checkpoints, summaries and eval results go here.
+      train_op: evaluates to the loss (from `build_train_op`).
+      max_steps: final global step.
+      train_cfg: `TrainConfig` (log_every, summary_every, save_every, eval_every,
+        keep_checkpoints).
+      scalars: ``{name: scalar tensor}`` for TensorBoard and the progress line (with "loss").
+      init_fn: ``init_fn(session)`` run at a fresh start only, after variable initialisation.
+      eval_fn: ``eval_fn(session, step) -> dict`` run every eval_every steps and at the end.
+      log: callable taking one line of progress.
+      images_per_step: for the img/s figure of the progress line.
+
+    Returns:
+      dict: final step, last loss, last eval result, checkpoint path.
+
+    Raises:
+      TrainingDiverged: the loss became NaN or infinite.
+    """
+    global_step = tf.train.get_or_create_global_step()
+    for name, tensor in scalars.items():
+        tf.summary.scalar(name, tensor)
+    summary_op = tf.summary.merge_all()
+    saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
+    prefix = os.path.join(train_dir, rundir.CHECKPOINT_NAME)
+    names = sorted(scalars)
+    fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
+    result = {"eval": None}
+
+    with tf.Session(config=rundir.session_config()) as sess:
+        latest = tf.train.latest_checkpoint(train_dir)
+        if latest:
+            saver.restore(sess, latest)
+            step = int(sess.run(global_step))
+            log(f"resumed from {latest} at step {step}")
+        else:
+            sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
+            if init_fn is not None:
+                init_fn(sess)
+            step = 0
+        writer = tf.summary.FileWriter(train_dir, sess.graph if not latest else None)
+        last_ckpt, last_ckpt_step = latest, step
+        last_log_step, last_log_time = step, time.time()
+        loss = float("nan")
+
+        def save(at):
+            nonlocal last_ckpt, last_ckpt_step
+            last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
+            last_ckpt_step = at
+
+        def evaluate(at):
+            if eval_fn is not None:
+                result["eval"] = eval_fn(sess, at)
+
+        if step >= max_steps:
+            log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
+        while step < max_steps:
+            want_summary = train_cfg.summary_every and (step + 1) % train_cfg.summary_every == 0
+            run = dict(fetches, summary=summary_op) if want_summary else fetches
+            out = sess.run(run)
+            step += 1
+            loss = float(out["train"])
+            if not math.isfinite(loss):
+                where = (f"last good checkpoint: {last_ckpt} (step {last_ckpt_step})" if last_ckpt
+                         else "no checkpoint was written yet")
+                raise TrainingDiverged(
+                    f"loss became {loss} between step {last_log_step} (last logged, finite) and "
+                    f"step {step}; {where}. Lower optim.lr or set optim.clip_gradient_norm.")
+            if want_summary:
+                writer.add_summary(out["summary"], step)
+            if train_cfg.log_every and (step % train_cfg.log_every == 0 or step == max_steps):
+                now = time.time()
+                speed = ""
+                if images_per_step:
+                    speed = f"  {images_per_step * (step - last_log_step) / (now - last_log_time):.0f} img/s"
+                values = "  ".join(f"{n} {out['scalars'][n]:.4g}" for n in names)
+                log(f"step {step}/{max_steps}  {values}{speed}")
+                last_log_step, last_log_time = step, now
+            if train_cfg.save_every and step % train_cfg.save_every == 0:
+                save(step)
+            if train_cfg.eval_every and step % train_cfg.eval_every == 0 and step != max_steps:
+                evaluate(step)
+        if last_ckpt_step != step or last_ckpt is None:
+            save(step)
+        evaluate(step)
+        writer.close()
+    return {"step": step, "loss": loss, "eval": result["eval"], "checkpoint": last_ckpt}

@@ -1,0 +1,131 @@
+"""Stage one, `rankiqa train-rank`: learn to rank synthetically distorted images.
+
+Reads top to bottom: data (rank list -> train / held-out references -> tf.data), network (one
+shared backbone, one pass over references x levels), start (`config.init`), loss (ranking hinge
++ weight decay), loop.
+"""
+
+import os
+
+import numpy as np
+
+from rankiqa import losses, metrics, nets, rundir
+from rankiqa.compat import tf
+from rankiqa.data import lists, pipeline
+from rankiqa.data.views import Views, load_image
+from rankiqa.errors import InputError
+from rankiqa.scoring import Scorer
+from rankiqa.siamese import one_pass_scores
+from rankiqa.train import loop
+
+# Every level of a held-out group is viewed with this seed, so all levels share their crops
+# and every evaluation (and every run) sees the same ones.
+HELD_OUT_SEED = 1234
+
+
+def held_out_views(data_cfg):
+    return Views(data_cfg.eval_crop_size or data_cfg.crop_size, data_cfg.eval_crops,
+                 data_cfg.eval_crop_mode)
+
+
+def build_rank_evaluator(scorer, groups, log):
+    """``eval_fn(session, step)``: held-out rank_accuracy (overall and per family), each
+    image's score the mean over the scorer's views, the same views for every level."""
+    if not groups:
+        return None
+    views = scorer.views
+    history = []
+
+    def eval_fn(sess, step):
+        all_scores = np.stack([  # [groups, levels]
+            scorer.view_scores(np.stack([views.apply(load_image(p), HELD_OUT_SEED)
+                                         for p in g.paths]), sess).mean(axis=1)
+            for g in groups])
+        per_family = {}
+        for family in sorted({g.distortion for g in groups}):
+            rows = [k for k, g in enumerate(groups) if g.distortion == family]
+            per_family[family] = metrics.rank_accuracy(all_scores[rows])
+        accuracy = metrics.rank_accuracy(all_scores)
+        history.append({"step": step, "rank_accuracy": accuracy})
+        result = {"step": step, "rank_accuracy": accuracy, "per_distortion": per_family,
+                  "held_out_references": sorted({g.reference for g in groups}),
+                  "groups": len(groups), "crops": views.count, "crop_size": views.crop,
+                  "views": views.as_dict(), "history": list(history)}
+        log(f"held-out rank_accuracy {accuracy:.4f} at step {step} "
+            f"({', '.join(f'{k} {v:.3f}' for k, v in per_family.items())})")
+        return result
+
+    return eval_fn
+
+
+def train(config, train_dir, device="auto", log=print):
+    """Trains stage one as configured; resumes from `train_dir` when it holds a checkpoint.
+
+    Args:
+      config: `rankiqa.config.RankConfig`.
+      train_dir: output directory (checkpoints, TensorBoard events, eval.json, rankiqa.json).
+      device: auto | cpu | gpu.
+      log: callable for progress lines.
+
+    Returns:
+      dict from `loop.run_loop`, plus ``eval_path``.
+    """
+    data_cfg, train_cfg = config.data, config.train
+    if not data_cfg.rank_list:
+        raise InputError("train-rank needs data.rank_list (make one with `rankiqa make-rank-data`)")
+    network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
+                                     batch_norm_decay=config.net.batch_norm_decay)
+    loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
+    views = held_out_views(data_cfg)
+    device_name = loop.start_graph(train_dir, train_cfg, device)
+
+    # ---- data: whole references held out, so accuracy is measured on unseen content
+    groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
+                                  distortions=data_cfg.distortions)
+    train_groups, held_out = lists.split_by_reference(groups, data_cfg.holdout_references,
+                                                      train_cfg.seed)
+    if len(train_groups) < data_cfg.references_per_batch:
+        raise InputError(f"{len(train_groups)} training groups cannot fill a batch of "
+                         f"data.references_per_batch={data_cfg.references_per_batch}")
+    pipeline.check_sizes(train_groups, data_cfg.crop_size)
+    pipeline.check_sizes(held_out, views.crop)
+    log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
+        f"({data_cfg.holdout_references} references)")
+    dataset = pipeline.rank_dataset(train_groups, data_cfg.crop_size,
+                                    data_cfg.references_per_batch, seed=train_cfg.seed,
+                                    cache=data_cfg.cache_decoded,
+                                    deterministic=train_cfg.deterministic)
+    images = tf.data.make_one_shot_iterator(dataset).get_next()
+
+    with tf.device(device_name):
+        # ---- network: one backbone, one pass, scores [references, levels]
+        global_step = tf.train.get_or_create_global_step()
+        scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images), data_cfg.levels,
+                                    is_training=True)
+        scorer = Scorer.in_graph(network_fn, views)
+
+        # ---- start: scratch, a pretrained package, or a checkpoint (head excluded)
+        init_fn, _ = loop.build_init_fn(config.init, network_fn, log)
+
+        # ---- loss: ranking hinge over every ordered pair, plus weight decay
+        rank_loss = loss_fn(scores, train_cfg.margin)
+        total_loss = tf.add(rank_loss, tf.losses.get_regularization_loss(), name="total_loss")
+        variables_to_train, update_ops = loop.select_trainable(train_cfg.trainable_scopes,
+                                                               "train.trainable_scopes")
+        train_op, learning_rate = loop.build_train_op(
+            total_loss, config.optim, global_step, variables_to_train=variables_to_train,
+            update_ops=update_ops)
+
+    eval_path = os.path.join(train_dir, rundir.EVAL_NAME)
+    eval_fn = loop.eval_writer(build_rank_evaluator(scorer, held_out, log), eval_path)
+    rundir.write_run_info(train_dir, "rank", config, config.net.name, data_cfg.crop_size, views)
+
+    # ---- loop
+    result = loop.run_loop(
+        train_dir, train_op, train_cfg.max_steps, train_cfg,
+        scalars={"loss": rank_loss, "total_loss": total_loss, "learning_rate": learning_rate,
+                 "rank_accuracy": losses.ranking_accuracy(scores)},
+        init_fn=init_fn, eval_fn=eval_fn, log=log,
+        images_per_step=data_cfg.references_per_batch * data_cfg.levels)
+    result["eval_path"] = eval_path if eval_fn else None
+    return result

@@ -1,0 +1,30 @@
+"""What a non-editable install carries: the shipped configs the demo and `--config NAME` need."""
+
+import glob
+import os
+import subprocess
+import sys
+import zipfile
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_wheel_carries_the_configs_and_the_demo_finds_them_from_another_folder(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-build-isolation", "-w", str(tmp_path / "wheel"), ROOT],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = glob.glob(str(tmp_path / "wheel" / "rankiqa-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp_path / "site")
+    shipped = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+    assert sorted(os.listdir(tmp_path / "site" / "rankiqa" / "configs")) == shipped
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import os, rankiqa.demo as d; "
+            "print(d.RANK_CONFIG); assert os.path.isfile(d.FINETUNE_CONFIG)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=elsewhere,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(tmp_path / "site" / "rankiqa" / "configs" / "rank_tiny.yaml")
