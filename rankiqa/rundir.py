@@ -75,3 +75,36 @@ def find_run_info(model):
     if os.path.isfile(os.path.join(folder, RUN_INFO_NAME)):
         return read_run_info(folder)
     return {}
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output(out, inputs=(), force=False, option="the output"):
+    """Refuses, before any work: an existing `out` without `force`, and an `out` that is, holds
+    or lies inside one of `inputs` (replacing it would delete what is being read)."""
+    for source in inputs:
+        if source and os.path.exists(source) and (_inside(out, source) or _inside(source, out)):
+            raise InputError(f"{option} {out} is, holds or lies inside the input {source}; "
+                             "choose another output")
+    if os.path.exists(out) and not force:
+        raise FileExistsError(f"{out} already exists; pass --force to replace it")
+
+
+def replace_path(tmp, out):
+    """Moves the finished `tmp` to `out`. An existing `out` is renamed aside first and deleted
+    last, so an interruption leaves the old output or the new one whole, never half of one."""
+    import shutil
+
+    aside = None
+    if os.path.lexists(out):
+        aside = f"{out.rstrip(os.sep)}.partial-old-{os.getpid()}"
+        os.rename(out, aside)
+    os.rename(tmp, out)
+    if aside is not None:
+        if os.path.isdir(aside) and not os.path.islink(aside):
+            shutil.rmtree(aside)
+        else:
+            os.remove(aside)

@@ -110,3 +110,30 @@ def test_sources_from_a_list_file(photo_dir, tmp_path):
     listing.write_text("missing.png\n")
     with pytest.raises(FileNotFoundError, match="lists 1 missing files"):
         make_rank_data(str(listing), str(tmp_path / "out2"), ["gblur"])
+
+
+def test_force_never_leaves_a_half_deleted_output_and_never_deletes_its_input(photo_dir, tmp_path,
+                                                                              monkeypatch):
+    out = tmp_path / "out"
+    make_rank_data(photo_dir, str(out), ["gblur"])
+    before = sorted(os.listdir(out / "images"))
+    # interrupted between setting the old output aside and moving the new one in
+    real_rename, calls = os.rename, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_rank_data(photo_dir, str(out), ["gblur"], force=True)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not out.exists()  # nothing that looks finished
+    (aside,) = [p for p in os.listdir(tmp_path) if p.startswith("out.partial-old-")]
+    assert sorted(os.listdir(tmp_path / aside / "images")) == before  # the old one, whole
+    for bad_out in (photo_dir, os.path.join(photo_dir, "inner")):
+        with pytest.raises(ValueError, match="is, holds or lies inside the input"):
+            make_rank_data(photo_dir, bad_out, ["gblur"], force=True)
+    assert len(os.listdir(photo_dir)) == 6

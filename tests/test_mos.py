@@ -104,3 +104,27 @@ def test_split_at_random_without_references():
     assert len(parts["val"]) == 10 and len(parts["train"]) == 40
     with pytest.raises(ValueError, match="leave some training data"):
         mos.split(items, 0.6, 0.5)
+
+
+def test_repeated_images_and_scores_out_of_range_are_refused(tmp_path):
+    touch_images(tmp_path / "images", ["a.jpg", "b.jpg"])
+    (tmp_path / "mos.csv").write_text("image,mos\na.jpg,0.5\nb.jpg,0.2\na.jpg,0.7\n")
+    with pytest.raises(ListError, match=r"1 images are listed more than once \(e.g. \['a.jpg'\]\)"):
+        mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+    (tmp_path / "mos.csv").write_text("image,mos\na.jpg,81\nb.jpg,20\n")  # a 0-100 file
+    with pytest.raises(ListError, match=r"a.jpg has score 81, outside biq2021's range 0-1 "
+                                        r"\(MOS 0-1\); is data.dataset right\?"):
+        mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+
+
+def test_loaded_splits_never_share_an_image(tmp_path):
+    from rankiqa.config import MosDataConfig
+
+    names = [f"i{k}.png" for k in range(30)]
+    touch_images(tmp_path / "images", names)
+    (tmp_path / "mos.csv").write_text("image,mos\n" + "".join(f"{n},{k / 30}\n"
+                                                            for k, n in enumerate(names)))
+    parts = mos.load_splits(MosDataConfig(dataset="biq2021", label_file=str(tmp_path / "mos.csv"),
+                                          val_fraction=0.2, test_fraction=0.1))
+    sets = [{it.path for it in parts[k]} for k in ("train", "val", "test")]
+    assert [len(s) for s in sets] == [21, 6, 3] and len(set.union(*sets)) == 30

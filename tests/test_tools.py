@@ -273,3 +273,34 @@ def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_pa
     result = invoke("merge-ckpt", foreign, stage_one, "--output", tmp_path / "m")
     assert result.exit_code == 0, result.output
     assert tf.train.load_variable(str(tmp_path / "m"), "other/scale") == 2.5
+
+
+def test_outputs_are_never_inputs_and_files_need_force(stage_one, tmp_path):
+    for args in (("merge-ckpt", stage_one, "--output", stage_one, "--force"),
+                 ("export-savedmodel", stage_one, stage_one, "--force"),
+                 ("export-npy", stage_one, os.path.join(stage_one, "w.npz"), "--force")):
+        result = invoke(*args)
+        assert result.exit_code == 1 and "is, holds or lies inside the input" in result.stderr
+    assert os.path.isfile(os.path.join(stage_one, "rankiqa.json"))
+    for command, out in (("export-npy", tmp_path / "w.npz"), ("export-pb", tmp_path / "m.pb")):
+        assert invoke(command, stage_one, out).exit_code == 0
+        first = out.read_bytes()
+        result = invoke(command, stage_one, out)
+        assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+        assert out.read_bytes() == first
+        assert invoke(command, stage_one, out, "--force").exit_code == 0
+
+
+def test_merge_one_checkpoint_under_two_scopes(tmp_path):
+    one = save_tiny_model(tmp_path / "one", 1)
+    result = invoke("merge-ckpt", one, one, "--output", tmp_path / "m",
+                    "--prefix", f"{one}=model1/", "--prefix", f"{one}=model2/")
+    assert result.exit_code == 0, result.output
+    names = [n for n, _ in tf.train.list_variables(str(tmp_path / "m"))]
+    count = len(tf.train.list_variables(one))
+    assert len(names) == 2 * count
+    assert f"{count} variables from {one} as model1/" in result.stderr
+    assert f"{count} variables from {one} as model2/" in result.stderr
+    result = invoke("merge-ckpt", one, one, "--output", tmp_path / "m2", "--prefix",
+                    f"{one}=model1/")
+    assert result.exit_code == 1 and "is given 2 times with 1 --prefix" in result.stderr
