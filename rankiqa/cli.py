@@ -115,8 +115,15 @@ def views_from(crop_size, crops, crop_mode, default):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rankiqa")
-def main():
+@click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
+              help="Refuse images of more pixels than this as bad images (a decompression "
+                   "bomb claims a huge picture in a small file) [default: Pillow's, 89,478,485].")
+def main(max_pixels):
     """rankiqa: learn image quality from rankings, then from real scores."""
+    if max_pixels:
+        from rankiqa.data import views
+
+        views.set_max_pixels(max_pixels)
 
 
 @main.command("make-rank-data")
@@ -125,8 +132,9 @@ def main():
 @click.option("--distortions", default="gblur,wn,jpeg,jp2k", show_default=True,
               help="Comma-separated families, or 'all'.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
-@click.option("--max-side", type=int, default=0, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes.")
+@click.option("--max-side", type=click.IntRange(min=0), default=0, show_default=True,
               help="Shrink references whose longer side exceeds this (0: keep).")
 @click.option("--skip-bad", is_flag=True, help="Skip and count unreadable files instead of failing.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")

@@ -7,8 +7,12 @@ TensorBoard events. JSON is written aside and renamed into place, so a reader ne
 file. The device and session settings that every graph here runs with live here too.
 """
 
+import contextlib
 import json
 import os
+import re
+import socket
+import time
 
 from rankiqa.compat import tf
 from rankiqa.config import to_dict
@@ -108,3 +112,138 @@ def replace_path(tmp, out):
             shutil.rmtree(aside)
         else:
             os.remove(aside)
+
+
+# --------------------------------------------------------------------------- locks
+
+
+LOCK_NAME = ".lock"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def locked(folder, command, log=None):
+    """Holds `folder` for one process: a second command on it is refused with the holder's
+    pid, host and start time. A lock left by a dead process on this host is taken over (with a
+    notice through `log`); one from another host must be removed by hand, as the message says.
+    """
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_NAME)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+          "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(me, f)
+    try:
+        for _ in range(3):
+            try:
+                os.link(tmp, path)  # atomic: the lock appears with its content, or not at all
+                break
+            except FileExistsError:
+                try:
+                    holder = read_json(path)
+                except (OSError, ValueError):
+                    holder = {}
+                if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0))):
+                    if log:
+                        log(f"notice: taking over the lock of process {holder.get('pid')}, "
+                            f"which is gone ({path})")
+                    os.remove(path)
+                    continue
+                raise InputError(
+                    f"{folder} is in use by {holder.get('command', 'another rankiqa command')} "
+                    f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
+                    f"{holder.get('since', '?')}); wait for it to end, or, if that process is "
+                    f"gone, delete {path}") from None
+        else:
+            raise InputError(f"could not lock {folder}; delete {path} if no command uses it")
+    finally:
+        os.remove(tmp)
+    try:
+        yield
+    finally:
+        try:
+            if read_json(path).get("pid") == me["pid"]:
+                os.remove(path)
+        except (OSError, ValueError):
+            pass
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT = re.compile(r"^" + re.escape(CHECKPOINT_NAME) + r"-(\d+)\.index$")
+# what an interrupted write leaves: TF's tempstate shards and our own atomic-write siblings
+_TEMPORARY = re.compile(r"(_temp$|tempstate|\.tmp-\d+$|\.partial-)")
+
+
+def checkpoints_on_disk(folder):
+    """``[(step, prefix)]`` of the ``model.ckpt-STEP`` checkpoints in `folder`, newest first,
+    found by listing the folder (the ``checkpoint`` index may be missing or name another
+    folder's files)."""
+    found = []
+    for name in os.listdir(folder):
+        match = _CHECKPOINT.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(folder, name[:-len(".index")])))
+    return sorted(found, reverse=True)
+
+
+def checkpoint_problem(prefix):
+    """None when every tensor of checkpoint `prefix` reads back, else what went wrong."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, OSError, IndexError) as e:  # IndexError: truncated
+        return str(e).splitlines()[0][:200]
+    return None
+
+
+def latest_checkpoint(folder, verify=False, log=None):
+    """The newest checkpoint prefix in `folder` (None when it holds none), by listing it.
+
+    With `verify`, every tensor is read back and an unreadable checkpoint (truncated, cut by a
+    kill) is passed over for the one before, with a warning through `log`.
+
+    Raises:
+      InputError: the folder holds checkpoints but none can be read.
+    """
+    found = checkpoints_on_disk(folder) if os.path.isdir(folder) else []
+    for step, prefix in found:
+        problem = checkpoint_problem(prefix) if verify else None
+        if problem is None:
+            return prefix
+        if log:
+            log(f"warning: {prefix} cannot be read ({problem}); using the one before")
+    if found:
+        raise InputError(f"{folder} holds {len(found)} checkpoints but none can be read; move "
+                         "them away to start over")
+    return None
+
+
+def write_checkpoint_index(folder, prefixes):
+    """Rewrites the ``checkpoint`` index with names relative to `folder` (newest last), so the
+    folder can be copied or moved and still restores its own weights."""
+    names = [os.path.basename(p) for p in prefixes]
+    tf.train.update_checkpoint_state(folder, names[-1], names)
+
+
+def remove_temporaries(folder, log=None):
+    """Deletes what interrupted writes left in `folder` (call while holding its lock)."""
+    import shutil
+
+    for name in sorted(os.listdir(folder)):
+        if _TEMPORARY.search(name) and not name.startswith(LOCK_NAME):
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            if log:
+                log(f"removed {path}, left by an interrupted run")

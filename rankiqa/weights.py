@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from rankiqa import pretrained
+from rankiqa import pretrained, rundir
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError
 
@@ -49,7 +49,12 @@ def resolve_checkpoint(path):
     if path is None:
         raise CheckpointError("no checkpoint given")
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        # by listing the folder: its index may name another folder's files (a copied run)
+        latest = rundir.latest_checkpoint(path)
+        if latest is None:
+            indexed = tf.train.latest_checkpoint(path)  # e.g. merge-ckpt's model.ckpt
+            if indexed and os.path.dirname(os.path.abspath(indexed)) == os.path.abspath(path):
+                latest = indexed
         if latest is None:
             raise CheckpointError(f"{path} is a folder with no checkpoint in it")
         return latest
@@ -249,7 +254,7 @@ def build_init(source, variables=None, exclude_scopes=(), source_scope=None, sco
         for var, source_name in pairs:
             try:
                 value = opened.read(source_name)
-            except (tf.errors.OpError, ValueError) as e:
+            except (tf.errors.OpError, ValueError, IndexError) as e:  # IndexError: truncated
                 raise CheckpointError(f"cannot read {source_name} from {opened.name}: {e}") from None
             var.load(value, session)
 

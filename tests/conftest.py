@@ -48,11 +48,13 @@ def stage_one(rank_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def label_file(rank_data, tmp_path_factory):
-    """A generic CSV over the rank data, score falling with the level (references kept)."""
+    """A generic CSV over the rank data, score falling with the level (references kept); each
+    pristine image once: 6 references x (4 families x 5 levels + 1) = 126 images."""
     from rankiqa.data import lists, mos
 
-    items = [mos.ScoredImage(p, 1.0 - k / 5, 1.0 - k / 5, g.reference, g.distortion)
-             for g in lists.read_rank_list(rank_data) for k, p in enumerate(g.paths)]
+    items = {p: mos.ScoredImage(p, 1.0 - k / 5, 1.0 - k / 5, g.reference, g.distortion)
+             for g in lists.read_rank_list(rank_data) for k, p in enumerate(g.paths)}
+    items = list(items.values())
     path = tmp_path_factory.mktemp("labels") / "labels.csv"
     mos.write_generic_csv(str(path), items)
     return str(path)

@@ -89,3 +89,37 @@ def test_training_and_evaluation_upscale_alike():
     assert trained.shape == evaluated.shape == (40, 60, 3) and trained.dtype == np.uint8
     assert np.abs(trained.astype(int) - evaluated.astype(int)).mean() < 1
     np.testing.assert_array_equal(large, photo(50, 60))  # large enough: unchanged
+
+
+def test_sixteen_bit_grey_and_other_modes_decode_as_tensorflow_does(tmp_path):
+    """The Pillow path (scoring, make-rank-data) and TensorFlow's (training) agree on 16-bit
+    grey, palette, grey-with-alpha and RGBA PNGs; EXIF orientation is applied by neither."""
+    from rankiqa.compat import tf
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    Image.fromarray(rng.integers(0, 65536, (8, 10)).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    path = tf.placeholder(tf.string)
+    decoded = views.decode_image(path)
+    with tf.Session() as sess:
+        for name in ("g16.png", "p.png", "la.png", "rgba.png"):
+            ours = views.load_image(str(tmp_path / name))
+            np.testing.assert_array_equal(ours, sess.run(decoded, {path: str(tmp_path / name)}))
+        assert views.load_image(str(tmp_path / "rotated.jpg")).shape == (8, 10, 3)
+        assert sess.run(decoded, {path: str(tmp_path / "rotated.jpg")}).shape == (8, 10, 3)
+    grey = views.load_image(str(tmp_path / "g16.png"))
+    assert 60 < grey.mean() < 200  # not clipped to white
+
+
+def test_decompression_bombs_are_bad_images(tmp_path, monkeypatch):
+    Image.fromarray(photo(60, 80)).save(tmp_path / "big.png")
+    monkeypatch.setattr(views, "MAX_PIXELS", 1000)
+    with pytest.raises(views.BadImageError, match=r"big.png: 80x60 pixels, over the limit of "
+                                                  r"1,000 \(--max-pixels\)"):
+        views.load_image(str(tmp_path / "big.png"))

@@ -55,7 +55,8 @@ def _rng(seed, reference, family):
 
 def _process_reference(job):
     """Worker: one reference -> its files and rank rows. Returns (rows, skipped_families, error)."""
-    path, name, out_root, families, seed, max_side = job
+    path, name, out_root, families, seed, max_side, max_pixels = job
+    views.set_max_pixels(max_pixels)  # a spawned worker starts with the default
     try:
         image = views.load_image(path, max_side)
     except BadImageError as e:
@@ -124,7 +125,8 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
     os.makedirs(partial)
     try:
         names = _reference_names(paths)
-        jobs = [(p, n, partial, tuple(families), seed, max_side) for p, n in zip(paths, names)]
+        jobs = [(p, n, partial, tuple(families), seed, max_side, views.MAX_PIXELS)
+                for p, n in zip(paths, names)]
         rows, bad, skipped_families = [], [], {}
         results = _run_jobs(jobs, workers)
         for done, (job, (ref_rows, skipped, error)) in enumerate(zip(jobs, results), start=1):

@@ -42,23 +42,54 @@ class BadImageError(InputError):
 # --------------------------------------------------------------------------- loading
 
 
+# Pillow's own guard against decompression bombs (a small file claiming a huge picture); an
+# image over it is a bad image like any other. `set_max_pixels` (the CLI's --max-pixels).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+def set_max_pixels(limit):
+    global MAX_PIXELS
+    if limit < 1:
+        raise InputError(f"--max-pixels must be >= 1, got {limit}")
+    MAX_PIXELS = Image.MAX_IMAGE_PIXELS = int(limit)
+
+
+def _to_rgb(im):
+    """Pillow image -> uint8 RGB. 16- and 32-bit grey keep their top 8 bits, as TensorFlow's
+    decoder does (Pillow's convert would clip them to white); palette, grey, CMYK and alpha
+    images convert as Pillow does. EXIF orientation is not applied, here or in TensorFlow."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im).astype(np.int64)
+        top = 8 if im.mode.startswith("I;16") or grey.max() < 65536 else 24
+        grey = np.clip(grey >> top, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
+
+
 def load_image(path, max_side=0):
     """uint8 RGB ``[H, W, 3]``, the longer side reduced to `max_side` (Lanczos) if > 0.
 
     Raises:
-      BadImageError: a truncated, unreadable or non-image file.
+      BadImageError: a truncated, unreadable or non-image file, or one over `MAX_PIXELS`.
     """
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise BadImageError(f"{path}: {im.width}x{im.height} pixels, over the limit of "
+                                    f"{MAX_PIXELS:,} (--max-pixels)")
             im.load()  # decode fully now: a truncated JPEG fails here, not later
-            im = im.convert("RGB")
-            if max_side and max(im.size) > max_side:
-                scale = max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                               Image.LANCZOS)
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            rgb = _to_rgb(im)
+    except BadImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as e:
         raise BadImageError(f"{path}: not a readable image ({e})") from None
+    h, w = rgb.shape[:2]
+    if max_side and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
+    return rgb
 
 
 def image_size(path):
@@ -66,7 +97,8 @@ def image_size(path):
     try:
         with Image.open(path) as im:
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as e:
         raise BadImageError(f"{path}: not a readable image ({e})") from None
 
 

@@ -34,7 +34,6 @@ def build_rank_evaluator(scorer, groups, log):
     if not groups:
         return None
     views = scorer.views
-    history = []
 
     def eval_fn(sess, step):
         all_scores = np.stack([  # [groups, levels]
@@ -46,11 +45,10 @@ def build_rank_evaluator(scorer, groups, log):
             rows = [k for k, g in enumerate(groups) if g.distortion == family]
             per_family[family] = metrics.rank_accuracy(all_scores[rows])
         accuracy = metrics.rank_accuracy(all_scores)
-        history.append({"step": step, "rank_accuracy": accuracy})
         result = {"step": step, "rank_accuracy": accuracy, "per_distortion": per_family,
                   "held_out_references": sorted({g.reference for g in groups}),
                   "groups": len(groups), "crops": views.count, "crop_size": views.crop,
-                  "views": views.as_dict(), "history": list(history)}
+                  "views": views.as_dict()}
         log(f"held-out rank_accuracy {accuracy:.4f} at step {step} "
             f"({', '.join(f'{k} {v:.3f}' for k, v in per_family.items())})")
         return result
@@ -77,55 +75,56 @@ def train(config, train_dir, device="auto", log=print):
                                      batch_norm_decay=config.net.batch_norm_decay)
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
     views = held_out_views(data_cfg)
-    device_name = loop.start_graph(train_dir, train_cfg, device)
+    # one process per run folder: a second command on it is refused
+    with rundir.locked(train_dir, "train-rank", log):
+        device_name = loop.start_graph(train_dir, train_cfg, device)
 
-    # ---- data: whole references held out, so accuracy is measured on unseen content
-    groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
-                                  distortions=data_cfg.distortions)
-    train_groups, held_out = lists.split_by_reference(groups, data_cfg.holdout_references,
-                                                      train_cfg.seed)
-    if len(train_groups) < data_cfg.references_per_batch:
-        raise InputError(f"{len(train_groups)} training groups cannot fill a batch of "
-                         f"data.references_per_batch={data_cfg.references_per_batch}")
-    pipeline.check_sizes(train_groups, data_cfg.crop_size)
-    pipeline.check_sizes(held_out, views.crop)
-    log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
-        f"({data_cfg.holdout_references} references)")
-    dataset = pipeline.rank_dataset(train_groups, data_cfg.crop_size,
-                                    data_cfg.references_per_batch, seed=train_cfg.seed,
-                                    cache=data_cfg.cache_decoded,
-                                    deterministic=train_cfg.deterministic)
-    images = tf.data.make_one_shot_iterator(dataset).get_next()
+        # ---- data: whole references held out, so accuracy is measured on unseen content
+        groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
+                                      distortions=data_cfg.distortions)
+        train_groups, held_out = lists.split_by_reference(groups, data_cfg.holdout_references,
+                                                          train_cfg.seed)
+        if len(train_groups) < data_cfg.references_per_batch:
+            raise InputError(f"{len(train_groups)} training groups cannot fill a batch of "
+                             f"data.references_per_batch={data_cfg.references_per_batch}")
+        pipeline.check_sizes(train_groups, data_cfg.crop_size)
+        pipeline.check_sizes(held_out, views.crop)
+        log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
+            f"({data_cfg.holdout_references} references)")
+        dataset = pipeline.rank_dataset(train_groups, data_cfg.crop_size,
+                                        data_cfg.references_per_batch, seed=train_cfg.seed,
+                                        cache=data_cfg.cache_decoded,
+                                        deterministic=train_cfg.deterministic)
+        images = tf.data.make_one_shot_iterator(dataset).get_next()
 
-    with tf.device(device_name):
-        # ---- network: one backbone, one pass, scores [references, levels]
-        global_step = tf.train.get_or_create_global_step()
-        scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images), data_cfg.levels,
-                                    is_training=True)
-        scorer = Scorer.in_graph(network_fn, views)
+        with tf.device(device_name):
+            # ---- network: one backbone, one pass, scores [references, levels]
+            global_step = tf.train.get_or_create_global_step()
+            scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images), data_cfg.levels,
+                                        is_training=True)
+            scorer = Scorer.in_graph(network_fn, views)
 
-        # ---- start: scratch, a pretrained package, or a checkpoint (head excluded)
-        init_fn, _ = loop.build_init_fn(config.init, network_fn, log)
+            # ---- start: scratch, a pretrained package, or a checkpoint (head excluded)
+            init_fn, _ = loop.build_init_fn(config.init, network_fn, log)
 
-        # ---- loss: ranking hinge over every ordered pair, plus weight decay
-        rank_loss = loss_fn(scores, train_cfg.margin)
-        total_loss = tf.add(rank_loss, tf.losses.get_regularization_loss(), name="total_loss")
-        variables_to_train, update_ops = loop.select_trainable(train_cfg.trainable_scopes,
-                                                               "train.trainable_scopes")
-        train_op, learning_rate = loop.build_train_op(
-            total_loss, config.optim, global_step, variables_to_train=variables_to_train,
-            update_ops=update_ops)
+            # ---- loss: ranking hinge over every ordered pair, plus weight decay
+            rank_loss = loss_fn(scores, train_cfg.margin)
+            total_loss = tf.add(rank_loss, tf.losses.get_regularization_loss(), name="total_loss")
+            variables_to_train, update_ops = loop.select_trainable(train_cfg.trainable_scopes,
+                                                                   "train.trainable_scopes")
+            train_op, learning_rate = loop.build_train_op(
+                total_loss, config.optim, global_step, variables_to_train=variables_to_train,
+                update_ops=update_ops)
 
-    eval_path = os.path.join(train_dir, rundir.EVAL_NAME)
-    eval_fn = loop.eval_writer(build_rank_evaluator(scorer, held_out, log), eval_path)
-    rundir.write_run_info(train_dir, "rank", config, config.net.name, data_cfg.crop_size, views)
+        eval_fn = build_rank_evaluator(scorer, held_out, log)
+        rundir.write_run_info(train_dir, "rank", config, config.net.name, data_cfg.crop_size, views)
 
-    # ---- loop
-    result = loop.run_loop(
-        train_dir, train_op, train_cfg.max_steps, train_cfg,
-        scalars={"loss": rank_loss, "total_loss": total_loss, "learning_rate": learning_rate,
-                 "rank_accuracy": losses.ranking_accuracy(scores)},
-        init_fn=init_fn, eval_fn=eval_fn, log=log,
-        images_per_step=data_cfg.references_per_batch * data_cfg.levels)
-    result["eval_path"] = eval_path if eval_fn else None
-    return result
+        # ---- loop
+        result = loop.run_loop(
+            train_dir, train_op, train_cfg.max_steps, train_cfg,
+            scalars={"loss": rank_loss, "total_loss": total_loss, "learning_rate": learning_rate,
+                     "rank_accuracy": losses.ranking_accuracy(scores)},
+            init_fn=init_fn, eval_fn=eval_fn, log=log,
+            images_per_step=data_cfg.references_per_batch * data_cfg.levels)
+        result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
+        return result

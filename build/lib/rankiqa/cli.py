@@ -115,8 +115,15 @@ def views_from(crop_size, crops, crop_mode, default):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rankiqa")
-def main():
+@click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
+              help="Refuse images of more pixels than this as bad images (a decompression "
+                   "bomb claims a huge picture in a small file) [default: Pillow's, 89,478,485].")
+def main(max_pixels):
     """rankiqa: learn image quality from rankings, then from real scores."""
+    if max_pixels:
+        from rankiqa.data import views
+
+        views.set_max_pixels(max_pixels)
 
 
 @main.command("make-rank-data")
@@ -125,8 +132,9 @@ def main():
 @click.option("--distortions", default="gblur,wn,jpeg,jp2k", show_default=True,
               help="Comma-separated families, or 'all'.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
-@click.option("--max-side", type=int, default=0, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes.")
+@click.option("--max-side", type=click.IntRange(min=0), default=0, show_default=True,
               help="Shrink references whose longer side exceeds this (0: keep).")
 @click.option("--skip-bad", is_flag=True, help="Skip and count unreadable files instead of failing.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
@@ -315,13 +323,14 @@ def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode,
 @click.option("--include", multiple=True, help="Keep only these scopes (repeatable).")
 @click.option("--exclude", multiple=True, help="Drop these scopes (repeatable).")
 @click.option("--all-variables", is_flag=True, help="Keep optimizer slots and the global step.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @handle_errors
-def export_npy_cmd(checkpoint, out, fmt, include, exclude, all_variables):
+def export_npy_cmd(checkpoint, out, fmt, include, exclude, all_variables, force):
     """Write CHECKPOINT's variables to OUT as {name: array}."""
     from rankiqa.tools import export
 
     arrays = export.export_arrays(checkpoint, out, fmt, include, exclude,
-                                  model_only=not all_variables)
+                                  model_only=not all_variables, force=force)
     total = sum(a.size for a in arrays.values())
     log(f"wrote {len(arrays)} arrays ({total:,} values) to {out}")
 
@@ -330,12 +339,13 @@ def export_npy_cmd(checkpoint, out, fmt, include, exclude, all_variables):
 @click.argument("checkpoint", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @handle_errors
-def export_pb_cmd(checkpoint, out, net):
+def export_pb_cmd(checkpoint, out, net, force):
     """Freeze CHECKPOINT's scoring graph into OUT (.pb): images in, score out."""
     from rankiqa.tools import export
 
-    input_name, output_name = export.export_pb(checkpoint, out, net)
+    input_name, output_name = export.export_pb(checkpoint, out, net, force)
     click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
 
 
@@ -358,13 +368,14 @@ def export_savedmodel_cmd(checkpoint, out_dir, net, force):
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
 @click.option("--opset", type=int, default=13, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @handle_errors
-def export_onnx_cmd(checkpoint, out, net, opset):
+def export_onnx_cmd(checkpoint, out, net, opset, force):
     """Convert CHECKPOINT's frozen scoring graph to ONNX (needs the onnx extra)."""
     from rankiqa.tools import export
 
     try:
-        input_name, output_name = export.export_onnx(checkpoint, out, net, opset)
+        input_name, output_name = export.export_onnx(checkpoint, out, net, opset, force)
     except ImportError as e:
         raise UserError(str(e)) from None
     click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
@@ -387,10 +398,10 @@ def merge_ckpt_cmd(inputs, output, prefixes, prefer, force):
         if "=" not in item:
             raise UserError(f"--prefix {item!r}: expected IN=SCOPE/")
         key, scope = item.split("=", 1)
-        mapping[key] = scope
+        mapping.setdefault(key, []).append(scope)
     prefix, source = merge.merge_checkpoints(list(inputs), output, mapping, prefer, force)
-    for item in inputs:
-        log(f"{sum(1 for s in source.values() if s == item)} variables from {item}")
+    for label in dict.fromkeys(source.values()):
+        log(f"{sum(1 for s in source.values() if s == label)} variables from {label}")
     click.echo(prefix)
 
 

@@ -67,44 +67,44 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
     if aggregate not in scoring.AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(scoring.AGGREGATES)}")
     items = select_split(data_cfg, split)
-    os.makedirs(output_dir, exist_ok=True)
-    log(f"scoring {len(items)} images ({split}) with {views.count} {views.mode} views of "
-        f"{views.crop}² each")
-    per_crop, per_batch = [], max(1, batch_size // views.count)
-    with scoring.load_scorer(model, device=device, batch_size=batch_size) as scorer:
-        # images are decoded a batch at a time; image k's random views are seeded with k
-        for k in range(0, len(items), per_batch):
-            chunk = items[k:k + per_batch]
-            per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
-                                               range(k, k + len(chunk))))
-        net_name = scorer.net_name
-    per_crop = np.concatenate(per_crop)
-    aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
-    target = np.array([it.score for it in items])
-    summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
-               "split": split, "crops": views.count, "crop_mode": views.mode,
-               "crop_size": views.crop, "aggregate": aggregate,
-               "score_direction": "normalised MOS in [0, 1], higher is better"}
-    for name, predicted in aggregated.items():
-        summary[name] = metrics.summary(predicted, target)
-    summary.update(summary[aggregate])
-    distortions = sorted({it.distortion for it in items if it.distortion})
-    if distortions:
-        summary["per_distortion"] = {}
-        for d in distortions:
-            rows = [i for i, it in enumerate(items) if it.distortion == d]
-            if len(rows) >= 3:
-                summary["per_distortion"][d] = metrics.summary(aggregated[aggregate][rows],
-                                                               target[rows])
-    predicted = aggregated[aggregate]
-    with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
-        for it, p in zip(items, predicted):
-            writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
-                             it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
-    scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
-                f"{data_cfg.dataset} {split}: SROCC {summary['srocc']:.3f} "
-                f"PLCC {summary['plcc']:.3f} (n={len(items)})")
-    rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
-    return summary
+    with rundir.locked(output_dir, "evaluate", log):
+        log(f"scoring {len(items)} images ({split}) with {views.count} {views.mode} views of "
+            f"{views.crop}² each")
+        per_crop, per_batch = [], max(1, batch_size // views.count)
+        with scoring.load_scorer(model, device=device, batch_size=batch_size) as scorer:
+            # images are decoded a batch at a time; image k's random views are seeded with k
+            for k in range(0, len(items), per_batch):
+                chunk = items[k:k + per_batch]
+                per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
+                                                   range(k, k + len(chunk))))
+            net_name = scorer.net_name
+        per_crop = np.concatenate(per_crop)
+        aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
+        target = np.array([it.score for it in items])
+        summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
+                   "split": split, "crops": views.count, "crop_mode": views.mode,
+                   "crop_size": views.crop, "aggregate": aggregate,
+                   "score_direction": "normalised MOS in [0, 1], higher is better"}
+        for name, predicted in aggregated.items():
+            summary[name] = metrics.summary(predicted, target)
+        summary.update(summary[aggregate])
+        distortions = sorted({it.distortion for it in items if it.distortion})
+        if distortions:
+            summary["per_distortion"] = {}
+            for d in distortions:
+                rows = [i for i, it in enumerate(items) if it.distortion == d]
+                if len(rows) >= 3:
+                    summary["per_distortion"][d] = metrics.summary(aggregated[aggregate][rows],
+                                                                   target[rows])
+        predicted = aggregated[aggregate]
+        with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
+            for it, p in zip(items, predicted):
+                writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
+                                 it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
+        scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
+                    f"{data_cfg.dataset} {split}: SROCC {summary['srocc']:.3f} "
+                    f"PLCC {summary['plcc']:.3f} (n={len(items)})")
+        rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+        return summary

@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from rankiqa import rundir
 from rankiqa.data import distortions as distortions_lib
 from rankiqa.data import lists, views
 from rankiqa.data.views import BadImageError
@@ -54,7 +55,8 @@ def _rng(seed, reference, family):
 
 def _process_reference(job):
     """Worker: one reference -> its files and rank rows. Returns (rows, skipped_families, error)."""
-    path, name, out_root, families, seed, max_side = job
+    path, name, out_root, families, seed, max_side, max_pixels = job
+    views.set_max_pixels(max_pixels)  # a spawned worker starts with the default
     try:
         image = views.load_image(path, max_side)
     except BadImageError as e:
@@ -115,8 +117,7 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
     if not paths:
         raise FileNotFoundError(f"SRC_DIR {src_dir} holds no files")
     out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not force:
-        raise FileExistsError(f"OUT_DIR {out_dir} already exists; pass --force to replace it")
+    rundir.check_output(out_dir, [src_dir] + paths, force, "OUT_DIR")
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     partial = f"{out_dir}.partial-{os.getpid()}"
@@ -124,7 +125,8 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
     os.makedirs(partial)
     try:
         names = _reference_names(paths)
-        jobs = [(p, n, partial, tuple(families), seed, max_side) for p, n in zip(paths, names)]
+        jobs = [(p, n, partial, tuple(families), seed, max_side, views.MAX_PIXELS)
+                for p, n in zip(paths, names)]
         rows, bad, skipped_families = [], [], {}
         results = _run_jobs(jobs, workers)
         for done, (job, (ref_rows, skipped, error)) in enumerate(zip(jobs, results), start=1):
@@ -148,9 +150,7 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         }
         with open(os.path.join(partial, "manifest.json"), "w") as f:
             json.dump(summary, f, indent=2)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(partial, out_dir)
+        rundir.replace_path(partial, out_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -40,6 +40,7 @@ class DatasetSpec:
     higher_is_better: bool
     default_image_root: str = ""  # relative to the label file's folder
     note: str = ""
+    check_range: bool = True  # scores outside [low, high] mean the wrong file or dataset key
 
 
 def _fail(path, line_no, message):
@@ -183,7 +184,8 @@ datasets_map = {
     "kadid10k": DatasetSpec(read_kadid10k, 1.0, 5.0, True, "images", "1-5, higher better"),
     "koniq10k": DatasetSpec(read_koniq10k, 1.0, 5.0, True, "1024x768", "MOS 1-5"),
     "biq2021": DatasetSpec(read_biq2021, 0.0, 1.0, True, "images", "MOS 0-1"),
-    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "path,score; higher better"),
+    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "path,score; higher better",
+                       check_range=False),
 }
 
 
@@ -231,9 +233,13 @@ def read_dataset(kind, label_file, image_root=None, check_files=True):
                                   spec.default_image_root)
         if not os.path.isdir(image_root):
             image_root = os.path.dirname(os.path.abspath(label_file))
-    items = []
+    items, seen = [], {}
     span = spec.high - spec.low
     for rel, raw, reference, distortion in spec.reader(label_file, image_root):
+        if spec.check_range and not spec.low <= raw <= spec.high:
+            raise ListError(f"{label_file}: {rel} has score {raw:g}, outside {kind}'s range "
+                            f"{spec.low:g}-{spec.high:g} ({spec.note}); is data.dataset right?")
+        seen[rel] = seen.get(rel, 0) + 1
         path = rel if os.path.isabs(rel) else (_find_file(image_root, rel) if check_files
                                                else os.path.join(image_root, rel))
         if path is None or (check_files and not os.path.isfile(path)):
@@ -243,6 +249,11 @@ def read_dataset(kind, label_file, image_root=None, check_files=True):
                                  reference, distortion))
     if not items:
         raise ListError(f"{label_file}: no labelled images")
+    repeated = sorted(rel for rel, count in seen.items() if count > 1)
+    if repeated:
+        # a repeated image could land in training and validation at once
+        raise ListError(f"{label_file}: {len(repeated)} images are listed more than once "
+                        f"(e.g. {repeated[:3]}); list each image once")
     return items
 
 
@@ -282,6 +293,11 @@ def load_splits(data_cfg):
     items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
     parts = split(items, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
                   data_cfg.split_index)
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = {it.path for it in parts[a]} & {it.path for it in parts[b]}
+        if shared:  # the split is by unit; this guards the readers' paths
+            raise ListError(f"{data_cfg.label_file}: {len(shared)} images are in both {a} and "
+                            f"{b} (e.g. {sorted(shared)[:2]})")
     parts["all"] = items
     return parts
 

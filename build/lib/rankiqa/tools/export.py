@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 
-from rankiqa import scoring, weights
+from rankiqa import rundir, scoring, weights
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 
@@ -30,9 +30,11 @@ def _atomic_write(out, write):
                 os.remove(leftover)
 
 
-def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only=True):
+def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only=True,
+                  force=False):
     """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (the seed's ``np.save`` of a
     dict; loading needs ``allow_pickle=True``). Returns the arrays written."""
+    rundir.check_output(out, [checkpoint], force, "OUT")
     if fmt not in ("npz", "npy"):
         raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
     _, arrays = weights.checkpoint_arrays(checkpoint, include, exclude, model_only)
@@ -51,8 +53,9 @@ def frozen_graph_def(checkpoint, net=None):
         return frozen, scorer.images.name, scorer.score.name
 
 
-def export_pb(checkpoint, out, net=None):
+def export_pb(checkpoint, out, net=None, force=False):
     """Freezes the scoring graph into a GraphDef; returns (input name, output name)."""
+    rundir.check_output(out, [checkpoint], force, "OUT")
     frozen, input_name, output_name = frozen_graph_def(checkpoint, net)
     _atomic_write(out, lambda tmp: _write_bytes(tmp, frozen.SerializeToString()))
     return input_name, output_name
@@ -65,8 +68,7 @@ def _write_bytes(path, data):
 
 def export_savedmodel(checkpoint, out_dir, net=None, force=False):
     """A SavedModel with signature ``serving_default``: images -> score."""
-    if os.path.exists(out_dir) and not force:
-        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it")
+    rundir.check_output(out_dir, [checkpoint], force, "OUT_DIR")
     tmp = f"{out_dir.rstrip('/')}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -80,21 +82,20 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False):
             builder.save()
             names = scorer.images.name, scorer.score.name
         # the old export goes only once the new one is complete: a failed --force loses nothing
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        rundir.replace_path(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return names
 
 
-def export_onnx(checkpoint, out, net=None, opset=13):
+def export_onnx(checkpoint, out, net=None, opset=13, force=False):
     """Converts the frozen scoring graph to ONNX with tf2onnx (``pip install 'rankiqa[onnx]'``).
 
     Input ``rankiqa/images:0`` and output ``rankiqa/score:0`` keep their names. ONNX Runtime's
     float32 kernels differ from TensorFlow's in rounding (absolute differences near 2e-4 on
     resnet_v2_50); compare with a relative tolerance.
     """
+    rundir.check_output(out, [checkpoint], force, "OUT")
     try:
         import tf2onnx
     except ImportError:

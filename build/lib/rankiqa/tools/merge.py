@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 
+from rankiqa import rundir
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 from rankiqa.weights import CheckpointError, resolve_checkpoint
@@ -29,39 +30,51 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     Args:
       inputs: checkpoint prefixes or training directories.
       output: output directory; the checkpoint is ``output/model.ckpt``.
-      prefixes: ``{input: scope prefix}`` prepended to that input's names.
+      prefixes: ``{input: scope prefix or [prefixes]}`` prepended to that input's names; an
+        input given n times takes its n prefixes in order (one checkpoint under two scopes).
       prefer: an input whose value wins every clash it is part of.
       force: replace an existing output.
 
     Returns:
-      (checkpoint prefix written, ``{name: source input}``).
+      (checkpoint prefix written, ``{name: source}``), a source being the input, followed by
+      `` as PREFIX`` when it has one.
 
     Raises:
       MergeClash: clashing names (all listed); nothing is written.
     """
-    prefixes = dict(prefixes or {})
+    prefixes = {k: [v] if isinstance(v, str) else list(v) for k, v in (prefixes or {}).items()}
     unknown = sorted(set(prefixes) - set(inputs))
     if unknown:
         raise InputError(f"--prefix names {unknown}, which are not among the inputs")
+    for item in sorted(set(inputs)):
+        given, scopes = inputs.count(item), prefixes.get(item, [])
+        if given > 1 and scopes and len(scopes) != given:
+            raise InputError(f"{item} is given {given} times with {len(scopes)} --prefix; give "
+                             "one --prefix per occurrence (the k-th takes the k-th)")
+        if given == 1 and len(scopes) > 1:
+            raise InputError(f"{item} has {len(scopes)} --prefix but is given once")
+    seen = {}
     if prefer is not None and prefer not in inputs:
         raise InputError(f"--prefer {prefer} is not among the inputs")
-    if os.path.exists(output) and not force:
-        raise FileExistsError(f"{output} already exists; pass --force to replace it")
+    rundir.check_output(output, inputs, force, "--output")
     merged, source, clashes = {}, {}, []
     for item in inputs:
+        occurrence = seen[item] = seen.get(item, -1) + 1
+        scope = prefixes[item][occurrence] if item in prefixes else ""
+        label = f"{item} as {scope}" if scope else item
         reader = tf.train.load_checkpoint(resolve_checkpoint(item))
         for name in sorted(reader.get_variable_to_shape_map()):
             value = reader.get_tensor(name)
-            target = prefixes.get(item, "") + name
+            target = scope + name
             if target in merged:
                 same = (merged[target].dtype == value.dtype
                         and np.array_equal(merged[target], value))
-                if same or source[target] == prefer:
+                if same or source[target].split(" as ")[0] == prefer:
                     continue
                 if item != prefer:
-                    clashes.append(f"{target} (in {source[target]} and {item})")
+                    clashes.append(f"{target} (in {source[target]} and {label})")
                     continue
-            merged[target], source[target] = value, item
+            merged[target], source[target] = value, label
     if clashes:
         raise MergeClash(f"{len(clashes)} names clash; use --prefix IN=scope/ or --prefer IN: "
                          + "; ".join(clashes))
@@ -81,9 +94,7 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
                 saver.save(sess, os.path.join(tmp, MERGED_NAME), write_meta_graph=False)
             # the state file would name the temporary folder; a relative name survives the move
             tf.train.update_checkpoint_state(tmp, MERGED_NAME, [MERGED_NAME])
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(tmp, output)
+        rundir.replace_path(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(output, MERGED_NAME), source

@@ -31,14 +31,11 @@ def build_mos_evaluator(scorer, items, log):
     # decoded and cropped once: the validation set is scored at every evaluation
     stacks = scorer.views.stack([it.path for it in items])
     targets = np.array([it.score for it in items])
-    history = []
 
     def eval_fn(sess, step):
         predicted = scorer.view_scores(stacks, sess).mean(axis=1)
         result = metrics.summary(predicted, targets)
-        history.append({"step": step, "srocc": result["srocc"], "plcc": result["plcc"]})
-        result.update(step=step, history=list(history), crops=scorer.views.count,
-                      views=scorer.views.as_dict())
+        result.update(step=step, crops=scorer.views.count, views=scorer.views.as_dict())
         log(f"validation srocc {result['srocc']:.4f} plcc {result['plcc']:.4f} "
             f"({len(items)} images) at step {step}")
         return result
@@ -67,73 +64,71 @@ def train(config, train_dir, device="auto", log=print):
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
                                      batch_norm_decay=config.net.batch_norm_decay)
     loss_fn = losses.get_regression_loss_fn(train_cfg.loss)
-    device_name = loop.start_graph(train_dir, train_cfg, device)
+    # one process per run folder: a second command on it is refused
+    with rundir.locked(train_dir, "finetune", log):
+        device_name = loop.start_graph(train_dir, train_cfg, device)
 
-    # ---- data: a seeded split, by reference where the dataset has references
-    parts = mos.load_splits(data_cfg)
-    train_items = parts["train"]
-    if len(train_items) < data_cfg.batch_size:
-        raise InputError(f"{len(train_items)} training images cannot fill data.batch_size="
-                         f"{data_cfg.batch_size}")
-    log(f"{data_cfg.dataset}: {len(train_items)} training, {len(parts['val'])} validation, "
-        f"{len(parts['test'])} test images")
-    dataset = pipeline.mos_dataset([it.path for it in train_items],
-                                   [it.score for it in train_items], data_cfg.crop_size,
-                                   data_cfg.batch_size, seed=train_cfg.seed,
-                                   cache=data_cfg.cache_decoded,
-                                   deterministic=train_cfg.deterministic,
-                                   random_scale=data_cfg.random_scale)
-    images, targets = tf.data.make_one_shot_iterator(dataset).get_next()
+        # ---- data: a seeded split, by reference where the dataset has references
+        parts = mos.load_splits(data_cfg)
+        train_items = parts["train"]
+        if len(train_items) < data_cfg.batch_size:
+            raise InputError(f"{len(train_items)} training images cannot fill data.batch_size="
+                             f"{data_cfg.batch_size}")
+        log(f"{data_cfg.dataset}: {len(train_items)} training, {len(parts['val'])} validation, "
+            f"{len(parts['test'])} test images")
+        dataset = pipeline.mos_dataset([it.path for it in train_items],
+                                       [it.score for it in train_items], data_cfg.crop_size,
+                                       data_cfg.batch_size, seed=train_cfg.seed,
+                                       cache=data_cfg.cache_decoded,
+                                       deterministic=train_cfg.deterministic,
+                                       random_scale=data_cfg.random_scale)
+        images, targets = tf.data.make_one_shot_iterator(dataset).get_next()
 
-    with tf.device(device_name):
-        # ---- network: the stage-one backbone and a fresh one-score head
-        global_step = tf.train.get_or_create_global_step()
-        scores, _ = network_fn(network_fn.preprocess(images),
-                               is_training=not transfer.frozen_batch_norm)
-        scorer = Scorer.in_graph(network_fn, views)
+        with tf.device(device_name):
+            # ---- network: the stage-one backbone and a fresh one-score head
+            global_step = tf.train.get_or_create_global_step()
+            scores, _ = network_fn(network_fn.preprocess(images),
+                                   is_training=not transfer.frozen_batch_norm)
+            scorer = Scorer.in_graph(network_fn, views)
 
-        # ---- start: everything but the excluded scopes (default: the head)
-        init_fn, report = loop.build_init_fn(config.init, network_fn, log)
+            # ---- start: everything but the excluded scopes (default: the head)
+            init_fn, report = loop.build_init_fn(
+                config.init, network_fn, log, os.path.join(train_dir, RESTORE_REPORT_NAME))
 
-        # ---- loss: regression on normalised scores, plus weight decay
-        regression_loss = loss_fn(scores, targets)
-        total_loss = tf.add(regression_loss, tf.losses.get_regularization_loss(),
-                            name="total_loss")
-        variables_to_train, update_ops = loop.select_trainable(transfer.trainable_scopes,
-                                                               "finetune.trainable_scopes")
-        multipliers = {v: transfer.head_lr_multiplier for v in tf.trainable_variables()
-                       if weights.in_scopes(v.op.name, [network_fn.head_scope])
-                       and (variables_to_train is None or v in variables_to_train)}
-        train_op, learning_rate = loop.build_train_op(
-            total_loss, config.optim, global_step, variables_to_train=variables_to_train,
-            gradient_multipliers=multipliers or None, update_ops=update_ops)
+            # ---- loss: regression on normalised scores, plus weight decay
+            regression_loss = loss_fn(scores, targets)
+            total_loss = tf.add(regression_loss, tf.losses.get_regularization_loss(),
+                                name="total_loss")
+            variables_to_train, update_ops = loop.select_trainable(transfer.trainable_scopes,
+                                                                   "finetune.trainable_scopes")
+            multipliers = {v: transfer.head_lr_multiplier for v in tf.trainable_variables()
+                           if weights.in_scopes(v.op.name, [network_fn.head_scope])
+                           and (variables_to_train is None or v in variables_to_train)}
+            train_op, learning_rate = loop.build_train_op(
+                total_loss, config.optim, global_step, variables_to_train=variables_to_train,
+                gradient_multipliers=multipliers or None, update_ops=update_ops)
 
-    # ---- evaluation and the probe, both through the scoring branch
-    eval_path = os.path.join(train_dir, rundir.EVAL_NAME)
-    eval_fn = loop.eval_writer(build_mos_evaluator(scorer, parts["val"], log), eval_path)
-    probe_init = None
-    if transfer.probe:
-        probe_init = probe.build_probe_init(
-            scorer, [it.path for it in train_items], [it.score for it in train_items],
-            slim.get_model_variables(scope=network_fn.head_scope), transfer,
-            Views(data_cfg.crop_size, transfer.probe_crops, data_cfg.eval_crop_mode),
-            train_cfg.seed, log, os.path.join(train_dir, PROBE_REPORT_NAME))
-    if report is not None:
-        rundir.write_json_atomic(os.path.join(train_dir, RESTORE_REPORT_NAME), report.as_dict())
-    rundir.write_run_info(train_dir, "finetune", config, config.net.name, data_cfg.crop_size,
-                          views, init=config.init.source, score=SCORE_SCALE)
+        # ---- evaluation and the probe, both through the scoring branch
+        eval_fn = build_mos_evaluator(scorer, parts["val"], log)
+        probe_init = None
+        if transfer.probe:
+            probe_init = probe.build_probe_init(
+                scorer, [it.path for it in train_items], [it.score for it in train_items],
+                slim.get_model_variables(scope=network_fn.head_scope), transfer,
+                Views(data_cfg.crop_size, transfer.probe_crops, data_cfg.eval_crop_mode),
+                train_cfg.seed, log, os.path.join(train_dir, PROBE_REPORT_NAME))
+        rundir.write_run_info(train_dir, "finetune", config, config.net.name, data_cfg.crop_size,
+                              views, init=config.init.source, score=SCORE_SCALE)
 
-    # ---- loop
-    result = loop.run_loop(
-        train_dir, train_op, train_cfg.max_steps, train_cfg,
-        scalars={"loss": regression_loss, "total_loss": total_loss,
-                 "learning_rate": learning_rate},
-        # the probe fits the head last, on the features of the restored backbone; the
-        # evaluation after it is the frozen-backbone result (step 0 of the history)
-        init_fn=loop.chain_init_fns(init_fn, probe_init,
-                                    (lambda sess: eval_fn(sess, 0)) if probe_init and eval_fn
-                                    else None),
-        eval_fn=eval_fn, log=log, images_per_step=data_cfg.batch_size)
-    result["eval_path"] = eval_path if eval_fn else None
-    result["restore_report"] = report
-    return result
+        # ---- loop
+        result = loop.run_loop(
+            train_dir, train_op, train_cfg.max_steps, train_cfg,
+            scalars={"loss": regression_loss, "total_loss": total_loss,
+                     "learning_rate": learning_rate},
+            # the probe fits the head last, on the features of the restored backbone; the
+            # evaluation after it is the frozen-backbone result (step 0 of the history)
+            init_fn=loop.chain_init_fns(init_fn, probe_init), eval_fn=eval_fn,
+            eval_at_start=probe_init is not None, log=log, images_per_step=data_cfg.batch_size)
+        result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
+        result["restore_report"] = report
+        return result

@@ -34,11 +34,12 @@ def start_graph(train_dir, train_cfg, device):
     return device_name
 
 
-def build_init_fn(init_cfg, network_fn, log, default_source=None):
+def build_init_fn(init_cfg, network_fn, log, report_path=None):
     """(``init_fn(session)``, `RestoreReport`) for `init_cfg` (`rankiqa.config.InitConfig`),
     over the model variables built so far; (None, None) for scratch. The source is checked now,
-    before any step; its report is logged when `init_fn` runs (a fresh start, not a resume)."""
-    source = init_cfg.source or default_source
+    before any step; when `init_fn` runs (a fresh start, not a resume) its report is logged and,
+    once every value has loaded, written to `report_path`."""
+    source = init_cfg.source
     exclude = (init_cfg.exclude_scopes if init_cfg.exclude_scopes is not None
                else (network_fn.head_scope,))
     load, report = weights.build_init(
@@ -52,21 +53,10 @@ def build_init_fn(init_cfg, network_fn, log, default_source=None):
         for line in report.lines():
             log(line)
         load(session)
+        if report_path:
+            rundir.write_json_atomic(report_path, report.as_dict())
 
     return init_fn, report
-
-
-def eval_writer(eval_fn, path):
-    """``eval_fn`` that also writes its result to `path` (atomically); None stays None."""
-    if eval_fn is None:
-        return None
-
-    def write_eval(sess, step):
-        result = eval_fn(sess, step)
-        rundir.write_json_atomic(path, result)
-        return result
-
-    return write_eval
 
 
 def build_learning_rate(optim, global_step):
@@ -150,24 +140,35 @@ def chain_init_fns(*init_fns):
     return init_fn
 
 
-def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, eval_fn=None,
-             log=print, images_per_step=None):
-    """Runs `train_op` until the global step reaches `max_steps`.
+# eval.json keeps these of every evaluation in its history
+HISTORY_KEYS = ("rank_accuracy", "srocc", "plcc", "krocc")
 
-    A run starts from, in this order: the train dir's own latest checkpoint (resume), else
-    `init_fn` (the configured start, `build_init_fn`), else the variables' initialisers.
+
+def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, eval_fn=None,
+             log=print, images_per_step=None, eval_at_start=False):
+    """Runs `train_op` until the global step reaches `max_steps`. Call it holding the train
+    dir's lock (`rundir.locked`).
+
+    A run starts from, in this order: the train dir's own newest readable checkpoint (resume;
+    an unreadable newest one is passed over with a warning), else `init_fn` (the configured
+    start, `build_init_fn`), else the variables' initialisers. A folder that holds checkpoints
+    never starts over. Checkpoints are indexed by relative names, so a run folder can be copied
+    or moved; what an interrupted run left (temporary files, checkpoints beyond
+    `keep_checkpoints`) is cleaned up on the next start.
 
     Args:
-      train_dir: checkpoints, summaries and eval results go here.
+      train_dir: checkpoints, summaries and eval.json go here.
       train_op: evaluates to the loss (from `build_train_op`).
       max_steps: final global step.
       train_cfg: `TrainConfig` (log_every, summary_every, save_every, eval_every,
         keep_checkpoints).
       scalars: ``{name: scalar tensor}`` for TensorBoard and the progress line (with "loss").
       init_fn: ``init_fn(session)`` run at a fresh start only, after variable initialisation.
-      eval_fn: ``eval_fn(session, step) -> dict`` run every eval_every steps and at the end.
+      eval_fn: ``eval_fn(session, step) -> dict`` run every eval_every steps and at the end;
+        its result goes to ``eval.json`` with the history of every evaluation of the run.
       log: callable taking one line of progress.
       images_per_step: for the img/s figure of the progress line.
+      eval_at_start: evaluate right after a fresh start (the probe's frozen-backbone result).
 
     Returns:
       dict: final step, last loss, last eval result, checkpoint path.
@@ -181,16 +182,25 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
     summary_op = tf.summary.merge_all()
     saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
     prefix = os.path.join(train_dir, rundir.CHECKPOINT_NAME)
+    eval_path = os.path.join(train_dir, rundir.EVAL_NAME)
     names = sorted(scalars)
     fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
     result = {"eval": None}
+    rundir.remove_temporaries(train_dir, log)
 
     with tf.Session(config=rundir.session_config()) as sess:
-        latest = tf.train.latest_checkpoint(train_dir)
+        latest = rundir.latest_checkpoint(train_dir, verify=True, log=log)
+        history = []
         if latest:
             saver.restore(sess, latest)
             step = int(sess.run(global_step))
             log(f"resumed from {latest} at step {step}")
+            # the checkpoints before the kill count towards keep_checkpoints again
+            saver.recover_last_checkpoints([p for _, p in reversed(
+                rundir.checkpoints_on_disk(train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
+            if os.path.isfile(eval_path):
+                history = [h for h in rundir.read_json(eval_path).get("history", [])
+                           if h["step"] <= step]
         else:
             sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
             if init_fn is not None:
@@ -204,12 +214,25 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
         def save(at):
             nonlocal last_ckpt, last_ckpt_step
             last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
+            rundir.write_checkpoint_index(train_dir, saver.last_checkpoints)
             last_ckpt_step = at
 
         def evaluate(at):
-            if eval_fn is not None:
-                result["eval"] = eval_fn(sess, at)
+            if eval_fn is None:
+                return
+            evaluation = eval_fn(sess, at)
+            history[:] = [h for h in history if h["step"] != at]  # one entry per step
+            history.append({"step": at, **{k: evaluation[k] for k in HISTORY_KEYS
+                                            if k in evaluation}})
+            evaluation["history"] = list(history)
+            rundir.write_json_atomic(eval_path, evaluation)
+            result["eval"] = evaluation
 
+        if not latest and eval_at_start:
+            evaluate(0)
+        due = train_cfg.eval_every and step % train_cfg.eval_every == 0
+        if latest and due and 0 < step < max_steps and all(h["step"] != step for h in history):
+            evaluate(step)  # the run was stopped before this step's evaluation was written
         if step >= max_steps:
             log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
         while step < max_steps:

@@ -1,0 +1,107 @@
+"""Run folders: one process at a time, relocatable, and never silently started over."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rankiqa import config as config_lib
+from rankiqa import rundir
+from rankiqa.compat import tf
+from rankiqa.train import finetune, rank
+from tests.conftest import finetune_config, model_values, tiny_rank_overrides
+
+
+def train(rank_list, train_dir, **extra):
+    cfg = config_lib.load(config_lib.RankConfig, None, tiny_rank_overrides(rank_list, **extra))
+    lines = []
+    result = rank.train(cfg, str(train_dir), device="cpu", log=lines.append)
+    return result, lines
+
+
+def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(rank_data, tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / rundir.LOCK_NAME).write_text(json.dumps(
+            {"pid": sleeper.pid, "host": socket.gethostname(), "command": "train-rank",
+             "since": "2026-11-28 10:00:00"}))
+        with pytest.raises(ValueError, match=rf"run is in use by train-rank \(pid {sleeper.pid} "
+                                             rf"on {socket.gethostname()} since 2026-11-28"):
+            train(rank_data, tmp_path / "run")
+        assert not (tmp_path / "run" / "checkpoint").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    result, lines = train(rank_data, tmp_path / "run", **{"train.max_steps": 1})
+    assert result["step"] == 1
+    assert any(f"taking over the lock of process {sleeper.pid}" in line for line in lines)
+    assert not (tmp_path / "run" / rundir.LOCK_NAME).exists()  # released at the end
+
+
+def test_a_copied_or_moved_run_folder_is_its_own(rank_data, tmp_path):
+    train(rank_data, tmp_path / "a", **{"train.max_steps": 3})
+    index = (tmp_path / "a" / "checkpoint").read_text()
+    assert str(tmp_path) not in index and '"model.ckpt-3"' in index  # relative names
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    result, lines = train(rank_data, tmp_path / "copy", **{"train.max_steps": 6})
+    assert any("at step 3" in line for line in lines) and result["step"] == 6
+    assert not np.array_equal(model_values(str(tmp_path / "a"))["resnet_v2/conv1/weights"],
+                              model_values(str(tmp_path / "copy"))["resnet_v2/conv1/weights"])
+    os.rename(tmp_path / "a", tmp_path / "moved")
+    assert rundir.latest_checkpoint(str(tmp_path / "moved")).endswith("moved/model.ckpt-3")
+
+
+def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path):
+    run = tmp_path / "run"
+    train(rank_data, run, **{"train.max_steps": 9, "train.keep_checkpoints": 5})
+    # as a kill leaves it: no index, the newest checkpoint truncated, a temporary shard, an
+    # evaluation never written, and more checkpoints than keep_checkpoints
+    os.remove(run / "checkpoint")
+    (data,) = [p for p in os.listdir(run) if p.startswith("model.ckpt-9.data")]
+    with open(run / data, "r+b") as f:
+        f.truncate(100)
+    (run / "model.ckpt-12_temp").mkdir()
+    (run / "model.ckpt-12_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate1").touch()
+    (run / "eval.json.tmp-12345").write_text("{")
+    evaluation = json.load(open(run / "eval.json"))
+    assert [h["step"] for h in evaluation["history"]] == [3, 6, 9]
+    result, lines = train(rank_data, run, **{"train.max_steps": 12, "train.keep_checkpoints": 2})
+    assert any("model.ckpt-9 cannot be read" in line and "using the one before" in line
+               for line in lines)
+    assert any("resumed from" in line and "at step 6" in line for line in lines)
+    assert result["step"] == 12
+    history = json.load(open(run / "eval.json"))["history"]
+    assert [h["step"] for h in history] == [3, 6, 9, 12]  # 9 redone, none lost or repeated
+    left = sorted(os.listdir(run))
+    assert not [p for p in left if "temp" in p or ".tmp-" in p]
+    assert [s for s, _ in rundir.checkpoints_on_disk(str(run))] == [12, 9]  # pruned to keep
+
+
+def test_checkpoints_that_cannot_be_read_are_never_silently_replaced(rank_data, tmp_path):
+    run = tmp_path / "run"
+    train(rank_data, run, **{"train.max_steps": 3, "train.save_every": 0})
+    for name in os.listdir(run):
+        if ".data-" in name:
+            (run / name).write_bytes(b"")
+    with pytest.raises(ValueError, match="holds 1 checkpoints but none can be read; move them"):
+        train(rank_data, run, **{"train.max_steps": 6})
+
+
+def test_finetune_from_a_truncated_start_reports_nothing_as_restored(stage_one, label_file,
+                                                                     tmp_path):
+    start = tmp_path / "start"
+    shutil.copytree(stage_one, start)
+    (data,) = [p for p in os.listdir(start) if ".data-" in p]
+    with open(start / data, "r+b") as f:
+        f.truncate(64)
+    with pytest.raises(ValueError, match="cannot read .* from"):
+        finetune.train(finetune_config(label_file, str(start)), str(tmp_path / "ft"),
+                       device="cpu", log=lambda line: None)
+    assert not (tmp_path / "ft" / "restore_report.json").exists()
+    assert tf.train.latest_checkpoint(str(tmp_path / "ft")) is None
