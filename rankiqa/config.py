@@ -183,6 +183,64 @@ class FinetuneConfig:
     finetune: TransferConfig = field(default_factory=TransferConfig)
 
 
+# --------------------------------------------------------------------------- ranges
+
+# dotted key -> (lowest, highest) allowed, inclusive; None: unbounded. Checked for every config
+# class that has the key, so a bad value fails at load, naming file and key, not mid-training.
+RANGES = {
+    "net.weight_decay": (0, None), "net.batch_norm_decay": (0, 1),
+    "data.levels": (2, None), "data.crop_size": (1, None), "data.references_per_batch": (1, None),
+    "data.holdout_references": (0, None), "data.eval_crop_size": (0, None),
+    "data.eval_crops": (1, None), "data.batch_size": (1, None),
+    "data.val_fraction": (0, 0.99), "data.test_fraction": (0, 0.99),
+    "data.split_seed": (0, None), "data.split_index": (0, None),
+    "optim.lr": (0, None), "optim.lr_decay_steps": (1, None), "optim.lr_decay_rate": (0, None),
+    "optim.warmup_steps": (0, None), "optim.momentum": (0, 1),
+    "optim.clip_gradient_norm": (0, None),
+    "train.max_steps": (0, None), "train.log_every": (0, None), "train.summary_every": (0, None),
+    "train.save_every": (0, None), "train.eval_every": (0, None),
+    "train.keep_checkpoints": (1, None), "train.seed": (0, None),
+    "finetune.head_lr_multiplier": (0, None), "finetune.probe_crops": (1, None),
+    "finetune.probe_folds": (2, None),
+}
+
+
+def _check_ranges(config, source):
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section, None), name, None)
+        if value is None:
+            continue
+        if not (low is None or value >= low) or not (high is None or value <= high):
+            bound = (f"in [{low}, {high}]" if low is not None and high is not None
+                     else f">= {low}" if low is not None else f"<= {high}")
+            raise ConfigError(f"{source}: {key} must be {bound}, got {value!r}")
+    return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (the second would silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(path, error):
+    """One line: file:line: what is wrong."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else path
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return ConfigError(f"{where}: invalid YAML: {problem}")
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -333,9 +391,9 @@ def load(cls, path=None, overrides=(), notify=None):
                               f"{', '.join(shipped_configs())})")
         try:
             with open(path) as f:
-                raw = yaml.safe_load(f) or {}
+                raw = yaml.load(f, Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+            raise _yaml_error(path, e) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     _migrate(cls, raw, source, notify)
@@ -343,7 +401,7 @@ def load(cls, path=None, overrides=(), notify=None):
         _apply_override(raw, override)
         source = f"{source} (with --set)" if "--set" not in source else source
     _migrate(cls, raw, source, notify)
-    return _build(cls, raw, source)
+    return _check_ranges(_build(cls, raw, source), source)
 
 
 def from_dict(cls, raw, source, overrides=(), notify=None):
@@ -355,7 +413,7 @@ def from_dict(cls, raw, source, overrides=(), notify=None):
     for override in overrides:
         _apply_override(raw, override)
     _migrate(cls, raw, source, notify)
-    return _build(cls, raw, source)
+    return _check_ranges(_build(cls, raw, source), source)
 
 
 def to_dict(config):

@@ -111,3 +111,30 @@ def test_recorded_configs_rebuild_with_overrides():
     again = config_lib.from_dict(config_lib.FinetuneConfig, config_lib.to_dict(cfg), "run",
                                  ["train.max_steps=7"])
     assert again.data.eval_crops == 3 and again.train.max_steps == 7
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.references_per_batch=0", "data.references_per_batch must be >= 1, got 0"),
+    ("data.eval_crops=0", "data.eval_crops must be >= 1, got 0"),
+    ("train.max_steps=-5", "train.max_steps must be >= 0, got -5"),
+    ("optim.lr=-1", "optim.lr must be >= 0, got -1.0"),
+    ("net.batch_norm_decay=1.5", "net.batch_norm_decay must be in [0, 1], got 1.5"),
+])
+def test_out_of_range_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=r"<defaults> \(with --set\): " + message.replace(
+            "[", r"\[").replace("]", r"\]")):
+        config_lib.load(RankConfig, None, [override])
+
+
+def test_duplicate_keys_and_broken_yaml_are_one_line_with_file_and_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  max_steps: 10\n  seed: 1\n  max_steps: 20\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: invalid YAML: key 'max_steps' is given "
+                                          r"twice \(first on line 2\)"):
+        config_lib.load(RankConfig, str(path))
+    path.write_text("train:\n  max_steps: [1, 2\n")
+    with pytest.raises(ConfigError) as info:
+        config_lib.load(RankConfig, str(path))
+    assert str(info.value).startswith(f"{path}:3: invalid YAML: ") and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"data.batch_size must be >= 1, got -2"):
+        config_lib.load(config_lib.FinetuneConfig, None, ["data.batch_size=-2"])
