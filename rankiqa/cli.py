@@ -28,6 +28,18 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+DEBUG = {"on": False}  # --debug: let every error show its traceback
+
+
+def _environment_errors():
+    """Failures of the machine or of files, not of rankiqa: a full disk, a read-only folder, a
+    corrupt checkpoint. One line each; --debug shows the traceback."""
+    errors = [OSError]
+    if "tensorflow" in sys.modules:  # never import TensorFlow just to catch its errors
+        errors.append(sys.modules["tensorflow"].errors.OpError)
+    return tuple(errors)
+
+
 def handle_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -36,7 +48,14 @@ def handle_errors(func):
         except KeyboardInterrupt:
             raise UserError("interrupted; rerun the same command to resume") from None
         except (RankiqaError, *_FILE_ERRORS) as e:
+            if DEBUG["on"]:
+                raise
             raise UserError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - narrowed just below; bugs re-raise
+            if DEBUG["on"] or not isinstance(e, _environment_errors()):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(f"{type(e).__name__}: {first} (--debug shows the traceback)") from None
     return wrapper
 
 
@@ -118,8 +137,10 @@ def views_from(crop_size, crops, crop_mode, default):
 @click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
               help="Refuse images of more pixels than this as bad images (a decompression "
                    "bomb claims a huge picture in a small file) [default: Pillow's, 89,478,485].")
-def main(max_pixels):
+@click.option("--debug", is_flag=True, help="Show the traceback of every error.")
+def main(max_pixels, debug):
     """rankiqa: learn image quality from rankings, then from real scores."""
+    DEBUG["on"] = debug
     if max_pixels:
         from rankiqa.data import views
 
@@ -292,6 +313,10 @@ def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode,
 
     if (checkpoint is None) == (weights is None):
         raise UserError("predict needs exactly one of --checkpoint and --weights")
+    if output:
+        from rankiqa import rundir
+
+        rundir.check_writable(output)  # before scoring, not after
     rows, problems, used = predict.predict(
         paths, checkpoint, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
         batch_size=batch_size, device=device, weights_file=weights, allow_pickle=allow_pickle)

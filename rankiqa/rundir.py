@@ -86,15 +86,28 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def check_writable(path):
+    """Makes `path`'s folder and proves a file can be written there, before any work (so a
+    read-only or missing location fails in a second, not after an hour)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".rankiqa-write-test-{os.getpid()}")
+    with open(probe, "w"):
+        pass
+    os.remove(probe)
+
+
 def check_output(out, inputs=(), force=False, option="the output"):
-    """Refuses, before any work: an existing `out` without `force`, and an `out` that is, holds
-    or lies inside one of `inputs` (replacing it would delete what is being read)."""
+    """Refuses, before any work: an existing `out` without `force`, an `out` that is, holds
+    or lies inside one of `inputs` (replacing it would delete what is being read), and an `out`
+    whose folder cannot be written."""
     for source in inputs:
         if source and os.path.exists(source) and (_inside(out, source) or _inside(source, out)):
             raise InputError(f"{option} {out} is, holds or lies inside the input {source}; "
                              "choose another output")
     if os.path.exists(out) and not force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    check_writable(out)
 
 
 def replace_path(tmp, out):

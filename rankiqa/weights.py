@@ -102,6 +102,15 @@ class Source:
     partial: bool = False  # a pretrained start covers part of a network by design
 
 
+def read_tensor(reader, name, prefix):
+    """`reader.get_tensor(name)`, a corrupt or truncated file as a `CheckpointError`."""
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as e:  # IndexError: truncated .data
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"cannot read {name} from {prefix}: {first}") from None
+
+
 def load_arrays(path, allow_pickle=False):
     """``{name: array}`` from an .npz, or from a pickled dict .npy with `allow_pickle`.
 
@@ -146,7 +155,7 @@ def open_source(source, net_name=None, allow_pickle=False):
             shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
         except (tf.errors.OpError, ValueError) as e:
             raise CheckpointError(f"cannot read checkpoint {prefix}: {e}") from None
-        return Source(prefix, shapes, reader.get_tensor)
+        return Source(prefix, shapes, lambda name: read_tensor(reader, name, prefix))
     if source in pretrained.PRETRAINED:
         arrays = pretrained.get_pretrained_arrays(source, net_name)
         return Source(source, {k: a.shape for k, a in arrays.items()}, arrays.__getitem__,
@@ -252,11 +261,7 @@ def build_init(source, variables=None, exclude_scopes=(), source_scope=None, sco
 
     def init_fn(session):
         for var, source_name in pairs:
-            try:
-                value = opened.read(source_name)
-            except (tf.errors.OpError, ValueError, IndexError) as e:  # IndexError: truncated
-                raise CheckpointError(f"cannot read {source_name} from {opened.name}: {e}") from None
-            var.load(value, session)
+            var.load(opened.read(source_name), session)
 
     return init_fn, report
 
@@ -292,7 +297,7 @@ def checkpoint_arrays(checkpoint, include=(), exclude=(), model_only=True):
             continue
         if exclude and in_scopes(name, exclude):
             continue
-        arrays[name] = reader.get_tensor(name)
+        arrays[name] = read_tensor(reader, name, prefix)
     if not arrays:
         raise CheckpointError(f"{prefix}: no variable left after --include "
                               f"{list(include)} / --exclude {list(exclude)}")

@@ -100,3 +100,30 @@ def test_init_and_its_old_spellings(tmp_path, rank_data, stage_one):
     assert result.stderr.strip() == ("error: --init and --from-scratch each name the start; "
                                      "give --init once")
     assert "--init SOURCE" in invoke("finetune", "--help").output
+
+
+def test_an_unwritable_output_fails_before_any_scoring(stage_one, photo_dir, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = invoke("predict", photo_dir, "--checkpoint", stage_one, "--output",
+                    tmp_path / "a_file" / "scores.csv")
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+    assert "a_file" in result.stderr and "Traceback" not in result.output
+    assert "scored" not in result.stderr  # refused before the model was even loaded
+
+
+def test_a_corrupt_checkpoint_is_one_line_unless_debug(stage_one, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(stage_one, broken)
+    for name in os.listdir(broken):
+        if ".data-" in name:
+            (broken / name).write_bytes(b"\0" * 64)
+    result = invoke("inspect-ckpt", broken, "--tensor", "resnet_v2/conv1/weights")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: cannot read resnet_v2/conv1/weights from ")
+    result = invoke("predict", broken, "--checkpoint", broken)
+    assert result.exit_code == 1 and result.stderr.startswith("error: cannot read ")
+    result = invoke("--debug", "inspect-ckpt", broken, "--tensor", "resnet_v2/conv1/weights")
+    assert result.exit_code == 1 and result.exception is not None
+    assert not isinstance(result.exception, SystemExit)

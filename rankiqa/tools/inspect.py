@@ -3,6 +3,7 @@
 import numpy as np
 
 from rankiqa.compat import tf
+from rankiqa import weights
 from rankiqa.weights import CheckpointError, resolve_checkpoint
 
 
@@ -27,4 +28,4 @@ def read_tensor(checkpoint, name):
         close = [n for n in sorted(reader.get_variable_to_shape_map()) if name.split("/")[-1] in n]
         raise CheckpointError(f"{prefix} has no tensor {name!r}"
                               + (f"; similar: {close[:5]}" if close else ""))
-    return reader.get_tensor(name)
+    return weights.read_tensor(reader, name, prefix)

@@ -15,7 +15,7 @@ import numpy as np
 from rankiqa import rundir
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
-from rankiqa.weights import CheckpointError, resolve_checkpoint
+from rankiqa.weights import CheckpointError, read_tensor, resolve_checkpoint
 
 MERGED_NAME = "model.ckpt"
 
@@ -62,9 +62,10 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
         occurrence = seen[item] = seen.get(item, -1) + 1
         scope = prefixes[item][occurrence] if item in prefixes else ""
         label = f"{item} as {scope}" if scope else item
-        reader = tf.train.load_checkpoint(resolve_checkpoint(item))
+        checkpoint = resolve_checkpoint(item)
+        reader = tf.train.load_checkpoint(checkpoint)
         for name in sorted(reader.get_variable_to_shape_map()):
-            value = reader.get_tensor(name)
+            value = read_tensor(reader, name, checkpoint)
             target = scope + name
             if target in merged:
                 same = (merged[target].dtype == value.dtype
