@@ -184,16 +184,18 @@ def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, s
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
 @init_options
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out ranking groups with an unreadable image instead of refusing them.")
 @device_option
 @handle_errors
 def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
-                   device):
+                   skip_bad, device):
     """Stage one: train the Siamese ranking network."""
     cfg = load_config(config_lib.RankConfig, config_path,
                       with_init(overrides, init_source, init_from, init_checkpoint))
     from rankiqa.train import rank
 
-    result = rank.train(cfg, train_dir, device=device, log=log)
+    result = rank.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
     if result["eval"]:
         click.echo(f"held-out rank_accuracy {result['eval']['rank_accuracy']:.4f} "
                    f"(step {result['step']}, {result['eval_path']})")
@@ -205,16 +207,18 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
 @init_options
 @click.option("--from-scratch", is_flag=True, hidden=True, help="Renamed --init scratch.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out unreadable images instead of refusing them.")
 @device_option
 @handle_errors
 def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
-                 from_scratch, device):
+                 from_scratch, skip_bad, device):
     """Stage two: regress real quality scores, starting from --init (the stage-one run)."""
     cfg = load_config(config_lib.FinetuneConfig, config_path,
                       with_init(overrides, init_source, init_from, init_checkpoint, from_scratch))
     from rankiqa.train import finetune
 
-    result = finetune.train(cfg, train_dir, device=device, log=log)
+    result = finetune.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
     if result["eval"]:
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} "

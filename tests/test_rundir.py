@@ -1,5 +1,6 @@
 """Run folders: one process at a time, relocatable, and never silently started over."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -105,3 +106,39 @@ def test_finetune_from_a_truncated_start_reports_nothing_as_restored(stage_one, 
                        device="cpu", log=lambda line: None)
     assert not (tmp_path / "ft" / "restore_report.json").exists()
     assert tf.train.latest_checkpoint(str(tmp_path / "ft")) is None
+
+
+def test_bad_images_are_all_named_before_the_first_step_or_skipped(rank_data, label_file,
+                                                                   stage_one, tmp_path):
+    from rankiqa.data import mos
+    from rankiqa.data.views import BadImageError
+
+    data = tmp_path / "data"
+    shutil.copytree(os.path.dirname(rank_data), data)
+    zero = data / "images" / "astronaut" / "astronaut_wn_3.png"
+    zero.write_bytes(b"")
+    truncated = data / "images" / "chelsea" / "chelsea_gblur_2.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    rank_list = str(data / "rank_list.csv")
+    with pytest.raises(BadImageError, match=r"2 ranking images cannot be read: .*astronaut_wn_3"
+                                            r".*chelsea_gblur_2.*--skip-bad"):
+        train(rank_list, tmp_path / "run")
+    assert not os.path.exists(tmp_path / "run" / "checkpoint")
+    cfg = config_lib.load(config_lib.RankConfig, None,
+                          tiny_rank_overrides(rank_list, **{"train.max_steps": 2}))
+    lines = []
+    rank.train(cfg, str(tmp_path / "skip"), device="cpu", log=lines.append, skip_bad=True)
+    assert sum(line.startswith("skipped: ") for line in lines) == 2
+    split = next(line for line in lines if "held-out groups" in line)
+    assert sum(int(w) for w in split.split() if w.isdigit()) == 22  # 24 groups less the 2 bad
+    # stage two: the same check over the label file
+    items = mos.read_dataset("csv", label_file)
+    labels = tmp_path / "labels.csv"
+    mos.write_generic_csv(str(labels), [dataclasses.replace(items[0], path=str(zero))] + items[1:])
+    with pytest.raises(BadImageError, match="1 labelled images cannot be read: .*astronaut_wn_3"):
+        finetune.train(finetune_config(str(labels), stage_one), str(tmp_path / "ft"),
+                       device="cpu", log=lambda line: None)
+    result = finetune.train(finetune_config(str(labels), stage_one, **{"train.max_steps": 1}),
+                            str(tmp_path / "ft2"), device="cpu", log=lambda line: None,
+                            skip_bad=True)
+    assert result["step"] == 1

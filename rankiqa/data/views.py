@@ -306,3 +306,76 @@ class Views:
 
     def as_dict(self):
         return {"crop": self.crop, "count": self.count, "mode": self.mode}
+
+
+def _cache_file(list_file):
+    import hashlib
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha1(os.path.abspath(list_file).encode()).hexdigest()[:16]
+    return os.path.join(root, "rankiqa", f"checked-{key}.json")
+
+
+def check_images(paths, list_file=None):
+    """Decodes every image once (JPEGs at 1/8 scale: enough to find a truncated file, ~1 ms
+    each) and returns ``{path: problem}`` for those that fail, so training names every bad
+    file before its first step instead of failing mid-run on one. Files that passed are
+    remembered (by size and modification time) per `list_file`, so a rerun checks only what
+    changed."""
+    import json
+
+    cache_path = _cache_file(list_file) if list_file else None
+    try:
+        with open(cache_path) as f:
+            passed = json.load(f)
+    except (TypeError, OSError, ValueError):
+        passed = {}
+    problems, checked = {}, {}
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as e:
+            problems[path] = f"{path}: {e.strerror}"
+            continue
+        signature = [stat.st_size, stat.st_mtime_ns]
+        if passed.get(path) == signature:
+            checked[path] = signature
+            continue
+        try:
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise BadImageError(f"{path}: {im.width}x{im.height} pixels, over the limit "
+                                        f"of {MAX_PIXELS:,} (--max-pixels)")
+                if im.format == "JPEG":
+                    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+            checked[path] = signature
+        except BadImageError as e:
+            problems[path] = str(e)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                Image.DecompressionBombError) as e:
+            problems[path] = f"{path}: not a readable image ({e})"
+    if cache_path:
+        try:
+            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+            tmp = f"{cache_path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(checked, f)
+            os.replace(tmp, cache_path)
+        except OSError:
+            pass  # a cache that cannot be written only costs the next run a re-check
+    return problems
+
+
+def refuse_or_skip(problems, skip_bad, what, log):
+    """Raises `BadImageError` naming every bad image (the first ten), or with `skip_bad` logs
+    them and returns their set for the caller to leave out."""
+    if not problems:
+        return set()
+    listed = "; ".join(list(problems.values())[:10]) + (" ..." if len(problems) > 10 else "")
+    if not skip_bad:
+        raise BadImageError(f"{len(problems)} {what} images cannot be read: {listed}; fix or "
+                            "remove them, or pass --skip-bad to train without them")
+    for message in problems.values():
+        log(f"skipped: {message}")
+    return set(problems)

@@ -13,6 +13,7 @@ import numpy as np
 from rankiqa import evaluate, losses, metrics, nets, rundir, weights
 from rankiqa.compat import slim, tf
 from rankiqa.data import mos, pipeline
+from rankiqa.data import views as views_lib
 from rankiqa.data.views import Views
 from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
@@ -43,13 +44,14 @@ def build_mos_evaluator(scorer, items, log):
     return eval_fn
 
 
-def train(config, train_dir, device="auto", log=print):
+def train(config, train_dir, device="auto", log=print, skip_bad=False):
     """Fine-tunes as configured; resumes from `train_dir` when it holds a checkpoint.
 
     Args:
       config: `rankiqa.config.FinetuneConfig`; ``config.init.source`` says where a fresh run
         starts (``scratch`` for the no-pretraining baseline).
       train_dir: output directory.
+      skip_bad: leave out unreadable images instead of refusing them.
 
     Returns:
       dict from `loop.run_loop` plus ``eval_path`` and ``restore_report``.
@@ -70,6 +72,11 @@ def train(config, train_dir, device="auto", log=print):
 
         # ---- data: a seeded split, by reference where the dataset has references
         parts = mos.load_splits(data_cfg)
+        # every image decoded once now, so a bad one is named before the first step
+        bad = views_lib.refuse_or_skip(
+            views_lib.check_images([it.path for it in parts["all"]], data_cfg.label_file),
+            skip_bad, "labelled", log)
+        parts = {k: [it for it in v if it.path not in bad] for k, v in parts.items()}
         train_items = parts["train"]
         if len(train_items) < data_cfg.batch_size:
             raise InputError(f"{len(train_items)} training images cannot fill data.batch_size="

@@ -12,6 +12,7 @@ import numpy as np
 from rankiqa import losses, metrics, nets, rundir
 from rankiqa.compat import tf
 from rankiqa.data import lists, pipeline
+from rankiqa.data import views as views_lib
 from rankiqa.data.views import Views, load_image
 from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
@@ -56,7 +57,7 @@ def build_rank_evaluator(scorer, groups, log):
     return eval_fn
 
 
-def train(config, train_dir, device="auto", log=print):
+def train(config, train_dir, device="auto", log=print, skip_bad=False):
     """Trains stage one as configured; resumes from `train_dir` when it holds a checkpoint.
 
     Args:
@@ -64,6 +65,7 @@ def train(config, train_dir, device="auto", log=print):
       train_dir: output directory (checkpoints, TensorBoard events, eval.json, rankiqa.json).
       device: auto | cpu | gpu.
       log: callable for progress lines.
+      skip_bad: leave out the groups with an unreadable image instead of refusing them.
 
     Returns:
       dict from `loop.run_loop`, plus ``eval_path``.
@@ -82,6 +84,11 @@ def train(config, train_dir, device="auto", log=print):
         # ---- data: whole references held out, so accuracy is measured on unseen content
         groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
                                       distortions=data_cfg.distortions)
+        # every image decoded once now, so a bad one is named before the first step
+        bad = views_lib.refuse_or_skip(
+            views_lib.check_images([p for g in groups for p in g.paths], data_cfg.rank_list),
+            skip_bad, "ranking", log)
+        groups = [g for g in groups if not bad.intersection(g.paths)]
         train_groups, held_out = lists.split_by_reference(groups, data_cfg.holdout_references,
                                                           train_cfg.seed)
         if len(train_groups) < data_cfg.references_per_batch:
