@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,8 +11,14 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_wheel_carries_the_configs_and_the_demo_finds_them_from_another_folder(tmp_path):
+    # built from a copy: setuptools leaves build/ and egg-info in the tree it builds
+    source = tmp_path / "source"
+    shutil.copytree(os.path.join(ROOT, "rankiqa"), source / "rankiqa",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                            "--no-build-isolation", "-w", str(tmp_path / "wheel"), ROOT],
+                            "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(source)],
                            capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = glob.glob(str(tmp_path / "wheel" / "rankiqa-*.whl"))

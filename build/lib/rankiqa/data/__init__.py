@@ -1,1 +1,0 @@
-"""Data: synthetic distortions, list files, and the tf.data input pipelines."""

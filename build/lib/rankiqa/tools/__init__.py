@@ -1,1 +1,0 @@
-"""Model tools: export (npz/npy, frozen .pb, SavedModel), merge and inspect checkpoints."""

@@ -1,1 +1,0 @@
-"""Training: one shared session loop (loop.py) and the two stages that use it."""
