@@ -97,10 +97,34 @@ def check_writable(path):
     os.remove(probe)
 
 
+def recover_siblings(out):
+    """Tidies what an interrupted write of `out` left beside it, by dead processes only: a
+    half-written ``OUT.partial-PID`` is deleted; an old output set aside (``OUT.partial-old-PID``)
+    is put back when `out` is missing (the new one never arrived), else deleted."""
+    import shutil
+
+    folder, base = os.path.split(os.path.abspath(out).rstrip(os.sep))
+    if not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        match = re.fullmatch(re.escape(base) + r"\.partial-(old-)?(\d+)", name)
+        if not match or _alive(int(match.group(2))):
+            continue
+        path = os.path.join(folder, name)
+        if match.group(1) and not os.path.lexists(out):
+            os.rename(path, out)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def check_output(out, inputs=(), force=False, option="the output"):
     """Refuses, before any work: an existing `out` without `force`, an `out` that is, holds
     or lies inside one of `inputs` (replacing it would delete what is being read), and an `out`
-    whose folder cannot be written."""
+    whose folder cannot be written. What an interrupted write left is tidied first
+    (`recover_siblings`)."""
+    recover_siblings(out)
     for source in inputs:
         if source and os.path.exists(source) and (_inside(out, source) or _inside(source, out)):
             raise InputError(f"{option} {out} is, holds or lies inside the input {source}; "

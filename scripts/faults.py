@@ -97,14 +97,20 @@ def main():
     passed = failed = 0
     for round_ in range(args.kills):
         train_dir = os.path.join(args.work_dir, f"round{round_}")
-        delay = rng.uniform(2.0, duration)  # TF's start-up takes the first seconds
         proc = subprocess.Popen(command(rank_list, train_dir), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+        started = time.time()
+        if rng.random() < 0.75:
+            # most kills after the first checkpoint, where resuming is what is tested
+            while proc.poll() is None and not os.path.exists(os.path.join(train_dir, "checkpoint")):
+                time.sleep(0.05)
+        delay = rng.uniform(0.0, 0.6 * duration)
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        delay = time.time() - started
         before = not any(n.endswith(".index") for n in os.listdir(train_dir)) \
             if os.path.isdir(train_dir) else True
         rerun = subprocess.run(command(rank_list, train_dir), capture_output=True, text=True,

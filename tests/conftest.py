@@ -78,6 +78,17 @@ def tiny_rank_overrides(rank_list, train_dir=None, **extra):
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def train_tiny_rank(rank_list, train_dir, **extra):
+    """A tiny stage-one run (`tiny_rank_overrides`); returns (result, logged lines)."""
+    from rankiqa import config as config_lib
+    from rankiqa.train import rank
+
+    cfg = config_lib.load(config_lib.RankConfig, None, tiny_rank_overrides(rank_list, **extra))
+    lines = []
+    result = rank.train(cfg, str(train_dir), device="cpu", log=lines.append)
+    return result, lines
+
+
 def finetune_config(label_file, init="scratch", **extra):
     """A seconds-long tiny stage-two config on `label_file`, starting from `init`."""
     from rankiqa import config as config_lib

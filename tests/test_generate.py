@@ -133,6 +133,14 @@ def test_force_never_leaves_a_half_deleted_output_and_never_deletes_its_input(ph
     assert not out.exists()  # nothing that looks finished
     (aside,) = [p for p in os.listdir(tmp_path) if p.startswith("out.partial-old-")]
     assert sorted(os.listdir(tmp_path / aside / "images")) == before  # the old one, whole
+    # the next command on OUT puts the old output back and drops the half-written one (as
+    # left by a killed process: this one is alive, so give them a dead pid)
+    os.rename(tmp_path / aside, tmp_path / "out.partial-old-999998")
+    (tmp_path / "out.partial-999999").mkdir()
+    with pytest.raises(FileExistsError, match="already exists; pass --force"):
+        make_rank_data(photo_dir, str(out), ["gblur"])
+    assert sorted(os.listdir(out / "images")) == before
+    assert not [p for p in os.listdir(tmp_path) if ".partial" in p]
     for bad_out in (photo_dir, os.path.join(photo_dir, "inner")):
         with pytest.raises(ValueError, match="is, holds or lies inside the input"):
             make_rank_data(photo_dir, bad_out, ["gblur"], force=True)

@@ -16,13 +16,7 @@ from rankiqa import rundir
 from rankiqa.compat import tf
 from rankiqa.train import finetune, rank
 from tests.conftest import finetune_config, model_values, tiny_rank_overrides
-
-
-def train(rank_list, train_dir, **extra):
-    cfg = config_lib.load(config_lib.RankConfig, None, tiny_rank_overrides(rank_list, **extra))
-    lines = []
-    result = rank.train(cfg, str(train_dir), device="cpu", log=lines.append)
-    return result, lines
+from tests.conftest import train_tiny_rank as train
 
 
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(rank_data, tmp_path):

@@ -10,8 +10,6 @@ from click.testing import CliRunner
 from rankiqa import nets, scoring, weights
 from rankiqa.cli import main
 from rankiqa.compat import tf
-from rankiqa.data.views import Views, load_image
-from rankiqa.tools import export
 from tests.conftest import finetune_config
 
 

@@ -8,21 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from rankiqa import config as config_lib
 from rankiqa.compat import slim, tf
 from rankiqa.train import loop, rank
 from tests.conftest import tiny_rank_overrides
+from tests.conftest import train_tiny_rank as train
 
 
 def reader_names(ckpt_dir):
     return [name for name, _ in tf.train.list_variables(str(ckpt_dir))]
-
-
-def train(rank_list, train_dir, **extra):
-    cfg = config_lib.load(config_lib.RankConfig, None, tiny_rank_overrides(rank_list, **extra))
-    lines = []
-    result = rank.train(cfg, str(train_dir), device="cpu", log=lines.append)
-    return result, lines
 
 
 def test_train_writes_checkpoints_eval_and_resumes(rank_data, tmp_path):
