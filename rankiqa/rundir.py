@@ -173,6 +173,7 @@ def locked(folder, command, log=None):
     pid, host and start time. A lock left by a dead process on this host is taken over (with a
     notice through `log`); one from another host must be removed by hand, as the message says.
     """
+    created = not os.path.exists(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_NAME)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
@@ -211,6 +212,8 @@ def locked(folder, command, log=None):
         try:
             if read_json(path).get("pid") == me["pid"]:
                 os.remove(path)
+            if created and not os.listdir(folder):
+                os.rmdir(folder)  # a start that failed leaves no empty run folder
         except (OSError, ValueError):
             pass
 
