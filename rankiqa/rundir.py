@@ -42,11 +42,23 @@ def session_config():
                           gpu_options=tf.GPUOptions(allow_growth=True))
 
 
+def fault_point(name):
+    """For the fault-injection tests only: with ``RANKIQA_FAULT=name`` in the environment the
+    process writes the file ``RANKIQA_FAULT_MARKER`` names and waits here to be killed, so a
+    test can kill it at this exact moment of a write."""
+    if os.environ.get("RANKIQA_FAULT") == name:
+        with open(os.environ["RANKIQA_FAULT_MARKER"], "w") as f:
+            f.write(name)
+        while True:
+            time.sleep(1)
+
+
 def write_json_atomic(path, data):
     """Writes JSON so a reader never sees half a file (write aside, then rename)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
+    fault_point(f"before-rename:{os.path.basename(path)}")
     os.replace(tmp, path)
 
 

@@ -136,3 +136,37 @@ def test_bad_images_are_all_named_before_the_first_step_or_skipped(rank_data, la
                             str(tmp_path / "ft2"), device="cpu", log=lambda line: None,
                             skip_bad=True)
     assert result["step"] == 1
+
+
+@pytest.mark.parametrize("fault", ["before-index:6", "before-rename:eval.json"])
+def test_killed_inside_a_write_the_rerun_resumes_cleanly(rank_data, tmp_path, fault):
+    """kill -9 at an exact moment: after checkpoint 6's data but before its index (which then
+    names an absolute path of the old writer), or between writing eval.json aside and renaming
+    it into place."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rankiqa.cli", "train-rank", "--train-dir", str(run),
+           "--device", "cpu"]
+    for override in tiny_rank_overrides(rank_data, **{"train.max_steps": 9}):
+        cmd += ["--set", override]
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "RANKIQA_FAULT": fault,
+                                 "RANKIQA_FAULT_MARKER": str(marker)})
+    deadline = time.time() + 240
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), "the run never reached the fault point"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (run / rundir.LOCK_NAME).exists()  # a dead process's lock, taken over below
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = 6 if fault.startswith("before-index") else 3
+    assert f"at step {expected}" in out.stderr
+    history = json.load(open(run / "eval.json"))["history"]
+    assert [h["step"] for h in history] == [3, 6, 9]
+    assert not [p for p in os.listdir(run) if ".tmp-" in p or "temp" in p]
+    assert '"model.ckpt-9"' in (run / "checkpoint").read_text()

@@ -214,6 +214,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
         def save(at):
             nonlocal last_ckpt, last_ckpt_step
             last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
+            rundir.fault_point(f"before-index:{at}")
             rundir.write_checkpoint_index(train_dir, saver.last_checkpoints)
             last_ckpt_step = at
 
