@@ -8,6 +8,7 @@ else is a bug and keeps its traceback. Renamed options and config keys still wor
 """
 
 import functools
+import os
 import sys
 
 import click
@@ -277,8 +278,6 @@ def load_evaluation_config(checkpoint, config_path, overrides):
 
 
 def _exists(path):
-    import os
-
     return os.path.isdir(path) or os.path.isfile(path + ".index")
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import time
 
@@ -113,8 +114,6 @@ def recover_siblings(out):
     """Tidies what an interrupted write of `out` left beside it, by dead processes only: a
     half-written ``OUT.partial-PID`` is deleted; an old output set aside (``OUT.partial-old-PID``)
     is put back when `out` is missing (the new one never arrived), else deleted."""
-    import shutil
-
     folder, base = os.path.split(os.path.abspath(out).rstrip(os.sep))
     if not os.path.isdir(folder):
         return
@@ -149,8 +148,6 @@ def check_output(out, inputs=(), force=False, option="the output"):
 def replace_path(tmp, out):
     """Moves the finished `tmp` to `out`. An existing `out` is renamed aside first and deleted
     last, so an interruption leaves the old output or the new one whole, never half of one."""
-    import shutil
-
     aside = None
     if os.path.lexists(out):
         aside = f"{out.rstrip(os.sep)}.partial-old-{os.getpid()}"
@@ -291,8 +288,6 @@ def write_checkpoint_index(folder, prefixes):
 
 def remove_temporaries(folder, log=None):
     """Deletes what interrupted writes left in `folder` (call while holding its lock)."""
-    import shutil
-
     for name in sorted(os.listdir(folder)):
         if _TEMPORARY.search(name) and not name.startswith(LOCK_NAME):
             path = os.path.join(folder, name)

@@ -24,6 +24,8 @@ and ``preprocess_for_eval``, so that one policy serves training, validation, the
   Images smaller than the crop are upscaled first, bicubic, in both paths.
 """
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -137,6 +139,8 @@ def read_path_list(path):
 
 
 # --------------------------------------------------------------------------- training (TF)
+# These import TensorFlow when they build ops: make-rank-data's worker processes load images
+# through this module and would each pay ~5 s for an import they never use.
 
 
 def decode_image(path):
@@ -309,8 +313,6 @@ class Views:
 
 
 def _cache_file(list_file):
-    import hashlib
-
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     key = hashlib.sha1(os.path.abspath(list_file).encode()).hexdigest()[:16]
     return os.path.join(root, "rankiqa", f"checked-{key}.json")
@@ -322,8 +324,6 @@ def check_images(paths, list_file=None):
     file before its first step instead of failing mid-run on one. Files that passed are
     remembered (by size and modification time) per `list_file`, so a rerun checks only what
     changed."""
-    import json
-
     cache_path = _cache_file(list_file) if list_file else None
     try:
         with open(cache_path) as f:
