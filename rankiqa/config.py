@@ -340,6 +340,8 @@ def _migrate(cls, raw, source, notify):
         if not isinstance(section, dict) or old_key not in section or not _has_key(cls, new):
             continue
         value = section.pop(old_key)
+        if old == "finetune.checkpoint_exclude_scopes" and value == []:
+            value = None  # the old key's empty list meant "the head", as init's None does
         if value is None:
             notify(f"{source}: {old} is renamed {new}; the null value was dropped")
             continue

@@ -87,6 +87,9 @@ def test_renamed_keys_work_with_a_notice_and_clash_with_their_new_name(tmp_path)
         "finetune.checkpoint_exclude_scopes=[a/b]", "finetune.ignore_missing_vars=true"],
         notify=notices.append)
     assert ft.init.exclude_scopes == ("a/b",) and ft.init.ignore_missing is True
+    old_default = config_lib.load(config_lib.FinetuneConfig, None,
+                                  ["finetune.checkpoint_exclude_scopes=[]"], notify=notices.append)
+    assert old_default.init.exclude_scopes is None  # still "the network's head"
     with pytest.raises(ConfigError, match="net.init_from .renamed init.source. and init.source "
                                           "are both set; keep init.source"):
         config_lib.load(RankConfig, None, ["net.init_from=a", "init.source=b"],
