@@ -398,20 +398,18 @@ def load(cls, path=None, overrides=(), notify=None):
             raise _yaml_error(path, e) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    _migrate(cls, raw, source, notify)
-    for override in overrides:
-        _apply_override(raw, override)
-        source = f"{source} (with --set)" if "--set" not in source else source
-    _migrate(cls, raw, source, notify)
-    return _check_ranges(_build(cls, raw, source), source)
+    return from_dict(cls, raw, source, overrides, notify)
 
 
 def from_dict(cls, raw, source, overrides=(), notify=None):
-    """Builds `cls` from plain data (a run folder's recorded config) and ``key=value``
-    overrides, renamed keys migrated."""
+    """Builds `cls` from plain data (a YAML file's, a run folder's recorded config) and
+    ``key=value`` overrides: renamed keys migrated, types and ranges checked; errors name
+    `source`."""
     raw = copy.deepcopy(raw)
     notify = notify or _warn
     _migrate(cls, raw, source, notify)
+    if overrides:
+        source = source if "--set" in source else f"{source} (with --set)"
     for override in overrides:
         _apply_override(raw, override)
     _migrate(cls, raw, source, notify)

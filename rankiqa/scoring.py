@@ -165,5 +165,5 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
         raise
     scorer = Scorer(images, score, views, session=session, net_name=net_name,
                     batch_size=batch_size)
-    scorer.report, scorer.source = report, source
+    scorer.report = report
     return scorer
