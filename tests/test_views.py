@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from rankiqa.data import views
 from rankiqa.data.views import Views
@@ -91,28 +91,41 @@ def test_training_and_evaluation_upscale_alike():
     np.testing.assert_array_equal(large, photo(50, 60))  # large enough: unchanged
 
 
-def test_sixteen_bit_grey_and_other_modes_decode_as_tensorflow_does(tmp_path):
-    """The Pillow path (scoring, make-rank-data) and TensorFlow's (training) agree on 16-bit
-    grey, palette, grey-with-alpha and RGBA PNGs; EXIF orientation is applied by neither."""
+def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
+    """The Pillow path (scoring, make-rank-data) and TensorFlow's (training) give identical
+    pixels for 8/16-bit grey, palette, alpha, RGB/grey/CMYK/progressive JPEG; EXIF orientation
+    is applied by neither."""
     from rankiqa.compat import tf
 
     rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(rgb).resize((30, 24), Image.BICUBIC).filter(
+        ImageFilter.GaussianBlur(2)))  # JPEG's IDCT rounding shows on smooth areas
     Image.fromarray(rng.integers(0, 65536, (8, 10)).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(rgb).convert("L").save(tmp_path / "l.png")
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
     Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
     Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(smooth).save(tmp_path / "rgb.jpg", quality=75)
+    Image.fromarray(smooth).save(tmp_path / "progressive.jpg", quality=75, progressive=True)
+    Image.fromarray(smooth).convert("L").save(tmp_path / "l.jpg", quality=75)
+    Image.fromarray(smooth).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=75)
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
     path = tf.placeholder(tf.string)
     decoded = views.decode_image(path)
     with tf.Session() as sess:
-        for name in ("g16.png", "p.png", "la.png", "rgba.png"):
+        for name in ("g16.png", "l.png", "p.png", "la.png", "rgba.png", "rgb.jpg",
+                     "progressive.jpg", "l.jpg", "cmyk.jpg", "rotated.jpg"):
             ours = views.load_image(str(tmp_path / name))
-            np.testing.assert_array_equal(ours, sess.run(decoded, {path: str(tmp_path / name)}))
-        assert views.load_image(str(tmp_path / "rotated.jpg")).shape == (8, 10, 3)
-        assert sess.run(decoded, {path: str(tmp_path / "rotated.jpg")}).shape == (8, 10, 3)
+            theirs = sess.run(decoded, {path: str(tmp_path / name)})
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+        # TensorFlow's default (fast) IDCT is what the training path must not use
+        fast = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        assert np.any(sess.run(fast, {path: str(tmp_path / "rgb.jpg")})
+                      != views.load_image(str(tmp_path / "rgb.jpg")))
+    assert views.load_image(str(tmp_path / "rotated.jpg")).shape == (24, 30, 3)  # not rotated
     grey = views.load_image(str(tmp_path / "g16.png"))
     assert 60 < grey.mean() < 200  # not clipped to white
 
