@@ -99,6 +99,34 @@ def device_option(func):
                         show_default=True, help="Where the network runs.")(func)
 
 
+def training_options(func):
+    """Where the step runs: --strategy, --devices, --precision (train.* keys)."""
+    func = click.option("--precision", type=click.Choice(["fp32", "mixed", "auto"]),
+                        help="train.precision: fp32, mixed (16-bit compute, float32 "
+                             "variables), auto (mixed where the hardware has 16-bit units) "
+                             "[default: the config's, fp32].")(func)
+    func = click.option("--devices", type=click.IntRange(min=0), metavar="N",
+                        help="train.devices: replicas on this machine for --strategy mirrored "
+                             "(0: every GPU; with --device cpu, N logical CPU devices).")(func)
+    return click.option("--strategy", type=click.Choice(
+        ["auto", "one_device", "mirrored", "multi_worker"]),
+        help="train.strategy [default: the config's, auto: multi_worker under a TF_CONFIG "
+             "naming several workers, mirrored over several GPUs, else one device].")(func)
+
+
+def with_training(overrides, strategy, devices, precision):
+    """`overrides` plus the train.* keys the training options set."""
+    given = {"strategy": strategy, "devices": devices, "precision": precision}
+    return (*overrides, *(f"train.{k}={v}" for k, v in given.items() if v is not None))
+
+
+def precision_option(func):
+    return click.option("--precision", type=click.Choice(["fp32", "mixed", "auto"]),
+                        default="fp32", show_default=True,
+                        help="mixed: 16-bit compute where the hardware has it (scores move in "
+                             "the third decimal); auto: mixed only there.")(func)
+
+
 def init_options(func):
     """--init SOURCE (init.source) and the spellings it replaces, which still work."""
     func = click.option("--init", "init_source", metavar="SOURCE",
@@ -188,12 +216,14 @@ def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, s
 @click.option("--skip-bad", is_flag=True,
               help="Leave out ranking groups with an unreadable image instead of refusing them.")
 @device_option
+@training_options
 @handle_errors
 def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
-                   skip_bad, device):
+                   skip_bad, device, strategy, devices, precision):
     """Stage one: train the Siamese ranking network."""
-    cfg = load_config(config_lib.RankConfig, config_path,
-                      with_init(overrides, init_source, init_from, init_checkpoint))
+    cfg = load_config(config_lib.RankConfig, config_path, with_training(
+        with_init(overrides, init_source, init_from, init_checkpoint), strategy, devices,
+        precision))
     from rankiqa.train import rank
 
     result = rank.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
@@ -211,12 +241,14 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
 @click.option("--skip-bad", is_flag=True,
               help="Leave out unreadable images instead of refusing them.")
 @device_option
+@training_options
 @handle_errors
 def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
-                 from_scratch, skip_bad, device):
+                 from_scratch, skip_bad, device, strategy, devices, precision):
     """Stage two: regress real quality scores, starting from --init (the stage-one run)."""
-    cfg = load_config(config_lib.FinetuneConfig, config_path,
-                      with_init(overrides, init_source, init_from, init_checkpoint, from_scratch))
+    cfg = load_config(config_lib.FinetuneConfig, config_path, with_training(
+        with_init(overrides, init_source, init_from, init_checkpoint, from_scratch), strategy,
+        devices, precision))
     from rankiqa.train import finetune
 
     result = finetune.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
@@ -224,6 +256,28 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} "
                    f"(step {result['step']}, {result['eval_path']})")
+
+
+@main.command("launch", context_settings={"ignore_unknown_options": True,
+                                          "allow_interspersed_args": False})
+@click.option("--workers", type=int, required=True, metavar="N",
+              help="Worker processes on this machine (worker 0 is the chief).")
+@click.option("--timeout", "stall_timeout", type=float, default=900.0, show_default=True,
+              metavar="SECONDS",
+              help="Stop the job when no worker prints a line for this long (a stalled step).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def launch_cmd(workers, stall_timeout, command):
+    """Run a training command as a multi-worker job of N local processes:
+    rankiqa launch --workers 2 -- train-rank --config rank_tiny --train-dir runs/rank ...
+
+    Each worker gets its TF_CONFIG (free loopback ports) and trains with the multi_worker
+    strategy; output is prefixed [worker K]. If a worker fails or the job stalls, every worker
+    is stopped and the launch fails; the same command then resumes from the last checkpoint.
+    """
+    from rankiqa import launch
+
+    launch.launch(workers, list(command), stall_timeout=stall_timeout, echo=log)
 
 
 @main.command("evaluate")
@@ -241,9 +295,10 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="summary.json, predictions.csv and scatter.png go here.")
 @device_option
+@precision_option
 @handle_errors
 def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, crop_size,
-                 aggregate, output_dir, device):
+                 aggregate, output_dir, device, precision):
     """SROCC, KROCC, PLCC and RMSE of CHECKPOINT on a dataset split.
 
     The dataset, its split and the views come from the config's data section: --config, or
@@ -256,7 +311,8 @@ def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, cr
         raise UserError("evaluate needs data.label_file (in --config or --set)")
     views = views_from(crop_size, crops, crop_mode, evaluate.data_views(cfg.data))
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
-                                aggregate=aggregate, device=device, log=log)
+                                aggregate=aggregate, device=device, log=log,
+                                precision=precision)
     click.echo(f"srocc {summary['srocc']:.4f} krocc {summary['krocc']:.4f} "
                f"plcc {summary['plcc']:.4f} plcc_logistic {summary['plcc_logistic']:.4f} "
                f"rmse {summary['rmse']:.4f} (n={summary['count']}, {output_dir})")
@@ -303,9 +359,10 @@ def _exists(path):
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @device_option
+@precision_option
 @handle_errors
 def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode, crop_size,
-                batch_size, fmt, output, device):
+                batch_size, fmt, output, device, precision):
     """Score image files and folders (recursive) with the model's own views; unreadable files
     are reported and skipped."""
     import csv
@@ -322,7 +379,8 @@ def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode,
         rundir.check_writable(output)  # before scoring, not after
     rows, problems, used = predict.predict(
         paths, checkpoint, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
-        batch_size=batch_size, device=device, weights_file=weights, allow_pickle=allow_pickle)
+        batch_size=batch_size, device=device, weights_file=weights, allow_pickle=allow_pickle,
+        precision=precision)
     for message in problems:
         log(f"skipped: {message}")
     if fmt == "json":

@@ -108,6 +108,14 @@ class LoopConfig:
     # Input pipelines keep their order (crops are per-element seeded either way), so the same
     # seed gives the same batches; false lets parallel decode hand over whatever is ready first.
     deterministic: bool = True
+    # where the step runs (rankiqa/train/distribute.py): auto | one_device | mirrored |
+    # multi_worker; auto: multi_worker when TF_CONFIG names several tasks, mirrored over every
+    # GPU when there are several, else one device
+    strategy: str = "auto"
+    devices: int = 0  # mirrored: replicas on this machine (0: every GPU)
+    # fp32 | mixed (16-bit compute, float32 variables) | auto (mixed where the hardware computes
+    # in 16 bits natively); fp32 by default, so that recorded figures replay to the last digit
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class TrainConfig(LoopConfig):
     # empty: train everything; e.g. [vgg_16/conv5, vgg_16/logits] keeps a pretrained start's
     # lower blocks as they are (and skips their gradients: ~2x faster for VGG-16)
     trainable_scopes: Tuple[str, ...] = ()
+    # batch norm in inference mode (moving statistics, not updated): a pretrained start's
+    # statistics kept, and per-replica batch statistics avoided in a distributed run
+    frozen_batch_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +210,7 @@ RANGES = {
     "optim.clip_gradient_norm": (0, None),
     "train.max_steps": (0, None), "train.log_every": (0, None), "train.summary_every": (0, None),
     "train.save_every": (0, None), "train.eval_every": (0, None),
-    "train.keep_checkpoints": (1, None), "train.seed": (0, None),
+    "train.keep_checkpoints": (1, None), "train.seed": (0, None), "train.devices": (0, None),
     "finetune.head_lr_multiplier": (0, None), "finetune.probe_crops": (1, None),
     "finetune.probe_folds": (2, None),
 }

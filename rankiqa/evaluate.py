@@ -56,7 +56,7 @@ def scatter_png(path, predicted, target, title):
 
 
 def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
-             batch_size=64, device="auto", log=print):
+             batch_size=64, device="auto", log=print, precision="fp32"):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
     (`rankiqa.data.views.Views`; image k's random views drawn with seed k).
@@ -71,7 +71,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
         log(f"scoring {len(items)} images ({split}) with {views.count} {views.mode} views of "
             f"{views.crop}² each")
         per_crop, per_batch = [], max(1, batch_size // views.count)
-        with scoring.load_scorer(model, device=device, batch_size=batch_size) as scorer:
+        with scoring.load_scorer(model, device=device, batch_size=batch_size,
+                                 precision=precision) as scorer:
             # images are decoded a batch at a time; image k's random views are seeded with k
             for k in range(0, len(items), per_batch):
                 chunk = items[k:k + per_batch]

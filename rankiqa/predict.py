@@ -12,7 +12,7 @@ from rankiqa.data import views as views_lib
 
 
 def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
-            weights_file=None, allow_pickle=False):
+            weights_file=None, allow_pickle=False, precision="fp32"):
     """Scores every readable image under `paths`.
 
     Args:
@@ -20,6 +20,7 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
       model: training directory or checkpoint prefix; or `weights_file` (with `net`).
       views: `rankiqa.data.views.Views`, or a function from the model's own views to those to
         use; None: the model's own.
+      precision: fp32 | mixed | auto (`rankiqa.rundir.resolve_precision`).
 
     Returns:
       (rows ``[{"path", "score"}]``, problems ``[message]`` for files that were skipped,
@@ -28,7 +29,8 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
     files, problems = views_lib.list_files(paths)
     rows = []
     with scoring.load_scorer(model, net=net, weights_file=weights_file, device=device,
-                             allow_pickle=allow_pickle, batch_size=batch_size) as scorer:
+                             allow_pickle=allow_pickle, batch_size=batch_size,
+                             precision=precision) as scorer:
         views = views(scorer.views) if callable(views) else (views or scorer.views)
         per_call = max(1, batch_size // views.count)
         pending, pending_paths = [], []

@@ -124,7 +124,7 @@ def model_views(info, net_name, crop_size=None):
 
 
 def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device="auto",
-                allow_pickle=False, batch_size=64):
+                allow_pickle=False, batch_size=64, precision="fp32"):
     """A `Scorer` owning its graph and session, restored once.
 
     Args:
@@ -133,6 +133,8 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
         `weights_file`).
       weights_file: an .npz (or, with `allow_pickle`, a dict .npy) from ``export-npy``.
       crop_size: view side; default: the model's (rankiqa.json) or the network's default.
+      precision: fp32 | mixed | auto (`rankiqa.rundir.resolve_precision`): mixed computes in
+        16 bits, the weights staying float32.
 
     Raises:
       CheckpointError: the weights do not fit the network.
@@ -153,7 +155,9 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
         images, score, _ = build_scoring_graph(net_name)
         variables = tf.global_variables()
         init_op = tf.variables_initializer(variables)
-    session = tf.Session(graph=graph, config=rundir.session_config())
+    precision = rundir.resolve_precision(
+        precision, gpu=device != "cpu" and bool(tf.config.list_physical_devices("GPU")))
+    session = tf.Session(graph=graph, config=rundir.session_config(precision))
     try:
         with graph.as_default():
             session.run(init_op)

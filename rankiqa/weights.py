@@ -261,9 +261,16 @@ def build_init(source, variables=None, exclude_scopes=(), source_scope=None, sco
 
     def init_fn(session):
         for var, source_name in pairs:
-            var.load(opened.read(source_name), session)
+            assign(var, opened.read(source_name), session)
 
     return init_fn, report
+
+
+def assign(variable, value, session):
+    """Sets `variable` to `value` now: a plain one, or every local copy of one mirrored over
+    replicas (`rankiqa.train.distribute`), which would otherwise start apart."""
+    for component in getattr(variable, "values", None) or (variable,):
+        component.load(value, session)
 
 
 def load_into(session, source, variables=None, net_name=None, allow_pickle=False):
@@ -277,7 +284,7 @@ def load_into(session, source, variables=None, net_name=None, allow_pickle=False
     variables = tf.global_variables() if variables is None else variables
     pairs, report = match(opened, variables)
     for var, source_name in pairs:
-        var.load(opened.read(source_name), session)
+        assign(var, opened.read(source_name), session)
     return report
 
 

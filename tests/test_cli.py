@@ -11,7 +11,8 @@ def invoke(*args):
 
 
 COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
-            "finetune", "inspect-ckpt", "make-rank-data", "merge-ckpt", "predict", "train-rank"]
+            "finetune", "inspect-ckpt", "launch", "make-rank-data", "merge-ckpt", "predict",
+            "train-rank"]
 
 
 def test_help_lists_every_command_and_each_has_help():
@@ -67,8 +68,10 @@ def test_train_rank_config_errors(tmp_path, rank_data):
     result = invoke("train-rank", "--config", bad, "--train-dir", tmp_path / "run")
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: {bad}: unknown key train.stepz; TrainConfig takes "
-                                     "deterministic, eval_every, keep_checkpoints, log_every, loss, margin, "
-                                     "max_steps, save_every, seed, summary_every, trainable_scopes")
+                                     "deterministic, devices, eval_every, frozen_batch_norm, "
+                                     "keep_checkpoints, log_every, loss, margin, max_steps, "
+                                     "precision, save_every, seed, strategy, summary_every, "
+                                     "trainable_scopes")
     result = invoke("train-rank", "--train-dir", tmp_path / "run")
     assert result.exit_code == 1 and "needs data.rank_list" in result.stderr
     result = invoke("train-rank", "--train-dir", tmp_path / "run",

@@ -17,7 +17,7 @@ from rankiqa.data import views as views_lib
 from rankiqa.data.views import Views
 from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
-from rankiqa.train import loop, probe
+from rankiqa.train import distribute, loop, probe
 
 RESTORE_REPORT_NAME = "restore_report.json"
 PROBE_REPORT_NAME = "probe.json"
@@ -66,9 +66,12 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
                                      batch_norm_decay=config.net.batch_norm_decay)
     loss_fn = losses.get_regression_loss_fn(train_cfg.loss)
+    placement = loop.place(train_cfg, device)
+    placement.check_divides(data_cfg.batch_size, "data.batch_size")
+    log(f"training on {placement.describe()}")
     # one process per run folder: a second command on it is refused
-    with rundir.locked(train_dir, "finetune", log):
-        device_name = loop.start_graph(train_dir, train_cfg, device)
+    with loop.lock(train_dir, "finetune", placement, log):
+        loop.start_graph(train_dir, train_cfg)
 
         # ---- data: a seeded split, by reference where the dataset has references
         parts = mos.load_splits(data_cfg)
@@ -89,33 +92,43 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                                        cache=data_cfg.cache_decoded,
                                        deterministic=train_cfg.deterministic,
                                        random_scale=data_cfg.random_scale)
-        images, targets = tf.data.make_one_shot_iterator(dataset).get_next()
 
-        with tf.device(device_name):
-            # ---- network: the stage-one backbone and a fresh one-score head
-            global_step = tf.train.get_or_create_global_step()
+        # ---- network, loss and step, on each replica: the stage-one backbone and a fresh
+        # one-score head, regression on normalised scores plus weight decay
+        def replica_step(batch):
+            images, targets = batch
             scores, _ = network_fn(network_fn.preprocess(images),
                                    is_training=not transfer.frozen_batch_norm)
-            scorer = Scorer.in_graph(network_fn, views)
-
-            # ---- start: everything but the excluded scopes (default: the head)
-            init_fn, report = loop.build_init_fn(
-                config.init, network_fn, log, os.path.join(train_dir, RESTORE_REPORT_NAME))
-
-            # ---- loss: regression on normalised scores, plus weight decay
             regression_loss = loss_fn(scores, targets)
-            total_loss = tf.add(regression_loss, tf.losses.get_regularization_loss(),
-                                name="total_loss")
+            regularization = tf.losses.get_regularization_loss()
+            total_loss = tf.add(regression_loss, regularization, name="total_loss")
             variables_to_train, update_ops = loop.select_trainable(transfer.trainable_scopes,
                                                                    "finetune.trainable_scopes")
             multipliers = {v: transfer.head_lr_multiplier for v in tf.trainable_variables()
                            if weights.in_scopes(v.op.name, [network_fn.head_scope])
                            and (variables_to_train is None or v in variables_to_train)}
             train_op, learning_rate = loop.build_train_op(
-                total_loss, config.optim, global_step, variables_to_train=variables_to_train,
-                gradient_multipliers=multipliers or None, update_ops=update_ops)
+                total_loss, config.optim, tf.train.get_or_create_global_step(),
+                variables_to_train=variables_to_train,
+                gradient_multipliers=multipliers or None, update_ops=update_ops,
+                replicas=placement.replicas, parts=(regression_loss, regularization),
+                loss_scaling=placement.loss_scaling)
+            return train_op, {"loss": regression_loss, "total_loss": total_loss,
+                              "learning_rate": learning_rate}
 
-        # ---- evaluation and the probe, both through the scoring branch
+        train_op, scalars, input_init = distribute.build_step(placement, dataset, replica_step)
+
+        with placement.scoring_scope():
+            scorer = Scorer.in_graph(network_fn, views)
+        with placement.scope():
+            # ---- start: everything but the excluded scopes (default: the head)
+            init_fn, report = loop.build_init_fn(
+                config.init, network_fn, log,
+                os.path.join(train_dir, RESTORE_REPORT_NAME) if placement.is_chief else None)
+
+        # ---- evaluation and the probe, both through the scoring branch; in a multi-worker job
+        # every worker runs both (session runs all must make; the same data and seed give every
+        # replica the same head), and the chief writes the results
         eval_fn = build_mos_evaluator(scorer, parts["val"], log)
         probe_init = None
         if transfer.probe:
@@ -123,19 +136,21 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                 scorer, [it.path for it in train_items], [it.score for it in train_items],
                 slim.get_model_variables(scope=network_fn.head_scope), transfer,
                 Views(data_cfg.crop_size, transfer.probe_crops, data_cfg.eval_crop_mode),
-                train_cfg.seed, log, os.path.join(train_dir, PROBE_REPORT_NAME))
-        rundir.write_run_info(train_dir, "finetune", config, config.net.name, data_cfg.crop_size,
-                              views, init=config.init.source, score=SCORE_SCALE)
+                train_cfg.seed, log,
+                os.path.join(train_dir, PROBE_REPORT_NAME) if placement.is_chief else None)
+        if placement.is_chief:
+            rundir.write_run_info(train_dir, "finetune", config, config.net.name,
+                                  data_cfg.crop_size, views, init=config.init.source,
+                                  score=SCORE_SCALE)
 
         # ---- loop
         result = loop.run_loop(
-            train_dir, train_op, train_cfg.max_steps, train_cfg,
-            scalars={"loss": regression_loss, "total_loss": total_loss,
-                     "learning_rate": learning_rate},
+            train_dir, train_op, train_cfg.max_steps, train_cfg, scalars, placement,
             # the probe fits the head last, on the features of the restored backbone; the
             # evaluation after it is the frozen-backbone result (step 0 of the history)
             init_fn=loop.chain_init_fns(init_fn, probe_init), eval_fn=eval_fn,
-            eval_at_start=probe_init is not None, log=log, images_per_step=data_cfg.batch_size)
+            eval_at_start=probe_init is not None, log=log, images_per_step=data_cfg.batch_size,
+            input_init=input_init)
         result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
         result["restore_report"] = report
         return result

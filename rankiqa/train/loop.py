@@ -5,21 +5,43 @@ resume, checkpoints, summaries, progress, periodic evaluation and a NaN guard.
 The two stages differ only in the graph they build and in what they restore at a fresh start.
 """
 
+import contextlib
 import math
 import os
+import tempfile
 import time
 
 from rankiqa import nets, rundir, weights
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError, RankiqaError
+from rankiqa.train import distribute
 
 
 class TrainingDiverged(RankiqaError, RuntimeError):
     """The loss became NaN or infinite; the message names the steps and the last checkpoint."""
 
 
-def start_graph(train_dir, train_cfg, device):
-    """A fresh default graph, seeded, and the train dir made; returns the device string.
+def place(train_cfg, device):
+    """Where this process trains (`rankiqa.train.distribute.get_placement`), checked before
+    anything is written; a multi-worker job's server starts here."""
+    placement = distribute.get_placement(train_cfg.strategy, train_cfg.devices, device,
+                                         train_cfg.precision)
+    if placement.cluster is not None and not train_cfg.deterministic:
+        raise InputError("train.deterministic=false cannot be used by a multi-worker job: "
+                         "every worker must draw the same global batches to split them")
+    return placement
+
+
+def lock(train_dir, command, placement, log):
+    """The run folder's lock (`rundir.locked`), held by the chief: the other workers of a job
+    share its folder without writing to it."""
+    if not placement.is_chief:
+        return contextlib.nullcontext()
+    return rundir.locked(train_dir, command, log)
+
+
+def start_graph(train_dir, train_cfg):
+    """A fresh default graph, seeded, and the train dir made.
 
     With `train_cfg.deterministic` the input pipelines also keep their order and draw crops
     from per-element stateless seeds (`rankiqa.data.pipeline`), so that a rerun of the same
@@ -27,11 +49,9 @@ def start_graph(train_dir, train_cfg, device):
     `enable_op_determinism` is not used: it makes every later graph in the process (a user's
     too) fail on unseeded initialisers.
     """
-    device_name = rundir.get_device(device)  # before anything is written: a bad option
     os.makedirs(train_dir, exist_ok=True)
     tf.reset_default_graph()
     tf.set_random_seed(train_cfg.seed)
-    return device_name
 
 
 def build_init_fn(init_cfg, network_fn, log, report_path=None):
@@ -93,15 +113,38 @@ def build_optimizer(optim, learning_rate):
     return optimizers[optim.optimizer]()
 
 
+def replica_objective(data_loss, regularization, replicas):
+    """What one replica of `replicas` minimises so that the optimizer's *sum* of their
+    gradients is one device's gradient for the global batch: its share (1/replicas) of the data
+    loss, and weight decay once. Weight decay's terms were built with the variables, reading
+    the first replica's copies, so the first replica adds them whole and the others none (each
+    adding a share would give the others' copies no gradient: decay / replicas in all)."""
+    first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+    return data_loss / replicas + tf.cast(first, data_loss.dtype) * regularization
+
+
 def build_train_op(total_loss, optim, global_step, variables_to_train=None,
-                   gradient_multipliers=None, update_ops=None):
+                   gradient_multipliers=None, update_ops=None, replicas=1, parts=None,
+                   loss_scaling=False):
     """Train op that also runs the batch-norm moving-average updates (UPDATE_OPS).
 
+    Args:
+      total_loss: data loss plus weight decay.
+      replicas: replicas of the step (`rankiqa.train.distribute`); with more than one, each
+        minimises `replica_objective` of `parts`, (data loss, weight decay). With
+        clip_gradient_norm, each replica clips its share before the sum.
+      loss_scaling: dynamic loss scaling, for float16 on GPUs (whose small gradients would
+        otherwise vanish); bfloat16 has float32's range and needs none.
+
     Returns:
-      (train_op evaluating to the loss, learning-rate tensor).
+      (train_op evaluating to the loss it minimised, learning-rate tensor).
     """
     learning_rate = build_learning_rate(optim, global_step)
     optimizer = build_optimizer(optim, learning_rate)
+    if loss_scaling:
+        optimizer = tf.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
+    if replicas > 1:
+        total_loss = replica_objective(*parts, replicas)
     train_op = slim.learning.create_train_op(
         total_loss, optimizer, global_step=global_step, update_ops=update_ops,
         variables_to_train=variables_to_train,
@@ -144,10 +187,16 @@ def chain_init_fns(*init_fns):
 HISTORY_KEYS = ("rank_accuracy", "srocc", "plcc", "krocc")
 
 
-def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, eval_fn=None,
-             log=print, images_per_step=None, eval_at_start=False):
+def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init_fn=None,
+             eval_fn=None, log=print, images_per_step=None, eval_at_start=False,
+             input_init=None):
     """Runs `train_op` until the global step reaches `max_steps`. Call it holding the train
-    dir's lock (`rundir.locked`).
+    dir's lock (`rundir.locked`) in the chief.
+
+    In a multi-worker job every worker runs the same sequence of session runs (start, steps,
+    summaries, saves, evaluations): a run that only some workers make waits forever for the
+    others' collectives. All replicas thus begin from the same values (resume, else
+    `init_fn`); only the chief writes files: checkpoints, summaries and `eval.json`.
 
     A run starts from, in this order: the train dir's own newest readable checkpoint (resume;
     an unreadable newest one is passed over with a warning), else `init_fn` (the configured
@@ -163,12 +212,14 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
       train_cfg: `TrainConfig` (log_every, summary_every, save_every, eval_every,
         keep_checkpoints).
       scalars: ``{name: scalar tensor}`` for TensorBoard and the progress line (with "loss").
+      placement: `rankiqa.train.distribute.Placement` (session target and config, chief).
       init_fn: ``init_fn(session)`` run at a fresh start only, after variable initialisation.
       eval_fn: ``eval_fn(session, step) -> dict`` run every eval_every steps and at the end;
         its result goes to ``eval.json`` with the history of every evaluation of the run.
       log: callable taking one line of progress.
       images_per_step: for the img/s figure of the progress line.
       eval_at_start: evaluate right after a fresh start (the probe's frozen-backbone result).
+      input_init: the input iterator's initializer, run once the session is up.
 
     Returns:
       dict: final step, last loss, last eval result, checkpoint path.
@@ -177,6 +228,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
       TrainingDiverged: the loss became NaN or infinite.
     """
     global_step = tf.train.get_or_create_global_step()
+    chief = placement.is_chief
     for name, tensor in scalars.items():
         tf.summary.scalar(name, tensor)
     summary_op = tf.summary.merge_all()
@@ -186,9 +238,10 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
     names = sorted(scalars)
     fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
     result = {"eval": None}
-    rundir.remove_temporaries(train_dir, log)
+    if chief:
+        rundir.remove_temporaries(train_dir, log)
 
-    with tf.Session(config=rundir.session_config()) as sess:
+    with tf.Session(placement.target, config=placement.config) as sess:
         latest = rundir.latest_checkpoint(train_dir, verify=True, log=log)
         history = []
         if latest:
@@ -198,7 +251,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
             # the checkpoints before the kill count towards keep_checkpoints again
             saver.recover_last_checkpoints([p for _, p in reversed(
                 rundir.checkpoints_on_disk(train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
-            if os.path.isfile(eval_path):
+            if chief and os.path.isfile(eval_path):
                 history = [h for h in rundir.read_json(eval_path).get("history", [])
                            if h["step"] <= step]
         else:
@@ -206,13 +259,25 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
             if init_fn is not None:
                 init_fn(sess)
             step = 0
-        writer = tf.summary.FileWriter(train_dir, sess.graph if not latest else None)
+        if input_init is not None:
+            sess.run(input_init)
+        writer = tf.summary.FileWriter(train_dir, sess.graph if not latest else None) if chief \
+            else None
         last_ckpt, last_ckpt_step = latest, step
         last_log_step, last_log_time = step, time.time()
         loss = float("nan")
 
         def save(at):
             nonlocal last_ckpt, last_ckpt_step
+            if not chief:
+                # saving mirrored variables runs collectives every worker must join: the
+                # others save too, aside, and throw it away
+                with tempfile.TemporaryDirectory(prefix="rankiqa-worker-") as aside:
+                    saver.save(sess, os.path.join(aside, rundir.CHECKPOINT_NAME),
+                               global_step=at, write_meta_graph=False,
+                               write_state=False)
+                last_ckpt, last_ckpt_step = f"{prefix}-{at}", at  # the chief's
+                return
             last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
             rundir.fault_point(f"before-index:{at}")
             rundir.write_checkpoint_index(train_dir, saver.last_checkpoints)
@@ -222,6 +287,8 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
             if eval_fn is None:
                 return
             evaluation = eval_fn(sess, at)
+            if not chief:
+                return
             history[:] = [h for h in history if h["step"] != at]  # one entry per step
             history.append({"step": at, **{k: evaluation[k] for k in HISTORY_KEYS
                                             if k in evaluation}})
@@ -248,7 +315,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
                 raise TrainingDiverged(
                     f"loss became {loss} between step {last_log_step} (last logged, finite) and "
                     f"step {step}; {where}. Lower optim.lr or set optim.clip_gradient_norm.")
-            if want_summary:
+            if want_summary and writer is not None:
                 writer.add_summary(out["summary"], step)
             if train_cfg.log_every and (step % train_cfg.log_every == 0 or step == max_steps):
                 now = time.time()
@@ -265,5 +332,6 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, init_fn=None, e
         if last_ckpt_step != step or last_ckpt is None:
             save(step)
         evaluate(step)
-        writer.close()
+        if writer is not None:
+            writer.close()
     return {"step": step, "loss": loss, "eval": result["eval"], "checkpoint": last_ckpt}

@@ -15,7 +15,7 @@ standardisation is then written into the batch-norm statistics, or folded into t
 import numpy as np
 from scipy import stats
 
-from rankiqa import rundir
+from rankiqa import rundir, weights
 from rankiqa.errors import InputError
 
 BN_EPSILON = 0.001  # slim.batch_norm's default epsilon, which the head uses
@@ -112,6 +112,7 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
         ones of a normalising head).
       transfer: `rankiqa.config.TransferConfig` (alphas, folds).
       views: `rankiqa.data.views.Views` of each image.
+      report_path: where probe.json goes (None: nowhere, as in a job's non-chief workers).
 
     Raises:
       InputError: the network exposes no pooled features, or its head is not linear.
@@ -133,12 +134,14 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
                         groups=np.repeat(np.arange(len(paths)), views.count))
         by_name = {v.op.name: v for v in head.values()}
         for name, value in head_values(fit, head).items():
-            by_name[name].load(value, sess)
+            weights.assign(by_name[name], value, sess)
         cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
         log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
             f"(cross-validated srocc by alpha {cv})")
-        rundir.write_json_atomic(report_path, {
-            "alpha": fit["alpha"], "cv_srocc": fit["cv_srocc"], "features": int(x.shape[1]),
-            "images": len(paths), "crops": views.count, "views": views.as_dict()})
+        if report_path:
+            rundir.write_json_atomic(report_path, {
+                "alpha": fit["alpha"], "cv_srocc": fit["cv_srocc"],
+                "features": int(x.shape[1]), "images": len(paths), "crops": views.count,
+                "views": views.as_dict()})
 
     return init_fn

@@ -17,7 +17,7 @@ from rankiqa.data.views import Views
 from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
 from rankiqa.siamese import one_pass_scores
-from rankiqa.train import loop
+from rankiqa.train import distribute, loop
 
 # Every level of a held-out group is viewed with this seed, so all levels share their crops
 # and every evaluation (and every run) sees the same ones.
@@ -78,9 +78,12 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                                      batch_norm_decay=config.net.batch_norm_decay)
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
     views = held_out_views(data_cfg)
+    placement = loop.place(train_cfg, device)
+    placement.check_divides(data_cfg.references_per_batch, "data.references_per_batch")
+    log(f"training on {placement.describe()}")
     # one process per run folder: a second command on it is refused
-    with rundir.locked(train_dir, "train-rank", log):
-        device_name = loop.start_graph(train_dir, train_cfg, device)
+    with loop.lock(train_dir, "train-rank", placement, log):
+        loop.start_graph(train_dir, train_cfg)
 
         # ---- data: whole references held out, so accuracy is measured on unseen content
         groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
@@ -99,40 +102,50 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         pipeline.check_sizes(held_out, views.crop)
         log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
             f"({data_cfg.holdout_references} references)")
+        # global batches: each replica gets whole references of every one
         dataset = pipeline.rank_dataset(train_groups, data_cfg.crop_size,
                                         data_cfg.references_per_batch, seed=train_cfg.seed,
                                         cache=data_cfg.cache_decoded,
                                         deterministic=train_cfg.deterministic)
-        images = tf.data.make_one_shot_iterator(dataset).get_next()
 
-        with tf.device(device_name):
-            # ---- network: one backbone, one pass, scores [references, levels]
-            global_step = tf.train.get_or_create_global_step()
-            scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images), data_cfg.levels,
-                                        is_training=True)
-            scorer = Scorer.in_graph(network_fn, views)
-
-            # ---- start: scratch, a pretrained package, or a checkpoint (head excluded)
-            init_fn, _ = loop.build_init_fn(config.init, network_fn, log)
-
-            # ---- loss: ranking hinge over every ordered pair, plus weight decay
+        # ---- network, loss and step, on each replica: one backbone, one pass over its
+        # references x levels, the ranking hinge over every ordered pair plus weight decay
+        def replica_step(images):
+            scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images),
+                                        data_cfg.levels,
+                                        is_training=not train_cfg.frozen_batch_norm)
             rank_loss = loss_fn(scores, train_cfg.margin)
-            total_loss = tf.add(rank_loss, tf.losses.get_regularization_loss(), name="total_loss")
+            regularization = tf.losses.get_regularization_loss()
+            total_loss = tf.add(rank_loss, regularization, name="total_loss")
             variables_to_train, update_ops = loop.select_trainable(train_cfg.trainable_scopes,
                                                                    "train.trainable_scopes")
             train_op, learning_rate = loop.build_train_op(
-                total_loss, config.optim, global_step, variables_to_train=variables_to_train,
-                update_ops=update_ops)
+                total_loss, config.optim, tf.train.get_or_create_global_step(),
+                variables_to_train=variables_to_train, update_ops=update_ops,
+                replicas=placement.replicas, parts=(rank_loss, regularization),
+                loss_scaling=placement.loss_scaling)
+            return train_op, {"loss": rank_loss, "total_loss": total_loss,
+                              "learning_rate": learning_rate,
+                              "rank_accuracy": losses.ranking_accuracy(scores)}
 
+        train_op, scalars, input_init = distribute.build_step(placement, dataset, replica_step)
+
+        with placement.scoring_scope():
+            scorer = Scorer.in_graph(network_fn, views)
+        with placement.scope():
+            # ---- start: scratch, a pretrained package, or a checkpoint (head excluded)
+            init_fn, _ = loop.build_init_fn(config.init, network_fn, log)
+
+        # every worker evaluates (a session run all must make); the chief writes the result
         eval_fn = build_rank_evaluator(scorer, held_out, log)
-        rundir.write_run_info(train_dir, "rank", config, config.net.name, data_cfg.crop_size, views)
+        if placement.is_chief:
+            rundir.write_run_info(train_dir, "rank", config, config.net.name, data_cfg.crop_size,
+                                  views)
 
         # ---- loop
         result = loop.run_loop(
-            train_dir, train_op, train_cfg.max_steps, train_cfg,
-            scalars={"loss": rank_loss, "total_loss": total_loss, "learning_rate": learning_rate,
-                     "rank_accuracy": losses.ranking_accuracy(scores)},
-            init_fn=init_fn, eval_fn=eval_fn, log=log,
+            train_dir, train_op, train_cfg.max_steps, train_cfg, scalars, placement,
+            init_fn=init_fn, eval_fn=eval_fn, log=log, input_init=input_init,
             images_per_step=data_cfg.references_per_batch * data_cfg.levels)
         result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
         return result

@@ -6,6 +6,8 @@
     python scripts/bench/bench.py p4 --net resnet_v2_tiny
     python scripts/bench/bench.py p5
     python scripts/bench/bench.py p6
+    python scripts/bench/bench.py p7     # 2 loopback workers / 1, resnet_v2_50 224², 1 thread each
+    python scripts/bench/bench.py p8     # mixed / fp32 precision, resnet_v2_50 224²
 
 Sample data (the photos scikit-image ships and ranking data made from them) is written once under
 --work-dir (default runs/bench) and reused.
@@ -17,6 +19,7 @@ the same process, because these machines are shared and noisy.
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -342,6 +345,82 @@ def p6(args):
               f"({step_seconds*1e3:.1f} ms; a resnet_v2_50 step is ~140x longer)")
 
 
+def train_rank_speed(args, train_dir, extra=(), workers=0, env=None):
+    """img/s of a real `rankiqa train-rank` (or `rankiqa launch --workers N -- train-rank`) run:
+    the median of its progress lines after the first (start-up, caches filling)."""
+    rank_list = sample_rank_list(args.work_dir)
+    shutil.rmtree(train_dir, ignore_errors=True)
+    command = ["train-rank", "--train-dir", train_dir, "--device", "cpu",
+               "--set", f"net.name={args.net}", "--set", f"data.rank_list={rank_list}",
+               "--set", f"data.crop_size={args.crop}", "--set", "data.holdout_references=0",
+               "--set", f"train.max_steps={args.steps}", "--set", f"train.log_every={args.log_every}",
+               "--set", "train.save_every=100000", "--set", "train.eval_every=0",
+               "--set", "train.summary_every=0", "--set", "net.batch_norm_decay=0.9", *extra]
+    if workers:
+        command = ["launch", "--workers", str(workers), "--", *command]
+    out = subprocess.run([sys.executable, "-m", "rankiqa", *command], capture_output=True,
+                         text=True, env={**os.environ, **(env or {})}, timeout=3600)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    speeds = [float(m) for m in re.findall(r"^(?:\[worker 0\] )?step \d+/\d+ .*?(\d+) img/s$",
+                                          out.stderr, flags=re.M)]
+    return statistics.median(speeds[1:]), speeds
+
+
+def p7(args):
+    """train-rank img/s, 2 loopback workers / 1 worker, each of one intra-op thread and the
+    same per-worker batch (references x 6 levels)."""
+    one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    refs = args.references
+    one, one_runs = train_rank_speed(args, os.path.join(args.work_dir, "p7_one"),
+                                     ["--set", f"data.references_per_batch={refs}"],
+                                     env=one_thread)
+    two, two_runs = train_rank_speed(args, os.path.join(args.work_dir, "p7_two"),
+                                     ["--set", f"data.references_per_batch={2 * refs}"],
+                                     workers=2, env=one_thread)
+    out = {"id": "P7", "net": args.net, "crop": args.crop, "references_per_worker": refs,
+           "one_worker_img_s": one, "two_workers_img_s": two, "ratio": two / one,
+           "one_worker_lines": one_runs, "two_worker_lines": two_runs, "tf": tf.__version__}
+    print(json.dumps(out))
+    print(f"P7 {args.net} {args.crop}², {refs} reference(s) x 6 per worker, 1 thread each: "
+          f"1 worker {one:.1f} img/s, 2 workers {two:.1f} img/s: {two / one:.2f}x")
+
+
+def p8(args):
+    """mixed / fp32 img/s: train-rank (the real command and input pipeline) and scoring."""
+    from rankiqa import scoring
+
+    refs = args.references
+    train = {}
+    for precision in ("fp32", "mixed"):
+        train[precision], _ = train_rank_speed(
+            args, os.path.join(args.work_dir, f"p8_{precision}"),
+            ["--set", f"data.references_per_batch={refs}", "--set", f"train.precision={precision}"])
+    scorers = {precision: scoring.load_scorer(os.path.join(args.work_dir, "p8_fp32"),
+                                              device="cpu", precision=precision)
+               for precision in ("fp32", "mixed")}
+    crops = np.random.default_rng(0).uniform(0, 255, (args.batch, args.crop, args.crop, 3))
+    crops = crops.astype(np.float32)
+    for scorer in scorers.values():
+        for _ in range(args.warmup):
+            scorer.score_batch(crops)
+    times = alternate_times({p: (lambda s=s: s.score_batch(crops)) for p, s in scorers.items()},
+                            args.repeats)
+    score = {p: args.batch / t for p, t in times.items()}
+    diff = float(np.abs(scorers["fp32"].score_batch(crops) - scorers["mixed"].score_batch(crops)).max())
+    for scorer in scorers.values():
+        scorer.close()
+    out = {"id": "P8", "net": args.net, "crop": args.crop, "references": refs,
+           "train_img_s": train, "train_ratio": train["mixed"] / train["fp32"],
+           "score_img_s": score, "score_ratio": score["mixed"] / score["fp32"],
+           "score_max_abs_diff": diff, "tf": tf.__version__}
+    print(json.dumps(out))
+    print(f"P8 {args.net} {args.crop}²: train-rank fp32 {train['fp32']:.1f} img/s, mixed "
+          f"{train['mixed']:.1f} img/s: {train['mixed'] / train['fp32']:.2f}x; scoring (batch "
+          f"{args.batch}) fp32 {score['fp32']:.1f}, mixed {score['mixed']:.1f} img/s: "
+          f"{score['mixed'] / score['fp32']:.2f}x; scores differ by at most {diff:.3g}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -349,8 +428,12 @@ def main():
     defaults = {"p1": dict(crop=64, references=4, repeats=20), "p2": dict(crop=64, references=4, repeats=15),
                 "p3": dict(repeats=2), "p4": dict(crop=0, repeats=10),
                 "p5": dict(net="resnet_v2_50", crop=224, references=4, steps=3),
-                "p6": {}}
-    for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6)):
+                "p6": {},
+                "p7": dict(net="resnet_v2_50", crop=224, references=1, steps=12, log_every=3),
+                "p8": dict(net="resnet_v2_50", crop=224, references=2, steps=12, log_every=3,
+                           batch=16, repeats=5, warmup=1)}
+    for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
+                     ("p7", p7), ("p8", p8)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
@@ -359,6 +442,7 @@ def main():
         p.add_argument("--crop", type=int, default=64)
         p.add_argument("--references", type=int, default=4)
         p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--log-every", type=int, default=3, help="p7, p8: progress lines")
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--equal-batch", action="store_true")
         p.add_argument("--no-cache", action="store_true", help="p2: decode every step")
