@@ -78,13 +78,13 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                 chunk = items[k:k + per_batch]
                 per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
                                                    range(k, k + len(chunk))))
-            net_name = scorer.net_name
+            net_name, used_precision = scorer.net_name, scorer.precision
         per_crop = np.concatenate(per_crop)
         aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
         target = np.array([it.score for it in items])
         summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
                    "split": split, "crops": views.count, "crop_mode": views.mode,
-                   "crop_size": views.crop, "aggregate": aggregate,
+                   "crop_size": views.crop, "aggregate": aggregate, "precision": used_precision,
                    "score_direction": "normalised MOS in [0, 1], higher is better"}
         for name, predicted in aggregated.items():
             summary[name] = metrics.summary(predicted, target)

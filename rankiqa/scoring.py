@@ -51,6 +51,7 @@ class Scorer:
         self.batch_size = batch_size
         self.graph = score.graph
         self.report = None
+        self.precision = "fp32"  # fp32 | mixed: how its session computes (`load_scorer`)
 
     @classmethod
     def in_graph(cls, network_fn, views):
@@ -170,4 +171,5 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
     scorer = Scorer(images, score, views, session=session, net_name=net_name,
                     batch_size=batch_size)
     scorer.report = report
+    scorer.precision = precision
     return scorer

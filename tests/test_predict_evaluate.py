@@ -61,6 +61,7 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
     summary = json.load(open(out / "summary.json"))
     # --crops overrides data.eval_crops; data.crop_size and data.eval_crop_mode are used
     assert (summary["crops"], summary["crop_size"], summary["crop_mode"]) == (3, 40, "grid")
+    assert summary["precision"] == "fp32"
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     predicted = np.array([float(r["predicted"]) for r in rows])
     target = np.array([float(r["mos"]) for r in rows])
