@@ -321,7 +321,8 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                 now = time.time()
                 speed = ""
                 if images_per_step:
-                    speed = f"  {images_per_step * (step - last_log_step) / (now - last_log_time):.0f} img/s"
+                    rate = images_per_step * (step - last_log_step) / (now - last_log_time)
+                    speed = f"  {rate:.1f} img/s" if rate < 100 else f"  {rate:.0f} img/s"
                 values = "  ".join(f"{n} {out['scalars'][n]:.4g}" for n in names)
                 log(f"step {step}/{max_steps}  {values}{speed}")
                 last_log_step, last_log_time = step, now

@@ -362,7 +362,7 @@ def train_rank_speed(args, train_dir, extra=(), workers=0, env=None):
                          text=True, env={**os.environ, **(env or {})}, timeout=3600)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    speeds = [float(m) for m in re.findall(r"^(?:\[worker 0\] )?step \d+/\d+ .*?(\d+) img/s$",
+    speeds = [float(m) for m in re.findall(r"^(?:\[worker 0\] )?step \d+/\d+ .*? ([\d.]+) img/s$",
                                           out.stderr, flags=re.M)]
     return statistics.median(speeds[1:]), speeds
 
@@ -370,7 +370,7 @@ def train_rank_speed(args, train_dir, extra=(), workers=0, env=None):
 def p7(args):
     """train-rank img/s, 2 loopback workers / 1 worker, each of one intra-op thread and the
     same per-worker batch (references x 6 levels)."""
-    one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    one_thread = {"TF_NUM_INTRAOP_THREADS": "1"}
     refs = args.references
     one, one_runs = train_rank_speed(args, os.path.join(args.work_dir, "p7_one"),
                                      ["--set", f"data.references_per_batch={refs}"],
