@@ -221,6 +221,13 @@ def check_fit(report, allow_missing, hint, no_match_hint=None):
             f"{len(report.shape_mismatch)} of another shape (e.g. {problems[:3]}); {hint}")
 
 
+def assign(variable, value, session):
+    """Sets `variable` to `value` now: a plain one, or every local copy of one mirrored over
+    replicas (`rankiqa.train.distribute`), which would otherwise start apart."""
+    for component in getattr(variable, "values", None) or (variable,):
+        component.load(value, session)
+
+
 def build_init(source, variables=None, exclude_scopes=(), source_scope=None, scope=None,
                official_scope=None, net_name=None, allow_missing=False, allow_pickle=False):
     """``init_fn(session)`` loading `source` into `variables`, and its `RestoreReport`.
@@ -264,13 +271,6 @@ def build_init(source, variables=None, exclude_scopes=(), source_scope=None, sco
             assign(var, opened.read(source_name), session)
 
     return init_fn, report
-
-
-def assign(variable, value, session):
-    """Sets `variable` to `value` now: a plain one, or every local copy of one mirrored over
-    replicas (`rankiqa.train.distribute`), which would otherwise start apart."""
-    for component in getattr(variable, "values", None) or (variable,):
-        component.load(value, session)
 
 
 def load_into(session, source, variables=None, net_name=None, allow_pickle=False):

@@ -146,7 +146,7 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
     if kind == "mirrored":
         names = _mirrored_devices(devices, device)
         gpu = "GPU" in names[0]
-        precision = rundir.resolve_precision(precision, gpu=gpu)
+        precision = rundir.resolve_precision(precision, gpu=gpu)  # the replicas' kind decides
         return Placement("mirrored", len(names), precision, gpu, devices=names,
                          strategy=tf.distribute.MirroredStrategy(devices=list(names)),
                          config=rundir.session_config(precision,
