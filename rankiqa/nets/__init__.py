@@ -11,33 +11,36 @@ export and ``predict`` always agree). Each function also carries:
 - ``head_scope``: the one-output quality head (``resnet_v2/logits``), which stage two re-learns.
 
 ``end_points["features"]`` is the head's input ``[batch, 1, 1, d]`` (the pooled features the
-probe fits the head on). One module per family: `resnet`, `vgg`, `efficientnet`; `heads` holds
-the pooled statistics and the quality head they share.
+probe fits the head on). One module per family: `resnet`, `vgg`, `efficientnet`, `vit`;
+`heads` holds the pooled statistics and the quality head they share, `preprocessing` the input
+conventions.
 """
 
 import functools
 
 from rankiqa.compat import slim
 from rankiqa.errors import InputError
-from rankiqa.nets import efficientnet, resnet, vgg
+from rankiqa.nets import efficientnet, preprocessing, resnet, vgg, vit
+from rankiqa.nets.preprocessing import caffe_vgg as preprocess_vgg  # noqa: F401 (public)
 from rankiqa.nets.resnet import RESNET_SCOPE, _resnet_v2_tiny_blocks  # noqa: F401 (tests)
-from rankiqa.nets.vgg import VGG_SCOPE, preprocess_vgg  # noqa: F401 (public)
+from rankiqa.nets.vgg import VGG_SCOPE
 
 # name -> (network function, arg scope factory, preprocessing, scope, default image size)
 networks_map = {
-    "resnet_v2_50": (resnet.resnet_v2_50, resnet.arg_scope, resnet.preprocess_resnet,
+    "resnet_v2_50": (resnet.resnet_v2_50, resnet.arg_scope, preprocessing.inception,
                      RESNET_SCOPE, 224),
-    "resnet_v2_101": (resnet.resnet_v2_101, resnet.arg_scope, resnet.preprocess_resnet,
+    "resnet_v2_101": (resnet.resnet_v2_101, resnet.arg_scope, preprocessing.inception,
                       RESNET_SCOPE, 224),
-    "resnet_v2_tiny": (resnet.resnet_v2_tiny, resnet.arg_scope, resnet.preprocess_resnet,
+    "resnet_v2_tiny": (resnet.resnet_v2_tiny, resnet.arg_scope, preprocessing.inception,
                        RESNET_SCOPE, 64),
-    "vgg_16": (vgg.vgg_16, vgg.arg_scope, vgg.preprocess_vgg, VGG_SCOPE, 224),
-    "vgg_16_pooled": (vgg.vgg_16_pooled, vgg.arg_scope, vgg.preprocess_vgg, VGG_SCOPE, 224),
+    "vgg_16": (vgg.vgg_16, vgg.arg_scope, preprocessing.caffe_vgg, VGG_SCOPE, 224),
+    "vgg_16_pooled": (vgg.vgg_16_pooled, vgg.arg_scope, preprocessing.caffe_vgg, VGG_SCOPE, 224),
     # 224², not the 260² lite2 was trained at: the recipes' native-scale crops (measured there)
     "efficientnet_lite0": (efficientnet.efficientnet_lite0, efficientnet.arg_scope,
-                           efficientnet.preprocess, "efficientnet_lite0", 224),
+                           preprocessing.imagenet_mean_std, "efficientnet_lite0", 224),
     "efficientnet_lite2": (efficientnet.efficientnet_lite2, efficientnet.arg_scope,
-                           efficientnet.preprocess, "efficientnet_lite2", 224),
+                           preprocessing.imagenet_mean_std, "efficientnet_lite2", 224),
+    "vit_s14": (vit.vit_s14, vit.arg_scope, preprocessing.imagenet_mean_std, "vit_s14", 224),
 }
 
 # Official slim ImageNet checkpoints name each depth's scope after itself; ours is shared.

@@ -17,8 +17,6 @@ import math
 from rankiqa.compat import slim, tf
 from rankiqa.nets import heads
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BATCH_NORM_EPSILON = 1e-3
 STEM_FILTERS, HEAD_FILTERS = 32, 1280  # not scaled in the Lite variants
 
@@ -27,12 +25,6 @@ B0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 
              (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 # name -> (width multiplier, depth multiplier, resolution it was trained at)
 VARIANTS = {"efficientnet_lite0": (1.0, 1.0, 224), "efficientnet_lite2": (1.1, 1.2, 260)}
-
-
-def preprocess(images):
-    """uint8-range RGB ``[B, H, W, 3]`` -> ImageNet mean/std normalised RGB."""
-    images = tf.cast(images, tf.float32) / 255.0
-    return (images - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
 
 
 def round_filters(filters, width):

@@ -6,11 +6,6 @@ from tf_slim.nets import resnet_utils, resnet_v2
 RESNET_SCOPE = "resnet_v2"
 
 
-def preprocess_resnet(images):
-    """uint8-range RGB ``[B, H, W, 3]`` -> [-1, 1], the slim resnet_v2 ImageNet convention."""
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
-
-
 def _resnet(blocks, images, is_training, reuse=None):
     # The backbone without classes ends in the global pool; the one-score head is added here,
     # under the name slim would give it (resnet_v2/logits), so the probe reads its input as an

@@ -5,14 +5,6 @@ from rankiqa.nets import heads
 from tf_slim.nets import vgg
 
 VGG_SCOPE = "vgg_16"
-# Caffe-VGG convention (BGR order, per-channel ImageNet mean) that VGG weights were trained with.
-VGG_BGR_MEAN = (104.007, 116.669, 122.679)
-
-
-def preprocess_vgg(images):
-    """uint8-range RGB ``[B, H, W, 3]`` -> BGR minus the Caffe ImageNet mean."""
-    bgr = tf.reverse(tf.cast(images, tf.float32), axis=[-1])
-    return bgr - tf.constant(VGG_BGR_MEAN, dtype=tf.float32)
 
 
 def _vgg_16_convs(images):
