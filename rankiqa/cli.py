@@ -337,6 +337,45 @@ def _exists(path):
     return os.path.isdir(path) or os.path.isfile(path + ".index")
 
 
+@main.command("ladders")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("photos", type=click.Path(exists=True))
+@click.option("--families", default="gblur,wn,jpeg,contrast", show_default=True,
+              help="Distortion families, comma-separated (rankiqa.data.distortions).")
+@click.option("--count", type=click.IntRange(min=1), help="Use only the first N photos.")
+@click.option("--max-side", type=click.IntRange(min=0), default=512, show_default=True,
+              help="Shrink photos to this longest side first (0: as stored).")
+@click.option("--crops", type=click.IntRange(min=1),
+              help="Views per image [default: the model's own].")
+@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+              help="How views are placed [default: the model's own].")
+@click.option("--crop-size", type=click.IntRange(min=1), help="View side [default: the model's own].")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="ladders.json goes here.")
+@device_option
+@handle_errors
+def ladders_cmd(checkpoint, photos, families, count, max_side, crops, crop_mode, crop_size,
+                output_dir, device):
+    """Does CHECKPOINT still rank distortions? Each photo in PHOTOS (a folder or a list file)
+    and its copies at 5 levels of each family are scored; prints the pair accuracy (share of
+    level pairs ordered right) overall and per family. Use photos no stage trained on."""
+    from rankiqa import ladders, scoring
+    from rankiqa.data import generate
+
+    paths = generate.find_inputs(photos)[:count]
+    with scoring.load_scorer(checkpoint, device=device) as scorer:
+        scorer.views = views_from(crop_size, crops, crop_mode, scorer.views)
+        summary = ladders.evaluate_ladders(
+            scorer, paths, tuple(f.strip() for f in families.split(",") if f.strip()),
+            max_side=max_side, log=log)
+    path = ladders.write_summary(summary, output_dir)
+    for family, figures in summary["families"].items():
+        click.echo(f"{family}: pair accuracy {figures['pair_accuracy']:.4f} srocc "
+                   f"{figures['srocc']:.4f} ({figures['ladders']} ladders)")
+    click.echo(f"pair accuracy {summary['pair_accuracy']:.4f} ({summary['photos']} photos, "
+               f"{path})")
+
+
 @main.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", type=click.Path(),

@@ -11,7 +11,7 @@ def invoke(*args):
 
 
 COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
-            "finetune", "inspect-ckpt", "launch", "make-rank-data", "merge-ckpt", "predict",
+            "finetune", "inspect-ckpt", "ladders", "launch", "make-rank-data", "merge-ckpt", "predict",
             "train-rank"]
 
 
