@@ -183,6 +183,14 @@ class TransferConfig:
     probe_crops: int = 2  # crops per training image (placed by eval_crop_mode), each a ridge row
     probe_alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
     probe_folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
+    # a second loss that keeps what stage one taught (a fine-tuned model otherwise forgets how
+    # distortions rank, `rankiqa ladders`): the ranking hinge on the groups of a rank list
+    # (make-rank-data; references from the training part only) beside the regression
+    rank_list: str = ""  # "": regression only
+    rank_weight: float = 1.0
+    rank_references_per_batch: int = 2  # groups per step, each with all its levels
+    rank_loss: str = "operator"  # rankiqa.losses.rank_losses_map
+    rank_margin: float = 0.05  # in score units: scores are normalised MOS in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -215,7 +223,8 @@ RANGES = {
     "train.save_every": (0, None), "train.eval_every": (0, None),
     "train.keep_checkpoints": (1, None), "train.seed": (0, None), "train.devices": (0, None),
     "finetune.head_lr_multiplier": (0, None), "finetune.probe_crops": (1, None),
-    "finetune.probe_folds": (2, None),
+    "finetune.probe_folds": (2, None), "finetune.rank_weight": (0, None),
+    "finetune.rank_references_per_batch": (1, None), "finetune.rank_margin": (0, None),
 }
 
 

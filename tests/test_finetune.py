@@ -85,3 +85,34 @@ def test_run_info_records_views_and_start(stage_one, label_file, tmp_path):
     assert info["views"] == {"crop": 32, "count": 2, "mode": "pyramid"}
     assert info["init"] == stage_one and info["config"]["init"]["source"] == stage_one
     assert json.load(open(tmp_path / "eval.json"))["views"]["mode"] == "pyramid"
+
+
+def test_second_ranking_loss_keeps_regression_and_trains_on_rank_groups(stage_one, label_file,
+                                                                        rank_data, tmp_path):
+    """With frozen batch norm the rank groups cannot touch the regression's scores: weight 0
+    gives the regression-only weights (to float rounding: the larger batch computes its
+    convolutions in another order, ~5e-7); a positive weight moves them far more, and the rank
+    loss and accuracy are logged."""
+    common = {"finetune.frozen_batch_norm": "true", "data.cache_decoded": "false"}
+    finetune.train(finetune_config(label_file, stage_one, **common), str(tmp_path / "plain"),
+                   device="cpu", log=lambda line: None)
+    lines = []
+    finetune.train(finetune_config(label_file, stage_one, **common, **{
+        "finetune.rank_list": rank_data, "finetune.rank_weight": 0.0}),
+        str(tmp_path / "weight0"), device="cpu", log=lines.append)
+    plain, weight0 = model_values(str(tmp_path / "plain")), model_values(str(tmp_path / "weight0"))
+    assert max(np.abs(plain[n] - weight0[n]).max() for n in plain) < 1e-5
+    assert any(line.startswith("second loss: ranking on ") for line in lines)
+    assert any("rank_loss" in line and "rank_accuracy" in line for line in lines)
+
+    finetune.train(finetune_config(label_file, stage_one, **common, **{
+        "finetune.rank_list": rank_data, "finetune.rank_weight": 10.0}),
+        str(tmp_path / "weight10"), device="cpu", log=lambda line: None)
+    weight10 = model_values(str(tmp_path / "weight10"))
+    assert max(np.abs(plain[n] - weight10[n]).max() for n in plain) > 1e-3
+
+
+def test_second_ranking_loss_refuses_a_missing_list(stage_one, label_file, tmp_path):
+    cfg = finetune_config(label_file, stage_one, **{"finetune.rank_list": str(tmp_path / "no.csv")})
+    with pytest.raises(InputError, match="no.csv"):
+        finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)

@@ -1,9 +1,10 @@
 """Stage two, `rankiqa finetune`: transfer the ranking network to real quality scores.
 
-Reads top to bottom: data (label file -> seeded split -> tf.data), network (the same backbone,
-a fresh head), start (`config.init`: the stage-one run minus the head, a pretrained package, or
-scratch), probe (optional: the head fitted on frozen features), loss (L2/L1 on scores
-normalised to [0, 1], higher better), loop (shared with stage one).
+Reads top to bottom: data (label file -> seeded split -> tf.data; optionally rank groups
+beside it), network (the same backbone, a fresh head), start (`config.init`: the stage-one run
+minus the head, a pretrained package, or scratch), probe (optional: the head fitted on frozen
+features), loss (L2/L1 on scores normalised to [0, 1], higher better, plus optionally stage
+one's ranking hinge on the rank groups), loop (shared with stage one).
 """
 
 import os
@@ -12,7 +13,7 @@ import numpy as np
 
 from rankiqa import evaluate, losses, metrics, nets, rundir, weights
 from rankiqa.compat import slim, tf
-from rankiqa.data import mos, pipeline
+from rankiqa.data import lists, mos, pipeline
 from rankiqa.data import views as views_lib
 from rankiqa.data.views import Views
 from rankiqa.errors import InputError
@@ -44,6 +45,20 @@ def build_mos_evaluator(scorer, items, log):
     return eval_fn
 
 
+def load_rank_groups(rank_list, crop_size, skip_bad, log):
+    """The groups of `rank_list` for the second loss, every image checked now."""
+    groups = lists.read_rank_list(rank_list)
+    bad = views_lib.refuse_or_skip(
+        views_lib.check_images([p for g in groups for p in g.paths], rank_list),
+        skip_bad, "ranking", log)
+    groups = [g for g in groups if not bad.intersection(g.paths)]
+    if not groups:
+        raise InputError(f"{rank_list}: no rank group left")
+    pipeline.check_sizes(groups, crop_size)
+    log(f"second loss: ranking on {len(groups)} groups of {rank_list}")
+    return groups
+
+
 def train(config, train_dir, device="auto", log=print, skip_bad=False):
     """Fine-tunes as configured; resumes from `train_dir` when it holds a checkpoint.
 
@@ -68,6 +83,10 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     loss_fn = losses.get_regression_loss_fn(train_cfg.loss)
     placement = loop.place(train_cfg, device)
     placement.check_divides(data_cfg.batch_size, "data.batch_size")
+    if transfer.rank_list:
+        rank_loss_fn = losses.get_rank_loss_fn(transfer.rank_loss)
+        placement.check_divides(transfer.rank_references_per_batch,
+                                "finetune.rank_references_per_batch")
     log(f"training on {placement.describe()}")
     # one process per run folder: a second command on it is refused
     with loop.lock(train_dir, "finetune", placement, log):
@@ -92,16 +111,34 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                                        cache=data_cfg.cache_decoded,
                                        deterministic=train_cfg.deterministic,
                                        random_scale=data_cfg.random_scale)
+        levels = 0
+        if transfer.rank_list:
+            rank_groups = load_rank_groups(transfer.rank_list, data_cfg.crop_size, skip_bad, log)
+            levels = len(rank_groups[0].paths)
+            dataset = tf.data.Dataset.zip((dataset, pipeline.rank_dataset(
+                rank_groups, data_cfg.crop_size, transfer.rank_references_per_batch,
+                seed=train_cfg.seed, cache=data_cfg.cache_decoded,
+                deterministic=train_cfg.deterministic)))
 
         # ---- network, loss and step, on each replica: the stage-one backbone and a fresh
-        # one-score head, regression on normalised scores plus weight decay
+        # one-score head, regression on normalised scores (plus the ranking hinge on the rank
+        # groups, scored in the same pass) plus weight decay
         def replica_step(batch):
-            images, targets = batch
+            (images, targets), rank_images = batch if levels else (batch, None)
+            if levels:
+                images = tf.concat([images, rank_images], axis=0)
             scores, _ = network_fn(network_fn.preprocess(images),
                                    is_training=not transfer.frozen_batch_norm)
-            regression_loss = loss_fn(scores, targets)
+            regression_loss = loss_fn(scores[:tf.shape(targets)[0]], targets)
+            data_loss, extra = regression_loss, {}
+            if levels:
+                rank_scores = tf.reshape(scores[tf.shape(targets)[0]:], [-1, levels])
+                rank_loss = rank_loss_fn(rank_scores, transfer.rank_margin)
+                data_loss = regression_loss + transfer.rank_weight * rank_loss
+                extra = {"rank_loss": rank_loss,
+                         "rank_accuracy": losses.ranking_accuracy(rank_scores)}
             regularization = tf.losses.get_regularization_loss()
-            total_loss = tf.add(regression_loss, regularization, name="total_loss")
+            total_loss = tf.add(data_loss, regularization, name="total_loss")
             variables_to_train, update_ops = loop.select_trainable(transfer.trainable_scopes,
                                                                    "finetune.trainable_scopes")
             multipliers = {v: transfer.head_lr_multiplier for v in tf.trainable_variables()
@@ -111,10 +148,10 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                 total_loss, config.optim, tf.train.get_or_create_global_step(),
                 variables_to_train=variables_to_train,
                 gradient_multipliers=multipliers or None, update_ops=update_ops,
-                replicas=placement.replicas, parts=(regression_loss, regularization),
+                replicas=placement.replicas, parts=(data_loss, regularization),
                 loss_scaling=placement.loss_scaling)
             return train_op, {"loss": regression_loss, "total_loss": total_loss,
-                              "learning_rate": learning_rate}
+                              "learning_rate": learning_rate, **extra}
 
         train_op, scalars, input_init = distribute.build_step(placement, dataset, replica_step)
 
