@@ -3,6 +3,9 @@
 ever a reference) plus the Kodak photos.
 
     python scripts/biq2021_references.py SHARED_DATA OUT.txt --config configs/finetune_biq2021_tiny.yaml --count 400
+
+With ``--part val --no-kodak`` it lists validation photos instead: the photos of `rankiqa
+ladders`, which no stage trains on.
 """
 
 import argparse
@@ -20,19 +23,23 @@ def main():
     parser.add_argument("shared_data", help="folder holding biq2021-train/ and kodak/")
     parser.add_argument("out", help="list file to write (absolute paths, one per line)")
     parser.add_argument("--config", required=True, help="the fine-tuning config (its split)")
-    parser.add_argument("--count", type=int, default=400, help="training images to use")
+    parser.add_argument("--count", type=int, default=400, help="images of the part to use")
+    parser.add_argument("--part", choices=["train", "val"], default="train")
+    parser.add_argument("--no-kodak", action="store_true", help="leave the Kodak photos out")
     args = parser.parse_args()
     cfg = config_lib.load(config_lib.FinetuneConfig, args.config).data
     items = mos.read_dataset("biq2021", os.path.join(args.shared_data, "biq2021-train", "mos.csv"))
     train = mos.split(items, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
-                      cfg.split_index)["train"]
+                      cfg.split_index)[args.part]
     chosen = np.random.default_rng(cfg.split_seed).permutation(len(train))[:args.count]
     kodak = os.path.join(args.shared_data, "kodak")
     paths = sorted(train[k].path for k in chosen)
-    paths += sorted(os.path.join(kodak, n) for n in os.listdir(kodak) if n.endswith(".png"))
+    if not args.no_kodak:
+        paths += sorted(os.path.join(kodak, n) for n in os.listdir(kodak) if n.endswith(".png"))
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("".join(os.path.abspath(p) + "\n" for p in paths))
-    print(f"{len(paths)} references ({len(chosen)} BIQ2021 training images + Kodak) -> {args.out}")
+    print(f"{len(paths)} photos ({len(chosen)} BIQ2021 {args.part} images"
+          f"{'' if args.no_kodak else ' + Kodak'}) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ def test_ridge_recovers_a_linear_signal_and_picks_alpha_by_cross_validation():
     assert np.corrcoef(predicted, y[100:])[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("n,d", [(30, 80), (80, 30)])
+def test_ridge_primal_and_dual_forms_agree_with_the_normal_equations(n, d):
+    """Whichever side is smaller is decomposed; both equal (X'X + aI)^-1 X'y."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(n, d)), rng.normal(size=n)
+    for alpha, w in zip([0.5, 50.0], probe._ridge(x, y, [0.5, 50.0])):
+        expected = np.linalg.solve(x.T @ x + alpha * np.eye(d), x.T @ y)
+        np.testing.assert_allclose(w, expected, rtol=1e-8, atol=1e-10)
+
+
 def test_ridge_keeps_the_views_of_one_image_in_one_fold():
     x, _ = linear_data(n=100, d=400)
     # each image twice: were copies split across folds, cross-validation would reward

@@ -21,12 +21,18 @@ from rankiqa.errors import InputError
 BN_EPSILON = 0.001  # slim.batch_norm's default epsilon, which the head uses
 
 
-def _ridge_dual(x, y, alphas):
-    """Ridge weights for each alpha from one eigendecomposition of the n x n Gram matrix
-    (n images << d features: 2,400 x 2,944 for VGG on BIQ2021)."""
-    eigval, eigvec = np.linalg.eigh(x @ x.T)
-    projected = eigvec.T @ y
-    return [x.T @ (eigvec @ (projected / (eigval + alpha))) for alpha in alphas]
+def _ridge(x, y, alphas):
+    """Ridge weights for each alpha from one eigendecomposition of the smaller of the n x n
+    Gram matrix (dual form) and the d x d covariance (primal form): the same solution, at the
+    cube of the smaller side. (10,800 views x 4,240 EfficientNet features: the dual form's
+    eigendecompositions took minutes each on 2 cores, the primal one seconds.)"""
+    if len(x) <= x.shape[1]:
+        eigval, eigvec = np.linalg.eigh(x @ x.T)
+        projected = eigvec.T @ y
+        return [x.T @ (eigvec @ (projected / (eigval + alpha))) for alpha in alphas]
+    eigval, eigvec = np.linalg.eigh(x.T @ x)
+    projected = eigvec.T @ (x.T @ y)
+    return [eigvec @ (projected / (eigval + alpha)) for alpha in alphas]
 
 
 def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
@@ -59,7 +65,7 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
         tr, te = fold != k, fold == k
         mean, std = x[tr].mean(0), x[tr].std(0) + 1e-8
         xt = (x[tr] - mean) / std
-        for a, w in enumerate(_ridge_dual(xt, y[tr] - y[tr].mean(), alphas)):
+        for a, w in enumerate(_ridge(xt, y[tr] - y[tr].mean(), alphas)):
             predictions[a, te] = ((x[te] - mean) / std) @ w + y[tr].mean()
     cv = []
     for a in range(len(alphas)):
@@ -68,7 +74,7 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
         cv.append(float(stats.spearmanr(per_group, per_target)[0]))
     best = int(np.argmax(cv))
     mean, std = x.mean(0), x.std(0) + 1e-8
-    (weights,) = _ridge_dual((x - mean) / std, y - y.mean(), [alphas[best]])
+    (weights,) = _ridge((x - mean) / std, y - y.mean(), [alphas[best]])
     return {"mean": mean, "std": std, "weights": weights, "bias": float(y.mean()),
             "alpha": float(alphas[best]), "cv_srocc": dict(zip(map(float, alphas), cv))}
 
