@@ -179,8 +179,9 @@ def main(max_pixels, debug):
 @main.command("make-rank-data")
 @click.argument("src_dir", type=click.Path())
 @click.argument("out_dir", type=click.Path())
-@click.option("--distortions", default="gblur,wn,jpeg,jp2k", show_default=True,
-              help="Comma-separated families, or 'all'.")
+@click.option("--distortions", default="live", show_default=True,
+              help="Comma-separated families and sets: live (gblur,wn,jpeg,jp2k), kadid (the 25 "
+                   "KADID-10k families), all.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes.")
@@ -195,8 +196,7 @@ def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, s
     from rankiqa.data import distortions as distortions_lib
     from rankiqa.data.generate import make_rank_data
 
-    families = (sorted(distortions_lib.DISTORTIONS) if distortions == "all"
-                else [d.strip() for d in distortions.split(",") if d.strip()])
+    families = distortions_lib.parse_families(distortions)
     summary = make_rank_data(src_dir, out_dir, families, seed=seed, workers=workers,
                              max_side=max_side, skip_bad=skip_bad, force=force,
                              progress=progress_printer("references"))
@@ -341,7 +341,7 @@ def _exists(path):
 @click.argument("checkpoint", type=click.Path())
 @click.argument("photos", type=click.Path(exists=True))
 @click.option("--families", default="gblur,wn,jpeg,contrast", show_default=True,
-              help="Distortion families, comma-separated (rankiqa.data.distortions).")
+              help="Distortion families and sets, comma-separated (as make-rank-data's).")
 @click.option("--count", type=click.IntRange(min=1), help="Use only the first N photos.")
 @click.option("--max-side", type=click.IntRange(min=0), default=512, show_default=True,
               help="Shrink photos to this longest side first (0: as stored).")
@@ -360,14 +360,13 @@ def ladders_cmd(checkpoint, photos, families, count, max_side, crops, crop_mode,
     and its copies at 5 levels of each family are scored; prints the pair accuracy (share of
     level pairs ordered right) overall and per family. Use photos no stage trained on."""
     from rankiqa import ladders, scoring
-    from rankiqa.data import generate
+    from rankiqa.data import distortions, generate
 
     paths = generate.find_inputs(photos)[:count]
     with scoring.load_scorer(checkpoint, device=device) as scorer:
         scorer.views = views_from(crop_size, crops, crop_mode, scorer.views)
-        summary = ladders.evaluate_ladders(
-            scorer, paths, tuple(f.strip() for f in families.split(",") if f.strip()),
-            max_side=max_side, log=log)
+        summary = ladders.evaluate_ladders(scorer, paths, distortions.parse_families(families),
+                                           max_side=max_side, log=log)
     path = ladders.write_summary(summary, output_dir)
     for family, figures in summary["families"].items():
         click.echo(f"{family}: pair accuracy {figures['pair_accuracy']:.4f} srocc "

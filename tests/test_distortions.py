@@ -54,3 +54,14 @@ def test_unknown_family_and_level():
         distortions.distort(np.zeros((8, 8, 3), np.uint8), "fog", 1, None)
     with pytest.raises(ValueError, match="level must be in 0..5"):
         distortions.distort(np.zeros((8, 8, 3), np.uint8), "gblur", 6, None)
+
+
+def test_family_sets_name_kadids_25_and_lists_are_checked():
+    assert len(distortions.KADID_DISTORTIONS) == len(set(distortions.KADID_DISTORTIONS)) == 25
+    assert distortions.parse_families("live") == ("gblur", "wn", "jpeg", "jp2k")
+    assert distortions.parse_families("jpeg, kadid")[:3] == ("jpeg", "gblur", "lens_blur")
+    assert len(distortions.parse_families("jpeg,kadid")) == 25  # each family once
+    with pytest.raises(ValueError, match=r"unknown distortion 'fog'.*a set: \['all', 'kadid', 'live'\]"):
+        distortions.parse_families("gblur,fog")
+    with pytest.raises(ValueError, match="no distortion family"):
+        distortions.parse_families(" , ")

@@ -4,14 +4,18 @@
 takes and returns ``uint8 [H, W, 3]``; ``levels`` lists the five parameter values from mildest to
 strongest, so that level k (1..5) is worse than level k-1 and level 0 is the pristine image.
 
-LIVE's four families use the RankIQA paper's parameters; the others follow TID2013's families
-with levels chosen so that quality falls monotonically.
+LIVE's four families use the RankIQA paper's parameters; the others follow TID2013's and
+KADID-10k's families (Lin, Hosu & Saupe 2019: ``KADID_DISTORTIONS`` lists its 25 in its order)
+with levels chosen so that quality falls monotonically. Families that draw random numbers take
+them from `rng` only, so a (reference, family) seed gives the same copies on every machine;
+their geometry (motion direction, patch size) is fixed so that levels differ in strength only.
 """
 
 import io
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
 
 from rankiqa.errors import InputError
 
@@ -116,6 +120,144 @@ def pixelate(image, factor, rng):
     return np.asarray(small.resize((w, h), Image.NEAREST))
 
 
+def _convolve(image, kernel):
+    x = image.astype(np.float32)
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    return _to_uint8(np.stack([ndimage.convolve(x[..., c], kernel, mode="reflect")
+                               for c in range(3)], axis=-1))
+
+
+def lens_blur(image, radius, rng):
+    """Defocus: convolution with a disk of `radius` pixels (KADID #2)."""
+    del rng
+    r = int(np.ceil(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return _convolve(image, (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32))
+
+
+def motion_blur(image, length, rng):
+    """Horizontal camera shake: a line kernel of `length` pixels (KADID #3)."""
+    del rng
+    return _convolve(image, np.ones((1, int(length)), np.float32))
+
+
+def _rgb_to_ycbcr(x):
+    y = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    return y, (x[..., 2] - y) * 0.564, (x[..., 0] - y) * 0.713
+
+
+def _ycbcr_to_rgb(y, cb, cr):
+    r = y + cr / 0.713
+    b = y + cb / 0.564
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    return np.stack([r, g, b], axis=-1)
+
+
+def colour_diffusion(image, sigma, rng):
+    """Colour bleeding: both chroma channels blurred by a Gaussian of `sigma` (KADID #4)."""
+    del rng
+    y, cb, cr = _rgb_to_ycbcr(image.astype(np.float32))
+    cb, cr = (ndimage.gaussian_filter(c, sigma, mode="reflect") for c in (cb, cr))
+    return _to_uint8(_ycbcr_to_rgb(y, cb, cr))
+
+
+def colour_shift(image, pixels, rng):
+    """Misregistered colour: the green channel moved `pixels` right and down (KADID #5)."""
+    del rng
+    out = image.copy()
+    k = int(pixels)
+    out[k:, k:, 1] = image[:-k or None, :-k or None, 1]
+    return out
+
+
+def colour_quantisation(image, colours, rng):
+    """A palette of `colours` colours (median cut) (KADID #6)."""
+    del rng
+    palette = Image.fromarray(image).quantize(colors=int(colours), method=Image.Quantize.MEDIANCUT)
+    return np.asarray(palette.convert("RGB"))
+
+
+def white_noise_chroma(image, variance, rng):
+    """White noise of `variance` (on [0, 1]) in the two chroma channels only (KADID #12)."""
+    y, cb, cr = _rgb_to_ycbcr(image.astype(np.float32) / 255.0)
+    cb = cb + rng.normal(0.0, np.sqrt(variance), size=cb.shape).astype(np.float32)
+    cr = cr + rng.normal(0.0, np.sqrt(variance), size=cr.shape).astype(np.float32)
+    return _to_uint8(_ycbcr_to_rgb(y, cb, cr) * 255.0)
+
+
+def multiplicative_noise(image, variance, rng):
+    """Speckle: each value times (1 + n), n of `variance` (KADID #14)."""
+    x = image.astype(np.float32) / 255.0
+    x *= 1.0 + rng.normal(0.0, np.sqrt(variance), size=x.shape).astype(np.float32)
+    return _to_uint8(x * 255.0)
+
+
+def denoise(image, variance, rng):
+    """What a denoiser leaves: white noise of `variance`, then a 5x5 median filter (KADID #15,
+    which used DnCNN): smeared texture, stronger with the noise."""
+    noisy = white_noise(image, variance, rng)
+    return np.asarray(Image.fromarray(noisy).filter(ImageFilter.MedianFilter(5)))
+
+
+def brighten(image, gamma, rng):
+    """Brighter mid-tones: values on [0, 1] raised to 1 / `gamma` (KADID #16)."""
+    del rng
+    return _to_uint8((image.astype(np.float32) / 255.0) ** (1.0 / gamma) * 255.0)
+
+
+def darken(image, gamma, rng):
+    """Darker mid-tones: values on [0, 1] raised to `gamma` (KADID #17)."""
+    del rng
+    return _to_uint8((image.astype(np.float32) / 255.0) ** gamma * 255.0)
+
+
+def jitter(image, pixels, rng):
+    """Every pixel taken from a random neighbour up to `pixels` away (KADID #19)."""
+    h, w = image.shape[:2]
+    k = int(pixels)
+    rows = np.clip(np.arange(h)[:, None] + rng.integers(-k, k + 1, size=(h, w)), 0, h - 1)
+    cols = np.clip(np.arange(w)[None, :] + rng.integers(-k, k + 1, size=(h, w)), 0, w - 1)
+    return image[rows, cols]
+
+
+PATCH = 16  # side of the patches non_eccentricity moves and colour_block paints
+
+
+def _patch_corners(image, share, rng):
+    h, w = image.shape[:2]
+    count = max(1, int(share * h * w / PATCH ** 2))
+    return (rng.integers(0, max(1, h - PATCH), size=count),
+            rng.integers(0, max(1, w - PATCH), size=count))
+
+
+def non_eccentricity(image, share, rng):
+    """Patches of the image replaced by patches from up to 3 patch sides away, over about
+    `share` of its area (KADID #20)."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    for y, x in zip(*_patch_corners(image, share, rng)):
+        sy = int(np.clip(y + rng.integers(-3 * PATCH, 3 * PATCH + 1), 0, max(0, h - PATCH)))
+        sx = int(np.clip(x + rng.integers(-3 * PATCH, 3 * PATCH + 1), 0, max(0, w - PATCH)))
+        out[y:y + PATCH, x:x + PATCH] = image[sy:sy + PATCH, sx:sx + PATCH]
+    return out
+
+
+def colour_block(image, share, rng):
+    """Patches of one random colour over about `share` of the area (KADID #23)."""
+    out = image.copy()
+    for y, x in zip(*_patch_corners(image, share, rng)):
+        out[y:y + PATCH, x:x + PATCH] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    return out
+
+
+def high_sharpen(image, percent, rng):
+    """Over-sharpening: an unsharp mask of radius 3 at `percent` strength (KADID #24)."""
+    del rng
+    sharpened = Image.fromarray(image).filter(
+        ImageFilter.UnsharpMask(radius=3, percent=int(percent), threshold=0))
+    return np.asarray(sharpened)
+
+
 # family -> (function, five parameter values, mildest first)
 DISTORTIONS = {
     # LIVE (the RankIQA paper's levels)
@@ -131,15 +273,55 @@ DISTORTIONS = {
     "quantisation": (quantisation, (48, 24, 12, 6, 3)),
     "mean_shift": (mean_shift, (-15, -35, -60, -90, -130)),
     "pixelate": (pixelate, (2, 3, 5, 8, 12)),
+    # KADID-10k-style
+    "lens_blur": (lens_blur, (1, 2, 4, 6, 9)),
+    "motion_blur": (motion_blur, (3, 6, 10, 16, 25)),
+    "colour_diffusion": (colour_diffusion, (1, 2, 4, 8, 16)),
+    "colour_shift": (colour_shift, (1, 3, 6, 10, 16)),
+    "colour_quantisation": (colour_quantisation, (64, 32, 16, 8, 4)),
+    "oversaturation": (saturation_change, (1.5, 2.0, 3.0, 4.5, 6.0)),
+    "wn_chroma": (white_noise_chroma, (0.001, 0.004, 0.012, 0.03, 0.08)),
+    "multiplicative_noise": (multiplicative_noise, (0.005, 0.02, 0.05, 0.1, 0.25)),
+    "denoise": (denoise, (0.002, 0.006, 0.015, 0.04, 0.1)),
+    "brighten": (brighten, (1.2, 1.5, 2.0, 2.7, 3.6)),
+    "darken": (darken, (1.2, 1.5, 2.0, 2.7, 3.6)),
+    "jitter": (jitter, (1, 2, 3, 5, 8)),
+    "non_eccentricity": (non_eccentricity, (0.05, 0.1, 0.2, 0.35, 0.5)),
+    "colour_block": (colour_block, (0.01, 0.03, 0.06, 0.1, 0.16)),
+    "high_sharpen": (high_sharpen, (100, 200, 350, 550, 800)),
 }
 
 LIVE_DISTORTIONS = ("gblur", "wn", "jpeg", "jp2k")
+# KADID-10k's 25 families in its order (#1 gaussian blur ... #25 contrast change)
+KADID_DISTORTIONS = (
+    "gblur", "lens_blur", "motion_blur", "colour_diffusion", "colour_shift",
+    "colour_quantisation", "saturation", "oversaturation", "jp2k", "jpeg", "wn", "wn_chroma",
+    "impulse", "multiplicative_noise", "denoise", "brighten", "darken", "mean_shift", "jitter",
+    "non_eccentricity", "pixelate", "quantisation", "colour_block", "high_sharpen", "contrast")
 LEVELS = 6  # pristine + five levels per family
+# names that stand for a set of families wherever a list of families is asked for
+FAMILY_SETS = {"all": tuple(sorted(DISTORTIONS)), "live": LIVE_DISTORTIONS,
+               "kadid": KADID_DISTORTIONS}
+
+
+def parse_families(text):
+    """Families from a comma-separated list of names and set names (`FAMILY_SETS`), in order,
+    each once; an unknown name raises `InputError` naming the choices."""
+    families = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        for family in FAMILY_SETS.get(name, (name,)):
+            get_distortion(family)
+            if family not in families:
+                families.append(family)
+    if not families:
+        raise InputError("no distortion family given")
+    return tuple(families)
 
 
 def get_distortion(kind):
     if kind not in DISTORTIONS:
-        raise InputError(f"unknown distortion {kind!r}; choose from {sorted(DISTORTIONS)}")
+        raise InputError(f"unknown distortion {kind!r}; choose from {sorted(DISTORTIONS)} or a "
+                         f"set: {sorted(FAMILY_SETS)}")
     return DISTORTIONS[kind]
 
 
