@@ -42,6 +42,9 @@ class NetConfig:
     name: str = "resnet_v2_50"  # a key of rankiqa.nets.networks_map
     weight_decay: float = 1e-4  # L2 on convolution weights
     batch_norm_decay: float = 0.997  # moving statistics; short CPU runs want ~0.9
+    # the blocks whose channel statistics a pooled head reads (vgg_16_pooled, efficientnet_*,
+    # vit_s14: rankiqa.nets.pooled_blocks_map); empty: the network's default
+    pooled_blocks: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

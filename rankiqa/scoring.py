@@ -22,9 +22,9 @@ OUTPUT_NAME = "rankiqa/score"
 AGGREGATES = ("mean", "median")
 
 
-def build_scoring_graph(net_name):
+def build_scoring_graph(net_name, pooled_blocks=()):
     """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score."""
-    network_fn = nets.get_network_fn(net_name)
+    network_fn = nets.get_network_fn(net_name, pooled_blocks=pooled_blocks)
     images = tf.placeholder(tf.float32, [None, None, None, 3], name=INPUT_NAME)
     score, _ = network_fn(network_fn.preprocess(images), is_training=False)
     score = tf.identity(score, name=OUTPUT_NAME)
@@ -153,7 +153,9 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
     views = model_views(info, net_name, crop_size)
     graph = tf.Graph()
     with graph.as_default(), tf.device(rundir.get_device(device)):
-        images, score, _ = build_scoring_graph(net_name)
+        # a run's own pooled blocks (net.pooled_blocks), else the network's default
+        pooled = (info.get("config") or {}).get("net", {}).get("pooled_blocks") or ()
+        images, score, _ = build_scoring_graph(net_name, tuple(pooled))
         variables = tf.global_variables()
         init_op = tf.variables_initializer(variables)
     precision = rundir.resolve_precision(

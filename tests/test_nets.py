@@ -85,3 +85,43 @@ def test_two_branch_has_one_towers_variables_and_same_scores(rng):
     np.testing.assert_allclose(np.concatenate([s1, s2]).reshape(2, 6), one_pass, rtol=1e-5,
                                atol=1e-5)
     del one_pass_graph
+
+
+@pytest.mark.parametrize("name,blocks,width", [
+    ("vgg_16_pooled", ("conv4", "conv5"), 2 * (512 + 512)),
+    ("efficientnet_lite0", ("head",), 2 * 1280),
+    ("vit_s14", ("block_2",), 2 * 384 + 2 * 384),  # + the final CLS and mean token
+])
+def test_pooled_heads_read_the_configured_blocks(name, blocks, width):
+    network_fn = nets.get_network_fn(name, pooled_blocks=blocks)
+    assert network_fn.pooled_blocks == blocks
+    with tf.Graph().as_default():
+        _, end_points = network_fn(tf.zeros([2, 56, 56, 3]), is_training=False)
+        assert end_points["features"].shape.as_list() == [2, 1, 1, width]
+
+
+def test_pooled_blocks_are_checked():
+    with tf.Graph().as_default():
+        network_fn = nets.get_network_fn("efficientnet_lite0", pooled_blocks=("stage_9",))
+        with pytest.raises(ValueError, match=r"efficientnet_lite0 has no block 'stage_9'; choose "
+                                             r"from \[.*'stage_7'"):
+            network_fn(tf.zeros([1, 32, 32, 3]), is_training=False)
+    with pytest.raises(ValueError, match="resnet_v2_tiny has no pooled head"):
+        nets.get_network_fn("resnet_v2_tiny", pooled_blocks=("block4",))
+
+
+def test_a_runs_pooled_blocks_reach_scoring(label_file, tmp_path):
+    """Scoring builds the head a run trained (rankiqa.json), not the network's default, whose
+    head would not fit the checkpoint."""
+    from rankiqa import scoring
+    from rankiqa.train import finetune
+    from tests.conftest import finetune_config
+
+    cfg = finetune_config(label_file, "scratch", **{
+        "net.name": "efficientnet_lite0", "net.pooled_blocks": "[stage_7, head]",
+        "train.max_steps": 1, "train.save_every": 1})
+    finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)
+    assert tf.train.load_variable(str(tmp_path), "efficientnet_lite0/logits/weights").shape == \
+        (1, 1, 2 * (320 + 1280), 1)
+    with scoring.load_scorer(str(tmp_path), device="cpu") as scorer:
+        assert scorer.score_batch(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1,)

@@ -48,7 +48,14 @@ official_scopes = {"resnet_v2_50": "resnet_v2_50", "resnet_v2_101": "resnet_v2_1
                    "vgg_16": "vgg_16"}
 
 
-def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997):
+# networks whose head pools several blocks' statistics -> their default blocks
+pooled_blocks_map = {"vgg_16_pooled": vgg.POOLED_BLOCKS,
+                     "efficientnet_lite0": efficientnet.POOLED_BLOCKS,
+                     "efficientnet_lite2": efficientnet.POOLED_BLOCKS,
+                     "vit_s14": vit.POOLED_BLOCKS}
+
+
+def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997, pooled_blocks=()):
     """Returns the network function for `name`, wrapped in its arg scope.
 
     Args:
@@ -56,26 +63,35 @@ def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997):
       weight_decay: L2 coefficient for the convolution weights (added to REGULARIZATION_LOSSES).
       batch_norm_decay: moving-average decay of batch-norm statistics; 0.997 needs a few
         thousand steps before inference-mode scores settle, short runs want ~0.9.
+      pooled_blocks: the blocks a pooled head reads (`pooled_blocks_map`); empty: its default.
 
     Returns:
       ``fn(images, is_training, reuse=None) -> (score [B], end_points)`` with the attributes
-      ``default_image_size``, ``scope``, ``head_scope``, ``preprocess`` and ``name``.
+      ``default_image_size``, ``scope``, ``head_scope``, ``preprocess``, ``name`` and
+      ``pooled_blocks``.
 
     Raises:
-      InputError: `name` is not a known network.
+      InputError: `name` is not a known network, or `pooled_blocks` given for a network
+        without a pooled head.
     """
     if name not in networks_map:
         raise InputError(f"unknown network {name!r}; choose from {sorted(networks_map)}")
     func, arg_scope_fn, preprocess, scope, size = networks_map[name]
+    if pooled_blocks and name not in pooled_blocks_map:
+        raise InputError(f"net.pooled_blocks: {name} has no pooled head; networks with one: "
+                         f"{sorted(pooled_blocks_map)}")
+    pooled = tuple(pooled_blocks) or pooled_blocks_map.get(name, ())
+    kwargs = {"pooled_blocks": pooled} if pooled else {}
 
     @functools.wraps(func)
     def network_fn(images, is_training, reuse=None):
         with slim.arg_scope(arg_scope_fn(weight_decay, batch_norm_decay)):
-            return func(images, is_training, reuse=reuse)
+            return func(images, is_training, reuse=reuse, **kwargs)
 
     network_fn.default_image_size = size
     network_fn.scope = scope
     network_fn.head_scope = f"{scope}/logits"
     network_fn.preprocess = preprocess
     network_fn.name = name
+    network_fn.pooled_blocks = pooled
     return network_fn

@@ -33,6 +33,16 @@ def mean_std(blocks, log_offset=None):
     return features
 
 
+def pick_blocks(end_points, names, net_name):
+    """The activations of the end points `names` (``net.pooled_blocks``), checked."""
+    unknown = [n for n in names if n not in end_points]
+    if unknown:
+        from rankiqa.errors import InputError
+        raise InputError(f"net.pooled_blocks: {net_name} has no block {unknown[0]!r}; choose "
+                         f"from {sorted(end_points)}")
+    return [end_points[n] for n in names]
+
+
 def quality_head(features, is_training, normalize):
     """One linear score ``[B]`` from ``[B, 1, 1, d]`` features, under ``<scope>/logits``.
 

@@ -21,13 +21,14 @@ def _vgg_16_convs(images):
 
 
 def _vgg_16_with_head(images, reuse, pool_fn, is_training=False, normalize=False):
+    """`pool_fn(net, {block name: output}) -> [B, 1, 1, d]` gives the head's features."""
     with tf.variable_scope(VGG_SCOPE, "vgg_16", [images], reuse=reuse) as sc:
         end_points_collection = sc.original_name_scope + "_end_points"
         with slim.arg_scope([slim.conv2d, slim.max_pool2d],
                             outputs_collections=end_points_collection):
             net, blocks = _vgg_16_convs(images)
         end_points = slim.utils.convert_collection_to_dict(end_points_collection)
-        features = pool_fn(net, blocks)
+        features = pool_fn(net, {f"conv{i + 1}": b for i, b in enumerate(blocks)})
         end_points["features"] = features
         score = heads.quality_head(features, is_training, normalize)
         end_points["score"] = score
@@ -46,26 +47,26 @@ def vgg_16(images, is_training, reuse=None):
         images, reuse, lambda net, blocks: tf.reduce_mean(net, [1, 2], keepdims=True))
 
 
+POOLED_BLOCKS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+
+
 # Pooled ReLU statistics are heavy-tailed (channel means span orders of magnitude); a linear
 # head on their logarithm ranks better. Ridge on frozen hed-vgg16 features of BIQ2021 centre
 # crops, validation SROCC: 0.657 raw, 0.694 log(x + 0.1), 0.690 with 1e-3, 0.687 with 1.
 LOG_OFFSET = 0.1
 
 
-def _log_mean_std_per_block(net, blocks):
-    """``[B, 1, 1, 2 * (64+128+256+512+512)]``: the log of each block's channel means and
-    standard deviations."""
-    del net  # the last block is in `blocks`
-    return heads.mean_std(blocks, log_offset=LOG_OFFSET)
-
-
-def vgg_16_pooled(images, is_training, reuse=None):
-    """VGG-16's convolutions with a quality head over every block: the log mean and standard
-    deviation of each block's output, concatenated (2,944 features), batch-normalised, then one
-    linear score.
+def vgg_16_pooled(images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
+    """VGG-16's convolutions with a quality head over several blocks (default every block):
+    the log mean and standard deviation of each block's output, concatenated (2,944 features
+    for all five), batch-normalised, then one linear score.
     Any crop size works; the head is ``vgg_16/logits``, the scope stage two re-learns."""
-    return _vgg_16_with_head(images, reuse, _log_mean_std_per_block, is_training,
-                             normalize=True)
+    def pool(net, blocks):
+        del net  # the last block is in `blocks`
+        return heads.mean_std(heads.pick_blocks(blocks, pooled_blocks, "vgg_16_pooled"),
+                              log_offset=LOG_OFFSET)
+
+    return _vgg_16_with_head(images, reuse, pool, is_training, normalize=True)
 
 
 def arg_scope(weight_decay, batch_norm_decay):

@@ -21,7 +21,7 @@ LAYER_NORM_EPSILON = 1e-6
 CUBIC_A = -0.75  # PyTorch's bicubic
 # token statistics after these blocks (1-based) join the final CLS and mean token in the
 # pooled head (frozen features + ridge on BIQ2021: CV SROCC 0.780; CLS + mean alone 0.693)
-POOLED_BLOCKS = (4, 8)
+POOLED_BLOCKS = ("block_4", "block_8")
 
 
 def _variable(name, shape, initializer):
@@ -108,13 +108,13 @@ def position_embedding(table, grid_h, grid_w):
     return tf.concat([cls_position, tf.reshape(resized, [1, -1, WIDTH])], axis=1)
 
 
-def vit_s14(images, is_training, reuse=None):
+def vit_s14(images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
     """The backbone and the pooled quality head; `images` ``[B, H, W, 3]``, H and W multiples
     of 14 (other sides lose their last partial patch, as a stride-14 convolution does).
 
     ``end_points``: ``block_1`` ... ``block_12`` (tokens after each block), ``tokens`` (after the
     final norm), ``features`` (statistics of the patch tokens after `POOLED_BLOCKS`, the final
-    CLS token and the final mean patch token) and ``score``.
+    CLS token and the final mean patch token) and ``score``; `pooled_blocks` names the blocks.
     """
     end_points = {}
     with tf.variable_scope("vit_s14", reuse=reuse):
@@ -133,7 +133,8 @@ def vit_s14(images, is_training, reuse=None):
             end_points[f"block_{k + 1}"] = x
         tokens = _layer_norm(x, "norm")
         end_points["tokens"] = tokens
-        pooled = heads.mean_std([end_points[f"block_{b}"][:, 1:] for b in POOLED_BLOCKS])
+        blocks = heads.pick_blocks(end_points, pooled_blocks, "vit_s14")
+        pooled = heads.mean_std([b[:, 1:] for b in blocks])  # the patch tokens
         final = tf.concat([tokens[:, 0], tf.reduce_mean(tokens[:, 1:], axis=1)], -1)
         features = tf.concat([pooled, final[:, None, None, :]], axis=-1)
         end_points["features"] = features

@@ -79,7 +79,8 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         raise InputError("finetune needs data.label_file (the dataset's label file)")
     views = evaluate.data_views(data_cfg)  # checked before minutes of training
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
-                                     batch_norm_decay=config.net.batch_norm_decay)
+                                     batch_norm_decay=config.net.batch_norm_decay,
+                                     pooled_blocks=config.net.pooled_blocks)
     loss_fn = losses.get_regression_loss_fn(train_cfg.loss)
     placement = loop.place(train_cfg, device)
     placement.check_divides(data_cfg.batch_size, "data.batch_size")

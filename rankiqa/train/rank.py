@@ -75,7 +75,8 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     if not data_cfg.rank_list:
         raise InputError("train-rank needs data.rank_list (make one with `rankiqa make-rank-data`)")
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
-                                     batch_norm_decay=config.net.batch_norm_decay)
+                                     batch_norm_decay=config.net.batch_norm_decay,
+                                     pooled_blocks=config.net.pooled_blocks)
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
     views = held_out_views(data_cfg)
     placement = loop.place(train_cfg, device)
