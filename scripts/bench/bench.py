@@ -8,6 +8,8 @@
     python scripts/bench/bench.py p6
     python scripts/bench/bench.py p7     # 2 loopback workers / 1, resnet_v2_50 224², 1 thread each
     python scripts/bench/bench.py p8     # mixed / fp32 precision, resnet_v2_50 224²
+    python scripts/bench/bench.py p9 --net efficientnet_lite2   # one backbone at 224²: train,
+                                         # predict img/s, peak RSS (one process per backbone)
 
 Sample data (the photos scikit-image ships and ranking data made from them) is written once under
 --work-dir (default runs/bench) and reused.
@@ -421,6 +423,45 @@ def p8(args):
           f"{score['mixed'] / score['fp32']:.2f}x; scores differ by at most {diff:.3g}")
 
 
+def p9(args):
+    """One backbone at --crop²: a whole-network training step (Adam, batch --batch, L2 on
+    random targets) and a scoring step (inference, batch --batch), img/s, and this process's
+    peak RSS (run one backbone per process)."""
+    from rankiqa import scoring
+
+    rng = np.random.default_rng(0)
+    crops = rng.uniform(0, 255, (args.batch, args.crop, args.crop, 3)).astype(np.float32)
+    targets = rng.uniform(0, 1, args.batch).astype(np.float32)
+    network_fn = nets.get_network_fn(args.net)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(tf.float32, [None, args.crop, args.crop, 3])
+        score, _ = network_fn(network_fn.preprocess(images), is_training=True)
+        loss = losses.l2_loss(score, tf.constant(targets))
+        train_op = slim.learning.create_train_op(loss, tf.train.AdamOptimizer(1e-5))
+        sess = tf.Session(graph=graph, config=session_config())
+        sess.run(tf.global_variables_initializer())
+    train = args.batch / median_time(lambda: sess.run(train_op, {images: crops}), args.warmup,
+                                     args.repeats)
+    sess.close()
+    graph = tf.Graph()
+    with graph.as_default():
+        images, score, _ = scoring.build_scoring_graph(args.net)
+        sess = tf.Session(graph=graph, config=session_config())
+        sess.run(tf.global_variables_initializer())
+    predict = args.batch / median_time(lambda: sess.run(score, {images: crops}), args.warmup,
+                                       args.repeats)
+    sess.close()
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    parameters = int(sum(np.prod(v.shape.as_list()) for v in graph.get_collection("variables")))
+    out = {"id": "P9", "net": args.net, "crop": args.crop, "batch": args.batch,
+           "train_img_s": train, "predict_img_s": predict, "peak_rss_gb": peak_gb,
+           "parameters": parameters, "tf": tf.__version__}
+    print(json.dumps(out))
+    print(f"P9 {args.net} {args.crop}² batch {args.batch}: train {train:.1f} img/s, predict "
+          f"{predict:.1f} img/s, peak RSS {peak_gb:.2f} GB, {parameters / 1e6:.1f} M parameters")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -431,9 +472,10 @@ def main():
                 "p6": {},
                 "p7": dict(net="resnet_v2_50", crop=224, references=1, steps=12, log_every=3),
                 "p8": dict(net="resnet_v2_50", crop=224, references=2, steps=12, log_every=3,
-                           batch=16, repeats=5, warmup=1)}
+                           batch=16, repeats=5, warmup=1),
+                "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
-                     ("p7", p7), ("p8", p8)):
+                     ("p7", p7), ("p8", p8), ("p9", p9)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
