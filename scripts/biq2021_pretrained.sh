@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The BIQ2021 recipe on a pretrained backbone (README, "BIQ2021 with EfficientNet-Lite2 and
+# DINOv2"), shared by biq2021_efficientnet.sh and biq2021_dinov2.sh: ranking data from 300
+# BIQ2021 training images + Kodak -> stage two on 2,400 + 3,000 training images: the pooled head
+# fitted by ridge on frozen features (probe), then the top of the backbone and the head
+# fine-tuned with the ranking hinge on the rank groups as a second loss -> evaluation of 2 views
+# on the 600 validation images -> ladders on 20 validation photos.
+#   bash scripts/biq2021_pretrained.sh CONFIG RUN_DIR [--set key=value ...]
+# --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only;
+# finetune.rank_list="": regression only).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+cd "$ROOT"
+CONFIG="$1"
+RUN="$2"
+shift 2
+SHARED="${SHARED:-../shared/data}"
+LABELS="$SHARED/biq2021-train/mos.csv"
+MORE="$SHARED/biq2021-train-more/mos.csv"
+mkdir -p "$RUN"
+python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" --count 300
+python scripts/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config "$CONFIG" \
+  --count 20 --part val --no-kodak
+[[ -f "$RUN/rank_data/rank_list.csv" ]] || \
+  rankiqa make-rank-data "$RUN/references.txt" "$RUN/rank_data" --workers 2 --max-side 512 \
+    --distortions gblur,wn,jpeg,contrast,mean_shift --force
+rankiqa finetune --config "$CONFIG" --train-dir "$RUN/finetune" \
+  --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
+  --set finetune.rank_list="$RUN/rank_data/rank_list.csv" "$@"
+rankiqa evaluate "$RUN/finetune" --output-dir "$RUN/eval"
+rankiqa ladders "$RUN/finetune" "$RUN/ladder_photos.txt" --output-dir "$RUN/ladders"
