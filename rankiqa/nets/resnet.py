@@ -23,30 +23,25 @@ def _resnet(blocks, images, is_training, reuse=None):
     return score, end_points
 
 
+def _blocks(base_depths, units):
+    """slim's four resnet_v2 blocks; the last keeps stride 1 (output stride 32)."""
+    return [resnet_v2.resnet_v2_block(f"block{k + 1}", base_depth=depth, num_units=n,
+                                      stride=2 if k < 3 else 1)
+            for k, (depth, n) in enumerate(zip(base_depths, units))]
+
+
 def _resnet_v2_50_blocks():
-    block = resnet_v2.resnet_v2_block
-    return [block("block1", base_depth=64, num_units=3, stride=2),
-            block("block2", base_depth=128, num_units=4, stride=2),
-            block("block3", base_depth=256, num_units=6, stride=2),
-            block("block4", base_depth=512, num_units=3, stride=1)]
+    return _blocks((64, 128, 256, 512), (3, 4, 6, 3))
 
 
 def _resnet_v2_101_blocks():
-    block = resnet_v2.resnet_v2_block
-    return [block("block1", base_depth=64, num_units=3, stride=2),
-            block("block2", base_depth=128, num_units=4, stride=2),
-            block("block3", base_depth=256, num_units=23, stride=2),
-            block("block4", base_depth=512, num_units=3, stride=1)]
+    return _blocks((64, 128, 256, 512), (3, 4, 23, 3))
 
 
 def _resnet_v2_tiny_blocks():
     # The resnet_v2_50 layout at a sixteenth of the width and one unit per block: the same
     # code paths (root block, bottlenecks, shortcuts, batch norm) at ~1,300 img/s on 64² CPU.
-    block = resnet_v2.resnet_v2_block
-    return [block("block1", base_depth=16, num_units=1, stride=2),
-            block("block2", base_depth=16, num_units=1, stride=2),
-            block("block3", base_depth=16, num_units=1, stride=2),
-            block("block4", base_depth=16, num_units=1, stride=1)]
+    return _blocks((16, 16, 16, 16), (1, 1, 1, 1))
 
 
 def resnet_v2_50(images, is_training, reuse=None):
@@ -59,7 +54,6 @@ def resnet_v2_101(images, is_training, reuse=None):
 
 def resnet_v2_tiny(images, is_training, reuse=None):
     return _resnet(_resnet_v2_tiny_blocks(), images, is_training, reuse)
-
 
 
 def arg_scope(weight_decay, batch_norm_decay):
