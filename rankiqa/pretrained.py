@@ -223,6 +223,10 @@ PRETRAINED = {
     "efficientnet-lite0": (("efficientnet_lite0",), efficientnet_arrays),
     "efficientnet-lite2": (("efficientnet_lite2",), efficientnet_arrays),
     "dinov2-vits14": (("vit_s14",), dinov2_arrays),
+    # both backbones of rankiqa.nets.combined, each under its own names inside its scope
+    "efficientnet-lite2+dinov2-vits14": (("efficientnet_vit",), lambda net_name: {
+        f"{net_name}/{name}": array for name, array in {
+            **efficientnet_arrays("efficientnet_lite2"), **dinov2_arrays("vit_s14")}.items()}),
 }
 
 

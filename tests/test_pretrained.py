@@ -50,7 +50,8 @@ def test_pooled_head_features_and_any_crop_size():
 
 def test_unknown_or_misfit_pretrained_start():
     with pytest.raises(ValueError, match=r"unknown pretrained start 'imagenet'; choose from "
-                                         r"\['efficientnet-lite0', 'efficientnet-lite2', 'hed-vgg16'\]"):
+                                         r"\['dinov2-vits14', 'efficientnet-lite0', 'efficientnet-lite2', "
+                                         r"'efficientnet-lite2\+dinov2-vits14', 'hed-vgg16'\]"):
         pretrained.get_pretrained_arrays("imagenet", "vgg_16")
     with pytest.raises(ValueError, match="fits the networks"):
         pretrained.get_pretrained_arrays("hed-vgg16", "resnet_v2_50")
@@ -272,3 +273,28 @@ def test_vit_position_table_resize_is_pytorch_bicubic():
     for k, index in zip((-1, 0, 1, 2), (0, 0, 0, 1)):
         expected[index] += w(0.75 - k)
     np.testing.assert_allclose(double[0], expected, atol=1e-6)
+
+
+@needs_efficientnet
+@needs_dinov2
+def test_combined_network_takes_both_backbones_weights():
+    """efficientnet_vit = EfficientNet-Lite2 + ViT-S/14 under one head: the combined start fills
+    every backbone variable (320 + 222, as each alone), only the head starts fresh, and its
+    features are both backbones' pooled statistics."""
+    combined_fn = nets.get_network_fn("efficientnet_vit")
+    with tf.Graph().as_default(), tf.Session() as sess:
+        images = tf.zeros([1, 56, 56, 3])
+        _, points = combined_fn(combined_fn.preprocess(images), is_training=False)
+        init_fn, report = weights.build_init("efficientnet-lite2+dinov2-vits14",
+                                             net_name="efficientnet_vit")
+        sess.run(tf.global_variables_initializer())
+        init_fn(sess)
+        stem = sess.run(slim.get_unique_variable(
+            "efficientnet_vit/efficientnet_lite2/stem/conv/weights"))
+    assert len(report.restored) == 320 + 222
+    assert not report.unused and not report.shape_mismatch
+    assert report.missing and all(n.startswith("efficientnet_vit/logits/") for n in report.missing)
+    assert points["features"].shape.as_list() == [1, 1, 1, 4240 + 2304]
+    np.testing.assert_array_equal(
+        stem, pretrained.efficientnet_arrays("efficientnet_lite2")[
+            "efficientnet_lite2/stem/conv/weights"])

@@ -11,7 +11,8 @@ export and ``predict`` always agree). Each function also carries:
 - ``head_scope``: the one-output quality head (``resnet_v2/logits``), which stage two re-learns.
 
 ``end_points["features"]`` is the head's input ``[batch, 1, 1, d]`` (the pooled features the
-probe fits the head on). One module per family: `resnet`, `vgg`, `efficientnet`, `vit`;
+probe fits the head on). One module per family: `resnet`, `vgg`, `efficientnet`, `vit` (`combined`: two under one
+head);
 `heads` holds the pooled statistics and the quality head they share, `preprocessing` the input
 conventions.
 """
@@ -20,7 +21,7 @@ import functools
 
 from rankiqa.compat import slim
 from rankiqa.errors import InputError
-from rankiqa.nets import efficientnet, preprocessing, resnet, vgg, vit
+from rankiqa.nets import combined, efficientnet, preprocessing, resnet, vgg, vit
 from rankiqa.nets.preprocessing import caffe_vgg as preprocess_vgg  # noqa: F401 (public)
 from rankiqa.nets.resnet import RESNET_SCOPE, _resnet_v2_tiny_blocks  # noqa: F401 (tests)
 from rankiqa.nets.vgg import VGG_SCOPE
@@ -41,6 +42,8 @@ networks_map = {
     "efficientnet_lite2": (efficientnet.efficientnet_lite2, efficientnet.arg_scope,
                            preprocessing.imagenet_mean_std, "efficientnet_lite2", 224),
     "vit_s14": (vit.vit_s14, vit.arg_scope, preprocessing.imagenet_mean_std, "vit_s14", 224),
+    "efficientnet_vit": (combined.efficientnet_vit, combined.arg_scope,
+                         preprocessing.imagenet_mean_std, combined.SCOPE, 224),
 }
 
 # Official slim ImageNet checkpoints name each depth's scope after itself; ours is shared.
@@ -52,7 +55,8 @@ official_scopes = {"resnet_v2_50": "resnet_v2_50", "resnet_v2_101": "resnet_v2_1
 pooled_blocks_map = {"vgg_16_pooled": vgg.POOLED_BLOCKS,
                      "efficientnet_lite0": efficientnet.POOLED_BLOCKS,
                      "efficientnet_lite2": efficientnet.POOLED_BLOCKS,
-                     "vit_s14": vit.POOLED_BLOCKS}
+                     "vit_s14": vit.POOLED_BLOCKS,
+                     "efficientnet_vit": combined.POOLED_BLOCKS}
 
 
 def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997, pooled_blocks=()):

@@ -66,15 +66,12 @@ def _mbconv(net, kernel, stride, expand, filters_in, filters_out, scope):
 POOLED_BLOCKS = ("stage_2", "stage_3", "stage_4", "stage_5", "stage_6", "stage_7", "head")
 
 
-def efficientnet_lite(name, images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
-    """The backbone and the pooled quality head.
-
-    ``end_points``: ``stage_1`` ... ``stage_7`` (each stage's last block), ``head`` (the 1280-
-    channel head conv), ``global_pool`` (its spatial mean, the ImageNet classifier's input),
-    ``features`` (the pooled statistics of `pooled_blocks`) and ``score``.
-    """
+def backbone(name, images, is_training):
+    """Variant `name`'s layers under scope `name`; ``end_points``: ``stage_1`` ... ``stage_7``
+    (each stage's last block), ``head`` (the 1280-channel head conv) and ``global_pool`` (its
+    spatial mean, the ImageNet classifier's input)."""
     end_points = {}
-    with tf.variable_scope(name, reuse=reuse):
+    with tf.variable_scope(name):
         with slim.arg_scope([slim.batch_norm], is_training=is_training):
             net = slim.conv2d(images, STEM_FILTERS, [3, 3], stride=2, scope="stem/conv")
             block = 0
@@ -85,11 +82,25 @@ def efficientnet_lite(name, images, is_training, reuse=None, pooled_blocks=POOLE
                     block += 1
                 end_points[f"stage_{s}"] = net
             net = slim.conv2d(net, HEAD_FILTERS, [1, 1], scope="head/conv")
-        end_points["head"] = net
-        end_points["global_pool"] = tf.reduce_mean(net, [1, 2])
-        features = heads.mean_std(heads.pick_blocks(end_points, pooled_blocks, name))
+    end_points["head"] = net
+    end_points["global_pool"] = tf.reduce_mean(net, [1, 2])
+    return end_points
+
+
+def pooled_features(end_points, pooled_blocks, name):
+    """``[B, 1, 1, 2 * channels]``: mean and std of each block in `pooled_blocks`."""
+    return heads.mean_std(heads.pick_blocks(end_points, pooled_blocks, name))
+
+
+def efficientnet_lite(name, images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
+    """The backbone (`backbone`) and the pooled quality head; ``end_points`` adds
+    ``features`` (the pooled statistics of `pooled_blocks`) and ``score``."""
+    with tf.variable_scope(tf.get_variable_scope(), reuse=reuse):
+        end_points = backbone(name, images, is_training)
+        features = pooled_features(end_points, pooled_blocks, name)
         end_points["features"] = features
-        score = heads.quality_head(features, is_training, normalize=True)
+        with tf.variable_scope(name):
+            score = heads.quality_head(features, is_training, normalize=True)
         end_points["score"] = score
     return score, end_points
 

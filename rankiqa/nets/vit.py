@@ -108,16 +108,13 @@ def position_embedding(table, grid_h, grid_w):
     return tf.concat([cls_position, tf.reshape(resized, [1, -1, WIDTH])], axis=1)
 
 
-def vit_s14(images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
-    """The backbone and the pooled quality head; `images` ``[B, H, W, 3]``, H and W multiples
-    of 14 (other sides lose their last partial patch, as a stride-14 convolution does).
-
-    ``end_points``: ``block_1`` ... ``block_12`` (tokens after each block), ``tokens`` (after the
-    final norm), ``features`` (statistics of the patch tokens after `POOLED_BLOCKS`, the final
-    CLS token and the final mean patch token) and ``score``; `pooled_blocks` names the blocks.
-    """
+def backbone(images):
+    """The ViT under scope ``vit_s14``; `images` ``[B, H, W, 3]``, H and W multiples of 14
+    (other sides lose their last partial patch, as a stride-14 convolution does).
+    ``end_points``: ``block_1`` ... ``block_12`` (tokens after each block) and ``tokens``
+    (after the final norm); token 0 is the CLS token."""
     end_points = {}
-    with tf.variable_scope("vit_s14", reuse=reuse):
+    with tf.variable_scope("vit_s14"):
         kernel = _weights("patch_embedding/weights", [PATCH, PATCH, 3, WIDTH])
         bias = _variable("patch_embedding/biases", [WIDTH], tf.zeros_initializer())
         patches = tf.nn.conv2d(images, kernel, PATCH, "VALID") + bias
@@ -131,15 +128,30 @@ def vit_s14(images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
             with tf.variable_scope(f"block_{k}"):
                 x = _block(x)
             end_points[f"block_{k + 1}"] = x
-        tokens = _layer_norm(x, "norm")
-        end_points["tokens"] = tokens
-        blocks = heads.pick_blocks(end_points, pooled_blocks, "vit_s14")
-        pooled = heads.mean_std([b[:, 1:] for b in blocks])  # the patch tokens
-        final = tf.concat([tokens[:, 0], tf.reduce_mean(tokens[:, 1:], axis=1)], -1)
-        features = tf.concat([pooled, final[:, None, None, :]], axis=-1)
+        end_points["tokens"] = _layer_norm(x, "norm")
+    return end_points
+
+
+def pooled_features(end_points, pooled_blocks):
+    """``[B, 1, 1, d]``: mean and std of the patch tokens after each of `pooled_blocks`, then
+    the final CLS token and the final mean patch token."""
+    blocks = heads.pick_blocks(end_points, pooled_blocks, "vit_s14")
+    pooled = heads.mean_std([b[:, 1:] for b in blocks])
+    tokens = end_points["tokens"]
+    final = tf.concat([tokens[:, 0], tf.reduce_mean(tokens[:, 1:], axis=1)], -1)
+    return tf.concat([pooled, final[:, None, None, :]], axis=-1)
+
+
+def vit_s14(images, is_training, reuse=None, pooled_blocks=POOLED_BLOCKS):
+    """The backbone (`backbone`) and the pooled quality head; ``end_points`` adds ``features``
+    (`pooled_features`) and ``score``."""
+    with tf.variable_scope(tf.get_variable_scope(), reuse=reuse):
+        end_points = backbone(images)
+        features = pooled_features(end_points, pooled_blocks)
         end_points["features"] = features
-        # the backbone has no batch norm or dropout: is_training reaches only the head
-        score = heads.quality_head(features, is_training, normalize=True)
+        with tf.variable_scope("vit_s14"):
+            # the backbone has no batch norm or dropout: is_training reaches only the head
+            score = heads.quality_head(features, is_training, normalize=True)
         end_points["score"] = score
     return score, end_points
 
