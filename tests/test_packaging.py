@@ -35,3 +35,19 @@ def test_wheel_carries_the_configs_and_the_demo_finds_them_from_another_folder(t
                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(tmp_path / "site" / "rankiqa" / "configs" / "rank_tiny.yaml")
+
+
+def test_recipe_scripts_parse_and_name_configs_that_load():
+    """Every shell script parses, and every config a recipe script names exists and loads."""
+    import re
+
+    from rankiqa import config as config_lib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = sorted(glob.glob(os.path.join(root, "scripts", "*.sh")))
+    assert scripts
+    for script in scripts:
+        subprocess.run(["bash", "-n", script], check=True)
+        for name in re.findall(r"configs/(\w+)\.yaml", open(script).read()):
+            cls = config_lib.RankConfig if name.startswith("rank_") else config_lib.FinetuneConfig
+            config_lib.load(cls, os.path.join(root, "configs", f"{name}.yaml"))
