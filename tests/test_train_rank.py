@@ -27,7 +27,16 @@ def test_train_writes_checkpoints_eval_and_resumes(rank_data, tmp_path):
     assert [h["step"] for h in evaluation["history"]] == [3, 6]
     assert set(evaluation["per_distortion"]) == {"gblur", "wn", "jpeg", "jp2k"}
     assert any(line.startswith("step 2/6") and "loss" in line for line in lines)
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+    # TensorBoard: the scalars under their own names, held-out accuracy at each evaluation
+    tags = {}
+    for name in os.listdir(tmp_path):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.train.summary_iterator(str(tmp_path / name)):
+                for value in event.summary.value:
+                    tags.setdefault(value.tag, []).append(event.step)
+    assert tags["loss"] == tags["total_loss"] == tags["learning_rate"] == [2, 4, 6]
+    assert tags["validation/rank_accuracy"] == [3, 6]
+    assert not [t for t in tags if t.endswith("_1")]
     info = json.load(open(tmp_path / "rankiqa.json"))
     assert info["net"] == "resnet_v2_tiny" and info["crop_size"] == 32
     assert info["views"] == {"crop": 48, "count": 2, "mode": "centre_random"}

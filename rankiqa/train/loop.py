@@ -229,9 +229,6 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
     """
     global_step = tf.train.get_or_create_global_step()
     chief = placement.is_chief
-    for name, tensor in scalars.items():
-        tf.summary.scalar(name, tensor)
-    summary_op = tf.summary.merge_all()
     saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
     prefix = os.path.join(train_dir, rundir.CHECKPOINT_NAME)
     eval_path = os.path.join(train_dir, rundir.EVAL_NAME)
@@ -263,6 +260,14 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
             sess.run(input_init)
         writer = tf.summary.FileWriter(train_dir, sess.graph if not latest else None) if chief \
             else None
+
+        def summarise(at, values, prefix=""):
+            # written from the fetched values, so TensorBoard's tags are exactly the scalars'
+            # names (tf.summary ops would be uniquified to loss_1, learning_rate_1 ...)
+            if writer is not None:
+                writer.add_summary(tf.Summary(value=[
+                    tf.Summary.Value(tag=prefix + name, simple_value=float(value))
+                    for name, value in sorted(values.items())]), at)
         last_ckpt, last_ckpt_step = latest, step
         last_log_step, last_log_time = step, time.time()
         loss = float("nan")
@@ -295,6 +300,9 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
             evaluation["history"] = list(history)
             rundir.write_json_atomic(eval_path, evaluation)
             result["eval"] = evaluation
+            # validation SROCC/PLCC/KROCC (stage two) or held-out rank accuracy (stage one)
+            summarise(at, {k: evaluation[k] for k in HISTORY_KEYS if k in evaluation},
+                      "validation/")
 
         if not latest and eval_at_start:
             evaluate(0)
@@ -305,8 +313,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
             log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
         while step < max_steps:
             want_summary = train_cfg.summary_every and (step + 1) % train_cfg.summary_every == 0
-            run = dict(fetches, summary=summary_op) if want_summary else fetches
-            out = sess.run(run)
+            out = sess.run(fetches)
             step += 1
             loss = float(out["train"])
             if not math.isfinite(loss):
@@ -315,8 +322,8 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                 raise TrainingDiverged(
                     f"loss became {loss} between step {last_log_step} (last logged, finite) and "
                     f"step {step}; {where}. Lower optim.lr or set optim.clip_gradient_norm.")
-            if want_summary and writer is not None:
-                writer.add_summary(out["summary"], step)
+            if want_summary:
+                summarise(step, out["scalars"])
             if train_cfg.log_every and (step % train_cfg.log_every == 0 or step == max_steps):
                 now = time.time()
                 speed = ""
