@@ -42,7 +42,9 @@ def test_every_source_loads_the_same_values(stage_one, tmp_path, kind):
 def test_scratch_and_unknown_sources(tmp_path):
     assert weights.build_init("scratch") == (None, None)
     with pytest.raises(ValueError, match="not a checkpoint, training folder or .npz file, and "
-                                         r"not a pretrained start \(choose from \['hed-vgg16'\]\)"):
+                                         r"not a pretrained start \(choose from \['dinov2-vits14', "
+                                         r"'efficientnet-lite0', 'efficientnet-lite2', "
+                                         r"'efficientnet-lite2\+dinov2-vits14', 'hed-vgg16'\]\)"):
         weights.build_init(str(tmp_path / "nothing"))
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ValueError, match="is a folder with no checkpoint in it"):
