@@ -11,7 +11,9 @@ Scope ``efficientnet_vit``: ``efficientnet_vit/efficientnet_lite2/...``,
 
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError
-from rankiqa.nets import efficientnet, heads, vit
+import rankiqa.nets.efficientnet as efficientnet
+import rankiqa.nets.heads as heads
+import rankiqa.nets.vit as vit
 
 SCOPE = "efficientnet_vit"
 PREFIXES = ("efficientnet/", "vit/")

@@ -15,7 +15,7 @@ is not part of the network.
 import math
 
 from rankiqa.compat import slim, tf
-from rankiqa.nets import heads
+import rankiqa.nets.heads as heads
 
 BATCH_NORM_EPSILON = 1e-3
 STEM_FILTERS, HEAD_FILTERS = 32, 1280  # not scaled in the Lite variants

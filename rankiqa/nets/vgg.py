@@ -1,7 +1,7 @@
 """VGG-16's convolutions (slim's names) with pooled one-score heads in place of fc6-fc8."""
 
 from rankiqa.compat import slim, tf
-from rankiqa.nets import heads
+import rankiqa.nets.heads as heads
 from tf_slim.nets import vgg
 
 VGG_SCOPE = "vgg_16"

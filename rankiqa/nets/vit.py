@@ -13,7 +13,7 @@ mlp/{fc1,fc2},layer_scale2}`` (K = 0..11), ``norm``; the quality head is ``logit
 """
 
 from rankiqa.compat import slim, tf
-from rankiqa.nets import heads
+import rankiqa.nets.heads as heads
 
 PATCH, WIDTH, DEPTH, HEADS, MLP_WIDTH = 14, 384, 12, 6, 1536
 TABLE_GRID = 37  # the position table's side: 518² / 14
