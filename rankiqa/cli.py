@@ -167,9 +167,13 @@ def views_from(crop_size, crops, crop_mode, default):
               help="Refuse images of more pixels than this as bad images (a decompression "
                    "bomb claims a huge picture in a small file) [default: Pillow's, 89,478,485].")
 @click.option("--debug", is_flag=True, help="Show the traceback of every error.")
-def main(max_pixels, debug):
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's own start-up and C++ log lines (hidden by default).")
+def main(max_pixels, debug, verbose):
     """rankiqa: learn image quality from rankings, then from real scores."""
     DEBUG["on"] = debug
+    if verbose:  # read by rankiqa.compat (VERBOSE_ENV) when TensorFlow is first imported
+        os.environ["RANKIQA_VERBOSE"] = "1"
     if max_pixels:
         from rankiqa.data import views
 

@@ -8,16 +8,57 @@ Import this module (``from rankiqa.compat import tf, slim``) instead of importin
 directly; every rankiqa module does.
 """
 
+import contextlib
 import importlib
 import os
 import sys
+import tempfile
 import warnings
 
-# TensorFlow's C++ INFO lines (oneDNN, CUDA stubs) drown the CLI's own output; users can still
-# ask for them by setting the variable themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+VERBOSE_ENV = "RANKIQA_VERBOSE"  # set (to 1) by `rankiqa --verbose`: TensorFlow's own lines too
 
-import tensorflow.compat.v1 as tf  # noqa: E402
+
+def verbose():
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Holds back what native code writes to file descriptor 2 while TensorFlow loads.
+
+    The CUDA stubs log "Could not find cuda drivers" through absl *before* absl reads
+    TF_CPP_MIN_LOG_LEVEL (hence absl's "WARNING: All log messages before
+    absl::InitializeLog()..."), so no environment variable silences them: ~4 lines before every
+    command. They are replayed if the import fails, and shown with `rankiqa --verbose`.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (a notebook, a test runner)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, fd)
+            capture.seek(0)
+            os.write(fd, capture.read())
+            raise
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+# TensorFlow's C++ INFO, WARNING and ERROR lines (oneDNN, "failed call to cuInit" on a machine
+# without a GPU) drown the CLI's own output; a real failure still surfaces as a Python exception.
+# A variable the user set, or `--verbose`, wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "3")
+
+with contextlib.nullcontext() if verbose() else _native_stderr_captured():
+    import tensorflow.compat.v1 as tf  # noqa: E402
 from tensorflow.python.framework import ops as _ops  # noqa: E402
 from tensorflow.python.ops import array_ops as _array_ops  # noqa: E402
 from tensorflow.python.ops import control_flow_ops as _control_flow_ops  # noqa: E402

@@ -1,15 +1,14 @@
 """`rankiqa evaluate`: score a dataset split the way papers do and write the evidence.
 
 Writes to the output folder: ``summary.json`` (SROCC, KROCC, PLCC raw and after the
-four-parameter logistic, RMSE; overall and per distortion; for mean- and median-aggregated
-crops), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
+four-parameter logistic, RMSE; overall and per distortion; for mean-aggregated views, and
+median-aggregated ones where there are more than two views, since the median of two is their mean), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
 """
 
 import csv
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from rankiqa import metrics, rundir, scoring
 from rankiqa.data import mos
@@ -34,25 +33,41 @@ def select_split(data_cfg, split):
     return chosen
 
 
-def scatter_png(path, predicted, target, title):
-    """A dependency-free scatter plot: predicted score (x) against MOS (y), 480x480."""
-    size, pad = 480, 40
-    im = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(im)
-    draw.rectangle([pad, pad, size - pad, size - pad], outline="black")
+def scatter_png(path, predicted, target, title, groups=None):
+    """Predicted score (x) against normalised MOS (y), 720x640 px: ticks in score units, the
+    identity line, the four-parameter logistic fitted for PLCC, one colour per distortion
+    (`groups`, one label or None per point) where the dataset names them."""
+    import matplotlib
 
-    def scale(v):
-        lo, hi = float(np.min(v)), float(np.max(v))
-        return (np.asarray(v) - lo) / ((hi - lo) or 1.0)
+    matplotlib.use("Agg")  # files only: no display on a server
+    from matplotlib.figure import Figure
 
-    xs = pad + scale(predicted) * (size - 2 * pad)
-    ys = size - pad - scale(target) * (size - 2 * pad)
-    for x, y in zip(xs, ys):
-        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(31, 119, 180))
-    draw.text((pad, 10), title, fill="black")
-    draw.text((size // 2 - 40, size - pad + 12), "predicted score", fill="black")
-    draw.text((4, pad - 14), "MOS (normalised)", fill="black")
-    im.save(path, format="PNG")
+    predicted, target = np.asarray(predicted, float), np.asarray(target, float)
+    fig = Figure(figsize=(7.2, 6.4), dpi=100)
+    ax = fig.add_subplot()
+    labels = sorted({g for g in groups if g}) if groups is not None else []
+    if labels and len(labels) <= 20:  # beyond 20 colours a legend says nothing
+        cmap = matplotlib.colormaps["tab20" if len(labels) > 10 else "tab10"]
+        for k, label in enumerate(labels):
+            rows = [i for i, g in enumerate(groups) if g == label]
+            ax.scatter(predicted[rows], target[rows], s=12, alpha=0.7, color=cmap(k),
+                       label=label, linewidths=0)
+    else:
+        ax.scatter(predicted, target, s=12, alpha=0.6, color="tab:blue", linewidths=0)
+    order = np.argsort(predicted)
+    ax.plot(predicted[order], metrics.fit_logistic4(predicted, target)[order], color="black",
+            linewidth=1.5, label="logistic fit (PLCC after mapping)")
+    low = min(predicted.min(), target.min())
+    high = max(predicted.max(), target.max())
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="y = x")
+    ax.margins(0.05)
+    ax.set_xlabel("predicted score")
+    ax.set_ylabel("MOS, normalised to [0, 1] (higher is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", markerscale=1.5)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
 
 
 def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
@@ -80,7 +95,12 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                                                    range(k, k + len(chunk))))
             net_name, used_precision = scorer.net_name, scorer.precision
         per_crop = np.concatenate(per_crop)
-        aggregated = {"mean": per_crop.mean(axis=1), "median": np.median(per_crop, axis=1)}
+        aggregated = {"mean": per_crop.mean(axis=1)}
+        if views.count > 2:  # the median of one or two views is their mean: not reported twice
+            aggregated["median"] = np.median(per_crop, axis=1)
+        elif aggregate == "median":
+            log(f"notice: the median of {views.count} views is their mean")
+            aggregate = "mean"
         target = np.array([it.score for it in items])
         summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
                    "split": split, "crops": views.count, "crop_mode": views.mode,
@@ -105,7 +125,9 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                 writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
                                  it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
         scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
-                    f"{data_cfg.dataset} {split}: SROCC {summary['srocc']:.3f} "
-                    f"PLCC {summary['plcc']:.3f} (n={len(items)})")
+                    f"{data_cfg.dataset} {split}, {model}\nSROCC {summary['srocc']:.4f}  "
+                    f"KROCC {summary['krocc']:.4f}  PLCC {summary['plcc']:.4f} "
+                    f"(logistic {summary['plcc_logistic']:.4f})  n={len(items)}",
+                    groups=[it.distortion for it in items])
         rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
         return summary

@@ -130,3 +130,22 @@ def test_a_corrupt_checkpoint_is_one_line_unless_debug(stage_one, tmp_path):
     result = invoke("--debug", "inspect-ckpt", broken, "--tensor", "resnet_v2/conv1/weights")
     assert result.exit_code == 1 and result.exception is not None
     assert not isinstance(result.exception, SystemExit)
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
+    """A command's stderr holds its own lines only; --verbose shows TensorFlow's too."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "rankiqa", "inspect-ckpt", str(tmp_path / "missing")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                             "RANKIQA_VERBOSE")}
+    quiet = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 1
+    assert quiet.stderr.splitlines() == [f"error: checkpoint {tmp_path / 'missing'} does not "
+                                         "exist (give a prefix like model.ckpt-1000 or a "
+                                         "training directory)"]
+    command.insert(3, "--verbose")
+    loud = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 1 and loud.stderr.splitlines()[-1] == quiet.stderr.splitlines()[0]
+    assert len(loud.stderr.splitlines()) > 1  # TensorFlow's own lines (CPU features, CUDA stubs)

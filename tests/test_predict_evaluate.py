@@ -70,9 +70,16 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
     assert summary["plcc"] == pytest.approx(stats.pearsonr(predicted, target)[0], abs=1e-5)
     assert summary["krocc"] == pytest.approx(stats.kendalltau(predicted, target)[0], abs=1e-5)
     assert set(summary["per_distortion"]) == {"gblur", "wn", "jpeg", "jp2k"}
-    assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["median"]) == set(summary["mean"])  # 3 views: the median differs
     with Image.open(out / "scatter.png") as im:
-        assert im.format == "PNG" and im.size == (480, 480)
+        assert im.format == "PNG" and im.size == (720, 640)
+        pixels = np.asarray(im.convert("RGB"), float).reshape(-1, 3)
+    # one colour per distortion: tab10's first four, drawn at alpha 0.7 on white
+    import matplotlib
+
+    for k in range(4):
+        colour = 0.7 * np.array(matplotlib.colormaps["tab10"](k)[:3]) * 255 + 0.3 * 255
+        assert np.abs(pixels - colour).max(axis=1).min() < 8, k
 
 
 def test_evaluate_takes_views_and_data_from_the_config_or_the_run(stage_one, label_file,
@@ -94,4 +101,5 @@ def test_evaluate_takes_views_and_data_from_the_config_or_the_run(stage_one, lab
     result = CliRunner().invoke(main, ["evaluate", str(run), "--set", "data.eval_crops=1",
                                        "--output-dir", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
-    assert json.load(open(tmp_path / "b" / "summary.json"))["crops"] == 1
+    one_view = json.load(open(tmp_path / "b" / "summary.json"))
+    assert one_view["crops"] == 1 and "median" not in one_view  # the median of one is the mean

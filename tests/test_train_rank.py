@@ -27,13 +27,13 @@ def test_train_writes_checkpoints_eval_and_resumes(rank_data, tmp_path):
     assert [h["step"] for h in evaluation["history"]] == [3, 6]
     assert set(evaluation["per_distortion"]) == {"gblur", "wn", "jpeg", "jp2k"}
     assert any(line.startswith("step 2/6") and "loss" in line for line in lines)
-    # TensorBoard: the scalars under their own names, held-out accuracy at each evaluation
-    tags = {}
-    for name in os.listdir(tmp_path):
-        if name.startswith("events.out.tfevents"):
-            for event in tf.train.summary_iterator(str(tmp_path / name)):
-                for value in event.summary.value:
-                    tags.setdefault(value.tag, []).append(event.step)
+    # TensorBoard (installed with rankiqa) reads the scalars under their own names, and the
+    # held-out accuracy at each evaluation
+    from tensorboard.backend.event_processing import event_accumulator
+
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     assert tags["loss"] == tags["total_loss"] == tags["learning_rate"] == [2, 4, 6]
     assert tags["validation/rank_accuracy"] == [3, 6]
     assert not [t for t in tags if t.endswith("_1")]
