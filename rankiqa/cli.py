@@ -86,9 +86,9 @@ def load_config(cls, path, overrides):
     return config_lib.load(cls, path, overrides, notify=notice)
 
 
-def config_options(func):
+def config_options(func, example="train.max_steps=100"):
     func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                        help="Override a config key, e.g. --set train.max_steps=100 (repeatable).")(func)
+                        help=f"Override a config key, e.g. --set {example} (repeatable).")(func)
     return click.option("--config", "config_path",
                         help="YAML config file, or the name of a shipped one "
                              f"({', '.join(config_lib.shipped_configs())}).")(func)
@@ -129,11 +129,15 @@ def precision_option(func):
 
 def init_options(func):
     """--init SOURCE (init.source) and the spellings it replaces, which still work."""
+    from rankiqa.pretrained import PRETRAINED  # numpy only: --help stays fast
+
+    names = ", ".join(f"{name} ({'/'.join(fits)})" for name, (fits, _) in PRETRAINED.items())
     func = click.option("--init", "init_source", metavar="SOURCE",
-                        help="Where a fresh run's weights come from (init.source): scratch, a "
-                             "training folder or checkpoint (stage one's output), an .npz from "
-                             "export-npy, or a pretrained name (hed-vgg16). A rerun resumes "
-                             "from its own checkpoint first.")(func)
+                        help="Where a fresh run's weights come from (init.source): scratch; a "
+                             "training folder or checkpoint (stage one's output); an .npz from "
+                             "export-npy; or a pretrained start a package ships, for the "
+                             f"networks in brackets: {names}. A rerun resumes from its own "
+                             "checkpoint first.")(func)
     func = click.option("--init-from", hidden=True, help="Renamed --init.")(func)
     return click.option("--init-checkpoint", hidden=True, help="Renamed --init.")(func)
 
@@ -152,6 +156,56 @@ def with_init(overrides, init_source, init_from=None, init_checkpoint=None, from
     if flag != "--init":
         notice(f"{flag} is renamed --init (init.source); it still works for now")
     return (*overrides, f"init.source={value}")
+
+
+# One word per role, in every command:
+#   what a command works on (photos, folders, a checkpoint to inspect or merge)  positional
+#   the model it scores or exports with                                          --model
+#   where a fresh training run's weights come from                               --init
+#   a file it writes / a folder it writes                              --output / --output-dir
+#   a training run's own folder (it resumes)                                     --train-dir
+def model_option(func, npz=True):
+    """--model: a training folder or checkpoint prefix; with `npz`, an export-npy file too."""
+    if npz:
+        return click.option("--model", metavar="RUN|CKPT|NPZ", help=(
+            "The model: a training folder (train-rank or finetune), a checkpoint prefix, or an "
+            ".npz from export-npy (with --net)."))(func)
+    return click.option("--model", metavar="RUN|CKPT", help=(
+        "The model: a training folder (train-rank or finetune) or a checkpoint prefix."))(func)
+
+
+def old_positionals(command, values, flags, given, old_usage, new_usage):
+    """Fills the roles `flags` (e.g. ``("--model", "--output")``) that the options in `given`
+    left empty from the positional `values` of the old spelling, with a notice that shows
+    `old_usage` and `new_usage`.
+
+    Returns the filled values; click's usage error (exit status 2) for a role given twice, a
+    value too many or one missing."""
+    if len(values) > len(flags):
+        raise click.UsageError(f"unexpected extra argument {values[len(flags)]!r}")
+    filled = list(given)
+    for k, value in enumerate(values):
+        if filled[k] is not None:
+            raise click.UsageError(f"{flags[k]} is given twice: as an option and as the "
+                                   f"argument {value!r}")
+        filled[k] = value
+    if values:
+        notice(f"`rankiqa {command} {old_usage}` is now `rankiqa {command} {new_usage}`; the "
+               "old form still works for now")
+    for flag, value in zip(flags, filled):
+        if value is None:
+            raise click.UsageError(f"missing option {flag}")
+    return filled
+
+
+def renamed_option(command, old, new, old_value, new_value):
+    """The value of option `new`, or of its old spelling `old` with a notice."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise click.UsageError(f"{old} and {new} name the same thing; give {new} once")
+    notice(f"`rankiqa {command} {old}` is renamed {new}; it still works for now")
+    return old_value
 
 
 def views_from(crop_size, crops, crop_mode, default):
@@ -181,8 +235,9 @@ def main(max_pixels, debug, verbose):
 
 
 @main.command("make-rank-data")
-@click.argument("src_dir", type=click.Path())
-@click.argument("out_dir", type=click.Path())
+@click.argument("src_dir", nargs=-1, required=True, type=click.Path(), metavar="SRC")
+@click.option("--output-dir", type=click.Path(file_okay=False), required=False,
+              help="Where the distorted images and rank_list.csv go.")
 @click.option("--distortions", default="live", show_default=True,
               help="Comma-separated families and sets: live (gblur,wn,jpeg,jp2k), kadid (the 25 "
                    "KADID-10k families), all.")
@@ -192,11 +247,15 @@ def main(max_pixels, debug, verbose):
 @click.option("--max-side", type=click.IntRange(min=0), default=0, show_default=True,
               help="Shrink references whose longer side exceeds this (0: keep).")
 @click.option("--skip-bad", is_flag=True, help="Skip and count unreadable files instead of failing.")
-@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@click.option("--force", is_flag=True, help="Replace an existing --output-dir.")
 @handle_errors
-def make_rank_data_cmd(src_dir, out_dir, distortions, seed, workers, max_side, skip_bad, force):
-    """Distort the reference photos in SRC_DIR (a folder, or a text file listing one path per
-    line) and write OUT_DIR/rank_list.csv."""
+def make_rank_data_cmd(src_dir, output_dir, distortions, seed, workers, max_side, skip_bad,
+                       force):
+    """Distort the reference photos in SRC (a folder, or a text file listing one path per
+    line) and write OUTPUT_DIR/rank_list.csv."""
+    (out_dir,) = old_positionals("make-rank-data", src_dir[1:], ("--output-dir",), (output_dir,),
+                                 "SRC OUT_DIR", "SRC --output-dir OUT_DIR")
+    src_dir = src_dir[0]
     from rankiqa.data import distortions as distortions_lib
     from rankiqa.data.generate import make_rank_data
 
@@ -285,8 +344,9 @@ def launch_cmd(workers, stall_timeout, command):
 
 
 @main.command("evaluate")
-@click.argument("checkpoint", type=click.Path())
-@config_options
+@click.argument("old_checkpoint", nargs=-1, type=click.Path(), metavar="")
+@functools.partial(model_option, npz=False)
+@functools.partial(config_options, example="data.split_seed=1")
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="val",
               show_default=True, help="Which part of the config's dataset split to score.")
 @click.option("--crops", type=click.IntRange(min=1),
@@ -301,13 +361,15 @@ def launch_cmd(workers, stall_timeout, command):
 @device_option
 @precision_option
 @handle_errors
-def evaluate_cmd(checkpoint, config_path, overrides, split, crops, crop_mode, crop_size,
-                 aggregate, output_dir, device, precision):
-    """SROCC, KROCC, PLCC and RMSE of CHECKPOINT on a dataset split.
+def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, crop_mode,
+                 crop_size, aggregate, output_dir, device, precision):
+    """SROCC, KROCC, PLCC and RMSE of --model on a dataset split.
 
     The dataset, its split and the views come from the config's data section: --config, or
     else the run's own rankiqa.json (a finetune run records its whole config).
     """
+    (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
+                                    "CHECKPOINT", "--model CHECKPOINT")
     from rankiqa import evaluate
 
     cfg = load_evaluation_config(checkpoint, config_path, overrides)
@@ -342,8 +404,8 @@ def _exists(path):
 
 
 @main.command("ladders")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("photos", type=click.Path(exists=True))
+@click.argument("photos", nargs=-1, required=True, type=click.Path(), metavar="PHOTOS")
+@functools.partial(model_option, npz=False)
 @click.option("--families", default="gblur,wn,jpeg,contrast", show_default=True,
               help="Distortion families and sets, comma-separated (as make-rank-data's).")
 @click.option("--count", type=click.IntRange(min=1), help="Use only the first N photos.")
@@ -358,11 +420,16 @@ def _exists(path):
               help="ladders.json goes here.")
 @device_option
 @handle_errors
-def ladders_cmd(checkpoint, photos, families, count, max_side, crops, crop_mode, crop_size,
+def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop_size,
                 output_dir, device):
-    """Does CHECKPOINT still rank distortions? Each photo in PHOTOS (a folder or a list file)
+    """Does --model still rank distortions? Each photo in PHOTOS (a folder or a list file)
     and its copies at 5 levels of each family are scored; prints the pair accuracy (share of
     level pairs ordered right) overall and per family. Use photos no stage trained on."""
+    (checkpoint,) = old_positionals("ladders", photos[:-1], ("--model",), (model,),
+                                    "CHECKPOINT PHOTOS", "PHOTOS --model CHECKPOINT")
+    photos = photos[-1]
+    if not os.path.exists(photos):
+        raise UserError(f"{photos} does not exist")
     from rankiqa import ladders, scoring
     from rankiqa.data import distortions, generate
 
@@ -381,14 +448,13 @@ def ladders_cmd(checkpoint, photos, families, count, max_side, crops, crop_mode,
 
 @main.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", type=click.Path(),
-              help="Training directory (train-rank or finetune) or checkpoint prefix.")
-@click.option("--weights", type=click.Path(dir_okay=False),
-              help="Score with an .npz from export-npy instead of a checkpoint (needs --net).")
+@model_option
+@click.option("--checkpoint", hidden=True, help="Renamed --model.")
+@click.option("--weights", hidden=True, help="Renamed --model (an .npz).")
 @click.option("--allow-pickle", is_flag=True,
-              help="Let --weights read a pickled .npy dict (a pickle can run code: only files "
+              help="Let --model read a pickled .npy dict (a pickle can run code: only files "
                    "you trust).")
-@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @click.option("--crops", type=click.IntRange(min=1),
               help="Views per image, scores averaged [default: the model's own].")
 @click.option("--crop-mode", type=click.Choice(VIEW_MODES),
@@ -403,8 +469,8 @@ def ladders_cmd(checkpoint, photos, families, count, max_side, crops, crop_mode,
 @device_option
 @precision_option
 @handle_errors
-def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode, crop_size,
-                batch_size, fmt, output, device, precision):
+def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, crop_mode,
+                crop_size, batch_size, fmt, output, device, precision):
     """Score image files and folders (recursive) with the model's own views; unreadable files
     are reported and skipped."""
     import csv
@@ -413,112 +479,144 @@ def predict_cmd(paths, checkpoint, weights, allow_pickle, net, crops, crop_mode,
 
     from rankiqa import predict
 
-    if (checkpoint is None) == (weights is None):
-        raise UserError("predict needs exactly one of --checkpoint and --weights")
+    if checkpoint is not None and weights is not None:
+        raise click.UsageError("--checkpoint and --weights name the same thing; give --model once")
+    model = renamed_option("predict", "--checkpoint" if weights is None else "--weights",
+                           "--model", checkpoint if weights is None else weights, model)
+    if model is None:
+        raise click.UsageError("missing option --model")
     if output:
         from rankiqa import rundir
 
         rundir.check_writable(output)  # before scoring, not after
     rows, problems, used = predict.predict(
-        paths, checkpoint, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
-        batch_size=batch_size, device=device, weights_file=weights, allow_pickle=allow_pickle,
-        precision=precision)
+        paths, model, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
+        batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision)
     for message in problems:
         log(f"skipped: {message}")
     if fmt == "json":
-        text = json.dumps({"model": checkpoint or weights, "views": used.as_dict(),
-                           "scores": rows, "skipped": problems}, indent=2) + "\n"
-    else:
+        text = json.dumps({"model": model, "views": used.views.as_dict(),
+                           "score_scale": used.scale, "scores": rows, "skipped": problems},
+                          indent=2) + "\n"
+    else:  # every row says what produced it: a CSV is often read far from its command
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "score"])
-        writer.writerows([r["path"], f"{r['score']:.6f}"] for r in rows)
+        writer.writerow(["path", "score", "model", "views", "score_scale"])
+        views_text = used.views.describe()
+        writer.writerows([r["path"], f"{r['score']:.6f}", model, views_text, used.scale]
+                         for r in rows)
         text = buffer.getvalue()
     if output:
         with open(output, "w") as f:
             f.write(text)
     else:
         click.echo(text, nl=False)
-    log(f"scored {len(rows)} images ({used.count} {used.mode} views of {used.crop}² each), "
-        f"skipped {len(problems)}")
+    log(f"scored {len(rows)} images ({used.views.describe()} each), skipped {len(problems)}; "
+        f"scores: {used.scale}")
+
+
+def export_options(output_flag, what):
+    """--model and --output (a file) or --output-dir (a folder); the old positional spelling
+    CHECKPOINT OUT still works."""
+    def decorate(func):
+        func = click.option("--force", is_flag=True, help="Replace an existing output.")(func)
+        if output_flag == "--output-dir":
+            func = click.option("--output-dir", "output", type=click.Path(file_okay=False),
+                                help=f"The {what} to write.")(func)
+        else:
+            func = click.option("--output", type=click.Path(dir_okay=False),
+                                help=f"The {what} to write.")(func)
+        func = model_option(func)
+        return click.argument("old", nargs=-1, type=click.Path(), metavar="")(func)
+    return decorate
+
+
+def export_paths(command, old, model, output, output_flag):
+    return old_positionals(command, old, ("--model", output_flag), (model, output),
+                           "CHECKPOINT OUT", f"--model CHECKPOINT {output_flag} OUT")
 
 
 @main.command("export-npy")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("out", type=click.Path(dir_okay=False))
+@export_options("--output", ".npz (or .npy) file")
 @click.option("--format", "fmt", type=click.Choice(["npz", "npy"]), default="npz",
               show_default=True, help="npz: safe, no pickle; npy: the seed's dict (allow_pickle).")
 @click.option("--include", multiple=True, help="Keep only these scopes (repeatable).")
 @click.option("--exclude", multiple=True, help="Drop these scopes (repeatable).")
 @click.option("--all-variables", is_flag=True, help="Keep optimizer slots and the global step.")
-@click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @handle_errors
-def export_npy_cmd(checkpoint, out, fmt, include, exclude, all_variables, force):
-    """Write CHECKPOINT's variables to OUT as {name: array}."""
+def export_npy_cmd(old, model, output, force, fmt, include, exclude, all_variables):
+    """Write --model's variables to --output as {name: array}."""
+    checkpoint, out = export_paths("export-npy", old, model, output, "--output")
     from rankiqa.tools import export
 
     arrays = export.export_arrays(checkpoint, out, fmt, include, exclude,
                                   model_only=not all_variables, force=force)
     total = sum(a.size for a in arrays.values())
     log(f"wrote {len(arrays)} arrays ({total:,} values) to {out}")
+    click.echo(out)
 
 
 @main.command("export-pb")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
-@click.option("--force", is_flag=True, help="Replace an existing OUT.")
+@export_options("--output", "frozen GraphDef (.pb)")
+@click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @handle_errors
-def export_pb_cmd(checkpoint, out, net, force):
-    """Freeze CHECKPOINT's scoring graph into OUT (.pb): images in, score out."""
+def export_pb_cmd(old, model, output, force, net):
+    """Freeze --model's scoring graph into --output (.pb): images in, score out."""
+    checkpoint, out = export_paths("export-pb", old, model, output, "--output")
     from rankiqa.tools import export
 
     input_name, output_name = export.export_pb(checkpoint, out, net, force)
-    click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
+    click.echo(f"{out}: input {input_name} [None, H, W, 3] float32 RGB 0-255; output "
+               f"{output_name} [None]")
 
 
 @main.command("export-savedmodel")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
-@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+@export_options("--output-dir", "SavedModel folder")
+@click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @handle_errors
-def export_savedmodel_cmd(checkpoint, out_dir, net, force):
-    """Write CHECKPOINT as a SavedModel (signature serving_default: images -> score)."""
+def export_savedmodel_cmd(old, model, output, force, net):
+    """Write --model as a SavedModel (signature serving_default: images -> score)."""
+    checkpoint, out_dir = export_paths("export-savedmodel", old, model, output, "--output-dir")
     from rankiqa.tools import export
 
     input_name, output_name = export.export_savedmodel(checkpoint, out_dir, net, force)
-    click.echo(f"signature serving_default: images ({input_name}) -> score ({output_name})")
+    click.echo(f"{out_dir}: signature serving_default: images ({input_name}) -> score "
+               f"({output_name})")
 
 
 @main.command("export-onnx")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--net", help="Network name, if the checkpoint has no rankiqa.json beside it.")
+@export_options("--output", "ONNX file")
+@click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @click.option("--opset", type=int, default=13, show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @handle_errors
-def export_onnx_cmd(checkpoint, out, net, opset, force):
-    """Convert CHECKPOINT's frozen scoring graph to ONNX (needs the onnx extra)."""
+def export_onnx_cmd(old, model, output, force, net, opset):
+    """Convert --model's frozen scoring graph to ONNX (needs the onnx extra)."""
+    checkpoint, out = export_paths("export-onnx", old, model, output, "--output")
     from rankiqa.tools import export
 
     try:
         input_name, output_name = export.export_onnx(checkpoint, out, net, opset, force)
     except ImportError as e:
         raise UserError(str(e)) from None
-    click.echo(f"input {input_name} [None, H, W, 3] float32 RGB 0-255; output {output_name} [None]")
+    click.echo(f"{out}: input {input_name} [None, H, W, 3] float32 RGB 0-255; output "
+               f"{output_name} [None]")
 
 
 @main.command("merge-ckpt")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--output", required=True, type=click.Path(file_okay=False))
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="The folder the merged checkpoint (model.ckpt) goes to.")
+@click.option("--output", hidden=True, help="Renamed --output-dir.")
 @click.option("--prefix", "prefixes", multiple=True, metavar="IN=SCOPE/",
               help="Put input IN's variables under SCOPE/ (repeatable).")
 @click.option("--prefer", help="The input whose value wins a clash.")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @handle_errors
-def merge_ckpt_cmd(inputs, output, prefixes, prefer, force):
+def merge_ckpt_cmd(inputs, output_dir, output, prefixes, prefer, force):
     """Merge the variables of several checkpoints into one."""
+    output = renamed_option("merge-ckpt", "--output", "--output-dir", output, output_dir)
+    if output is None:
+        raise click.UsageError("missing option --output-dir")
     from rankiqa.tools import merge
 
     mapping = {}
@@ -554,16 +652,21 @@ def inspect_ckpt_cmd(checkpoint, tensors):
 
 
 @main.command("demo")
-@click.option("--work-dir", default="runs/demo", show_default=True, type=click.Path(),
+@click.option("--output-dir", "work_dir", default="runs/demo", show_default=True,
+              type=click.Path(file_okay=False),
               help="Where the sample data and both training runs go; a rerun resumes.")
+@click.option("--work-dir", "old_work_dir", hidden=True, help="Renamed --output-dir.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of rank_tiny.yaml (shipped), e.g. train.max_steps=200.")
 @click.option("--set-finetune", "finetune_overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of finetune_tiny.yaml (shipped).")
 @device_option
 @handle_errors
-def demo_cmd(work_dir, overrides, finetune_overrides, device):
+def demo_cmd(work_dir, old_work_dir, overrides, finetune_overrides, device):
     """The main job on built-in sample photos: ranking data, stage one, stage two."""
+    if old_work_dir is not None:
+        notice("`rankiqa demo --work-dir` is renamed --output-dir; it still works for now")
+        work_dir = old_work_dir
     from rankiqa import demo
     from rankiqa.data.standin import STANDIN_NAME
 

@@ -2,7 +2,8 @@
 
 Writes to the output folder: ``summary.json`` (SROCC, KROCC, PLCC raw and after the
 four-parameter logistic, RMSE; overall and per distortion; for mean-aggregated views, and
-median-aggregated ones where there are more than two views, since the median of two is their mean), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
+median-aggregated ones where there are more than two views, since the median of two is their
+mean), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
 """
 
 import csv

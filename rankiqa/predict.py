@@ -7,8 +7,16 @@ model's output: after fine-tuning, normalised MOS in [0, 1] with higher better; 
 only, an uncalibrated ranking score (higher better).
 """
 
+import dataclasses
+
 from rankiqa import scoring
 from rankiqa.data import views as views_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Used:
+    views: views_lib.Views
+    scale: str  # `rankiqa.scoring.score_scale`
 
 
 def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
@@ -24,7 +32,7 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
 
     Returns:
       (rows ``[{"path", "score"}]``, problems ``[message]`` for files that were skipped,
-      the `Views` used).
+      `Used`: the views used and what the scores mean).
     """
     files, problems = views_lib.list_files(paths)
     rows = []
@@ -53,4 +61,4 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
             if len(pending) >= per_call:
                 flush()
         flush()
-    return rows, problems, views
+    return rows, problems, Used(views, scorer.scale)

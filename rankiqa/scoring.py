@@ -10,6 +10,8 @@ validation, the probe, stage one's held-out ranking accuracy), fed the session o
 training loop. Both crop with `rankiqa.data.views.Views` and run one batching loop.
 """
 
+import os
+
 import numpy as np
 
 from rankiqa import nets, rundir, weights
@@ -52,6 +54,7 @@ class Scorer:
         self.graph = score.graph
         self.report = None
         self.precision = "fp32"  # fp32 | mixed: how its session computes (`load_scorer`)
+        self.scale = score_scale({})  # what the scores mean (`load_scorer` reads rankiqa.json)
 
     @classmethod
     def in_graph(cls, network_fn, views):
@@ -115,6 +118,16 @@ class Scorer:
         self.close()
 
 
+def score_scale(info):
+    """What a model's scores mean, from its ``rankiqa.json`` (`info`; {} without one)."""
+    if info.get("stage") == "finetune":
+        dataset = (info.get("config") or {}).get("data", {}).get("dataset", "?")
+        return f"normalised MOS in [0, 1] ({dataset}), higher is better"
+    if info.get("stage") == "rank":
+        return "uncalibrated ranking score (stage one only), higher is better"
+    return "the model's output (no rankiqa.json: scale unknown), higher is better"
+
+
 def model_views(info, net_name, crop_size=None):
     """The `Views` a model was validated with (its ``rankiqa.json``), else one centre crop at
     the network's default size; `crop_size` overrides the side."""
@@ -129,7 +142,8 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
     """A `Scorer` owning its graph and session, restored once.
 
     Args:
-      model: training directory or checkpoint prefix (None with `weights_file`).
+      model: training directory or checkpoint prefix, or an .npz from export-npy (as
+        `weights_file`); None with `weights_file`.
       net: network name when the model has no rankiqa.json beside it (required with
         `weights_file`).
       weights_file: an .npz (or, with `allow_pickle`, a dict .npy) from ``export-npy``.
@@ -141,13 +155,15 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
       CheckpointError: the weights do not fit the network.
       InputError: no network name can be found.
     """
+    if model is not None and model.endswith((".npz", ".npy")) and os.path.isfile(model):
+        model, weights_file = None, model  # an export-npy file given as the model
     if (model is None) == (weights_file is None):
         raise InputError("scoring needs exactly one of a checkpoint and a weights file")
     source = weights_file if model is None else weights.resolve_checkpoint(model)
     info = {} if model is None else rundir.find_run_info(model)
     net_name = net or info.get("net")
     if net_name is None:
-        what = "--weights needs --net" if model is None else (
+        what = "an .npz model needs --net" if model is None else (
             f"{model}: no {rundir.RUN_INFO_NAME} beside it; pass --net")
         raise InputError(f"{what} (the network name, one of {sorted(nets.networks_map)})")
     views = model_views(info, net_name, crop_size)
@@ -174,4 +190,5 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
                     batch_size=batch_size)
     scorer.report = report
     scorer.precision = precision
+    scorer.scale = score_scale(info)
     return scorer

@@ -41,7 +41,7 @@ def test_a_bug_keeps_its_traceback_and_user_errors_are_one_line(monkeypatch, tmp
 
 
 def test_make_rank_data_writes_and_prints_the_list(photo_dir, tmp_path):
-    result = invoke("make-rank-data", photo_dir, tmp_path / "out", "--distortions", "gblur,impulse",
+    result = invoke("make-rank-data", photo_dir, "--output-dir", tmp_path / "out", "--distortions", "gblur,impulse",
                     "--workers", 2, "--seed", 1)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(tmp_path / "out" / "rank_list.csv")
@@ -51,14 +51,14 @@ def test_make_rank_data_writes_and_prints_the_list(photo_dir, tmp_path):
 def test_make_rank_data_bad_input_is_one_line_and_nonzero(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.jpg").write_bytes(b"\xff\xd8 not really")
-    result = invoke("make-rank-data", tmp_path / "src", tmp_path / "out")
+    result = invoke("make-rank-data", tmp_path / "src", "--output-dir", tmp_path / "out")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "a.jpg: not a readable image" in last
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 
-    result = invoke("make-rank-data", tmp_path / "src", tmp_path / "out", "--distortions", "fog")
+    result = invoke("make-rank-data", tmp_path / "src", "--output-dir", tmp_path / "out", "--distortions", "fog")
     assert result.exit_code == 1 and "unknown distortion 'fog'" in result.stderr
 
 
@@ -107,7 +107,7 @@ def test_init_and_its_old_spellings(tmp_path, rank_data, stage_one):
 
 def test_an_unwritable_output_fails_before_any_scoring(stage_one, photo_dir, tmp_path):
     (tmp_path / "a_file").write_text("")
-    result = invoke("predict", photo_dir, "--checkpoint", stage_one, "--output",
+    result = invoke("predict", photo_dir, "--model", stage_one, "--output",
                     tmp_path / "a_file" / "scores.csv")
     assert result.exit_code == 1 and result.stderr.startswith("error: ")
     assert "a_file" in result.stderr and "Traceback" not in result.output
@@ -125,7 +125,7 @@ def test_a_corrupt_checkpoint_is_one_line_unless_debug(stage_one, tmp_path):
     result = invoke("inspect-ckpt", broken, "--tensor", "resnet_v2/conv1/weights")
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: cannot read resnet_v2/conv1/weights from ")
-    result = invoke("predict", broken, "--checkpoint", broken)
+    result = invoke("predict", broken, "--model", broken)
     assert result.exit_code == 1 and result.stderr.startswith("error: cannot read ")
     result = invoke("--debug", "inspect-ckpt", broken, "--tensor", "resnet_v2/conv1/weights")
     assert result.exit_code == 1 and result.exception is not None
@@ -149,3 +149,41 @@ def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
     loud = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert loud.returncode == 1 and loud.stderr.splitlines()[-1] == quiet.stderr.splitlines()[0]
     assert len(loud.stderr.splitlines()) > 1  # TensorFlow's own lines (CPU features, CUDA stubs)
+
+
+def test_one_word_per_role_and_the_old_spellings_with_a_notice(stage_one, photo_dir, tmp_path):
+    import numpy as np
+
+    new = invoke("export-npy", "--model", stage_one, "--output", tmp_path / "a.npz")
+    assert new.exit_code == 0 and "notice" not in new.stderr, new.output
+    assert new.stdout.strip() == str(tmp_path / "a.npz")  # every export prints what it wrote
+    old = invoke("export-npy", stage_one, tmp_path / "b.npz")
+    assert old.exit_code == 0, old.output
+    assert ("notice: `rankiqa export-npy CHECKPOINT OUT` is now `rankiqa export-npy --model "
+            "CHECKPOINT --output OUT`; the old form still works for now") in old.stderr
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert sorted(a) == sorted(b) and all((a[k] == b[k]).all() for k in a)
+    # one role given twice, or missing: click's usage error, exit status 2
+    twice = invoke("export-npy", stage_one, "--model", stage_one, "--output", tmp_path / "c.npz")
+    assert twice.exit_code == 2 and "--model is given twice" in twice.output
+    assert invoke("export-pb", "--model", stage_one).exit_code == 2
+    # predict: --model, and --checkpoint with a notice, give the same scores
+    by_model = invoke("predict", photo_dir, "--model", stage_one)
+    by_checkpoint = invoke("predict", photo_dir, "--checkpoint", stage_one)
+    assert by_model.exit_code == by_checkpoint.exit_code == 0
+    assert by_model.stdout == by_checkpoint.stdout and "notice" not in by_model.stderr
+    assert "`rankiqa predict --checkpoint` is renamed --model" in by_checkpoint.stderr
+    by_npz = invoke("predict", photo_dir, "--model", tmp_path / "a.npz", "--net",
+                    "resnet_v2_tiny", "--crop-size", 48, "--crops", 2, "--crop-mode",
+                    "centre_random")
+    assert [line.split(",")[1] for line in by_npz.stdout.splitlines()] == [
+        line.split(",")[1] for line in by_model.stdout.splitlines()]
+    # merge-ckpt writes a folder: --output-dir (--output still works)
+    merged = invoke("merge-ckpt", stage_one, "--output", tmp_path / "m")
+    assert merged.exit_code == 0 and "is renamed --output-dir" in merged.stderr
+    # each command's --set example is one of its own keys
+    evaluate_help = " ".join(invoke("evaluate", "--help").output.split())
+    assert "--set data.split_seed=1" in evaluate_help and "train.max_steps" not in evaluate_help
+    # --init lists the pretrained starts
+    finetune_help = " ".join(invoke("finetune", "--help").output.split())
+    assert "efficientnet-lite2 (efficientnet_lite2)" in finetune_help

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rankiqa import config
 from rankiqa.data import mos
 from rankiqa.data.lists import ListError
+from rankiqa.errors import InputError
 
 
 def touch_images(root, names):
@@ -83,6 +85,30 @@ def test_malformed_line_and_missing_image_are_named(tmp_path):
         mos.read_dataset("live3", str(tmp_path / "t.txt"))
 
 
+def test_csv_scores_on_another_scale_are_normalised_and_flipped_as_configured(tmp_path):
+    touch_images(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "l.csv").write_text("path,score\na.png,1\nb.png,4\nc.png,5\n")
+    # a 1-5 rating read as if it were [0, 1] would train and report unnormalised scores
+    with pytest.raises(ListError, match=r"b\.png has score 4, outside the range 0-1 .*set "
+                                        r"data\.score_range"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"))
+    items = mos.read_dataset("csv", str(tmp_path / "l.csv"), score_range=(1, 5))
+    assert [it.score for it in items] == [0.0, 0.75, 1.0] and items[1].raw == 4.0
+    # DMOS-like (lower better): flipped, so that 1.0 is still the best image
+    dmos = mos.read_dataset("csv", str(tmp_path / "l.csv"), score_range=(1, 5),
+                            higher_is_better=False)
+    assert [it.score for it in dmos] == [1.0, 0.25, 0.0]
+    with pytest.raises(ListError, match=r"c\.png has score 5, outside the range 1-4"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"), score_range=(1, 4))
+    with pytest.raises(InputError, match=r"data\.score_range must be \[low, high\]"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"), score_range=(5, 1))
+    # through the config, as finetune and evaluate read it
+    cfg = config.load(config.FinetuneConfig, None, [
+        "data.dataset=csv", f"data.label_file={tmp_path / 'l.csv'}", "data.score_range=[1, 5]",
+        "data.higher_is_better=false", "data.val_fraction=0"]).data
+    assert [it.score for it in mos.load_splits(cfg)["train"]] == [1.0, 0.25, 0.0]
+
+
 def items_with_refs(refs, per_ref=3):
     return [mos.ScoredImage(f"{r}_{k}.png", 0.5, 0.5, r, "d") for r in refs for k in range(per_ref)]
 
@@ -112,8 +138,8 @@ def test_repeated_images_and_scores_out_of_range_are_refused(tmp_path):
     with pytest.raises(ListError, match=r"1 images are listed more than once \(e.g. \['a.jpg'\]\)"):
         mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
     (tmp_path / "mos.csv").write_text("image,mos\na.jpg,81\nb.jpg,20\n")  # a 0-100 file
-    with pytest.raises(ListError, match=r"a.jpg has score 81, outside biq2021's range 0-1 "
-                                        r"\(MOS 0-1\); is data.dataset right\?"):
+    with pytest.raises(ListError, match=r"a.jpg has score 81, outside the range 0-1 "
+                                        r"\(biq2021: MOS 0-1\); is data.dataset right\?"):
         mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
 
 

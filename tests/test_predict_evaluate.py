@@ -28,7 +28,7 @@ def mixed_folder(tmp_path, photo_dir):
 
 
 def test_predict_scores_images_and_reports_the_rest(stage_one, mixed_folder):
-    result = CliRunner().invoke(main, ["predict", str(mixed_folder), "--checkpoint", stage_one,
+    result = CliRunner().invoke(main, ["predict", str(mixed_folder), "--model", stage_one,
                                        "--format", "json", "--crops", "2"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -45,11 +45,14 @@ def test_predict_scores_images_and_reports_the_rest(stage_one, mixed_folder):
 def test_predict_csv_to_file_matches_json(stage_one, mixed_folder, tmp_path):
     out = tmp_path / "scores.csv"
     result = CliRunner().invoke(main, ["predict", str(mixed_folder / "a.bmp"),
-                                       str(mixed_folder / "sub"), "--checkpoint", stage_one,
+                                       str(mixed_folder / "sub"), "--model", stage_one,
                                        "--output", str(out)])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(out)))
     assert [os.path.basename(r["path"]) for r in rows] == ["a.bmp", "c.jpg"]
+    # every row says which model, which views and what the score means
+    assert {(r["model"], r["views"]) for r in rows} == {(stage_one, "2 centre_random views of 48²")}
+    assert rows[0]["score_scale"] == "uncalibrated ranking score (stage one only), higher is better"
 
 
 def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_path):

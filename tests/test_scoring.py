@@ -55,5 +55,5 @@ def test_scorer_needs_a_network_name(tmp_path, stage_one):
         scoring.load_scorer(str(tmp_path))
     with scoring.load_scorer(str(tmp_path), net="resnet_v2_tiny") as scorer:
         assert scorer.views == Views(64, 1, "grid")  # the network's default size, one centre
-    with pytest.raises(ValueError, match="--weights needs --net"):
+    with pytest.raises(ValueError, match="an .npz model needs --net"):
         scoring.load_scorer(weights_file=str(tmp_path / "w.npz"))

@@ -29,7 +29,7 @@ def invoke(*args):
 
 def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):
     out = tmp_path / "weights.npz"
-    result = invoke("export-npy", stage_one, out)
+    result = invoke("export-npy", "--model", stage_one, "--output", out)
     assert result.exit_code == 0, result.output
     arrays = weights.load_arrays(str(out))
     assert "resnet_v2/logits/weights" in arrays
@@ -45,12 +45,12 @@ def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):
 
 def test_npy_dict_form_and_scope_filters(stage_one, tmp_path):
     out = tmp_path / "head.npy"
-    result = invoke("export-npy", stage_one, out, "--format", "npy", "--include",
+    result = invoke("export-npy", "--model", stage_one, "--output", out, "--format", "npy", "--include",
                     "resnet_v2/logits")
     assert result.exit_code == 0, result.output
     loaded = np.load(out, allow_pickle=True).item()
     assert sorted(loaded) == ["resnet_v2/logits/biases", "resnet_v2/logits/weights"]
-    result = invoke("export-npy", stage_one, tmp_path / "x.npz", "--include", "nothing/here")
+    result = invoke("export-npy", "--model", stage_one, "--output", tmp_path / "x.npz", "--include", "nothing/here")
     assert result.exit_code == 1 and "no variable left" in result.stderr
     assert not (tmp_path / "x.npz").exists()
 
@@ -87,7 +87,7 @@ FRESH_PB_CHECK = textwrap.dedent('''
 
 def test_frozen_pb_in_a_fresh_tensorflow_only_process(stage_one, crops, tmp_path):
     pb = tmp_path / "model.pb"
-    result = invoke("export-pb", stage_one, pb)
+    result = invoke("export-pb", "--model", stage_one, "--output", pb)
     assert result.exit_code == 0, result.output
     assert "rankiqa/images:0" in result.stdout and "rankiqa/score:0" in result.stdout
     np.save(tmp_path / "crops.npy", crops)
@@ -113,9 +113,9 @@ FRESH_SAVEDMODEL_CHECK = textwrap.dedent('''
 
 def test_savedmodel_loads_in_eager_tf2(stage_one, crops, tmp_path):
     out_dir = tmp_path / "saved"
-    result = invoke("export-savedmodel", stage_one, out_dir)
+    result = invoke("export-savedmodel", "--model", stage_one, "--output-dir", out_dir)
     assert result.exit_code == 0, result.output
-    assert invoke("export-savedmodel", stage_one, out_dir).exit_code == 1  # no --force
+    assert invoke("export-savedmodel", "--model", stage_one, "--output-dir", out_dir).exit_code == 1  # no --force
     np.save(tmp_path / "crops.npy", crops)
     script = tmp_path / "check.py"
     script.write_text(FRESH_SAVEDMODEL_CHECK)
@@ -141,7 +141,7 @@ def test_merge_two_models_into_one_graph(tmp_path, crops):
     """The seed's use case: model 1's output feeds model 2, both restored by one Saver."""
     one = save_tiny_model(tmp_path / "one", 1)
     two = save_tiny_model(tmp_path / "two", 2)
-    result = invoke("merge-ckpt", one, two, "--output", tmp_path / "merged",
+    result = invoke("merge-ckpt", one, two, "--output-dir", tmp_path / "merged",
                     "--prefix", f"{one}=model1/", "--prefix", f"{two}=model2/")
     assert result.exit_code == 0, result.output
 
@@ -177,7 +177,7 @@ def checkpoint_scores_plain(ckpt_dir, crops):
 def test_merge_clash_lists_every_clash_and_writes_nothing(tmp_path):
     one = save_tiny_model(tmp_path / "one", 1)
     two = save_tiny_model(tmp_path / "two", 2)
-    result = invoke("merge-ckpt", one, two, "--output", tmp_path / "merged")
+    result = invoke("merge-ckpt", one, two, "--output-dir", tmp_path / "merged")
     assert result.exit_code == 1
     assert "names clash" in result.stderr and "resnet_v2/conv1/weights (in" in result.stderr
     differing = [n for n, _ in tf.train.list_variables(one)
@@ -188,13 +188,13 @@ def test_merge_clash_lists_every_clash_and_writes_nothing(tmp_path):
     assert not (tmp_path / "merged").exists()
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
     # identical values are no clash; --prefer settles real ones
-    assert invoke("merge-ckpt", one, one, "--output", tmp_path / "same").exit_code == 0
-    result = invoke("merge-ckpt", one, two, "--output", tmp_path / "pref", "--prefer", two)
+    assert invoke("merge-ckpt", one, one, "--output-dir", tmp_path / "same").exit_code == 0
+    result = invoke("merge-ckpt", one, two, "--output-dir", tmp_path / "pref", "--prefer", two)
     assert result.exit_code == 0, result.output
     w = "resnet_v2/conv1/weights"
     np.testing.assert_array_equal(tf.train.load_variable(str(tmp_path / "pref"), w),
                                   tf.train.load_variable(two, w))
-    assert invoke("merge-ckpt", one, "--output", tmp_path / "pref").exit_code == 1  # exists
+    assert invoke("merge-ckpt", one, "--output-dir", tmp_path / "pref").exit_code == 1  # exists
 
 
 def test_inspect_lists_tensors_and_values(stage_one):
@@ -210,7 +210,7 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     out = tmp_path / "model.onnx"
-    result = invoke("export-onnx", stage_one, out)
+    result = invoke("export-onnx", "--model", stage_one, "--output", out)
     assert result.exit_code == 0, result.output
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["rankiqa/images:0"]
@@ -219,32 +219,57 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
     np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
 
 
+def test_an_export_fed_by_views_batch_scores_as_predict(stage_one, photo_dir, tmp_path):
+    """The README's snippet: the model's views from rankiqa.json, `Views.batch`, the mean of
+    each image's views."""
+    from rankiqa import predict, rundir
+    from rankiqa.data.views import Views, list_files
+
+    result = invoke("export-pb", "--model", stage_one, "--output", tmp_path / "m.pb")
+    assert result.exit_code == 0 and result.stdout.startswith(f"{tmp_path / 'm.pb'}: input ")
+    views = Views(**rundir.read_run_info(stage_one)["views"])
+    paths = list_files([photo_dir])[0][:3]
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString((tmp_path / "m.pb").read_bytes())
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.import_graph_def(graph_def, name="")
+        scores = sess.run("rankiqa/score:0", {"rankiqa/images:0": views.batch(paths)})
+    rows, _, used = predict.predict(paths, stage_one, device="cpu")
+    assert used.views == views and views.mode == "centre_random"  # random views: seeds matter
+    np.testing.assert_allclose(scores.reshape(len(paths), views.count).mean(axis=1),
+                               [r["score"] for r in rows], rtol=1e-5, atol=1e-6)
+
+
 def test_predict_from_exported_weights_equals_checkpoint(stage_one, photo_dir, tmp_path):
     weights_file = tmp_path / "w.npz"
-    assert invoke("export-npy", stage_one, weights_file).exit_code == 0
-    from_ckpt = invoke("predict", photo_dir, "--checkpoint", stage_one)
+    assert invoke("export-npy", "--model", stage_one, "--output", weights_file).exit_code == 0
+    from_ckpt = invoke("predict", photo_dir, "--model", stage_one)
     # the model's views (48, 2 centre_random, from rankiqa.json) given explicitly
-    from_npz = invoke("predict", photo_dir, "--weights", weights_file, "--net", "resnet_v2_tiny",
+    from_npz = invoke("predict", photo_dir, "--model", weights_file, "--net", "resnet_v2_tiny",
                       "--crop-size", 48, "--crops", 2, "--crop-mode", "centre_random")
     assert from_ckpt.exit_code == 0 and from_npz.exit_code == 0, from_npz.output
-    assert from_ckpt.stdout == from_npz.stdout
+    def scores(result):  # path and score: the model column differs
+        return [line.split(",")[:2] for line in result.stdout.splitlines()]
+
+    assert scores(from_ckpt) == scores(from_npz)
     assert "(2 centre_random views of 48² each)" in from_ckpt.stderr
-    default = invoke("predict", photo_dir, "--weights", weights_file, "--net", "resnet_v2_tiny")
+    default = invoke("predict", photo_dir, "--model", weights_file, "--net", "resnet_v2_tiny")
     assert "(1 grid views of 64² each)" in default.stderr  # no rankiqa.json: the net's default
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, **{"resnet_v2/conv1/weights": np.zeros((1, 1, 1, 1), np.float32)})
-    result = invoke("predict", photo_dir, "--weights", wrong, "--net", "resnet_v2_tiny")
+    result = invoke("predict", photo_dir, "--model", wrong, "--net", "resnet_v2_tiny")
     assert result.exit_code == 1 and "does not fit resnet_v2_tiny" in result.stderr
-    assert invoke("predict", photo_dir).exit_code == 1  # neither --checkpoint nor --weights
+    result = invoke("predict", photo_dir)  # no model: a usage error
+    assert result.exit_code == 2 and "missing option --model" in result.output
 
 
 def test_predict_reads_a_pickle_only_when_allowed(stage_one, photo_dir, tmp_path):
     pickled = tmp_path / "w.npy"
-    assert invoke("export-npy", stage_one, pickled, "--format", "npy").exit_code == 0
-    result = invoke("predict", photo_dir, "--weights", pickled, "--net", "resnet_v2_tiny")
+    assert invoke("export-npy", "--model", stage_one, "--output", pickled, "--format", "npy").exit_code == 0
+    result = invoke("predict", photo_dir, "--model", pickled, "--net", "resnet_v2_tiny")
     assert result.exit_code == 1 and "holds a pickle" in result.stderr
     assert "--allow-pickle" in result.stderr and "Traceback" not in result.output
-    result = invoke("predict", photo_dir, "--weights", pickled, "--net", "resnet_v2_tiny",
+    result = invoke("predict", photo_dir, "--model", pickled, "--net", "resnet_v2_tiny",
                     "--allow-pickle")
     assert result.exit_code == 0, result.output
 
@@ -254,8 +279,8 @@ def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_pa
 
     finetune.train(finetune_config(label_file, stage_one, **{"train.max_steps": 1}),
                    str(tmp_path / "ft"), device="cpu", log=lambda line: None)
-    assert invoke("export-pb", tmp_path / "ft", tmp_path / "ft.pb").exit_code == 0
-    assert invoke("export-npy", tmp_path / "ft", tmp_path / "ft.npz").exit_code == 0
+    assert invoke("export-pb", "--model", tmp_path / "ft", "--output", tmp_path / "ft.pb").exit_code == 0
+    assert invoke("export-npy", "--model", tmp_path / "ft", "--output", tmp_path / "ft.npz").exit_code == 0
     assert invoke("inspect-ckpt", tmp_path / "ft").exit_code == 0
     foreign = tmp_path / "foreign"
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -263,12 +288,12 @@ def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_pa
         tf.Variable(np.float64(2.5), name="other/scale")
         sess.run(tf.global_variables_initializer())
         tf.train.Saver().save(sess, str(foreign / "model.ckpt"))
-    assert invoke("export-npy", foreign, tmp_path / "f.npz").exit_code == 0
+    assert invoke("export-npy", "--model", foreign, "--output", tmp_path / "f.npz").exit_code == 0
     arrays = weights.load_arrays(str(tmp_path / "f.npz"))
     assert arrays["other/table"].dtype == np.int64 and arrays["other/scale"] == 2.5
     result = invoke("inspect-ckpt", foreign)
     assert "other/table\t[2, 3]\tint64\t6" in result.stdout
-    result = invoke("merge-ckpt", foreign, stage_one, "--output", tmp_path / "m")
+    result = invoke("merge-ckpt", foreign, stage_one, "--output-dir", tmp_path / "m")
     assert result.exit_code == 0, result.output
     assert tf.train.load_variable(str(tmp_path / "m"), "other/scale") == 2.5
 
@@ -291,7 +316,7 @@ def test_outputs_are_never_inputs_and_files_need_force(stage_one, tmp_path):
 
 def test_merge_one_checkpoint_under_two_scopes(tmp_path):
     one = save_tiny_model(tmp_path / "one", 1)
-    result = invoke("merge-ckpt", one, one, "--output", tmp_path / "m",
+    result = invoke("merge-ckpt", one, one, "--output-dir", tmp_path / "m",
                     "--prefix", f"{one}=model1/", "--prefix", f"{one}=model2/")
     assert result.exit_code == 0, result.output
     names = [n for n, _ in tf.train.list_variables(str(tmp_path / "m"))]
@@ -299,6 +324,6 @@ def test_merge_one_checkpoint_under_two_scopes(tmp_path):
     assert len(names) == 2 * count
     assert f"{count} variables from {one} as model1/" in result.stderr
     assert f"{count} variables from {one} as model2/" in result.stderr
-    result = invoke("merge-ckpt", one, one, "--output", tmp_path / "m2", "--prefix",
+    result = invoke("merge-ckpt", one, one, "--output-dir", tmp_path / "m2", "--prefix",
                     f"{one}=model1/")
     assert result.exit_code == 1 and "is given 2 times with 1 --prefix" in result.stderr

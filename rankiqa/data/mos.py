@@ -10,6 +10,7 @@ the image. File names with spaces and parentheses (BIQ2021) are read as they are
 """
 
 import csv
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -184,15 +185,28 @@ datasets_map = {
     "kadid10k": DatasetSpec(read_kadid10k, 1.0, 5.0, True, "images", "1-5, higher better"),
     "koniq10k": DatasetSpec(read_koniq10k, 1.0, 5.0, True, "1024x768", "MOS 1-5"),
     "biq2021": DatasetSpec(read_biq2021, 0.0, 1.0, True, "images", "MOS 0-1"),
-    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "path,score; higher better",
-                       check_range=False),
+    # scores on another scale (1-5, 0-100, DMOS): data.score_range and data.higher_is_better
+    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "path,score; 0-1, higher better"),
 }
 
 
-def get_dataset_spec(kind):
+def get_dataset_spec(kind, score_range=None, higher_is_better=None):
+    """The spec of dataset `kind`, its scale replaced by `score_range` ``(low, high)`` and its
+    direction by `higher_is_better` where given (``data.score_range``,
+    ``data.higher_is_better``)."""
     if kind not in datasets_map:
         raise InputError(f"unknown dataset {kind!r}; choose from {sorted(datasets_map)}")
-    return datasets_map[kind]
+    spec = datasets_map[kind]
+    if score_range:
+        if len(score_range) != 2 or not score_range[0] < score_range[1]:
+            raise InputError(f"data.score_range must be [low, high] with low < high, got "
+                             f"{list(score_range)}")
+        low, high = score_range
+        spec = dataclasses.replace(spec, low=float(low), high=float(high), check_range=True,
+                                   note=f"data.score_range [{low:g}, {high:g}]")
+    if higher_is_better is not None:
+        spec = dataclasses.replace(spec, higher_is_better=higher_is_better)
+    return spec
 
 
 def _find_file(root, rel):
@@ -209,7 +223,8 @@ def _find_file(root, rel):
     return None
 
 
-def read_dataset(kind, label_file, image_root=None, check_files=True):
+def read_dataset(kind, label_file, image_root=None, check_files=True, score_range=None,
+                 higher_is_better=None):
     """Reads a dataset's labels.
 
     Args:
@@ -218,6 +233,8 @@ def read_dataset(kind, label_file, image_root=None, check_files=True):
       image_root: folder the image names are relative to (default: the dataset's usual folder
         beside the label file; absolute names are used as they are).
       check_files: raise if an image does not exist.
+      score_range, higher_is_better: the label file's scale and direction where they are not
+        the dataset's own (`get_dataset_spec`).
 
     Returns:
       list of `ScoredImage`, scores normalised to [0, 1] with higher better.
@@ -225,7 +242,7 @@ def read_dataset(kind, label_file, image_root=None, check_files=True):
     Raises:
       ListError: a missing label file or image, a malformed line.
     """
-    spec = get_dataset_spec(kind)
+    spec = get_dataset_spec(kind, score_range, higher_is_better)
     if not os.path.isfile(label_file):
         raise ListError(f"label file {label_file} does not exist")
     if image_root is None:
@@ -237,8 +254,10 @@ def read_dataset(kind, label_file, image_root=None, check_files=True):
     span = spec.high - spec.low
     for rel, raw, reference, distortion in spec.reader(label_file, image_root):
         if spec.check_range and not spec.low <= raw <= spec.high:
-            raise ListError(f"{label_file}: {rel} has score {raw:g}, outside {kind}'s range "
-                            f"{spec.low:g}-{spec.high:g} ({spec.note}); is data.dataset right?")
+            hint = ("set data.score_range to the file's scale (e.g. [1, 5]) and "
+                    "data.higher_is_better" if kind == "csv" else "is data.dataset right?")
+            raise ListError(f"{label_file}: {rel} has score {raw:g}, outside the range "
+                            f"{spec.low:g}-{spec.high:g} ({kind}: {spec.note}); {hint}")
         seen[rel] = seen.get(rel, 0) + 1
         path = rel if os.path.isabs(rel) else (_find_file(image_root, rel) if check_files
                                                else os.path.join(image_root, rel))
@@ -290,11 +309,12 @@ SPLITS = ("all", "train", "val", "test")
 def load_splits(data_cfg):
     """``{"all", "train", "val", "test": [ScoredImage]}`` of `data_cfg`
     (`rankiqa.config.MosDataConfig`): its dataset read and split as configured."""
-    items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root)
+    scale = {"score_range": data_cfg.score_range, "higher_is_better": data_cfg.higher_is_better}
+    items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root, **scale)
     parts = split(items, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
                   data_cfg.split_index)
     for extra_file in data_cfg.extra_train_files:
-        extra = read_dataset(data_cfg.dataset, extra_file)
+        extra = read_dataset(data_cfg.dataset, extra_file, **scale)
         known = {it.path for it in items}
         repeated = sorted(it.path for it in extra if it.path in known)
         if repeated:

@@ -316,8 +316,19 @@ class Views:
         seeds = range(len(paths)) if seeds is None else seeds
         return np.stack([self.apply(load_image(p), s) for p, s in zip(paths, seeds)])
 
+    def batch(self, paths):
+        """The float32 batch ``[len(paths) * count, crop, crop, 3]`` (RGB, 0-255) an exported
+        model (`rankiqa/images:0`) takes to score `paths` as `rankiqa predict` does: each
+        image's views in a row, every image's random views drawn with seed 0. Average each
+        consecutive `count` scores for one score per image."""
+        stack = self.stack(paths, seeds=[0] * len(paths))
+        return stack.reshape(-1, self.crop, self.crop, 3).astype(np.float32)
+
     def as_dict(self):
         return {"crop": self.crop, "count": self.count, "mode": self.mode}
+
+    def describe(self):
+        return f"{self.count} {self.mode} views of {self.crop}²"
 
 
 def _cache_file(list_file):
