@@ -22,10 +22,10 @@ python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$
 python scripts/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config "$CONFIG" \
   --count 20 --part val --no-kodak
 [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-  rankiqa make-rank-data "$RUN/references.txt" "$RUN/rank_data" --workers 2 --max-side 512 \
+  rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 512 \
     --distortions gblur,wn,jpeg,contrast,mean_shift --force
 rankiqa finetune --config "$CONFIG" --train-dir "$RUN/finetune" \
   --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
   --set finetune.rank_list="$RUN/rank_data/rank_list.csv" "$@"
-rankiqa evaluate "$RUN/finetune" --output-dir "$RUN/eval"
-rankiqa ladders "$RUN/finetune" "$RUN/ladder_photos.txt" --output-dir "$RUN/ladders"
+rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval"
+rankiqa ladders "$RUN/ladder_photos.txt" --model "$RUN/finetune" --output-dir "$RUN/ladders"

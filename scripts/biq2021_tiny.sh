@@ -14,12 +14,12 @@ mkdir -p "$RUN"
 CONFIG=configs/finetune_biq2021_tiny.yaml
 python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" --count 400
 [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-  rankiqa make-rank-data "$RUN/references.txt" "$RUN/rank_data" --workers 2 --max-side 256 --force
+  rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 256 --force
 rankiqa train-rank --config configs/rank_tiny.yaml --train-dir "$RUN/rank" \
   --set data.rank_list="$RUN/rank_data/rank_list.csv" --set data.holdout_references=20 \
   --set data.eval_crop_size=128 --set data.eval_crops=2
 rankiqa finetune --config "$CONFIG" --init "$RUN/rank" \
   --train-dir "$RUN/finetune" --set data.label_file="$SHARED/biq2021-train/mos.csv"
-rankiqa evaluate "$RUN/finetune" --config "$CONFIG" \
+rankiqa evaluate --model "$RUN/finetune" --config "$CONFIG" \
   --set data.label_file="$SHARED/biq2021-train/mos.csv" --split val --crops 30 \
   --crop-mode random --output-dir "$RUN/eval"

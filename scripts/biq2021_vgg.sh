@@ -27,7 +27,7 @@ case "$START" in
     python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" \
       --count 300
     [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-      rankiqa make-rank-data "$RUN/references.txt" "$RUN/rank_data" --workers 2 --max-side 512 \
+      rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 512 \
         --distortions gblur,wn,jpeg,contrast,mean_shift --force
     rankiqa train-rank --config configs/rank_biq2021_vgg.yaml --train-dir "$RUN/rank" \
       --set data.rank_list="$RUN/rank_data/rank_list.csv"
@@ -38,5 +38,5 @@ rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
   --set data.label_file="$LABELS" "$@"
 # the finetune run's eval.json already holds this evaluation; the standalone command writes the
 # per-image predictions too
-rankiqa evaluate "$RUN/finetune" --config "$CONFIG" --set data.label_file="$LABELS" \
+rankiqa evaluate --model "$RUN/finetune" --config "$CONFIG" --set data.label_file="$LABELS" \
   --split val --crops 2 --crop-mode pyramid --output-dir "$RUN/eval"

@@ -189,7 +189,7 @@ def p3(args):
         for workers in (1, 2):
             out = tempfile.mkdtemp(dir=args.work_dir)
             cmd = [sys.executable, "-m", "rankiqa.cli", "make-rank-data", photos,
-                   os.path.join(out, "d"), "--workers", str(workers)]
+                   "--output-dir", os.path.join(out, "d"), "--workers", str(workers)]
             start = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             times[workers].append(time.perf_counter() - start)
