@@ -366,16 +366,24 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     """SROCC, KROCC, PLCC and RMSE of --model on a dataset split.
 
     The dataset, its split and the views come from the config's data section: --config, or
-    else the run's own rankiqa.json (a finetune run records its whole config).
+    else the run's own rankiqa.json (a finetune run records its whole config). With neither
+    (a stage-one run and --set data.label_file=...), the views are the model's own.
     """
     (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
                                     "CHECKPOINT", "--model CHECKPOINT")
     from rankiqa import evaluate
 
-    cfg = load_evaluation_config(checkpoint, config_path, overrides)
+    cfg, has_data_config = load_evaluation_config(checkpoint, config_path, overrides)
     if not cfg.data.label_file:
         raise UserError("evaluate needs data.label_file (in --config or --set)")
-    views = views_from(crop_size, crops, crop_mode, evaluate.data_views(cfg.data))
+    configured, given = evaluate.data_views(cfg.data), {o.split("=", 1)[0] for o in overrides}
+
+    def views(own):  # the data config's views, else the model's own with --set data.* on top
+        default = configured if has_data_config else own.__class__(
+            configured.crop if "data.crop_size" in given else own.crop,
+            configured.count if "data.eval_crops" in given else own.count,
+            configured.mode if "data.eval_crop_mode" in given else own.mode)
+        return views_from(crop_size, crops, crop_mode, default)
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
                                 aggregate=aggregate, device=device, log=log,
                                 precision=precision)
@@ -385,18 +393,19 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
 
 
 def load_evaluation_config(checkpoint, config_path, overrides):
-    """`FinetuneConfig` from --config, else from the run's rankiqa.json (when it is a finetune
-    run), with --set on top."""
+    """(`FinetuneConfig` from --config, else from the run's rankiqa.json when it is a finetune
+    run, else the defaults; with --set on top, and whether a data config was found)."""
     if config_path is not None:
-        return load_config(config_lib.FinetuneConfig, config_path, overrides)
+        return load_config(config_lib.FinetuneConfig, config_path, overrides), True
     from rankiqa import rundir
 
     info = rundir.find_run_info(checkpoint) if _exists(checkpoint) else {}
     if info.get("stage") != "finetune":
-        return load_config(config_lib.FinetuneConfig, None, overrides)
+        return load_config(config_lib.FinetuneConfig, None, overrides), False
     log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
     return config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
-                                f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides, notify=notice)
+                                f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides,
+                                notify=notice), True
 
 
 def _exists(path):

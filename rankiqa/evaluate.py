@@ -75,7 +75,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
              batch_size=64, device="auto", log=print, precision="fp32"):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
-    (`rankiqa.data.views.Views`; image k's random views drawn with seed k).
+    (`rankiqa.data.views.Views`, or a function from the model's own views to those to use;
+    image k's random views drawn with seed k).
 
     Returns:
       the summary dict, also written to ``output_dir/summary.json``.
@@ -84,17 +85,17 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
         raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(scoring.AGGREGATES)}")
     items = select_split(data_cfg, split)
     with rundir.locked(output_dir, "evaluate", log):
-        log(f"scoring {len(items)} images ({split}) with {views.count} {views.mode} views of "
-            f"{views.crop}² each")
-        per_crop, per_batch = [], max(1, batch_size // views.count)
         with scoring.load_scorer(model, device=device, batch_size=batch_size,
                                  precision=precision) as scorer:
+            views = views(scorer.views) if callable(views) else views
+            log(f"scoring {len(items)} images ({split}) with {views.describe()} each")
+            per_crop, per_batch = [], max(1, batch_size // views.count)
             # images are decoded a batch at a time; image k's random views are seeded with k
             for k in range(0, len(items), per_batch):
                 chunk = items[k:k + per_batch]
                 per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
                                                    range(k, k + len(chunk))))
-            net_name, used_precision = scorer.net_name, scorer.precision
+            net_name, used_precision, scale = scorer.net_name, scorer.precision, scorer.scale
         per_crop = np.concatenate(per_crop)
         aggregated = {"mean": per_crop.mean(axis=1)}
         if views.count > 2:  # the median of one or two views is their mean: not reported twice
@@ -106,7 +107,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
         summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
                    "split": split, "crops": views.count, "crop_mode": views.mode,
                    "crop_size": views.crop, "aggregate": aggregate, "precision": used_precision,
-                   "score_direction": "normalised MOS in [0, 1], higher is better"}
+                   "score_direction": "normalised MOS in [0, 1], higher is better",
+                   "model_score_scale": scale}
         for name, predicted in aggregated.items():
             summary[name] = metrics.summary(predicted, target)
         summary.update(summary[aggregate])

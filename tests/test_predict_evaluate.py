@@ -62,8 +62,10 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
         "--crops", "3", "--output-dir", str(out), "--set", "data.crop_size=40"])
     assert result.exit_code == 0, result.output
     summary = json.load(open(out / "summary.json"))
-    # --crops overrides data.eval_crops; data.crop_size and data.eval_crop_mode are used
-    assert (summary["crops"], summary["crop_size"], summary["crop_mode"]) == (3, 40, "grid")
+    # no data config (a stage-one run): the model's own views (2 centre_random of 48²), with
+    # --crops and --set data.crop_size on top
+    assert (summary["crops"], summary["crop_size"], summary["crop_mode"]) == (3, 40,
+                                                                              "centre_random")
     assert summary["precision"] == "fp32"
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     predicted = np.array([float(r["predicted"]) for r in rows])
