@@ -55,8 +55,8 @@ def scatter_png(path, predicted, target, title, groups=None):
                        label=label, linewidths=0)
     else:
         ax.scatter(predicted, target, s=12, alpha=0.6, color="tab:blue", linewidths=0)
-    order = np.argsort(predicted)
-    ax.plot(predicted[order], metrics.fit_logistic4(predicted, target)[order], color="black",
+    curve = np.linspace(predicted.min(), predicted.max(), 200)
+    ax.plot(curve, metrics.fit_logistic4(predicted, target, at=curve), color="black",
             linewidth=1.5, label="logistic fit (PLCC after mapping)")
     low = min(predicted.min(), target.min())
     high = max(predicted.max(), target.max())

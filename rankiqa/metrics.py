@@ -48,34 +48,35 @@ def logistic4(x, b1, b2, b3, b4):
     return (b1 - b2) / (1.0 + np.exp(z)) + b2
 
 
-def fit_logistic4(predicted, target):
-    """Fits `logistic4` mapping predictions onto the target scale; returns the mapped values.
+def fit_logistic4(predicted, target, at=None):
+    """Fits `logistic4` mapping predictions onto the target scale; returns the mapped values
+    of `predicted` (or of the points `at`: the fitted curve, for a plot).
 
     Falls back to a linear fit when the optimiser does not converge (near-constant predictions),
     so a metric is always defined.
     """
     p, t = _check(predicted, target)
+    x = p if at is None else np.asarray(at, np.float64)
     start = [t.max(), t.min(), np.median(p), max(p.std(), 1e-6)]
     if p.size <= len(start) or np.ptp(p) == 0:  # four parameters need more than four points
-        return _linear_fit(p, t)
+        return _linear_fit(p, t, x)
     try:
         with warnings.catch_warnings():
             # a perfect fit leaves the covariance undefined; only the parameters are used
             warnings.simplefilter("ignore", optimize.OptimizeWarning)
             params, _ = optimize.curve_fit(logistic4, p, t, p0=start, maxfev=20000)
-        mapped = logistic4(p, *params)
-        if np.all(np.isfinite(mapped)):
-            return mapped
+        if np.all(np.isfinite(logistic4(p, *params))):
+            return logistic4(x, *params)
     except (RuntimeError, TypeError, optimize.OptimizeWarning):
         pass
-    return _linear_fit(p, t)
+    return _linear_fit(p, t, x)
 
 
-def _linear_fit(p, t):
+def _linear_fit(p, t, x):
     if np.ptp(p) == 0:
-        return np.full_like(t, t.mean())
+        return np.full_like(x, t.mean())
     slope, intercept = np.polyfit(p, t, 1)
-    return slope * p + intercept
+    return slope * x + intercept
 
 
 def summary(predicted, target):

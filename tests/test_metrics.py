@@ -37,3 +37,16 @@ def test_summary_on_tiny_or_constant_groups_is_defined():
     assert np.isfinite(s["plcc_logistic"]) and s["count"] == 3
     s = metrics.summary([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert s["rmse_logistic"] == pytest.approx(np.std([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+
+
+def test_the_fitted_logistic_evaluated_elsewhere_is_the_same_curve():
+    rng = np.random.default_rng(3)
+    predicted = rng.uniform(0, 1, 200)
+    target = metrics.logistic4(predicted, 0.9, 0.1, 0.5, 0.1) + rng.normal(0, 0.01, 200)
+    grid = np.linspace(0, 1, 11)
+    curve = metrics.fit_logistic4(predicted, target, at=grid)
+    np.testing.assert_allclose(metrics.fit_logistic4(predicted, target, at=predicted),
+                               metrics.fit_logistic4(predicted, target))
+    # the curve recovers the generating logistic, and is monotone like it
+    np.testing.assert_allclose(curve, metrics.logistic4(grid, 0.9, 0.1, 0.5, 0.1), atol=0.02)
+    assert np.all(np.diff(curve) > 0)

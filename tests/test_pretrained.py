@@ -186,6 +186,49 @@ def _write_legacy_torch_file(path, tensors, monkeypatch):
             f.write(struct.pack("<q", s.data.size) + s.data.tobytes())
 
 
+@needs_efficientnet
+def test_own_data_walk_through_on_the_shipped_csv_config(label_file, tmp_path):
+    """README "Your own data", as written, on a folder of 24 photos scored 1-5 (small crops and
+    two steps, so that it fits the suite)."""
+    import csv
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from rankiqa.cli import main
+    from rankiqa.data import mos
+
+    folder = tmp_path / "my_photos"
+    folder.mkdir()
+    items = [it for it in mos.read_dataset("csv", label_file) if it.distortion in ("gblur", "wn")]
+    items = [it for it in items if it.reference in sorted({i.reference for i in items})[:4]][:24]
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "score", "reference"])
+        for k, it in enumerate(items):
+            shutil.copy(it.path, folder / f"{k}.png")
+            writer.writerow([f"{k}.png", 1 + 4 * it.score, it.reference])
+    run, quick = tmp_path / "mine", ["--set", "data.crop_size=64", "--set", "train.max_steps=2",
+                                     "--set", "train.eval_every=0", "--set", "data.batch_size=4"]
+    invoke = CliRunner().invoke
+    result = invoke(main, ["finetune", "--config", "finetune_csv", "--train-dir", str(run), "--set",
+                           f"data.label_file={folder / 'labels.csv'}", "--set",
+                           "data.score_range=[1, 5]", *quick])
+    assert result.exit_code == 0, result.output
+    result = invoke(main, ["evaluate", "--model", str(run), "--output-dir", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    summary = json.load(open(tmp_path / "e" / "summary.json"))
+    assert summary["net"] == "efficientnet_lite2" and summary["crop_mode"] == "pyramid"
+    rows = list(csv.DictReader(open(tmp_path / "e" / "predictions.csv")))
+    assert rows and all(float(r["mos"]) == pytest.approx((float(r["mos_raw"]) - 1) / 4)
+                        for r in rows)  # the 1-5 scores, normalised as data.score_range says
+    result = invoke(main, ["predict", str(folder / "0.png"), "--model", str(run)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith(
+        ',2 pyramid views of 64²,"normalised MOS in [0, 1] (csv), higher is better"')
+
+
 def test_legacy_torch_reader_honours_strides_and_refuses_code(tmp_path, monkeypatch):
     from rankiqa import torch_legacy
 
