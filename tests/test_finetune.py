@@ -25,6 +25,14 @@ def test_restores_everything_but_the_head(stage_one, label_file, tmp_path):
     assert any(line.startswith(f"restored {len(stage_one_names) - 2} variables") for line in lines)
     evaluation = json.load(open(tmp_path / "eval.json"))
     assert {"srocc", "plcc", "krocc", "rmse"} <= set(evaluation)
+    # TensorBoard shows the validation figures of each evaluation (here: the end, step 3)
+    from tensorboard.backend.event_processing import event_accumulator
+
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    for name in ("srocc", "plcc", "krocc"):
+        (scalar,) = events.Scalars(f"validation/{name}")
+        assert scalar.step == 3 and scalar.value == pytest.approx(evaluation[name], abs=1e-6)
 
 
 def test_trainable_scopes_leave_frozen_variables_bit_identical(stage_one, label_file, tmp_path):
