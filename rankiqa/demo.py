@@ -1,5 +1,6 @@
 """The main job on built-in data: sample photos -> ranking data -> stage one (held-out ranking
-accuracy) -> stage two on MS-SSIM stand-in scores (validation SROCC/PLCC).
+accuracy) -> stage two on MS-SSIM stand-in scores (validation SROCC/PLCC) -> ``report.png``
+(`rankiqa.report`: the training curves and the held-out photos in the model's order).
 
 Each step is skipped when its output already exists, and training resumes from its last
 checkpoint, so rerunning the same command after an interruption continues where it stopped.
@@ -21,8 +22,10 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
     """Runs the demo in `work_dir`.
 
     Returns:
-      dict: ``rank`` (stage one's eval.json plus eval_path) and ``finetune`` (stage two's).
+      dict: ``rank`` (stage one's eval.json plus eval_path), ``finetune`` (stage two's) and
+      ``report`` (the report's path and figures).
     """
+    from rankiqa import report
     from rankiqa.data import lists, mos, standin
     from rankiqa.train import finetune, rank
 
@@ -57,6 +60,9 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
                               *finetune_overrides], notify)
     result = finetune.train(ft_cfg, os.path.join(work_dir, "finetune"), device=device, log=log)
     out["finetune"] = _read_eval(result["eval_path"])
+    path = os.path.join(work_dir, "report.png")
+    out["report"] = {"path": path, **report.write_report(train_dir, path, "rankiqa demo")}
+    log(f"report: {path}")
     return out
 
 

@@ -72,11 +72,13 @@ def scatter_png(path, predicted, target, title, groups=None):
 
 
 def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
-             batch_size=64, device="auto", log=print, precision="fp32"):
+             batch_size=64, device="auto", log=print, precision="fp32", progress=None):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
     (`rankiqa.data.views.Views`, or a function from the model's own views to those to use;
     image k's random views drawn with seed k).
+
+    progress: optional ``progress(done, total)``, called after each batch of images.
 
     Returns:
       the summary dict, also written to ``output_dir/summary.json``.
@@ -90,11 +92,15 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
             views = views(scorer.views) if callable(views) else views
             log(f"scoring {len(items)} images ({split}) with {views.describe()} each")
             per_crop, per_batch = [], max(1, batch_size // views.count)
+            if progress:
+                progress(0, len(items))  # the clock starts with the work, not with the model
             # images are decoded a batch at a time; image k's random views are seeded with k
             for k in range(0, len(items), per_batch):
                 chunk = items[k:k + per_batch]
                 per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
                                                    range(k, k + len(chunk))))
+                if progress:
+                    progress(k + len(chunk), len(items))
             net_name, used_precision, scale = scorer.net_name, scorer.precision, scorer.scale
         per_crop = np.concatenate(per_crop)
         aggregated = {"mean": per_crop.mean(axis=1)}

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from rankiqa import nets, rundir, weights
+from rankiqa import models, nets, rundir, weights
 from rankiqa.compat import tf
 from rankiqa.data.views import Views
 from rankiqa.errors import InputError
@@ -120,6 +120,8 @@ class Scorer:
 
 def score_scale(info):
     """What a model's scores mean, from its ``rankiqa.json`` (`info`; {} without one)."""
+    if info.get("score_scale"):  # a built-in model states its own
+        return info["score_scale"]
     if info.get("stage") == "finetune":
         dataset = (info.get("config") or {}).get("data", {}).get("dataset", "?")
         return f"normalised MOS in [0, 1] ({dataset}), higher is better"
@@ -142,8 +144,9 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
     """A `Scorer` owning its graph and session, restored once.
 
     Args:
-      model: training directory or checkpoint prefix, or an .npz from export-npy (as
-        `weights_file`); None with `weights_file`.
+      model: training directory or checkpoint prefix, an .npz from export-npy (as
+        `weights_file`), or a built-in model's name (`rankiqa.models`); None with
+        `weights_file`.
       net: network name when the model has no rankiqa.json beside it (required with
         `weights_file`).
       weights_file: an .npz (or, with `allow_pickle`, a dict .npy) from ``export-npy``.
@@ -159,8 +162,15 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
         model, weights_file = None, model  # an export-npy file given as the model
     if (model is None) == (weights_file is None):
         raise InputError("scoring needs exactly one of a checkpoint and a weights file")
-    source = weights_file if model is None else weights.resolve_checkpoint(model)
-    info = {} if model is None else rundir.find_run_info(model)
+    if models.is_builtin(model):
+        builtin = models.get(model)
+        source, info = builtin.arrays(), builtin.run_info()
+    elif model is not None and not (os.path.exists(model) or os.path.exists(model + ".index")):
+        raise InputError(f"model {model}: no such training folder, checkpoint or file, and "
+                         f"not a built-in model (choose from {sorted(models.BUILTIN)})")
+    else:
+        source = weights_file if model is None else weights.resolve_checkpoint(model)
+        info = {} if model is None else rundir.find_run_info(model)
     net_name = net or info.get("net")
     if net_name is None:
         what = "an .npz model needs --net" if model is None else (

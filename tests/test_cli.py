@@ -11,7 +11,8 @@ def invoke(*args):
 
 
 COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
-            "finetune", "inspect-ckpt", "ladders", "launch", "make-rank-data", "merge-ckpt", "predict",
+            "finetune", "inspect-ckpt", "ladders", "launch", "make-rank-data", "merge-ckpt", "models",
+            "predict",
             "train-rank"]
 
 

@@ -40,6 +40,7 @@ def test_predict_scores_images_and_reports_the_rest(stage_one, mixed_folder):
     skipped = " ".join(out["skipped"])
     assert "truncated.jpg" in skipped and "notes.txt" in skipped and len(out["skipped"]) == 2
     assert "scored 3 images (2 centre_random views of 48² each), skipped 2" in result.stderr
+    assert "scored 5/5, " in result.stderr  # progress: files scored or skipped, rate
 
 
 def test_predict_csv_to_file_matches_json(stage_one, mixed_folder, tmp_path):

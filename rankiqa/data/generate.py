@@ -128,6 +128,8 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         jobs = [(p, n, partial, tuple(families), seed, max_side, views.MAX_PIXELS)
                 for p, n in zip(paths, names)]
         rows, bad, skipped_families = [], [], {}
+        if progress:
+            progress(0, len(jobs))
         results = _run_jobs(jobs, workers)
         for done, (job, (ref_rows, skipped, error)) in enumerate(zip(jobs, results), start=1):
             if error:

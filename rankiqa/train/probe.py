@@ -17,6 +17,7 @@ from scipy import stats
 
 from rankiqa import rundir, weights
 from rankiqa.errors import InputError
+from rankiqa.progress import Progress
 
 BN_EPSILON = 0.001  # slim.batch_norm's default epsilon, which the head uses
 
@@ -133,8 +134,15 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
 
     def init_fn(sess):
         log(f"probe: pooled features of {len(paths)} training images x {views.count} views")
-        stack = views.stack(paths)
-        x = scorer.run(scorer.features, stack.reshape(-1, *stack.shape[2:]), sess)
+        # decoded a chunk at a time (5,400 photos x 2 views at 224² would hold 1.6 GB); whole
+        # session-run batches per chunk, so the batches are those of one pass over all crops
+        chunk, x = scorer.batch_size, []
+        bar = Progress("probe: features of", len(paths), lambda line, end: log(line))
+        for i in range(0, len(paths), chunk):
+            stack = views.stack(paths[i:i + chunk], seeds=range(i, i + chunk))
+            x.append(scorer.run(scorer.features, stack.reshape(-1, *stack.shape[2:]), sess))
+            bar.update(min(i + chunk, len(paths)))
+        x = np.concatenate(x)
         y = np.repeat(targets, views.count)
         fit = fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
                         groups=np.repeat(np.arange(len(paths)), views.count))

