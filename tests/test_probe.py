@@ -95,6 +95,10 @@ def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, l
     changed = sorted(n for n in after if not np.array_equal(before[n], after[n]))
     assert changed == ["resnet_v2/logits/biases", "resnet_v2/logits/weights"]
     assert any(line.startswith("probe: ridge alpha") for line in lines)
+    # evaluated once, not again at the end (the same step: the same figures, twice the time)
+    assert len([line for line in lines if line.startswith("validation srocc")]) == 1
+    last = [line for line in lines if line.startswith("probe: features of ")][-1]
+    assert last.startswith(f"probe: features of {report['images']}/{report['images']}, ")
 
 
 def test_probe_with_too_few_images_for_its_folds_is_refused(stage_one, label_file,

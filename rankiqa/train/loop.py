@@ -344,7 +344,8 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                 evaluate(step)
         if last_ckpt_step != step or last_ckpt is None:
             save(step)
-        evaluate(step)
+        if (result["eval"] or {}).get("step") != step:  # not twice (max_steps 0: the probe's)
+            evaluate(step)
         if writer is not None:
             writer.close()
     return {"step": step, "loss": loss, "eval": result["eval"], "checkpoint": last_ckpt}
