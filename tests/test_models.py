@@ -61,7 +61,7 @@ def test_models_lists_each_built_in_model_with_its_figures_and_command():
 
 def test_shipped_heads_are_the_arrays_their_script_wrote():
     """Each head's digest is the one `scripts/builtin_model.sh` printed when it was made (the
-    script takes ~25 minutes: too long for the suite); a changed file is refused at load."""
+    script takes ~50 minutes: too long for the suite); a changed file is refused at load."""
     for m in models.BUILTIN.values():
         with np.load(m.head_path) as data:
             arrays = {name: data[name] for name in data.files}
