@@ -259,8 +259,6 @@ def test_predict_from_exported_weights_equals_checkpoint(stage_one, photo_dir, t
     np.savez(wrong, **{"resnet_v2/conv1/weights": np.zeros((1, 1, 1, 1), np.float32)})
     result = invoke("predict", photo_dir, "--model", wrong, "--net", "resnet_v2_tiny")
     assert result.exit_code == 1 and "does not fit resnet_v2_tiny" in result.stderr
-    result = invoke("predict", photo_dir)  # no model: a usage error
-    assert result.exit_code == 2 and "missing option --model" in result.output
 
 
 def test_predict_reads_a_pickle_only_when_allowed(stage_one, photo_dir, tmp_path):
