@@ -74,7 +74,7 @@ class Model:
 
 
 def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
-               allow_pickle=False):
+               allow_pickle=False, engine="tensorflow"):
     """A `Model` from `model`: a built-in model's name (default `rankiqa.models.DEFAULT`), a
     training folder or checkpoint prefix, or an export-npy ``.npz`` (with `net`).
 
@@ -82,10 +82,11 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
       batch_size: views per session run.
       precision: fp32 | mixed | auto (`rankiqa.rundir.resolve_precision`).
       allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
+      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.scoring.OnnxScorer`).
     """
     model = models.DEFAULT if model is None else os.fspath(model)
     scorer = scoring.load_scorer(model, net=net, device=device, allow_pickle=allow_pickle,
-                                 batch_size=batch_size, precision=precision)
+                                 batch_size=batch_size, precision=precision, engine=engine)
     return Model(scorer, model)
 
 
@@ -96,11 +97,11 @@ class Used:
 
 
 def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
-            allow_pickle=False, precision="fp32", progress=None):
+            allow_pickle=False, precision="fp32", engine="tensorflow", progress=None):
     """Scores every readable image under `paths` (files and folders, recursively).
 
     Args:
-      model: as `load_model`'s.
+      model, engine: as `load_model`'s.
       views: `rankiqa.data.views.Views`, or a function from the model's own views to those to
         use; None: the model's own.
       progress: optional ``progress(done, total)``, called as files are scored or skipped.
@@ -112,7 +113,7 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
     files, problems = views_lib.list_files(paths)
     rows, missing = [], len(problems)  # paths that do not exist are not files to score
     with load_model(model, net=net, device=device, batch_size=batch_size, precision=precision,
-                    allow_pickle=allow_pickle) as scorer:
+                    allow_pickle=allow_pickle, engine=engine) as scorer:
         views = views(scorer.views) if callable(views) else (views or scorer.views)
         per_call = max(1, batch_size // views.count)
         pending, pending_paths = [], []

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 from rankiqa import nets, scoring, weights
 from rankiqa.cli import main
 from rankiqa.compat import tf
+from rankiqa.errors import InputError
 from tests.conftest import finetune_config
 
 
@@ -217,6 +219,42 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
     (scores,) = session.run(["rankiqa/score:0"], {"rankiqa/images:0": crops})
     # float32 kernels round differently: compare relatively
     np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
+
+
+def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from rankiqa import predict, scoring
+
+    outputs = {}
+    for engine in ("tensorflow", "onnx"):
+        result = invoke("predict", photo_dir, "--model", stage_one, "--engine", engine,
+                        "--format", "json", "--batch-size", "4")
+        assert result.exit_code == 0, result.output
+        outputs[engine] = json.loads(result.stdout)
+    tf_rows, onnx_rows = outputs["tensorflow"]["scores"], outputs["onnx"]["scores"]
+    assert [r["path"] for r in onnx_rows] == [r["path"] for r in tf_rows] and len(tf_rows) > 4
+    # the same views, the same network; float32 kernels round differently
+    np.testing.assert_allclose([r["score"] for r in onnx_rows], [r["score"] for r in tf_rows],
+                               rtol=1e-4, atol=1e-5)
+    with predict.load_model(stage_one, engine="onnx") as model:
+        assert isinstance(model._scorer, scoring.OnnxScorer)
+        assert model._scorer.session is None or model._scorer.session._closed  # TF let go
+        with pytest.raises(InputError, match="the onnx engine computes scores only"):
+            model._scorer.run(model._scorer.features, np.zeros((1, 8, 8, 3), np.float32))
+    result = invoke("predict", photo_dir, "--model", stage_one, "--engine", "onnx",
+                    "--precision", "mixed")
+    assert result.exit_code == 1 and "use --engine tensorflow" in result.stderr
+    # without the onnx extra: one line naming it, before the model is loaded
+    import importlib
+
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: (
+        (_ for _ in ()).throw(ImportError(name=name)) if name == "tf2onnx" else real(name, *a)))
+    result = invoke("predict", photo_dir, "--model", stage_one, "--engine", "onnx")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: ONNX needs tf2onnx: pip install 'rankiqa[onnx]' "
+                                     "(tf2onnx>=1.17 and onnxruntime)")
 
 
 def test_an_export_fed_by_views_batch_scores_as_predict(stage_one, photo_dir, tmp_path):

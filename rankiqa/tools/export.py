@@ -56,9 +56,7 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
 def frozen_graph_def(checkpoint, net=None):
     """(GraphDef with variables folded into constants, input name, output name)."""
     with scoring.load_scorer(checkpoint, net=net) as scorer:
-        frozen = tf.graph_util.convert_variables_to_constants(
-            scorer.session, scorer.graph.as_graph_def(), [scorer.score.op.name])
-        return frozen, scorer.images.name, scorer.score.name
+        return scoring.frozen_graph_def(scorer), scorer.images.name, scorer.score.name
 
 
 def export_pb(checkpoint, out, net=None, force=False):
@@ -97,20 +95,13 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False):
 
 
 def export_onnx(checkpoint, out, net=None, opset=13, force=False):
-    """Converts the frozen scoring graph to ONNX with tf2onnx (``pip install 'rankiqa[onnx]'``).
-
-    Input ``rankiqa/images:0`` and output ``rankiqa/score:0`` keep their names. ONNX Runtime's
-    float32 kernels differ from TensorFlow's in rounding (absolute differences near 2e-4 on
-    resnet_v2_50); compare with a relative tolerance.
-    """
+    """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.scoring.onnx_model`;
+    ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
+    keep their names."""
     rundir.check_output(out, [checkpoint], force, "OUT")
-    try:
-        import tf2onnx
-    except ImportError:
-        raise ImportError("export-onnx needs tf2onnx: pip install 'rankiqa[onnx]' "
-                          "(tf2onnx>=1.17 and onnxruntime)") from None
-    frozen, input_name, output_name = frozen_graph_def(checkpoint, net)
-    model_proto, _ = tf2onnx.convert.from_graph_def(
-        frozen, input_names=[input_name], output_names=[output_name], opset=opset)
+    scoring.require_onnx("tf2onnx")
+    with scoring.load_scorer(checkpoint, net=net) as scorer:
+        model_proto = scoring.onnx_model(scorer, opset)
+        names = scorer.images.name, scorer.score.name
     _atomic_write(out, lambda tmp: _write_bytes(tmp, model_proto.SerializeToString()))
-    return input_name, output_name
+    return names
