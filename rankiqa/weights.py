@@ -221,11 +221,18 @@ def check_fit(report, allow_missing, hint, no_match_hint=None):
             f"{len(report.shape_mismatch)} of another shape (e.g. {problems[:3]}); {hint}")
 
 
-def assign(variable, value, session):
-    """Sets `variable` to `value` now: a plain one, or every local copy of one mirrored over
-    replicas (`rankiqa.train.distribute`), which would otherwise start apart."""
-    for component in getattr(variable, "values", None) or (variable,):
-        component.load(value, session)
+def assign(values, session):
+    """Sets each variable of ``[(variable, value)]`` now, in one session run: a plain variable,
+    or every local copy of one mirrored over replicas (`rankiqa.train.distribute`), which would
+    otherwise start apart. One run per variable (``Variable.load``) cost ~30 ms each: 10 s of
+    the 17.5 s it took to load the built-in EfficientNet-Lite2's 325 variables."""
+    initializers, feed = [], {}
+    for variable, value in values:
+        for component in getattr(variable, "values", None) or (variable,):
+            initializers.append(component.initializer)
+            feed[component.initializer.inputs[1]] = value  # what Variable.load feeds
+    if initializers:
+        session.run(initializers, feed)
 
 
 def build_init(source, variables=None, exclude_scopes=(), source_scope=None, scope=None,
@@ -267,8 +274,7 @@ def build_init(source, variables=None, exclude_scopes=(), source_scope=None, sco
               "init.source_scope maps a source whose names live under another scope")
 
     def init_fn(session):
-        for var, source_name in pairs:
-            assign(var, opened.read(source_name), session)
+        assign([(var, opened.read(source_name)) for var, source_name in pairs], session)
 
     return init_fn, report
 
@@ -283,8 +289,7 @@ def load_into(session, source, variables=None, net_name=None, allow_pickle=False
         opened = open_source(source, net_name, allow_pickle)
     variables = tf.global_variables() if variables is None else variables
     pairs, report = match(opened, variables)
-    for var, source_name in pairs:
-        assign(var, opened.read(source_name), session)
+    assign([(var, opened.read(source_name)) for var, source_name in pairs], session)
     return report
 
 
