@@ -147,8 +147,8 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
         fit = fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
                         groups=np.repeat(np.arange(len(paths)), views.count))
         by_name = {v.op.name: v for v in head.values()}
-        for name, value in head_values(fit, head).items():
-            weights.assign(by_name[name], value, sess)
+        weights.assign([(by_name[name], value) for name, value in head_values(fit, head).items()],
+                       sess)
         cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
         log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
             f"(cross-validated srocc by alpha {cv})")
