@@ -23,7 +23,7 @@ INPUT_NAME = "rankiqa/images"
 OUTPUT_NAME = "rankiqa/score"
 AGGREGATES = ("mean", "median")
 # what runs the scoring graph: TensorFlow's session, or ONNX Runtime on the graph converted by
-# tf2onnx (BENCHMARKS P10: 2.6x TensorFlow's photos/s for EfficientNet-Lite2 on this CPU)
+# tf2onnx (BENCHMARKS P10: 2.4-2.6x TensorFlow's photos/s for EfficientNet-Lite2 on this CPU)
 ENGINES = ("tensorflow", "onnx")
 ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
 
@@ -124,7 +124,7 @@ class Scorer:
 
 class OnnxScorer(Scorer):
     """A `Scorer` whose crops run in ONNX Runtime (CPU), from a TensorFlow `Scorer`'s graph
-    frozen and converted once (`onnx_model`; the TensorFlow session is closed then). Scores
+    frozen and converted once (`onnx_model`; the caller then closes the TensorFlow one). Scores
     only: pooled features and other tensors stay with TensorFlow."""
 
     def __init__(self, scorer, opset=13):
@@ -135,16 +135,16 @@ class OnnxScorer(Scorer):
         self.report, self.precision, self.scale = scorer.report, scorer.precision, scorer.scale
         self.ort_session = onnxruntime.InferenceSession(proto.SerializeToString(),
                                                         providers=["CPUExecutionProvider"])
-        scorer.close()
 
     def run(self, tensor, crops, session=None):
         if tensor is not self.score:
             raise InputError("the onnx engine computes scores only; use the tensorflow engine")
         if len(crops) == 0:
             return np.zeros((0,), np.float32)
-        feed = lambda batch: {self.images.name: np.asarray(batch, np.float32)}  # noqa: E731
-        return np.concatenate([self.ort_session.run([self.score.name], feed(crops[i:i + self.batch_size]))[0]
-                               for i in range(0, len(crops), self.batch_size)])
+        return np.concatenate([
+            self.ort_session.run([self.score.name], {
+                self.images.name: np.asarray(crops[i:i + self.batch_size], np.float32)})[0]
+            for i in range(0, len(crops), self.batch_size)])
 
     def close(self):
         self.ort_session = None
@@ -225,11 +225,11 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
         raise InputError("scoring needs exactly one of a checkpoint and a weights file")
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose from {list(ENGINES)}")
-    if engine == "onnx" and (device == "gpu" or precision == "mixed"):
-        raise InputError("the onnx engine computes in float32 on the CPU; use --engine "
-                         "tensorflow for --device gpu or --precision mixed")
     if engine == "onnx":
-        require_onnx("tf2onnx", "onnxruntime")  # before minutes of loading, not after
+        if device == "gpu" or precision == "mixed":
+            raise InputError("the onnx engine computes in float32 on the CPU; use --engine "
+                             "tensorflow for --device gpu or --precision mixed")
+        require_onnx("tf2onnx", "onnxruntime")  # before seconds of loading, not after
     if models.is_builtin(model):
         builtin = models.get(model)
         source, info = builtin.arrays(), builtin.run_info()
@@ -271,8 +271,6 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
     scorer.precision = precision
     scorer.scale = score_scale(info)
     if engine == "onnx":
-        try:
+        with scorer:  # its graph is converted; its session is no longer needed
             return OnnxScorer(scorer)
-        finally:
-            scorer.close()
     return scorer
