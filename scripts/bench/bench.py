@@ -8,6 +8,8 @@
     python scripts/bench/bench.py p6
     python scripts/bench/bench.py p7     # 2 loopback workers / 1, resnet_v2_50 224², 1 thread each
     python scripts/bench/bench.py p8     # mixed / fp32 precision, resnet_v2_50 224²
+    python scripts/bench/bench.py cores  # the same CPU-bound work: 2 processes at once / 1 (the
+                                         # ceiling of P3 and P7 on this machine)
     python scripts/bench/bench.py p9 --net efficientnet_lite2   # one backbone at 224²: train,
                                          # predict img/s, peak RSS (one process per backbone)
 
@@ -174,6 +176,38 @@ def p2(args):
     print(json.dumps(out))
     print(f"P2 {args.net} {crop}² cache_decoded={not args.no_cache}: pipeline {results['pipeline']['images_per_second']:.0f} img/s, "
           f"memory {results['memory']['images_per_second']:.0f} img/s, ratio {ratio:.3f}")
+
+
+_BUSY = ("import time, numpy as np; a = np.random.default_rng(0).random((256, 256), np.float32); "
+         "t = time.perf_counter(); n = 0\n"
+         "while time.perf_counter() - t < {seconds}: a = np.tanh(a @ a * 1e-2); n += 1\n"
+         "print(n)")
+
+
+def cores(args):
+    """How much a second process adds on this machine: a fixed-time, CPU-bound loop (a small
+    matmul, one thread; plain Python arithmetic too) run in 1 process, then in 2 at once; work
+    done by 2 / by 1. 2.0 means two real cores; ~1.0 means the 2 vCPUs share one core's
+    throughput, which caps P3 (2 make-rank-data workers) and P7 (2 training workers)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    programs = {"numpy": _BUSY.format(seconds=args.seconds),
+                "python": ("import time; t = time.perf_counter(); n = 0; x = 0\n"
+                           f"while time.perf_counter() - t < {args.seconds}:\n"
+                           "    x = (x * 1103515245 + 12345) % 2147483648; n += 1\n"
+                           "print(n)")}
+    out = {"id": "cores", "cpus": os.cpu_count(), "seconds": args.seconds, "rows": {}}
+    for name, program in programs.items():
+        runs = {}
+        for count in (1, 2, 1, 2):  # alternating: drift hits both
+            procs = [subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                                      text=True, env=env) for _ in range(count)]
+            runs.setdefault(count, []).append(sum(int(p.communicate()[0]) for p in procs))
+        one, two = statistics.median(runs[1]), statistics.median(runs[2])
+        out["rows"][name] = {"work_1": runs[1], "work_2": runs[2], "ratio": two / one}
+    print(json.dumps(out))
+    for name, row in out["rows"].items():
+        print(f"cores ({os.cpu_count()} CPUs): {name} loop, work done by 2 processes at once / "
+              f"by 1: {row['ratio']:.2f}x")
 
 
 def p3(args):
@@ -502,14 +536,14 @@ def main():
     defaults = {"p1": dict(crop=64, references=4, repeats=20), "p2": dict(crop=64, references=4, repeats=15),
                 "p3": dict(repeats=2), "p4": dict(crop=0, repeats=10),
                 "p5": dict(net="resnet_v2_50", crop=224, references=4, steps=3),
-                "p6": {},
+                "p6": {}, "cores": {},
                 "p7": dict(net="resnet_v2_50", crop=224, references=1, steps=12, log_every=3),
                 "p8": dict(net="resnet_v2_50", crop=224, references=2, steps=12, log_every=3,
                            batch=16, repeats=5, warmup=1),
                 "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2),
                 "p10": dict(batch=16, repeats=5, warmup=2)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
-                     ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10)):
+                     ("cores", cores), ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
@@ -522,6 +556,7 @@ def main():
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--equal-batch", action="store_true")
         p.add_argument("--no-cache", action="store_true", help="p2: decode every step")
+        p.add_argument("--seconds", type=float, default=5.0, help="cores: length of each run")
         p.set_defaults(fn=fn, **defaults[name])
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
