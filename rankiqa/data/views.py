@@ -398,3 +398,11 @@ def refuse_or_skip(problems, skip_bad, what, log):
     for message in problems.values():
         log(f"skipped: {message}")
     return set(problems)
+
+
+def usable_groups(groups, list_file, skip_bad, log):
+    """The rank groups (`lists.RankGroup`) whose every image decodes: all are checked now, so a
+    bad one is named before the first step; `refuse_or_skip` decides what a bad one does."""
+    bad = refuse_or_skip(check_images([p for g in groups for p in g.paths], list_file),
+                         skip_bad, "ranking", log)
+    return [g for g in groups if not bad.intersection(g.paths)]

@@ -47,11 +47,7 @@ def build_mos_evaluator(scorer, items, log):
 
 def load_rank_groups(rank_list, crop_size, skip_bad, log):
     """The groups of `rank_list` for the second loss, every image checked now."""
-    groups = lists.read_rank_list(rank_list)
-    bad = views_lib.refuse_or_skip(
-        views_lib.check_images([p for g in groups for p in g.paths], rank_list),
-        skip_bad, "ranking", log)
-    groups = [g for g in groups if not bad.intersection(g.paths)]
+    groups = views_lib.usable_groups(lists.read_rank_list(rank_list), rank_list, skip_bad, log)
     if not groups:
         raise InputError(f"{rank_list}: no rank group left")
     pipeline.check_sizes(groups, crop_size)

@@ -93,11 +93,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         # ---- data: whole references held out, so accuracy is measured on unseen content
         groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
                                       distortions=data_cfg.distortions)
-        # every image decoded once now, so a bad one is named before the first step
-        bad = views_lib.refuse_or_skip(
-            views_lib.check_images([p for g in groups for p in g.paths], data_cfg.rank_list),
-            skip_bad, "ranking", log)
-        groups = [g for g in groups if not bad.intersection(g.paths)]
+        groups = views_lib.usable_groups(groups, data_cfg.rank_list, skip_bad, log)
         train_groups, held_out = lists.split_by_reference(groups, data_cfg.holdout_references,
                                                           train_cfg.seed)
         if len(train_groups) < data_cfg.references_per_batch:
