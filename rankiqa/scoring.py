@@ -10,6 +10,7 @@ validation, the probe, stage one's held-out ranking accuracy), fed the session o
 training loop. Both crop with `rankiqa.data.views.Views` and run one batching loop.
 """
 
+import hashlib
 import os
 
 import numpy as np
@@ -26,6 +27,8 @@ AGGREGATES = ("mean", "median")
 # tf2onnx (BENCHMARKS P10: 2.4-2.6x TensorFlow's photos/s for EfficientNet-Lite2 on this CPU)
 ENGINES = ("tensorflow", "onnx")
 ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
+# where the onnx engine keeps converted models; "off" converts at every load
+ONNX_CACHE_ENV = "RANKIQA_ONNX_CACHE"
 
 
 def build_scoring_graph(net_name, pooled_blocks=()):
@@ -124,17 +127,28 @@ class Scorer:
 
 class OnnxScorer(Scorer):
     """A `Scorer` whose crops run in ONNX Runtime (CPU), from a TensorFlow `Scorer`'s graph
-    frozen and converted once (`onnx_model`; the caller then closes the TensorFlow one). Scores
-    only: pooled features and other tensors stay with TensorFlow."""
+    frozen and converted (`onnx_model`; the caller then closes the TensorFlow one). A model is
+    converted once per machine: the conversion is kept in a cache (`onnx_cache_path`), and
+    ``cached`` names the file (None with the cache off or not writable). Scores only: pooled
+    features and other tensors stay with TensorFlow."""
 
     def __init__(self, scorer, opset=13):
         onnxruntime = require_onnx("onnxruntime")
-        proto = onnx_model(scorer, opset)
         super().__init__(scorer.images, scorer.score, scorer.views, net_name=scorer.net_name,
                          batch_size=scorer.batch_size)
         self.report, self.precision, self.scale = scorer.report, scorer.precision, scorer.scale
-        self.ort_session = onnxruntime.InferenceSession(proto.SerializeToString(),
-                                                        providers=["CPUExecutionProvider"])
+        frozen = frozen_graph_def(scorer)
+        path = onnx_cache_path(frozen, scorer, opset)
+        if path and os.path.isfile(path):
+            try:
+                self.ort_session = _ort_session(onnxruntime, path)
+                self.cached = path
+                return
+            except Exception:  # not a model (damaged outside rankiqa): convert it again
+                os.remove(path)
+        model = onnx_model(scorer, opset, frozen).SerializeToString()
+        self.ort_session = _ort_session(onnxruntime, model)
+        self.cached = _write_cache(path, model) if path else None
 
     def run(self, tensor, crops, session=None):
         if tensor is not self.score:
@@ -166,15 +180,55 @@ def frozen_graph_def(scorer):
         scorer.session, scorer.graph.as_graph_def(), [scorer.score.op.name])
 
 
-def onnx_model(scorer, opset=13):
-    """`scorer`'s frozen graph as an ONNX ModelProto (tf2onnx); the input and output keep their
-    names. ONNX Runtime's float32 kernels round differently from TensorFlow's (absolute
-    differences near 2e-4 on resnet_v2_50): compare with a relative tolerance."""
+def onnx_model(scorer, opset=13, frozen=None):
+    """`scorer`'s frozen graph (`frozen`, else frozen now) as an ONNX ModelProto (tf2onnx); the
+    input and output keep their names. ONNX Runtime's float32 kernels round differently from
+    TensorFlow's (absolute differences near 2e-4 on resnet_v2_50): compare with a relative
+    tolerance."""
     tf2onnx = require_onnx("tf2onnx")
     proto, _ = tf2onnx.convert.from_graph_def(
-        frozen_graph_def(scorer), input_names=[scorer.images.name],
-        output_names=[scorer.score.name], opset=opset)
+        frozen_graph_def(scorer) if frozen is None else frozen,
+        input_names=[scorer.images.name], output_names=[scorer.score.name], opset=opset)
     return proto
+
+
+def onnx_cache_path(frozen, scorer, opset):
+    """Where the onnx engine keeps `frozen` converted, or None with the cache off: a file named
+    by the digest of the frozen graph (weights included) and of the converter's version and
+    opset, so a changed model or converter can never be served an old conversion. The folder is
+    ``$RANKIQA_ONNX_CACHE`` (``off``: no cache), else ``$XDG_CACHE_HOME/rankiqa/onnx`` or
+    ``~/.cache/rankiqa/onnx``. Converting costs about as much as loading the model (P10)."""
+    folder = os.environ.get(ONNX_CACHE_ENV)
+    if folder == "off":
+        return None
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(base, "rankiqa", "onnx")
+    tf2onnx = require_onnx("tf2onnx")
+    digest = hashlib.sha256(frozen.SerializeToString(deterministic=True))
+    digest.update(f"|tf2onnx {tf2onnx.__version__}|opset {opset}|{scorer.images.name}|"
+                  f"{scorer.score.name}".encode())
+    return os.path.join(folder, f"{digest.hexdigest()}.onnx")
+
+
+def _ort_session(onnxruntime, model):
+    return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def _write_cache(path, model):
+    """Writes a converted model aside, then renames it (a reader never sees half a file);
+    returns `path`, or None when the folder cannot be written (the next load converts again)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(model)
+        os.replace(tmp, path)
+        return path
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        return None
 
 
 def score_scale(info):

@@ -12,6 +12,22 @@ from rankiqa.data import samples
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """The onnx engine's conversion cache of this test run (child processes inherit it), never
+    the user's ~/.cache."""
+    from rankiqa.scoring import ONNX_CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("onnx_cache")
+    previous = os.environ.get(ONNX_CACHE_ENV)
+    os.environ[ONNX_CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ[ONNX_CACHE_ENV]
+    else:
+        os.environ[ONNX_CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory):
     """Six sample photos, longest side 96 px: enough texture to rank, small enough to be fast."""

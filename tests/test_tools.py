@@ -221,7 +221,8 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
     np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
 
 
-def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir, monkeypatch):
+def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir, onnx_cache,
+                                                           monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     from rankiqa import predict, scoring
@@ -245,6 +246,7 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
     result = invoke("predict", photo_dir, "--model", stage_one, "--engine", "onnx",
                     "--precision", "mixed")
     assert result.exit_code == 1 and "use --engine tensorflow" in result.stderr
+    check_onnx_cache(stage_one, photo_dir, onnx_cache, monkeypatch)
     # without the onnx extra: one line naming it, before the model is loaded
     import importlib
 
@@ -255,6 +257,34 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: ONNX needs tf2onnx: pip install 'rankiqa[onnx]' "
                                      "(tf2onnx>=1.17 and onnxruntime)")
+
+
+def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
+    """A model is converted once: later loads read the cached conversion (the converter is not
+    called), a damaged cache file is converted again, and "off" leaves the cache alone."""
+    from rankiqa import predict, scoring
+    from rankiqa.data.views import list_files
+
+    photos, _ = list_files([photo_dir])
+    cached = sorted(folder.glob("*.onnx"))
+    assert len(cached) == 1  # the CLI run above converted the model and kept it
+    with predict.load_model(stage_one, engine="onnx") as model:
+        first = model.score(photos)
+    real_convert = scoring.onnx_model
+    monkeypatch.setattr(scoring, "onnx_model", lambda *a, **k: pytest.fail("converted again"))
+    with predict.load_model(stage_one, engine="onnx") as model:
+        assert model._scorer.cached == str(cached[0])
+        np.testing.assert_array_equal(model.score(photos), first)
+    monkeypatch.setattr(scoring, "onnx_model", real_convert)
+    cached[0].write_bytes(b"not a model")
+    with predict.load_model(stage_one, engine="onnx") as model:
+        np.testing.assert_array_equal(model.score(photos), first)
+    assert cached[0].stat().st_size > 1000 and sorted(folder.glob("*")) == cached
+    monkeypatch.setenv(scoring.ONNX_CACHE_ENV, "off")
+    cached[0].unlink()
+    with predict.load_model(stage_one, engine="onnx") as model:
+        assert model._scorer.cached is None
+    assert not list(folder.glob("*"))
 
 
 def test_an_export_fed_by_views_batch_scores_as_predict(stage_one, photo_dir, tmp_path):
