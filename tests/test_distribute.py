@@ -227,6 +227,25 @@ def test_two_workers_equal_one_process_and_the_chief_checkpoint_scores(rank_data
     assert rows and not problems
 
 
+def test_multi_worker_gradients_are_all_reduced_in_packs():
+    """The v1 MultiWorkerMirroredStrategy takes no communication options; ours sets them on the
+    strategy, where the optimizer's batch all-reduce reads them (P7). A fresh process: a
+    collective strategy configures the process's runtime once."""
+    program = ("from rankiqa.compat import tf\n"
+               "from rankiqa.train import distribute\n"
+               "s = tf.distribute.experimental.MultiWorkerMirroredStrategy()\n"
+               "distribute._pack_gradients(s)\n"
+               "options = s.extended._communication_options.merge(None)\n"
+               "print(options.bytes_per_pack)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from rankiqa.train import distribute
+
+    assert int(out.stdout.split()[-1]) == distribute.ALLREDUCE_PACK_BYTES > 0
+
+
 def test_two_workers_finetune_equal_one_process(label_file, start, tmp_path):
     from rankiqa.train import finetune
 

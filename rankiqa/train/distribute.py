@@ -160,6 +160,7 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
     precision = rundir.resolve_precision(precision, gpu=gpu)
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     strategy_obj = tf.distribute.experimental.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    _pack_gradients(strategy_obj)
     # the server must start with the very config the strategy updated: with any other, every
     # worker waits forever in the variable initialiser
     config = strategy_obj.update_config_proto(rundir.session_config(precision))
@@ -168,6 +169,22 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
     return Placement("multi_worker", strategy_obj.num_replicas_in_sync, precision, gpu,
                      device=device_name, cluster=cluster, strategy=strategy_obj,
                      target=server.target, config=config)
+
+
+# Gradients all-reduced in packs of this many bytes, each started as soon as its gradients
+# exist, instead of one all-reduce of every gradient after the whole backward pass (TF's default
+# here). P7, resnet_v2_50 (100 MB of gradients), 2 loopback workers: 1.06-1.21x with 4 MB packs
+# against 0.95-0.98x with one pack; 1 MB and 16 MB packs gave 1.12x and 1.08x.
+ALLREDUCE_PACK_BYTES = 4 << 20
+
+
+def _pack_gradients(strategy):
+    """Sets `ALLREDUCE_PACK_BYTES` on a v1 `MultiWorkerMirroredStrategy`, whose constructor
+    takes no communication options; its batch all-reduce (the optimizer's gradient sum) merges
+    these (TF 2.15-2.21). A TensorFlow without the attribute trains unpacked, as before."""
+    if hasattr(strategy.extended, "_communication_options"):
+        strategy.extended._communication_options = (
+            tf.distribute.experimental.CommunicationOptions(bytes_per_pack=ALLREDUCE_PACK_BYTES))
 
 
 def make_iterator(strategy, dataset):

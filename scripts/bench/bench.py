@@ -398,7 +398,7 @@ def train_rank_speed(args, train_dir, extra=(), workers=0, env=None):
                          text=True, env={**os.environ, **(env or {})}, timeout=3600)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    speeds = [float(m) for m in re.findall(r"^(?:\[worker 0\] )?step \d+/\d+ .*? ([\d.]+) img/s$",
+    speeds = [float(m) for m in re.findall(r"^(?:\[worker 0\] )?step \d+/\d+ .*? ([\d.]+) img/s\b",
                                           out.stderr, flags=re.M)]
     return statistics.median(speeds[1:]), speeds
 
@@ -414,12 +414,22 @@ def p7(args):
     two, two_runs = train_rank_speed(args, os.path.join(args.work_dir, "p7_two"),
                                      ["--set", f"data.references_per_batch={2 * refs}"],
                                      workers=2, env=one_thread)
+    # the ceiling without any communication: two independent one-worker runs at the same time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        alone = list(pool.map(lambda k: train_rank_speed(
+            args, os.path.join(args.work_dir, f"p7_independent{k}"),
+            ["--set", f"data.references_per_batch={refs}"], env=one_thread)[0], (0, 1)))
     out = {"id": "P7", "net": args.net, "crop": args.crop, "references_per_worker": refs,
            "one_worker_img_s": one, "two_workers_img_s": two, "ratio": two / one,
+           "two_independent_img_s": alone, "independent_ratio": sum(alone) / one,
            "one_worker_lines": one_runs, "two_worker_lines": two_runs, "tf": tf.__version__}
     print(json.dumps(out))
     print(f"P7 {args.net} {args.crop}², {refs} reference(s) x 6 per worker, 1 thread each: "
-          f"1 worker {one:.1f} img/s, 2 workers {two:.1f} img/s: {two / one:.2f}x")
+          f"1 worker {one:.1f} img/s, 2 workers {two:.1f} img/s: {two / one:.2f}x; two "
+          f"independent runs at once (no communication): {alone[0]:.1f} + {alone[1]:.1f} img/s "
+          f"= {sum(alone) / one:.2f}x, the machine's ceiling for two processes")
 
 
 def p8(args):
