@@ -103,18 +103,26 @@ def launch(workers, command, stall_timeout=900.0, echo=print, python=sys.executa
             reader.start()
             readers.append(reader)
         last_line = time.time()
+        ended = {}  # worker -> (poll at which it was first seen ended, exit code)
+        polls = 0
         while True:
             try:
                 index, line = lines.get(timeout=1.0)
                 echo(f"[worker {index}] {line}")
                 last_line = time.time()
-                continue
             except queue.Empty:
                 pass
-            codes = [proc.poll() for proc in procs]
-            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            # polled at every line too: when one worker dies, the others fail in their next
+            # collective a moment later, and the one to name is the first to end
+            polls += 1
+            for i, proc in enumerate(procs):
+                if i not in ended and proc.poll() is not None:
+                    ended[i] = (polls, proc.returncode)
+            codes = [proc.returncode for proc in procs]
+            failed = [(poll, code > 0, i, code) for i, (poll, code) in ended.items() if code]
             if failed:
-                index, code = failed[0]
+                # seen in the same poll, a worker killed by a signal is the cause, not its peers
+                _, _, index, code = min(failed)
                 _stop(procs)
                 _drain(lines, readers, echo)
                 raise LaunchFailed(
