@@ -24,7 +24,8 @@ INPUT_NAME = "rankiqa/images"
 OUTPUT_NAME = "rankiqa/score"
 AGGREGATES = ("mean", "median")
 # what runs the scoring graph: TensorFlow's session, or ONNX Runtime on the graph converted by
-# tf2onnx (BENCHMARKS P10: 2.4-2.6x TensorFlow's photos/s for EfficientNet-Lite2 on this CPU)
+# tf2onnx (BENCHMARKS P10, EfficientNet-Lite2: 2.4-2.6x TensorFlow's photos/s on a CPU
+# without AVX-512, 1.26x on one with it)
 ENGINES = ("tensorflow", "onnx")
 ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
 # where the onnx engine keeps converted models; "off" converts at every load
