@@ -109,13 +109,24 @@ def fault_point(name):
             time.sleep(1)
 
 
-def write_json_atomic(path, data):
-    """Writes JSON so a reader never sees half a file (write aside, then rename)."""
+def write_atomic(path, data):
+    """Writes `data` (bytes) so a reader never sees half a file: aside, then renamed. On an
+    error the aside file is removed and the error raised."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    fault_point(f"before-rename:{os.path.basename(path)}")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        fault_point(f"before-rename:{os.path.basename(path)}")
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path, data):
+    """Writes JSON so a reader never sees half a file (`write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
 def read_json(path):

@@ -217,18 +217,13 @@ def _ort_session(onnxruntime, model):
 
 
 def _write_cache(path, model):
-    """Writes a converted model aside, then renames it (a reader never sees half a file);
-    returns `path`, or None when the folder cannot be written (the next load converts again)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Keeps a converted model (`rundir.write_atomic`); returns `path`, or None when the folder
+    cannot be written (the next load converts again)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(model)
-        os.replace(tmp, path)
+        rundir.write_atomic(path, model)
         return path
     except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         return None
 
 

@@ -173,7 +173,7 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
 
 # Gradients all-reduced in packs of this many bytes, each started as soon as its gradients
 # exist, instead of one all-reduce of every gradient after the whole backward pass (TF's default
-# here). P7, resnet_v2_50 (100 MB of gradients), 2 loopback workers: 1.06-1.21x with 4 MB packs
+# here). P7, resnet_v2_50 (100 MB of gradients), 2 loopback workers: 1.05-1.21x with 4 MB packs
 # against 0.95-0.98x with one pack; 1 MB and 16 MB packs gave 1.12x and 1.08x.
 ALLREDUCE_PACK_BYTES = 4 << 20
 

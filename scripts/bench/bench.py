@@ -8,8 +8,9 @@
     python scripts/bench/bench.py p6
     python scripts/bench/bench.py p7     # 2 loopback workers / 1, resnet_v2_50 224², 1 thread each
     python scripts/bench/bench.py p8     # mixed / fp32 precision, resnet_v2_50 224²
-    python scripts/bench/bench.py cores  # the same CPU-bound work: 2 processes at once / 1 (the
-                                         # ceiling of P3 and P7 on this machine)
+    python scripts/bench/bench.py cores  # the same CPU-bound work: 2 processes at once / 1
+                                         # (are the 2 vCPUs two cores? P7 prints the ceiling
+                                         # of its own workload)
     python scripts/bench/bench.py p9 --net efficientnet_lite2   # one backbone at 224²: train,
                                          # predict img/s, peak RSS (one process per backbone)
 
@@ -188,7 +189,8 @@ def cores(args):
     """How much a second process adds on this machine: a fixed-time, CPU-bound loop (a small
     matmul, one thread; plain Python arithmetic too) run in 1 process, then in 2 at once; work
     done by 2 / by 1. 2.0 means two real cores; ~1.0 means the 2 vCPUs share one core's
-    throughput, which caps P3 (2 make-rank-data workers) and P7 (2 training workers)."""
+    throughput, which would cap P3 (2 make-rank-data workers) and P7 (2 training workers);
+    memory-bound work can scale less even at 2.0 (P7 measures its own ceiling)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     programs = {"numpy": _BUSY.format(seconds=args.seconds),
                 "python": ("import time; t = time.perf_counter(); n = 0; x = 0\n"
