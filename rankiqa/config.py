@@ -199,6 +199,12 @@ class TransferConfig:
     rank_references_per_batch: int = 2  # groups per step, each with all its levels
     rank_loss: str = "operator"  # rankiqa.losses.rank_losses_map
     rank_margin: float = 0.05  # in score units: scores are normalised MOS in [0, 1]
+    # the ranking-aware probe (rankiqa.train.probe.fit_ranked): the ridge head refitted so that
+    # it also orders every level pair of `probe_rank_groups` groups of rank_list (a seeded
+    # sample; their features cost levels x probe_crops forward passes each) by rank_margin,
+    # the mean squared hinge weighted by this against the mean squared error; 0: plain ridge
+    probe_rank_weight: float = 0.0
+    probe_rank_groups: int = 400
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,7 @@ RANGES = {
     "finetune.head_lr_multiplier": (0, None), "finetune.probe_crops": (1, None),
     "finetune.probe_folds": (2, None), "finetune.rank_weight": (0, None),
     "finetune.rank_references_per_batch": (1, None), "finetune.rank_margin": (0, None),
+    "finetune.probe_rank_weight": (0, None), "finetune.probe_rank_groups": (1, None),
 }
 
 

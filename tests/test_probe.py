@@ -108,3 +108,77 @@ def test_probe_with_too_few_images_for_its_folds_is_refused(stage_one, label_fil
                                                     "train.max_steps": 0})
     with pytest.raises(ValueError, match="too few for 1000-fold"):
         finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)
+
+
+def ranking_data(n=200, d=20, groups=40, levels=4, seed=0):
+    """Scores depend on feature 0 only; a distortion adds its level along feature 1, which the
+    scores never see, so plain ridge orders the copies of a reference only by chance."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = x[:, 0] + 0.1 * rng.normal(size=n)
+    base = rng.normal(size=(groups, 1, d))
+    step = np.zeros(d)
+    step[1] = 0.5
+    copies = 0.05 * rng.normal(size=(groups, levels, d))  # each copy its own content noise
+    return x, y, base + np.arange(levels)[None, :, None] * step + copies
+
+
+def test_ranked_probe_orders_the_groups_and_keeps_the_regression():
+    x, y, groups = ranking_data()
+    fit = probe.fit_ridge(x, y, alphas=[1.0], folds=5)
+    ranked = probe.fit_ranked(x, y, groups, fit, weight=5.0, margin=0.3)
+    r = ranked["rank"]
+    assert r["pairs"] == 40 * 6 and r["iterations"] < 30
+    assert r["pair_accuracy_before"] < 0.6 and r["pair_accuracy"] > 0.95
+    predict = lambda f: ((x - f["mean"]) / f["std"]) @ f["weights"] + f["bias"]
+    assert np.corrcoef(predict(fit), y)[0, 1] > np.corrcoef(predict(ranked), y)[0, 1] > 0.94
+    # the standardisation and bias are ridge's, so head_values writes the head as before
+    assert ranked["mean"] is fit["mean"] and ranked["bias"] == fit["bias"]
+    # a tiny weight barely moves ridge's weights
+    nudged = probe.fit_ranked(x, y, groups, fit, weight=1e-6, margin=0.05)
+    np.testing.assert_allclose(nudged["weights"], fit["weights"], atol=1e-4)
+
+
+def test_ranked_probe_is_the_minimum_of_its_objective():
+    """At the solution the gradient of the squared-hinge objective vanishes."""
+    x, y, groups = ranking_data(seed=1)
+    fit = probe.fit_ridge(x, y, alphas=[3.0], folds=5)
+    ranked = probe.fit_ranked(x, y, groups, fit, weight=2.0, margin=0.3)
+    z, w = (x - fit["mean"]) / fit["std"], ranked["weights"]
+    d = probe.ranking_pairs(groups / fit["std"])
+    c = 2.0 * len(z) / len(d)
+    hinge = np.maximum(0.0, 0.3 - d @ w)
+    gradient = 2 * z.T @ (z @ w - (y - fit["bias"])) - 2 * c * d.T @ hinge + 2 * 3.0 * w
+    assert np.abs(gradient).max() < 1e-6 * np.abs(2 * z.T @ y).max()
+    assert 0 < ranked["rank"]["active_pairs"] < len(d)  # the margin binds on some pairs
+
+
+def test_ranked_probe_rejects_bad_input():
+    x, y, groups = ranking_data()
+    fit = probe.fit_ridge(x, y, alphas=[1.0], folds=5)
+    with pytest.raises(ValueError, match="positive weight"):
+        probe.fit_ranked(x, y, groups, fit, weight=0.0, margin=0.05)
+    with pytest.raises(ValueError, match="at least two levels"):
+        probe.fit_ranked(x, y, groups[:, :1], fit, weight=1.0, margin=0.05)
+
+
+def test_finetune_ranked_probe_orders_rank_groups(stage_one, label_file, rank_data, tmp_path):
+    lines = []
+    cfg = finetune_config(label_file, stage_one, **{
+        "finetune.probe": True, "finetune.probe_folds": 2, "finetune.frozen_batch_norm": True,
+        "train.max_steps": 0, "finetune.rank_list": rank_data,
+        "finetune.probe_rank_weight": 1.0, "finetune.probe_rank_groups": 5})
+    finetune.train(cfg, str(tmp_path), device="cpu", log=lines.append)
+    rank = json.load(open(tmp_path / "probe.json"))["rank"]
+    assert rank["pairs"] == 5 * 15 and rank["weight"] == 1.0  # 5 groups of 6 levels
+    assert rank["pair_accuracy"] >= rank["pair_accuracy_before"]
+    assert any(line.startswith("probe: ranking weight 1 on 75 level pairs of 5 groups")
+               for line in lines)
+
+
+def test_ranked_probe_needs_the_probe_and_a_rank_list(stage_one, label_file, tmp_path):
+    cfg = finetune_config(label_file, stage_one, **{"finetune.probe": True,
+                                                    "finetune.probe_rank_weight": 1.0})
+    with pytest.raises(ValueError, match="probe_rank_weight needs finetune.probe and a "
+                                         "finetune.rank_list"):
+        finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)

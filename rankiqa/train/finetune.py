@@ -46,7 +46,8 @@ def build_mos_evaluator(scorer, items, log):
 
 
 def load_rank_groups(rank_list, crop_size, skip_bad, log):
-    """The groups of `rank_list` for the second loss, every image checked now."""
+    """The groups of `rank_list` for the second loss (and the ranking-aware probe), every image
+    checked now."""
     groups = views_lib.usable_groups(lists.read_rank_list(rank_list), rank_list, skip_bad, log)
     if not groups:
         raise InputError(f"{rank_list}: no rank group left")
@@ -80,6 +81,9 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     loss_fn = losses.get_regression_loss_fn(train_cfg.loss)
     placement = loop.place(train_cfg, device)
     placement.check_divides(data_cfg.batch_size, "data.batch_size")
+    if transfer.probe_rank_weight and not (transfer.probe and transfer.rank_list):
+        raise InputError("finetune.probe_rank_weight needs finetune.probe and a "
+                         "finetune.rank_list whose groups the probe orders")
     if transfer.rank_list:
         rank_loss_fn = losses.get_rank_loss_fn(transfer.rank_loss)
         placement.check_divides(transfer.rank_references_per_batch,
@@ -108,7 +112,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                                        cache=data_cfg.cache_decoded,
                                        deterministic=train_cfg.deterministic,
                                        random_scale=data_cfg.random_scale)
-        levels = 0
+        levels, rank_groups = 0, []
         if transfer.rank_list:
             rank_groups = load_rank_groups(transfer.rank_list, data_cfg.crop_size, skip_bad, log)
             levels = len(rank_groups[0].paths)
@@ -171,7 +175,8 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                 slim.get_model_variables(scope=network_fn.head_scope), transfer,
                 Views(data_cfg.crop_size, transfer.probe_crops, data_cfg.eval_crop_mode),
                 train_cfg.seed, log,
-                os.path.join(train_dir, PROBE_REPORT_NAME) if placement.is_chief else None)
+                os.path.join(train_dir, PROBE_REPORT_NAME) if placement.is_chief else None,
+                rank_groups=rank_groups if transfer.probe_rank_weight else None)
         if placement.is_chief:
             rundir.write_run_info(train_dir, "finetune", config, config.net.name,
                                   data_cfg.crop_size, views, init=config.init.source,

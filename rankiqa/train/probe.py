@@ -80,6 +80,77 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
             "alpha": float(alphas[best]), "cv_srocc": dict(zip(map(float, alphas), cv))}
 
 
+def ranking_pairs(group_features):
+    """``[pairs, d]`` differences (cleaner minus more distorted) of every level pair of every
+    group, from ``[groups, levels, d]`` features (level 0 the reference)."""
+    g = np.asarray(group_features, np.float64)
+    i, j = np.triu_indices(g.shape[1], k=1)
+    return (g[:, i] - g[:, j]).reshape(-1, g.shape[2])
+
+
+def fit_ranked(features, targets, group_features, fit, weight, margin, max_iterations=30):
+    """The ridge head refitted so that it also orders synthetic distortions (a ranking-aware
+    probe): on the standardisation of `fit` (`fit_ridge`'s) and at its alpha, minimises
+
+        sum_rows (w.z - y)^2  +  weight * rows/pairs * sum_pairs max(0, margin - w.d)^2
+        +  alpha * |w|^2
+
+    where d is the standardised feature difference of a cleaner and a more distorted copy of one
+    reference (`ranking_pairs`: every level pair of every group). `weight` is the mean squared
+    hinge's weight against the mean squared error, as `finetune.rank_weight` is fine-tuning's.
+    The squared hinge keeps the problem convex and piecewise quadratic: Newton steps on the
+    active pairs (those inside the margin), each one d x d solve, with a backtracking line
+    search, end when the active set stops changing (Keerthi & DeCoste, JMLR 2005).
+
+    Args:
+      features: ``[rows, d]`` the training rows `fit` was fitted on.
+      targets: ``[rows]``.
+      group_features: ``[groups, levels, d]`` features of rank groups (mean over views).
+      fit: `fit_ridge`'s result; its ``mean``, ``std``, ``bias`` and ``alpha`` are kept.
+      weight, margin: the ranking term's weight and margin (score units).
+
+    Returns:
+      a copy of `fit` with new ``weights`` and ``rank``: pair accuracy on the groups before and
+      after, the active pairs and the iterations.
+    """
+    if weight <= 0 or margin < 0:
+        raise InputError(f"the ranking probe needs a positive weight and a margin >= 0, got "
+                         f"{weight} and {margin}")
+    x = (np.asarray(features, np.float64) - fit["mean"]) / fit["std"]
+    y = np.asarray(targets, np.float64) - fit["bias"]
+    d = ranking_pairs(np.asarray(group_features, np.float64) / fit["std"])
+    if len(d) == 0:
+        raise InputError("the ranking probe needs groups of at least two levels")
+    c = weight * len(x) / len(d)
+    gram = x.T @ x + fit["alpha"] * np.eye(x.shape[1])
+    xty = x.T @ y
+
+    def objective(w):
+        hinge = np.maximum(0.0, margin - d @ w)
+        return (np.sum((x @ w - y) ** 2) + c * np.sum(hinge ** 2)
+                + fit["alpha"] * np.sum(w ** 2))
+
+    w, active, iterations = fit["weights"], None, 0
+    before = float(np.mean(d @ w > 0))
+    for iterations in range(1, max_iterations + 1):
+        now = d @ w < margin
+        if active is not None and np.array_equal(now, active):
+            break
+        active = now
+        da = d[active]
+        step = np.linalg.solve(gram + c * da.T @ da, xty + c * margin * da.sum(0)) - w
+        current, t = objective(w), 1.0
+        while t > 1e-4 and objective(w + t * step) > current:
+            t /= 2
+        w = w + t * step
+    result = dict(fit, weights=w)
+    result["rank"] = {"weight": float(weight), "margin": float(margin), "pairs": int(len(d)),
+                      "pair_accuracy_before": before,
+                      "pair_accuracy": float(np.mean(d @ w > 0)),
+                      "active_pairs": int(np.sum(d @ w < margin)), "iterations": iterations}
+    return result
+
+
 def head_values(fit, head_variables):
     """``{variable name: array}`` that makes the head compute the ridge fit.
 
@@ -106,7 +177,7 @@ def head_values(fit, head_variables):
 
 
 def build_probe_init(scorer, paths, targets, head_variables, transfer, views, seed, log,
-                     report_path):
+                     report_path, rank_groups=None):
     """``init_fn(session)``: the head fitted by ridge on the frozen network's pooled features of
     `views` of each training image (one ridge row per view), then written into the head.
 
@@ -120,6 +191,9 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
       transfer: `rankiqa.config.TransferConfig` (alphas, folds).
       views: `rankiqa.data.views.Views` of each image.
       report_path: where probe.json goes (None: nowhere, as in a job's non-chief workers).
+      rank_groups: `rankiqa.data.lists.RankGroup`s for the ranking-aware probe
+        (``transfer.probe_rank_weight``; `fit_ranked`): a seeded sample of
+        ``transfer.probe_rank_groups`` of them, each level scored on the same `views`.
 
     Raises:
       InputError: the network exposes no pooled features, or its head is not linear.
@@ -146,16 +220,41 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
         y = np.repeat(targets, views.count)
         fit = fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
                         groups=np.repeat(np.arange(len(paths)), views.count))
-        by_name = {v.op.name: v for v in head.values()}
-        weights.assign([(by_name[name], value) for name, value in head_values(fit, head).items()],
-                       sess)
         cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
         log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
             f"(cross-validated srocc by alpha {cv})")
+        report = {}
+        if rank_groups:
+            fit = _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, transfer, views,
+                                        seed, log)
+            report["rank"] = fit["rank"]
+        by_name = {v.op.name: v for v in head.values()}
+        weights.assign([(by_name[name], value) for name, value in head_values(fit, head).items()],
+                       sess)
         if report_path:
             rundir.write_json_atomic(report_path, {
                 "alpha": fit["alpha"], "cv_srocc": fit["cv_srocc"],
                 "features": int(x.shape[1]), "images": len(paths), "crops": views.count,
-                "views": views.as_dict()})
+                "views": views.as_dict(), **report})
 
     return init_fn
+
+
+def _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, transfer, views, seed, log):
+    """`fit_ranked` on the frozen features of a seeded sample of `rank_groups`."""
+    count = min(transfer.probe_rank_groups, len(rank_groups))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(rank_groups), count, replace=False))
+    groups, levels = [rank_groups[k] for k in chosen], len(rank_groups[0].paths)
+    bar = Progress("probe: features of rank groups", count, lambda line, end: log(line))
+    g = []
+    for k, group in enumerate(groups):
+        stack = views.stack(list(group.paths), seeds=[k] * levels)  # [levels, views, ...]
+        f = scorer.run(scorer.features, stack.reshape(-1, *stack.shape[2:]), sess)
+        g.append(f.reshape(levels, views.count, -1).mean(1))  # a copy's score: its views' mean
+        bar.update(k + 1)
+    fit = fit_ranked(x, y, np.stack(g), fit, transfer.probe_rank_weight, transfer.rank_margin)
+    r = fit["rank"]
+    log(f"probe: ranking weight {r['weight']:g} on {r['pairs']} level pairs of {count} groups: "
+        f"pair accuracy {r['pair_accuracy_before']:.3f} -> {r['pair_accuracy']:.3f} "
+        f"({r['iterations']} Newton steps)")
+    return fit
