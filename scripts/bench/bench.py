@@ -402,6 +402,11 @@ def train_rank_speed(args, train_dir, extra=(), workers=0, env=None):
         raise SystemExit(out.stderr[-3000:])
     speeds = [float(m) for m in re.findall(r"^(?:\[worker 0\] )?step \d+/\d+ .*? ([\d.]+) img/s\b",
                                           out.stderr, flags=re.M)]
+    if len(speeds) < 2:  # the first line is start-up; a changed progress format must not pass
+        raise SystemExit(f"train_rank_speed: {len(speeds)} progress lines parsed from "
+                         f"`rankiqa {' '.join(command[:3])} ...`; need 2 or more (raise "
+                         f"--steps or lower --log-every, or fix the pattern)\n"
+                         f"{out.stderr[-2000:]}")
     return statistics.median(speeds[1:]), speeds
 
 
