@@ -2,9 +2,11 @@
 # The BIQ2021 recipe on a pretrained backbone (README, "BIQ2021 with EfficientNet-Lite2 and
 # DINOv2"), shared by biq2021_efficientnet.sh and biq2021_dinov2.sh: ranking data from 300
 # BIQ2021 training images + Kodak -> stage two on 2,400 + 3,000 training images: the pooled head
-# fitted by ridge on frozen features (probe), then the top of the backbone and the head
-# fine-tuned with the ranking hinge on the rank groups as a second loss -> evaluation of 2 views
-# on the 600 validation images -> ladders on 20 validation photos.
+# fitted by ridge on frozen features (probe; with finetune.probe_rank_weight, the ranking-aware
+# probe on the rank groups), then the top of the backbone and the head fine-tuned with the
+# ranking hinge on the rank groups as a second loss (train.max_steps of the config: 0 for the
+# combined recipe, whose final model is its probe) -> evaluation of 2 views on the 600
+# validation images -> ladders on 20 validation photos.
 #   bash scripts/biq2021_pretrained.sh CONFIG RUN_DIR [--set key=value ...]
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only;
 # finetune.rank_list="": regression only).

