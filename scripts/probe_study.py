@@ -6,6 +6,7 @@ there (rankiqa.train.probe.fit_ridge); the validation part and the ladders only 
   python scripts/probe_study.py FEATURES_DIR views
   python scripts/probe_study.py FEATURES_DIR backbones [--split 4240]
   python scripts/probe_study.py FEATURES_DIR ranking [--weights 0.1,0.3,1] [--margin 0.05]
+      [--views 0,1,2]
 """
 
 import argparse
@@ -116,6 +117,8 @@ def main(argv=None):
                         help="backbones: the first backbone's feature count")
     parser.add_argument("--weights", default="0.03,0.1,0.3,1,3")
     parser.add_argument("--margin", type=float, default=0.05)
+    parser.add_argument("--views", default="0,2",
+                        help="ranking: the saved views the head reads (0,2: the recipes' two)")
     args = parser.parse_args(argv)
     if args.study == "views":
         study_views(args.features_dir)
@@ -123,7 +126,7 @@ def main(argv=None):
         study_backbones(args.features_dir, args.split)
     else:
         study_ranking(args.features_dir, [float(w) for w in args.weights.split(",")],
-                      args.margin)
+                      args.margin, [int(v) for v in args.views.split(",")])
     return 0
 
 
