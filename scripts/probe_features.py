@@ -17,6 +17,7 @@ A part already written is kept (delete it to redo it).
 """
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ import time
 import numpy as np
 
 from rankiqa import config as config_lib
-from rankiqa import ladders, nets, pretrained, weights
+from rankiqa import ladders, nets, pretrained, rundir, weights
 from rankiqa.compat import tf
 from rankiqa.data import lists, mos, views as views_lib
 from rankiqa.scoring import Scorer
@@ -75,8 +76,9 @@ def main(argv=None):
 
     def save(name, **arrays):
         path = os.path.join(args.out_dir, name)
-        np.savez(path + ".tmp.npz", **arrays)
-        os.replace(path + ".tmp.npz", path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        rundir.write_atomic(path, buffer.getvalue())  # a stopped run leaves no half part
         print(f"wrote {path}", flush=True)
 
     path = os.path.join(args.out_dir, "ladders.npz")
