@@ -7,9 +7,12 @@
 # ranking hinge on the rank groups as a second loss (train.max_steps of the config: 0 for the
 # combined recipe, whose final model is its probe) -> evaluation of 2 views on the 600
 # validation images -> ladders on 20 validation photos.
-#   bash scripts/biq2021_pretrained.sh CONFIG RUN_DIR [--set key=value ...]
+#   [STAGE_ONE=RANK_CONFIG] bash scripts/biq2021_pretrained.sh CONFIG RUN_DIR [--set key=value ...]
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only;
-# finetune.rank_list="": regression only).
+# finetune.rank_list="": regression only). STAGE_ONE (e.g.
+# configs/rank_biq2021_efficientnet.yaml) runs stage one on the same rank data first
+# (RUN_DIR/rank) and starts stage two from it instead of the config's pretrained weights;
+# STAGE_ONE_ARGS adds to its command line (e.g. "--set train.max_steps=2000").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$ROOT"
@@ -26,7 +29,13 @@ python scripts/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config
 [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
   rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 512 \
     --distortions gblur,wn,jpeg,contrast,mean_shift --force
-rankiqa finetune --config "$CONFIG" --train-dir "$RUN/finetune" \
+INIT=()
+if [[ -n "${STAGE_ONE:-}" ]]; then
+  rankiqa train-rank --config "$STAGE_ONE" --train-dir "$RUN/rank" \
+    --set data.rank_list="$RUN/rank_data/rank_list.csv" ${STAGE_ONE_ARGS:-}
+  INIT=(--init "$RUN/rank")
+fi
+rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
   --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
   --set finetune.rank_list="$RUN/rank_data/rank_list.csv" "$@"
 rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval"
