@@ -5,8 +5,8 @@
 # fitted by ridge on frozen features (probe; with finetune.probe_rank_weight, the ranking-aware
 # probe on the rank groups), then the top of the backbone and the head fine-tuned with the
 # ranking hinge on the rank groups as a second loss (train.max_steps of the config: 0 for the
-# combined recipe, whose final model is its probe) -> evaluation of 2 views on the 600
-# validation images -> ladders on 20 validation photos.
+# combined recipe, whose final model is its probe) -> evaluation of the config's views (2; 3 for
+# the combined recipe) on the 600 validation images -> ladders on 20 validation photos.
 #   [STAGE_ONE=RANK_CONFIG] bash scripts/biq2021_pretrained.sh CONFIG RUN_DIR [--set key=value ...]
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only;
 # finetune.rank_list="": regression only). STAGE_ONE (e.g.
