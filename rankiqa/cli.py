@@ -217,13 +217,6 @@ def renamed_option(command, old, new, old_value, new_value):
     return old_value
 
 
-def views_from(crop_size, crops, crop_mode, default):
-    """`default` Views with the options that were given replacing its fields."""
-    from rankiqa.data.views import Views
-
-    return Views(crop_size or default.crop, crops or default.count, crop_mode or default.mode)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rankiqa")
 @click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
@@ -381,11 +374,12 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
                                     "CHECKPOINT", "--model CHECKPOINT")
     from rankiqa import evaluate
+    from rankiqa.data import views as views_lib
 
     cfg, has_data_config = load_evaluation_config(checkpoint, config_path, overrides)
     if not cfg.data.label_file:
         raise UserError("evaluate needs data.label_file (in --config or --set)")
-    configured, given = evaluate.data_views(cfg.data), {o.split("=", 1)[0] for o in overrides}
+    configured, given = views_lib.from_config(cfg.data), {o.split("=", 1)[0] for o in overrides}
 
     set_by_user = {"crop": "data.crop_size", "count": "data.eval_crops",
                    "mode": "data.eval_crop_mode"}
@@ -393,7 +387,7 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     def views(own):  # the data config's views, else the model's own with --set data.* on top
         default = configured if has_data_config else dataclasses.replace(own, **{
             field: getattr(configured, field) for field, key in set_by_user.items() if key in given})
-        return views_from(crop_size, crops, crop_mode, default)
+        return default.replace(crop_size, crops, crop_mode)
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
                                 aggregate=aggregate, device=device, log=log,
                                 precision=precision, progress=progress_printer("scored"))
@@ -407,19 +401,15 @@ def load_evaluation_config(checkpoint, config_path, overrides):
     run, else the defaults; with --set on top, and whether a data config was found)."""
     if config_path is not None:
         return load_config(config_lib.FinetuneConfig, config_path, overrides), True
-    from rankiqa import rundir
+    from rankiqa import models, rundir
 
-    info = rundir.find_run_info(checkpoint) if _exists(checkpoint) else {}
+    _, info = models.resolve(checkpoint)
     if info.get("stage") != "finetune":
         return load_config(config_lib.FinetuneConfig, None, overrides), False
     log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
     return config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
                                 f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides,
                                 notify=notice), True
-
-
-def _exists(path):
-    return os.path.isdir(path) or os.path.isfile(path + ".index")
 
 
 @main.command("ladders")
@@ -454,7 +444,7 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
 
     paths = generate.find_inputs(photos)[:count]
     with scoring.load_scorer(checkpoint, device=device) as scorer:
-        scorer.views = views_from(crop_size, crops, crop_mode, scorer.views)
+        scorer.views = scorer.views.replace(crop_size, crops, crop_mode)
         summary = ladders.evaluate_ladders(scorer, paths, distortions.parse_families(families),
                                            max_side=max_side, log=log)
     path = ladders.write_summary(summary, output_dir)
@@ -525,22 +515,18 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
         raise click.UsageError("--checkpoint and --weights name the same thing; give --model once")
     model = renamed_option("predict", "--checkpoint" if weights is None else "--weights",
                            "--model", checkpoint if weights is None else weights, model)
-    if model is None:
-        from rankiqa import models
-
-        model = models.DEFAULT
     if output:
         from rankiqa import rundir
 
         rundir.check_writable(output)  # before scoring, not after
     rows, problems, used = predict.predict(
-        paths, model, net=net, views=lambda own: views_from(crop_size, crops, crop_mode, own),
+        paths, model, net=net, views=lambda own: own.replace(crop_size, crops, crop_mode),
         batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision,
         engine=engine, progress=progress_printer("scored"))
     for message in problems:
         log(f"skipped: {message}")
     if fmt == "json":
-        text = json.dumps({"model": model, "views": used.views.as_dict(),
+        text = json.dumps({"model": used.model, "views": used.views.as_dict(),
                            "score_scale": used.scale, "scores": rows, "skipped": problems},
                           indent=2) + "\n"
     else:  # every row says what produced it: a CSV is often read far from its command
@@ -548,12 +534,13 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["path", "score", "model", "views", "score_scale"])
         views_text = used.views.describe()
-        writer.writerows([r["path"], f"{r['score']:.6f}", model, views_text, used.scale]
+        writer.writerows([r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale]
                          for r in rows)
         text = buffer.getvalue()
     if output:
-        with open(output, "w") as f:
-            f.write(text)
+        from rankiqa import rundir
+
+        rundir.write_atomic(output, text)
     else:
         click.echo(text, nl=False)
     log(f"scored {len(rows)} images ({used.views.describe()} each), skipped {len(problems)}; "

@@ -33,9 +33,8 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
     rank_data = os.path.join(work_dir, "rank_data")
     if not os.path.isdir(photos):
         # written aside and renamed, so a half-written folder is never taken for a finished one
-        partial = photos + ".partial"
-        samples.write_sample_photos(partial)
-        os.replace(partial, photos)
+        with rundir.writing(photos) as partial:
+            samples.write_sample_photos(partial)
     log(f"sample photos: {photos}")
     if not os.path.isfile(os.path.join(rank_data, RANK_LIST_NAME)):
         summary = generate.make_rank_data(photos, rank_data, seed=0, workers=os.cpu_count() or 1,
@@ -52,8 +51,8 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
     labels = os.path.join(work_dir, "standin_mos.csv")
     if not os.path.isfile(labels):
         groups = lists.read_rank_list(os.path.join(rank_data, RANK_LIST_NAME))
-        mos.write_generic_csv(labels + ".partial", standin.msssim_items(groups))
-        os.replace(labels + ".partial", labels)
+        with rundir.writing(labels) as partial:
+            mos.write_generic_csv(partial, standin.msssim_items(groups))
     log(f"stage two labels: {standin.STANDIN_NAME}: {labels}")
     ft_cfg = config_lib.load(config_lib.FinetuneConfig, FINETUNE_CONFIG,
                              [f"data.label_file={labels}", f"init.source={train_dir}",

@@ -13,14 +13,8 @@ import numpy as np
 
 from rankiqa import metrics, rundir, scoring
 from rankiqa.data import mos
-from rankiqa.data.views import Views, load_image
+from rankiqa.data.views import BadImageError
 from rankiqa.errors import InputError
-
-
-def data_views(data_cfg):
-    """The `Views` a MOS data config (`rankiqa.config.MosDataConfig`) evaluates with:
-    ``eval_crops`` views of side ``crop_size`` placed by ``eval_crop_mode``."""
-    return Views(data_cfg.crop_size, data_cfg.eval_crops, data_cfg.eval_crop_mode)
 
 
 def select_split(data_cfg, split):
@@ -76,7 +70,7 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
     (`rankiqa.data.views.Views`, or a function from the model's own views to those to use;
-    image k's random views drawn with seed k).
+    random views drawn from `rankiqa.data.views.VIEW_SEED`, as every command draws them).
 
     progress: optional ``progress(done, total)``, called after each batch of images.
 
@@ -91,52 +85,64 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                                  precision=precision) as scorer:
             views = views(scorer.views) if callable(views) else views
             log(f"scoring {len(items)} images ({split}) with {views.describe()} each")
-            per_crop, per_batch = [], max(1, batch_size // views.count)
-            if progress:
-                progress(0, len(items))  # the clock starts with the work, not with the model
-            # images are decoded a batch at a time; image k's random views are seeded with k
-            for k in range(0, len(items), per_batch):
-                chunk = items[k:k + per_batch]
-                per_crop.append(scorer.crop_scores([load_image(it.path) for it in chunk], views,
-                                                   range(k, k + len(chunk))))
-                if progress:
-                    progress(k + len(chunk), len(items))
-            net_name, used_precision, scale = scorer.net_name, scorer.precision, scorer.scale
-        per_crop = np.concatenate(per_crop)
-        aggregated = {"mean": per_crop.mean(axis=1)}
-        if views.count > 2:  # the median of one or two views is their mean: not reported twice
-            aggregated["median"] = np.median(per_crop, axis=1)
-        elif aggregate == "median":
+            per_view = np.zeros((len(items), views.count), np.float32)
+            for k, values in scorer.iter_scores([it.path for it in items], views,
+                                                progress=progress):
+                if isinstance(values, BadImageError):
+                    raise values  # a dataset with a hole would give figures of another set
+                per_view[k] = values
+        if aggregate == "median" and views.count <= 2:
             log(f"notice: the median of {views.count} views is their mean")
             aggregate = "mean"
-        target = np.array([it.score for it in items])
-        summary = {"checkpoint": model, "net": net_name, "dataset": data_cfg.dataset,
+        summary = {"checkpoint": model, "net": scorer.net_name, "dataset": data_cfg.dataset,
                    "split": split, "crops": views.count, "crop_mode": views.mode,
-                   "crop_size": views.crop, "aggregate": aggregate, "precision": used_precision,
+                   "crop_size": views.crop, "aggregate": aggregate,
+                   "precision": scorer.precision,
                    "score_direction": "normalised MOS in [0, 1], higher is better",
-                   "model_score_scale": scale}
-        for name, predicted in aggregated.items():
-            summary[name] = metrics.summary(predicted, target)
-        summary.update(summary[aggregate])
-        distortions = sorted({it.distortion for it in items if it.distortion})
-        if distortions:
-            summary["per_distortion"] = {}
-            for d in distortions:
-                rows = [i for i, it in enumerate(items) if it.distortion == d]
-                if len(rows) >= 3:
-                    summary["per_distortion"][d] = metrics.summary(aggregated[aggregate][rows],
-                                                                   target[rows])
-        predicted = aggregated[aggregate]
-        with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
-            for it, p in zip(items, predicted):
-                writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
-                                 it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
-        scatter_png(os.path.join(output_dir, "scatter.png"), predicted, target,
-                    f"{data_cfg.dataset} {split}, {model}\nSROCC {summary['srocc']:.4f}  "
-                    f"KROCC {summary['krocc']:.4f}  PLCC {summary['plcc']:.4f} "
-                    f"(logistic {summary['plcc_logistic']:.4f})  n={len(items)}",
-                    groups=[it.distortion for it in items])
-        rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+                   "model_score_scale": scorer.scale}
+        predicted = summarise(summary, items, per_view, aggregate)
+        write_evidence(output_dir, summary, items, predicted,
+                       f"{data_cfg.dataset} {split}, {model}")
         return summary
+
+
+def summarise(summary, items, per_view, aggregate):
+    """Adds the figures of `per_view` scores ``[items, views]`` against the items' MOS to
+    `summary`: for mean-aggregated views, median-aggregated ones where there are more than two
+    views (the median of two is their mean), and per distortion where the dataset names them.
+    Returns the scores aggregated by `aggregate`."""
+    aggregated = {"mean": per_view.mean(axis=1)}
+    if per_view.shape[1] > 2:
+        aggregated["median"] = np.median(per_view, axis=1)
+    target = np.array([it.score for it in items])
+    for name, predicted in aggregated.items():
+        summary[name] = metrics.summary(predicted, target)
+    summary.update(summary[aggregate])
+    predicted = aggregated[aggregate]
+    distortions = sorted({it.distortion for it in items if it.distortion})
+    if distortions:
+        summary["per_distortion"] = {}
+        for d in distortions:
+            rows = [i for i, it in enumerate(items) if it.distortion == d]
+            if len(rows) >= 3:
+                summary["per_distortion"][d] = metrics.summary(predicted[rows], target[rows])
+    return predicted
+
+
+def write_evidence(output_dir, summary, items, predicted, title):
+    """``predictions.csv``, ``scatter.png`` and ``summary.json`` in `output_dir`, each written
+    aside and renamed (`rundir.writing`)."""
+    with rundir.writing(os.path.join(output_dir, "predictions.csv")) as tmp, \
+            open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
+        for it, p in zip(items, predicted):
+            writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
+                             it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
+    target = [it.score for it in items]
+    with rundir.writing(os.path.join(output_dir, "scatter.png")) as tmp:
+        scatter_png(tmp, predicted, target,
+                    f"{title}\nSROCC {summary['srocc']:.4f}  KROCC {summary['krocc']:.4f}  "
+                    f"PLCC {summary['plcc']:.4f} (logistic {summary['plcc_logistic']:.4f})  "
+                    f"n={len(items)}", groups=[it.distortion for it in items])
+    rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)

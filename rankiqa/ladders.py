@@ -17,6 +17,7 @@ import os
 import numpy as np
 from scipy import stats
 
+from rankiqa import rundir
 from rankiqa.data import distortions, views
 from rankiqa.data.views import BadImageError
 from rankiqa.errors import InputError
@@ -61,7 +62,7 @@ def evaluate_ladders(scorer, paths, families=DEFAULT_FAMILIES, max_side=512, see
             copies = ladder(image, family, seed)
             if np.array_equal(copies[-1], copies[0]):
                 continue  # e.g. desaturating a grey photo: nothing to rank
-            scores = scorer.score_images(copies, seed=seed)
+            scores = scorer.score_items(copies)
             per_family[family]["pair_accuracy"].append(pair_accuracy(scores))
             per_family[family]["srocc"].append(
                 float(-stats.spearmanr(np.arange(len(scores)), scores)[0]))
@@ -85,6 +86,5 @@ def evaluate_ladders(scorer, paths, families=DEFAULT_FAMILIES, max_side=512, see
 def write_summary(summary, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "ladders.json")
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=2)
+    rundir.write_atomic(path, json.dumps(summary, indent=2))
     return path

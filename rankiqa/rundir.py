@@ -3,8 +3,9 @@
 A training folder (``--train-dir``) keeps ``rankiqa.json`` (the network, its evaluation views
 and the whole config: what every tool needs to rebuild the scoring graph), ``eval.json`` (the
 latest held-out or validation result with its history), ``model.ckpt-STEP`` checkpoints and
-TensorBoard events. JSON is written aside and renamed into place, so a reader never sees half a
-file. The device and session settings that every graph here runs with live here too.
+TensorBoard events. Every file a command writes goes aside and is renamed into place
+(`write_atomic`), so a reader never sees half a file; every output is checked before any work
+(`check_output`). Pure Python: the data tools import it without loading TensorFlow.
 """
 
 import contextlib
@@ -15,89 +16,12 @@ import shutil
 import socket
 import time
 
-from rankiqa.compat import tf
 from rankiqa.config import to_dict
 from rankiqa.errors import InputError
 
 RUN_INFO_NAME = "rankiqa.json"  # what a tool needs to rebuild the graph from a train dir
 EVAL_NAME = "eval.json"
 CHECKPOINT_NAME = "model.ckpt"
-DEVICES = ("auto", "cpu", "gpu")
-
-
-def get_device(device):
-    """`auto` | `cpu` | `gpu` -> a TF device string (None: TF's default placement)."""
-    if device == "auto":
-        return None
-    if device == "cpu":
-        return "/device:CPU:0"
-    if device == "gpu":
-        if not tf.config.list_physical_devices("GPU"):
-            raise InputError("--device gpu: TensorFlow sees no GPU here (use --device auto or cpu)")
-        return "/device:GPU:0"
-    raise InputError(f"unknown --device {device!r}; choose from {list(DEVICES)}")
-
-
-PRECISIONS = ("fp32", "mixed", "auto")
-
-
-def _cpu_has_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def _gpus_have_fp16_cores():
-    details = [tf.config.experimental.get_device_details(g)
-               for g in tf.config.list_physical_devices("GPU")]
-    return bool(details) and all(d.get("compute_capability", (0, 0)) >= (7, 0) for d in details)
-
-
-def resolve_precision(precision, gpu=False):
-    """`fp32` | `mixed` | `auto` -> fp32 or mixed. `auto` is mixed where the hardware computes
-    in 16 bits natively (GPUs of compute capability 7.0 or newer; CPUs with AVX512_BF16 or
-    AMX), fp32 elsewhere: emulated bfloat16 costs more than it saves."""
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    return "mixed" if (_gpus_have_fp16_cores() if gpu else _cpu_has_bf16()) else "fp32"
-
-
-def session_config(precision="fp32", cpu_devices=0):
-    """The ConfigProto every session here runs with.
-
-    Args:
-      precision: fp32, or mixed: TensorFlow's grappler rewrites the graph to compute in 16 bits
-        where that is safe, variables staying float32 (float16 on GPUs, bfloat16 through oneDNN
-        on CPUs).
-      cpu_devices: split the CPU into this many devices (mirrored tests without GPUs).
-    """
-    config = tf.ConfigProto(allow_soft_placement=True,
-                            gpu_options=tf.GPUOptions(allow_growth=True))
-    if cpu_devices > 1:
-        config.device_count["CPU"] = cpu_devices
-    # TensorFlow applies these variables to in-process sessions only; a multi-worker server's
-    # sessions take their thread counts from the config
-    for variable, field in (("TF_NUM_INTRAOP_THREADS", "intra_op_parallelism_threads"),
-                            ("TF_NUM_INTEROP_THREADS", "inter_op_parallelism_threads")):
-        if os.environ.get(variable, "").isdigit():
-            setattr(config, field, int(os.environ[variable]))
-    if precision == "mixed":
-        from tensorflow.core.protobuf import rewriter_config_pb2
-
-        on = rewriter_config_pb2.RewriterConfig.ON
-        rewrites = config.graph_options.rewrite_options
-        if tf.config.list_physical_devices("GPU"):
-            rewrites.auto_mixed_precision = on
-        else:
-            rewrites.auto_mixed_precision_onednn_bfloat16 = on
-    return config
-
-
 def fault_point(name):
     """For the fault-injection tests only: with ``RANKIQA_FAULT=name`` in the environment the
     process writes the file ``RANKIQA_FAULT_MARKER`` names and waits here to be killed, so a
@@ -109,19 +33,42 @@ def fault_point(name):
             time.sleep(1)
 
 
-def write_atomic(path, data):
-    """Writes `data` (bytes) so a reader never sees half a file: aside, then renamed. On an
-    error the aside file is removed and the error raised."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+@contextlib.contextmanager
+def writing(out):
+    """The one write-aside-then-rename: yields a sibling path (``OUT.partial-PID``) to write a
+    file or folder to; when the block ends without an error it replaces `out` (`replace_path`:
+    an interruption leaves the old output or the new one whole), else it is removed and the
+    error raised. `np.save`-style writers that append an extension are followed."""
+    out = out.rstrip(os.sep) or out
+    tmp = f"{out}.partial-{os.getpid()}"
+    candidates = (tmp, tmp + ".npy", tmp + ".npz")
+    _remove(*candidates)  # what this pid left before (a reused pid): never our output
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        fault_point(f"before-rename:{os.path.basename(path)}")
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        yield tmp
+        written = next((c for c in candidates if os.path.lexists(c)), None)
+        if written is None:
+            raise FileNotFoundError(f"nothing was written for {out}")
+        fault_point(f"before-rename:{os.path.basename(out)}")
+        if os.path.isdir(written) or os.path.isdir(out):
+            replace_path(written, out)
+        else:
+            os.replace(written, out)  # atomic for a file, even over an old one
+    finally:
+        _remove(*candidates)
+
+
+def _remove(*paths):
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+
+def write_atomic(path, data):
+    """Writes `data` (bytes, or str as UTF-8) so a reader never sees half a file (`writing`)."""
+    with writing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def write_json_atomic(path, data):
@@ -293,63 +240,8 @@ def locked(folder, command, log=None):
             pass
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-_CHECKPOINT = re.compile(r"^" + re.escape(CHECKPOINT_NAME) + r"-(\d+)\.index$")
 # what an interrupted write leaves: TF's tempstate shards and our own atomic-write siblings
 _TEMPORARY = re.compile(r"(_temp$|tempstate|\.tmp-\d+$|\.partial-)")
-
-
-def checkpoints_on_disk(folder):
-    """``[(step, prefix)]`` of the ``model.ckpt-STEP`` checkpoints in `folder`, newest first,
-    found by listing the folder (the ``checkpoint`` index may be missing or name another
-    folder's files)."""
-    found = []
-    for name in os.listdir(folder):
-        match = _CHECKPOINT.match(name)
-        if match:
-            found.append((int(match.group(1)), os.path.join(folder, name[:-len(".index")])))
-    return sorted(found, reverse=True)
-
-
-def checkpoint_problem(prefix):
-    """None when every tensor of checkpoint `prefix` reads back, else what went wrong."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError, OSError, IndexError) as e:  # IndexError: truncated
-        return str(e).splitlines()[0][:200]
-    return None
-
-
-def latest_checkpoint(folder, verify=False, log=None):
-    """The newest checkpoint prefix in `folder` (None when it holds none), by listing it.
-
-    With `verify`, every tensor is read back and an unreadable checkpoint (truncated, cut by a
-    kill) is passed over for the one before, with a warning through `log`.
-
-    Raises:
-      InputError: the folder holds checkpoints but none can be read.
-    """
-    found = checkpoints_on_disk(folder) if os.path.isdir(folder) else []
-    for step, prefix in found:
-        problem = checkpoint_problem(prefix) if verify else None
-        if problem is None:
-            return prefix
-        if log:
-            log(f"warning: {prefix} cannot be read ({problem}); using the one before")
-    if found:
-        raise InputError(f"{folder} holds {len(found)} checkpoints but none can be read; move "
-                         "them away to start over")
-    return None
-
-
-def write_checkpoint_index(folder, prefixes):
-    """Rewrites the ``checkpoint`` index with names relative to `folder` (newest last), so the
-    folder can be copied or moved and still restores its own weights."""
-    names = [os.path.basename(p) for p in prefixes]
-    tf.train.update_checkpoint_state(folder, names[-1], names)
 
 
 def remove_temporaries(folder, log=None):

@@ -7,17 +7,22 @@ applies the network's own preprocessing inside, and returns ``rankiqa/score`` ``
 A `Scorer` either owns its graph and session (`load_scorer`: ``evaluate``, ``predict``, the
 exports) or is a branch of a training graph that reuses its variables (`Scorer.in_graph`:
 validation, the probe, stage one's held-out ranking accuracy), fed the session of the
-training loop. Both crop with `rankiqa.data.views.Views` and run one batching loop.
+training loop. Every image any command scores goes through `Scorer.iter_scores`: decoding and
+view placement in threads, overlapped with the network, a bounded number of batches ahead.
 """
 
+import collections
+import concurrent.futures
 import hashlib
 import os
 
 import numpy as np
 
-from rankiqa import models, nets, rundir, weights
+from rankiqa import device as device_lib
+from rankiqa import nets, rundir, weights
 from rankiqa.compat import tf
-from rankiqa.data.views import Views
+from rankiqa.data import views as views_lib
+from rankiqa.data.views import BadImageError, Views
 from rankiqa.errors import InputError
 
 INPUT_NAME = "rankiqa/images"
@@ -30,15 +35,29 @@ ENGINES = ("tensorflow", "onnx")
 ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
 # where the onnx engine keeps converted models; "off" converts at every load
 ONNX_CACHE_ENV = "RANKIQA_ONNX_CACHE"
+# threads that decode images and place views while the network runs (Pillow and NumPy release
+# the GIL); batches decoded ahead of the network: memory stays bounded by
+# (DECODE_THREADS * 2 + 1) batches of views, never a whole folder
+DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 
 def build_scoring_graph(net_name, pooled_blocks=()):
-    """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score."""
+    """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score.
+
+    Returns:
+      (images ``[None, H, W, 3]``, score ``[None]``, pooled features ``[None, d]`` or None
+      where the network exposes none).
+    """
     network_fn = nets.get_network_fn(net_name, pooled_blocks=pooled_blocks)
     images = tf.placeholder(tf.float32, [None, None, None, 3], name=INPUT_NAME)
-    score, _ = network_fn(network_fn.preprocess(images), is_training=False)
+    score, end_points = network_fn(network_fn.preprocess(images), is_training=False)
     score = tf.identity(score, name=OUTPUT_NAME)
-    return images, score, network_fn
+    return images, score, _pooled_features(end_points, images)
+
+
+def _pooled_features(end_points, images):
+    features = end_points.get("features")
+    return None if features is None else tf.reshape(features, [tf.shape(images)[0], -1])
 
 
 class Scorer:
@@ -63,6 +82,7 @@ class Scorer:
         self.report = None
         self.precision = "fp32"  # fp32 | mixed: how its session computes (`load_scorer`)
         self.scale = score_scale({})  # what the scores mean (`load_scorer` reads rankiqa.json)
+        self.info = {}  # the model's run description (`rankiqa.weights.open_model`)
 
     @classmethod
     def in_graph(cls, network_fn, views):
@@ -71,10 +91,8 @@ class Scorer:
         images = tf.placeholder(tf.float32, [None, None, None, 3])
         score, end_points = network_fn(network_fn.preprocess(images), is_training=False,
                                        reuse=True)
-        features = end_points.get("features")
-        if features is not None:
-            features = tf.reshape(features, [tf.shape(images)[0], -1])
-        return cls(images, score, views, features=features, net_name=network_fn.name)
+        return cls(images, score, views, features=_pooled_features(end_points, images),
+                   net_name=network_fn.name)
 
     def run(self, tensor, crops, session=None):
         """`tensor` for ``crops: [N, H, W, 3]``, `batch_size` crops per run."""
@@ -88,32 +106,84 @@ class Scorer:
         """``crops: [N, H, W, 3]`` uint8 -> scores ``[N]``."""
         return self.run(self.score, crops, session)
 
-    def view_scores(self, stacks, session=None):
-        """``stacks: [n, views, crop, crop, 3]`` -> scores ``[n, views]``."""
-        stacks = np.asarray(stacks)
-        flat = stacks.reshape(-1, *stacks.shape[2:])
-        return self.run(self.score, flat, session).reshape(stacks.shape[:2])
+    def iter_scores(self, items, views=None, tensor="score", session=None, progress=None):
+        """Each item's per-view values, in input order: the one loop that scores images.
 
-    def crop_scores(self, images, views=None, seeds=None, session=None):
-        """Scores ``[len(images), views.count]`` of decoded images (uint8 ``[H, W, 3]``);
-        image k's random views drawn with ``seeds[k]`` (default 0)."""
+        Items are decoded and their views placed in `DECODE_THREADS` threads while the network
+        runs on the batch before; a batch holds ``batch_size // views.count`` items. Random
+        views are drawn from `rankiqa.data.views.VIEW_SEED`, as in every command.
+
+        Args:
+          items: paths, PIL images or uint8 arrays (`rankiqa.data.views.as_image`).
+          views: `rankiqa.data.views.Views`; default: the scorer's own.
+          tensor: ``score`` (values ``[views.count]``) or ``features`` (``[views.count, d]``).
+          session: default: the scorer's own.
+          progress: optional ``progress(done, total)``, after each batch.
+
+        Yields:
+          ``(k, values)``, or ``(k, error)`` with the `BadImageError` of an item that cannot
+          be read: reported, never stopping the others.
+        """
         views = views or self.views
-        seeds = [0] * len(images) if seeds is None else seeds
-        if not len(images):
-            return np.zeros((0, views.count), np.float32)
-        return self.view_scores(np.stack([views.apply(im, s) for im, s in zip(images, seeds)]),
-                                session)
+        items = list(items)
+        fetch = {"score": self.score, "features": self.features}.get(tensor)
+        if fetch is None:
+            raise InputError(f"this scorer has no tensor {tensor!r}")
+        per_batch = max(1, self.batch_size // views.count)
+        starts = range(0, len(items), per_batch)
 
-    def score_images(self, images, views=None, aggregate="mean", seed=0, session=None):
-        """One score per decoded image: its views' scores combined by mean or median."""
+        def place(start):  # in a decoding thread
+            placed = []
+            for k in range(start, min(start + per_batch, len(items))):
+                try:
+                    placed.append(views.apply(views_lib.as_image(items[k], k)))
+                except BadImageError as e:
+                    placed.append(e)
+            return start, placed
+
+        if progress:
+            progress(0, len(items))  # the clock starts with the work, not with the model
+        with concurrent.futures.ThreadPoolExecutor(DECODE_THREADS) as pool:
+            ahead = collections.deque(pool.submit(place, start)
+                                      for start in starts[:DECODE_THREADS * 2])
+            queued = len(ahead)
+            while ahead:
+                start, placed = ahead.popleft().result()
+                if queued < len(starts):
+                    ahead.append(pool.submit(place, starts[queued]))
+                    queued += 1
+                good = [p for p in placed if not isinstance(p, BadImageError)]
+                values = self.run(fetch, np.concatenate(good), session) if good else None
+                if values is not None:
+                    values = values.reshape(len(good), views.count, *values.shape[1:])
+                used = 0
+                for k, p in enumerate(placed, start=start):
+                    if isinstance(p, BadImageError):
+                        yield k, p
+                    else:
+                        yield k, values[used]
+                        used += 1
+                if progress:
+                    progress(start + len(placed), len(items))
+
+    def values(self, items, views=None, tensor="score", session=None, progress=None):
+        """`iter_scores` gathered: ``[len(items), views.count]`` scores, or
+        ``[len(items), views.count, d]`` features; an unreadable item raises its
+        `BadImageError` (callers that skip them iterate themselves)."""
+        out = []
+        for _, values in self.iter_scores(items, views, tensor, session, progress):
+            if isinstance(values, BadImageError):
+                raise values
+            out.append(values)
+        return np.stack(out) if out else np.zeros((0, (views or self.views).count), np.float32)
+
+    def score_items(self, items, views=None, session=None, aggregate="mean"):
+        """One score per item (``[len(items)]`` float32): its views' scores combined by mean
+        or median (`values`)."""
         if aggregate not in AGGREGATES:
             raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(AGGREGATES)}")
-        views = views or self.views
-        per_call = max(1, self.batch_size // views.count)  # decode-and-crop a batch at a time
-        per_image = np.concatenate(
-            [self.crop_scores(images[i:i + per_call], views, [seed] * per_call, session)
-             for i in range(0, len(images), per_call)] or [np.zeros((0, views.count))])
-        return per_image.mean(axis=1) if aggregate == "mean" else np.median(per_image, axis=1)
+        per_view = self.values(items, views, session=session)
+        return per_view.mean(axis=1) if aggregate == "mean" else np.median(per_view, axis=1)
 
     def close(self):
         if self.session is not None:
@@ -138,6 +208,7 @@ class OnnxScorer(Scorer):
         super().__init__(scorer.images, scorer.score, scorer.views, net_name=scorer.net_name,
                          batch_size=scorer.batch_size)
         self.report, self.precision, self.scale = scorer.report, scorer.precision, scorer.scale
+        self.info = scorer.info
         frozen = frozen_graph_def(scorer)
         path = onnx_cache_path(frozen, scorer, opset)
         if path and os.path.isfile(path):
@@ -234,6 +305,8 @@ def score_scale(info):
     if info.get("stage") == "finetune":
         dataset = (info.get("config") or {}).get("data", {}).get("dataset", "?")
         return f"normalised MOS in [0, 1] ({dataset}), higher is better"
+    if info.get("stage") == "pretrained":
+        return "an untrained head on pretrained features: the scores mean nothing"
     if info.get("stage") == "rank":
         return "uncalibrated ranking score (stage one only), higher is better"
     return "the model's output (no rankiqa.json: scale unknown), higher is better"
@@ -242,37 +315,31 @@ def score_scale(info):
 def model_views(info, net_name, crop_size=None):
     """The `Views` a model was validated with (its ``rankiqa.json``), else one centre crop at
     the network's default size; `crop_size` overrides the side."""
-    recorded = info.get("views") or {}
-    crop = crop_size or recorded.get("crop") or info.get("crop_size")
-    crop = crop or nets.get_network_fn(net_name).default_image_size
-    return Views(int(crop), int(recorded.get("count", 1)), recorded.get("mode", "grid"))
+    default = info.get("crop_size") or nets.get_network_fn(net_name).default_image_size
+    return views_lib.from_dict(info.get("views") or {}, default).replace(crop=crop_size)
 
 
-def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device="auto",
-                allow_pickle=False, batch_size=64, precision="fp32", engine="tensorflow"):
+def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickle=False,
+                batch_size=64, precision="fp32", engine="tensorflow", pooled_blocks=None):
     """A `Scorer` owning its graph and session, restored once.
 
     Args:
-      model: training directory or checkpoint prefix, an .npz from export-npy (as
-        `weights_file`), or a built-in model's name (`rankiqa.models`); None with
-        `weights_file`.
-      net: network name when the model has no rankiqa.json beside it (required with
-        `weights_file`).
-      weights_file: an .npz (or, with `allow_pickle`, a dict .npy) from ``export-npy``.
+      model: any reference `rankiqa.weights.open_model` resolves (a built-in model's name,
+        None for the default one; a training folder or checkpoint prefix; an export-npy
+        ``.npz``; a pretrained start).
+      net: network name when the model records none (required with an ``.npz``).
       crop_size: view side; default: the model's (rankiqa.json) or the network's default.
-      precision: fp32 | mixed | auto (`rankiqa.rundir.resolve_precision`): mixed computes in
+      precision: fp32 | mixed | auto (`rankiqa.device.resolve_precision`): mixed computes in
         16 bits, the weights staying float32.
       engine: tensorflow | onnx (`OnnxScorer`: ONNX Runtime on the CPU, float32; converting
         the graph costs seconds once, each batch then runs faster).
+      pooled_blocks: the blocks a pooled head reads; default: the run's own, else the
+        network's.
 
     Raises:
       CheckpointError: the weights do not fit the network.
       InputError: no network name can be found.
     """
-    if model is not None and model.endswith((".npz", ".npy")) and os.path.isfile(model):
-        model, weights_file = None, model  # an export-npy file given as the model
-    if (model is None) == (weights_file is None):
-        raise InputError("scoring needs exactly one of a checkpoint and a weights file")
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose from {list(ENGINES)}")
     if engine == "onnx":
@@ -280,46 +347,36 @@ def load_scorer(model=None, net=None, weights_file=None, crop_size=None, device=
             raise InputError("the onnx engine computes in float32 on the CPU; use --engine "
                              "tensorflow for --device gpu or --precision mixed")
         require_onnx("tf2onnx", "onnxruntime")  # before seconds of loading, not after
-    if models.is_builtin(model):
-        builtin = models.get(model)
-        source, info = builtin.arrays(), builtin.run_info()
-    elif model is not None and not (tf.io.gfile.exists(model)
-                                    or tf.io.gfile.exists(model + ".index")):  # gs:// too
-        raise InputError(f"model {model}: no such training folder, checkpoint or file, and "
-                         f"not a built-in model (choose from {sorted(models.BUILTIN)})")
-    else:
-        source = weights_file if model is None else weights.resolve_checkpoint(model)
-        info = {} if model is None else rundir.find_run_info(model)
-    net_name = net or info.get("net")
+    source, info = weights.open_model(model, net, allow_pickle)
+    net_name = info["net"]
     if net_name is None:
-        what = "an .npz model needs --net" if model is None else (
-            f"{model}: no {rundir.RUN_INFO_NAME} beside it; pass --net")
+        what = ("an .npz model needs --net" if os.path.isfile(info["ref"]) else
+                f"{info['ref']}: no {rundir.RUN_INFO_NAME} beside it; pass --net")
         raise InputError(f"{what} (the network name, one of {sorted(nets.networks_map)})")
     views = model_views(info, net_name, crop_size)
+    if pooled_blocks is None:  # a run's own pooled blocks (net.pooled_blocks), else the default
+        pooled_blocks = (info.get("config") or {}).get("net", {}).get("pooled_blocks") or ()
     graph = tf.Graph()
-    with graph.as_default(), tf.device(rundir.get_device(device)):
-        # a run's own pooled blocks (net.pooled_blocks), else the network's default
-        pooled = (info.get("config") or {}).get("net", {}).get("pooled_blocks") or ()
-        images, score, _ = build_scoring_graph(net_name, tuple(pooled))
+    with graph.as_default(), tf.device(device_lib.get_device(device)):
+        images, score, features = build_scoring_graph(net_name, tuple(pooled_blocks))
         variables = tf.global_variables()
         init_op = tf.variables_initializer(variables)
-    precision = rundir.resolve_precision(
+    precision = device_lib.resolve_precision(
         precision, gpu=device != "cpu" and bool(tf.config.list_physical_devices("GPU")))
-    session = tf.Session(graph=graph, config=rundir.session_config(precision))
+    session = tf.Session(graph=graph, config=device_lib.session_config(precision))
     try:
         with graph.as_default():
             session.run(init_op)
-            report = weights.load_into(session, source, variables, net_name, allow_pickle)
-        weights.check_fit(report, allow_missing=False,
+            report = weights.load_into(session, source, variables)
+        weights.check_fit(report, allow_missing=source.partial,  # a pretrained start: no head
                           hint=f"it does not fit {net_name}; name the right one with --net")
     except BaseException:
         session.close()
         raise
-    scorer = Scorer(images, score, views, session=session, net_name=net_name,
-                    batch_size=batch_size)
-    scorer.report = report
-    scorer.precision = precision
-    scorer.scale = score_scale(info)
+    scorer = Scorer(images, score, views, features=features, session=session,
+                    net_name=net_name, batch_size=batch_size)
+    scorer.report, scorer.precision, scorer.scale = report, precision, score_scale(info)
+    scorer.info = info
     if engine == "onnx":
         with scorer:  # its graph is converted; its session is no longer needed
             return OnnxScorer(scorer)

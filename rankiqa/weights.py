@@ -16,12 +16,13 @@ init, else the initialisers.
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from rankiqa import pretrained, rundir
+from rankiqa import models, pretrained, rundir
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError
 
@@ -44,13 +45,71 @@ def in_scopes(name, scopes):
     return any(name == s.rstrip("/") or name.startswith(s.rstrip("/") + "/") for s in scopes)
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT = re.compile(r"^" + re.escape(rundir.CHECKPOINT_NAME) + r"-(\d+)\.index$")
+
+
+def checkpoints_on_disk(folder):
+    """``[(step, prefix)]`` of the ``model.ckpt-STEP`` checkpoints in `folder`, newest first,
+    found by listing the folder (the ``checkpoint`` index may be missing or name another
+    folder's files)."""
+    found = []
+    for name in os.listdir(folder):
+        match = _CHECKPOINT.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(folder, name[:-len(".index")])))
+    return sorted(found, reverse=True)
+
+
+def checkpoint_problem(prefix):
+    """None when every tensor of checkpoint `prefix` reads back, else what went wrong."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, OSError, IndexError) as e:  # IndexError: truncated
+        return str(e).splitlines()[0][:200]
+    return None
+
+
+def latest_checkpoint(folder, verify=False, log=None):
+    """The newest checkpoint prefix in `folder` (None when it holds none), by listing it.
+
+    With `verify`, every tensor is read back and an unreadable checkpoint (truncated, cut by a
+    kill) is passed over for the one before, with a warning through `log`.
+
+    Raises:
+      InputError: the folder holds checkpoints but none can be read.
+    """
+    found = checkpoints_on_disk(folder) if os.path.isdir(folder) else []
+    for step, prefix in found:
+        problem = checkpoint_problem(prefix) if verify else None
+        if problem is None:
+            return prefix
+        if log:
+            log(f"warning: {prefix} cannot be read ({problem}); using the one before")
+    if found:
+        raise InputError(f"{folder} holds {len(found)} checkpoints but none can be read; move "
+                         "them away to start over")
+    return None
+
+
+def write_checkpoint_index(folder, prefixes):
+    """Rewrites the ``checkpoint`` index with names relative to `folder` (newest last), so the
+    folder can be copied or moved and still restores its own weights."""
+    names = [os.path.basename(p) for p in prefixes]
+    tf.train.update_checkpoint_state(folder, names[-1], names)
+
+
+
 def resolve_checkpoint(path):
     """A checkpoint prefix from a prefix or a training directory (its latest checkpoint)."""
     if path is None:
         raise CheckpointError("no checkpoint given")
     if os.path.isdir(path):
         # by listing the folder: its index may name another folder's files (a copied run)
-        latest = rundir.latest_checkpoint(path)
+        latest = latest_checkpoint(path)
         if latest is None:
             indexed = tf.train.latest_checkpoint(path)  # e.g. merge-ckpt's model.ckpt
             if indexed and os.path.dirname(os.path.abspath(indexed)) == os.path.abspath(path):
@@ -141,28 +200,63 @@ def load_arrays(path, allow_pickle=False):
     return dict(data.item())
 
 
+def arrays_source(name, arrays, partial=False):
+    """A `Source` over ``{name: array}`` held in memory."""
+    return Source(name, {k: np.shape(a) for k, a in arrays.items()}, arrays.__getitem__, partial)
+
+
+def checkpoint_source(path):
+    """A `Source` over the checkpoint a prefix or training folder names (`resolve_checkpoint`);
+    tensors are read when asked for."""
+    prefix = resolve_checkpoint(path)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {prefix}: {e}") from None
+    return Source(prefix, shapes, lambda name: read_tensor(reader, name, prefix))
+
+
+def open_model(ref=None, net=None, allow_pickle=False):
+    """The one opener of a model reference, for scoring, exports and starts alike: what
+    `rankiqa.models.resolve` says `ref` is, with its weights ready to read.
+
+    Args:
+      ref, net: as `rankiqa.models.resolve`'s (a pretrained start needs `net`).
+      allow_pickle: let an ``.npy`` be a pickled dict (a pickle can run code).
+
+    Returns:
+      (`Source`, info): info as `rankiqa.models.resolve` gives it.
+
+    Raises:
+      InputError: `ref` names no model; CheckpointError: it cannot be read.
+    """
+    kind, info = models.resolve(ref, net)
+    ref = info["ref"]
+    if kind == "builtin":
+        return arrays_source(ref, models.get(ref).arrays()), info
+    if kind == "arrays":
+        return arrays_source(ref, load_arrays(ref, allow_pickle)), info
+    if kind == "checkpoint":
+        return checkpoint_source(ref), info
+    if info["net"] is None:
+        raise InputError(f"pretrained start {ref} needs the network's name (--net: "
+                         f"{'/'.join(pretrained.PRETRAINED[ref][0])})")
+    return arrays_source(ref, pretrained.get_pretrained_arrays(ref, info["net"]),
+                         partial=True), info
+
+
 def open_source(source, net_name=None, allow_pickle=False):
-    """The `Source` behind a source string (see the module docstring); None for scratch."""
+    """The `Source` a training start names (`open_model`'s references); None for scratch."""
     if source in (None, "", SCRATCH):
         return None
-    if os.path.isfile(source) and not source.endswith(".index"):  # checkpoints are prefixes
-        arrays = load_arrays(source, allow_pickle)
-        return Source(source, {k: a.shape for k, a in arrays.items()}, arrays.__getitem__)
-    if os.path.isdir(source) or tf.io.gfile.exists(source + ".index"):
-        prefix = resolve_checkpoint(source)
-        try:
-            reader = tf.train.load_checkpoint(prefix)
-            shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
-        except (tf.errors.OpError, ValueError) as e:
-            raise CheckpointError(f"cannot read checkpoint {prefix}: {e}") from None
-        return Source(prefix, shapes, lambda name: read_tensor(reader, name, prefix))
-    if source in pretrained.PRETRAINED:
-        arrays = pretrained.get_pretrained_arrays(source, net_name)
-        return Source(source, {k: a.shape for k, a in arrays.items()}, arrays.__getitem__,
-                      partial=True)
-    raise InputError(f"weights {source!r}: not {SCRATCH!r}, not a checkpoint, training folder or "
-                     f".npz file, and not a pretrained start (choose from "
-                     f"{sorted(pretrained.PRETRAINED)})")
+    try:
+        models.resolve(source)
+    except InputError:
+        raise InputError(f"weights {source!r}: not {SCRATCH!r}, a checkpoint, training folder "
+                         f"or .npz file, a built-in model ({sorted(models.BUILTIN)}) or a "
+                         f"pretrained start (choose from {sorted(pretrained.PRETRAINED)})") from None
+    return open_model(source, net_name, allow_pickle)[0]
 
 
 def match(source, variables, exclude_scopes=(), name_map=()):
@@ -280,11 +374,12 @@ def build_init(source, variables=None, exclude_scopes=(), source_scope=None, sco
 
 
 def load_into(session, source, variables=None, net_name=None, allow_pickle=False):
-    """Loads `source` (a source string or ``{name: array}``) into the graph now; returns the
-    `RestoreReport` without judging it (callers decide what must fit)."""
+    """Loads `source` (a `Source`, a source string or ``{name: array}``) into the graph now;
+    returns the `RestoreReport` without judging it (callers decide what must fit)."""
     if isinstance(source, dict):
-        arrays = source
-        opened = Source("arrays", {k: np.shape(a) for k, a in arrays.items()}, arrays.__getitem__)
+        opened = arrays_source("arrays", source)
+    elif isinstance(source, Source):
+        opened = source
     else:
         opened = open_source(source, net_name, allow_pickle)
     variables = tf.global_variables() if variables is None else variables
@@ -293,24 +388,15 @@ def load_into(session, source, variables=None, net_name=None, allow_pickle=False
     return report
 
 
-def checkpoint_arrays(checkpoint, include=(), exclude=(), model_only=True):
-    """(prefix, ``{variable name: array}``) from a checkpoint, filtered by scopes."""
-    prefix = resolve_checkpoint(checkpoint)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        names = sorted(reader.get_variable_to_shape_map())
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {prefix}: {e}") from None
-    arrays = {}
-    for name in names:
-        if model_only and not is_model_variable(name):
-            continue
-        if include and not in_scopes(name, include):
-            continue
-        if exclude and in_scopes(name, exclude):
-            continue
-        arrays[name] = read_tensor(reader, name, prefix)
+def model_arrays(ref, include=(), exclude=(), model_only=True, net=None):
+    """(`Source` name, ``{variable name: array}``) of any model `open_model` resolves, filtered
+    by scopes; optimizer slots and the global step left out with `model_only`."""
+    source, _ = open_model(ref, net)
+    arrays = {name: source.read(name) for name in sorted(source.shapes)
+              if (not model_only or is_model_variable(name))
+              and (not include or in_scopes(name, include))
+              and not (exclude and in_scopes(name, exclude))}
     if not arrays:
-        raise CheckpointError(f"{prefix}: no variable left after --include "
+        raise CheckpointError(f"{source.name}: no variable left after --include "
                               f"{list(include)} / --exclude {list(exclude)}")
-    return prefix, arrays
+    return source.name, arrays

@@ -25,24 +25,21 @@ import time
 import numpy as np
 
 from rankiqa import config as config_lib
-from rankiqa import ladders, nets, pretrained, rundir, weights
-from rankiqa.compat import tf
+from rankiqa import ladders, rundir
 from rankiqa.data import lists, mos, views as views_lib
-from rankiqa.scoring import Scorer
+from rankiqa.scoring import load_scorer
 
 
-def features_of(scorer, session, images_of, count, what):
-    """``[count, views, d]``: `images_of(k)` gives item k's list of uint8 images (one or more;
-    each cropped into the scorer's views)."""
-    out, start = [], time.time()
-    for k in range(count):
-        crops = np.concatenate([scorer.views.apply(im) for im in images_of(k)])
-        f = scorer.run(scorer.features, crops, session)
-        out.append(f.reshape(-1, scorer.views.count, f.shape[-1]))
-        if (k + 1) % 100 == 0 or k + 1 == count:
-            rate = (k + 1) / (time.time() - start)
-            print(f"{what}: {k + 1}/{count} ({rate:.2f}/s)", flush=True)
-    return np.stack(out) if out[0].shape[0] > 1 else np.concatenate(out)
+def features_of(scorer, items, what):
+    """``[len(items), views, d]``: each item's features on the scorer's views
+    (`Scorer.values`), with a progress line every 100 items."""
+    start = time.time()
+
+    def progress(done, total):
+        if done and (done // 100 > (done - scorer.batch_size) // 100 or done == total):
+            print(f"{what}: {done}/{total} ({done / (time.time() - start):.2f}/s)", flush=True)
+
+    return scorer.values(items, tensor="features", progress=progress)
 
 
 def main(argv=None):
@@ -59,19 +56,11 @@ def main(argv=None):
     data_cfg = config.data
     os.makedirs(args.out_dir, exist_ok=True)
 
-    network_fn = nets.get_network_fn(config.net.name, pooled_blocks=config.net.pooled_blocks)
     view = views_lib.Views(data_cfg.crop_size, args.views, "pyramid")
-    graph = tf.Graph()
-    with graph.as_default():
-        images = tf.placeholder(tf.float32, [None, None, None, 3])
-        score, end_points = network_fn(network_fn.preprocess(images), is_training=False)
-        feats = tf.reshape(end_points["features"], [tf.shape(images)[0], -1])
-        scorer = Scorer(images, score, view, features=feats, net_name=network_fn.name)
-        session = tf.Session(graph=graph)
-        session.run(tf.global_variables_initializer())
-        report = weights.load_into(
-            session, pretrained.get_pretrained_arrays(config.init.source, config.net.name))
-    print(f"{config.init.source}: {len(report.restored)} arrays restored; "
+    scorer = load_scorer(config.init.source, net=config.net.name,
+                         pooled_blocks=config.net.pooled_blocks)
+    scorer.views = view
+    print(f"{config.init.source}: {len(scorer.report.restored)} arrays restored; "
           f"{view.describe()}", flush=True)
 
     def save(name, **arrays):
@@ -85,20 +74,23 @@ def main(argv=None):
     if not os.path.exists(path):
         photos = views_lib.read_path_list(args.ladder_photos)
         rows = [(p, f) for p in photos for f in ladders.DEFAULT_FAMILIES]
-        loaded = {p: views_lib.load_image(p, 512) for p in photos}
-        x = features_of(scorer, session,
-                        lambda k: ladders.ladder(loaded[rows[k][0]], rows[k][1], 0),
-                        len(rows), "ladders")
+        x = []
+        for n, photo in enumerate(photos, start=1):  # a photo's ladders at a time: bounded memory
+            image = views_lib.load_image(photo, 512)
+            copies = [c for f in ladders.DEFAULT_FAMILIES for c in ladders.ladder(image, f, 0)]
+            x.append(scorer.values(copies, tensor="features"))
+            if n % 10 == 0 or n == len(photos):
+                print(f"ladders: {n}/{len(photos)} photos", flush=True)
+        x = np.concatenate(x).reshape(len(rows), -1, args.views, x[0].shape[-1])
         save("ladders.npz", features=x.astype(np.float32), photos=[r[0] for r in rows],
              families=[r[1] for r in rows])
 
     path = os.path.join(args.out_dir, "rank.npz")
     if not os.path.exists(path):
         groups = lists.read_rank_list(args.rank_list)[:args.rank_groups]
-        x = features_of(scorer, session,
-                        lambda k: [views_lib.load_image(p) for p in groups[k].paths],
-                        len(groups), "rank groups")
-        save("rank.npz", features=x.astype(np.float32),
+        levels = len(groups[0].paths)
+        x = features_of(scorer, [p for g in groups for p in g.paths], "rank-group images")
+        save("rank.npz", features=x.reshape(len(groups), levels, *x.shape[1:]).astype(np.float32),
              references=[g.reference for g in groups], families=[g.distortion for g in groups])
 
     parts = mos.load_splits(data_cfg)
@@ -107,11 +99,10 @@ def main(argv=None):
         if os.path.exists(path):
             continue
         items = parts[part]
-        x = features_of(scorer, session, lambda k: [views_lib.load_image(items[k].path)],
-                        len(items), part)
+        x = features_of(scorer, [it.path for it in items], part)
         save(f"{part}.npz", features=x.astype(np.float32),
              scores=np.array([it.score for it in items]), paths=[it.path for it in items])
-    session.close()
+    scorer.close()
     return 0
 
 

@@ -3,7 +3,7 @@ import os
 from click.testing import CliRunner
 
 from rankiqa.cli import main
-from tests.conftest import tiny_rank_overrides
+from rankiqa_testkit import tiny_rank_overrides
 
 
 def invoke(*args):

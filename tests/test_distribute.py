@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import finetune_config, model_values, tiny_rank_overrides
+from rankiqa_testkit import finetune_config, model_values, tiny_rank_overrides
 from rankiqa import cli, cluster
 from rankiqa import config as config_lib
 from rankiqa.errors import InputError
@@ -307,16 +307,17 @@ def test_a_dead_worker_stops_the_job_and_a_relaunch_resumes(rank_data, tmp_path)
 
 
 def test_mixed_precision_trains_and_scores_close_to_fp32(rank_data, stage_one, tmp_path):
-    from rankiqa import predict, rundir
+    from rankiqa import device as device_lib
+    from rankiqa import predict
     from rankiqa.train import loop, rank
 
-    config = rundir.session_config("mixed")
+    config = device_lib.session_config("mixed")
     rewrites = config.graph_options.rewrite_options
     assert rewrites.auto_mixed_precision_onednn_bfloat16 == 1  # ON, on this CPU-only machine
-    assert rundir.resolve_precision("fp32") == "fp32"
-    assert rundir.resolve_precision("auto") in ("fp32", "mixed")
+    assert device_lib.resolve_precision("fp32") == "fp32"
+    assert device_lib.resolve_precision("auto") in ("fp32", "mixed")
     with pytest.raises(InputError, match="unknown precision 'half'"):
-        rundir.resolve_precision("half")
+        device_lib.resolve_precision("half")
     cfg = config_lib.load(config_lib.RankConfig, None, tiny_rank_overrides(
         rank_data, **{"train.precision": "mixed", "train.max_steps": 4}))
     lines = []

@@ -7,7 +7,7 @@ from rankiqa.compat import tf
 from rankiqa.errors import InputError
 from rankiqa.train import finetune
 from rankiqa.weights import CheckpointError
-from tests.conftest import finetune_config, model_values
+from rankiqa_testkit import finetune_config, model_values
 
 
 def test_restores_everything_but_the_head(stage_one, label_file, tmp_path):
@@ -63,7 +63,7 @@ def test_checkpoint_matching_nothing_is_refused(label_file, tmp_path):
     with pytest.raises(CheckpointError, match="matches no model variable"):
         finetune.train(finetune_config(label_file, str(other)), str(tmp_path / "run"),
                        device="cpu", log=lambda line: None)
-    with pytest.raises(InputError, match="not a checkpoint, training folder or .npz"):
+    with pytest.raises(InputError, match="not 'scratch', a checkpoint, training folder or .npz"):
         finetune.train(finetune_config(label_file, str(tmp_path / "nope")), str(tmp_path / "r"),
                        device="cpu", log=lambda line: None)
 

@@ -22,7 +22,7 @@ class DetailScorer:
 
     views = Views(32, 1, "grid")
 
-    def score_images(self, images, seed=0):
+    def score_items(self, images):
         return np.array([np.abs(np.diff(im.astype(float), axis=1)).mean() for im in images])
 
 

@@ -40,7 +40,7 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
     np.testing.assert_array_equal(by_array, by_path)
     np.testing.assert_array_equal(by_pil, by_path[:2])
     assert np.isfinite(grey).all()
-    assert model._scorer.session._closed  # the context manager closed the session
+    assert model.scorer.session._closed  # the context manager closed the session
 
 
 def test_an_unknown_model_names_the_built_in_ones(tmp_path):

@@ -115,7 +115,7 @@ def test_a_runs_pooled_blocks_reach_scoring(label_file, tmp_path):
     head would not fit the checkpoint."""
     from rankiqa import scoring
     from rankiqa.train import finetune
-    from tests.conftest import finetune_config
+    from rankiqa_testkit import finetune_config
 
     cfg = finetune_config(label_file, "scratch", **{
         "net.name": "efficientnet_lite0", "net.pooled_blocks": "[stage_7, head]",

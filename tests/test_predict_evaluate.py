@@ -10,7 +10,7 @@ from scipy import stats
 
 from rankiqa.cli import main
 from rankiqa.train import finetune
-from tests.conftest import finetune_config
+from rankiqa_testkit import finetune_config
 
 
 @pytest.fixture

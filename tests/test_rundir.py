@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from rankiqa import config as config_lib
-from rankiqa import rundir
+from rankiqa import rundir, weights
 from rankiqa.compat import tf
 from rankiqa.train import finetune, rank
-from tests.conftest import finetune_config, model_values, tiny_rank_overrides
-from tests.conftest import train_tiny_rank as train
+from rankiqa_testkit import finetune_config, model_values, tiny_rank_overrides
+from rankiqa_testkit import train_tiny_rank as train
 
 
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(rank_data, tmp_path):
@@ -49,7 +49,7 @@ def test_a_copied_or_moved_run_folder_is_its_own(rank_data, tmp_path):
     assert not np.array_equal(model_values(str(tmp_path / "a"))["resnet_v2/conv1/weights"],
                               model_values(str(tmp_path / "copy"))["resnet_v2/conv1/weights"])
     os.rename(tmp_path / "a", tmp_path / "moved")
-    assert rundir.latest_checkpoint(str(tmp_path / "moved")).endswith("moved/model.ckpt-3")
+    assert weights.latest_checkpoint(str(tmp_path / "moved")).endswith("moved/model.ckpt-3")
 
 
 def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path):
@@ -75,7 +75,7 @@ def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path)
     assert [h["step"] for h in history] == [3, 6, 9, 12]  # 9 redone, none lost or repeated
     left = sorted(os.listdir(run))
     assert not [p for p in left if "temp" in p or ".tmp-" in p]
-    assert [s for s, _ in rundir.checkpoints_on_disk(str(run))] == [12, 9]  # pruned to keep
+    assert [s for s, _ in weights.checkpoints_on_disk(str(run))] == [12, 9]  # pruned to keep
 
 
 def test_checkpoints_that_cannot_be_read_are_never_silently_replaced(rank_data, tmp_path):

@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from rankiqa import nets, scoring
 from rankiqa.compat import tf
+from rankiqa.data import views as views_lib
 from rankiqa.data.views import Views, load_image
 
 
@@ -24,11 +26,11 @@ def test_in_graph_scorer_equals_the_loaded_one(stage_one, photo_dir):
     images = [load_image(os.path.join(photo_dir, n)) for n in sorted(os.listdir(photo_dir))]
     views = Views(32, 3, "grid")
     with scoring.load_scorer(stage_one) as loaded:
-        expected = loaded.crop_scores(images, views)
-        mean = loaded.score_images(images, views)
-        median = loaded.score_images(images, views, aggregate="median")
+        expected = loaded.values(images, views)
+        mean = loaded.score_items(images, views)
+        median = loaded.score_items(images, views, aggregate="median")
         with pytest.raises(ValueError, match="unknown aggregate 'max'"):
-            loaded.score_images(images, views, aggregate="max")
+            loaded.score_items(images, views, aggregate="max")
     network_fn = nets.get_network_fn("resnet_v2_tiny")
     with tf.Graph().as_default():
         # a training graph: the variables exist already, the branch reuses them
@@ -38,12 +40,82 @@ def test_in_graph_scorer_equals_the_loaded_one(stage_one, photo_dir):
         saver = tf.train.Saver()
         with tf.Session() as sess:
             saver.restore(sess, tf.train.latest_checkpoint(stage_one))
-            got = scorer.crop_scores(images, session=sess)
-            features = scorer.run(scorer.features, views.apply(images[0]), sess)
-    assert got.shape == (6, 3) and features.shape == (3, 64)
+            got = scorer.values(images, session=sess)
+            features = scorer.values(images[:1], tensor="features", session=sess)
+    assert got.shape == (6, 3) and features.shape == (1, 3, 64)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mean, expected.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(median, np.median(expected, axis=1), rtol=1e-6)
+
+
+def _photo_paths(photo_dir):
+    return [os.path.join(photo_dir, n) for n in sorted(os.listdir(photo_dir))]
+
+
+def test_scores_are_bit_identical_whatever_the_batching_and_threads(stage_one, photo_dir,
+                                                                    monkeypatch):
+    paths = _photo_paths(photo_dir)
+    random_views = Views(32, 3, "random")  # seeded views: the same whatever the batch
+    results = []
+    for batch_size, threads in ((64, 4), (3, 1), (6, 2), (1, 3)):
+        monkeypatch.setattr(scoring, "DECODE_THREADS", threads)
+        with scoring.load_scorer(stage_one, batch_size=batch_size) as scorer:
+            results.append(scorer.values(paths, random_views))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_a_photo_scores_the_same_alone_in_a_folder_in_any_order_or_as_pixels(stage_one, photo_dir,
+                                                                              tmp_path):
+    paths = _photo_paths(photo_dir)
+    views = Views(32, 2, "random")
+    with scoring.load_scorer(stage_one) as scorer:
+        together = scorer.score_items(paths, views)
+        alone = [scorer.score_items([p], views)[0] for p in paths]
+        backwards = scorer.score_items(paths[::-1], views)[::-1]
+        copy = tmp_path / "elsewhere.png"
+        shutil.copy(paths[0], copy)
+        moved = scorer.score_items([str(copy)], views)[0]
+        pixels = scorer.score_items([load_image(p) for p in paths], views)
+    np.testing.assert_array_equal(np.array(alone, np.float32), together)
+    np.testing.assert_array_equal(backwards, together)
+    np.testing.assert_array_equal(pixels, together)
+    assert moved == together[0]
+
+
+def test_iter_scores_reports_a_bad_item_in_place_and_goes_on(stage_one, photo_dir, tmp_path):
+    paths = _photo_paths(photo_dir)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    items = [paths[0], str(bad), paths[1]]
+    with scoring.load_scorer(stage_one, batch_size=4) as scorer:
+        got = list(scorer.iter_scores(items))
+        expected = scorer.values([paths[0], paths[1]])
+        with pytest.raises(views_lib.BadImageError, match="broken.png"):
+            scorer.values(items)
+        with pytest.raises(ValueError, match="image 1: expected a path"):
+            scorer.values([paths[0], np.zeros((4, 4), np.float64)])
+    assert [k for k, _ in got] == [0, 1, 2]
+    assert isinstance(got[1][1], views_lib.BadImageError)
+    np.testing.assert_array_equal(np.stack([got[0][1], got[2][1]]), expected)
+
+
+def test_decoding_runs_a_bounded_number_of_batches_ahead(stage_one, photo_dir, monkeypatch):
+    paths = _photo_paths(photo_dir) * 10
+    monkeypatch.setattr(scoring, "DECODE_THREADS", 2)
+    placed, seen = [], []
+    real_apply = Views.apply
+
+    def counting_apply(self, image, seed=0):
+        placed.append(1)
+        return real_apply(self, image, seed)
+
+    monkeypatch.setattr(Views, "apply", counting_apply)
+    with scoring.load_scorer(stage_one, batch_size=2) as scorer:  # one photo per batch
+        for k, _ in scorer.iter_scores(paths):
+            seen.append(len(placed) - (k + 1))  # photos decoded beyond the one yielded
+    # at most 2 * DECODE_THREADS batches ahead, and some overlap happened
+    assert max(seen) <= 2 * 2 and len(paths) == len(seen)
 
 
 def test_scorer_needs_a_network_name(tmp_path, stage_one):
@@ -55,5 +127,6 @@ def test_scorer_needs_a_network_name(tmp_path, stage_one):
         scoring.load_scorer(str(tmp_path))
     with scoring.load_scorer(str(tmp_path), net="resnet_v2_tiny") as scorer:
         assert scorer.views == Views(64, 1, "grid")  # the network's default size, one centre
+    np.savez(tmp_path / "w.npz", a=np.zeros(1))
     with pytest.raises(ValueError, match="an .npz model needs --net"):
-        scoring.load_scorer(weights_file=str(tmp_path / "w.npz"))
+        scoring.load_scorer(str(tmp_path / "w.npz"))

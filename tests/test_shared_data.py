@@ -12,6 +12,7 @@ BIQ = os.path.join(SHARED, "biq2021-train", "mos.csv")
 KODAK = os.path.join(SHARED, "kodak")
 
 
+@pytest.mark.shared_data
 @pytest.mark.skipif(not os.path.isfile(BIQ), reason="../shared/data/biq2021-train is absent")
 def test_biq2021_training_labels_load_with_their_odd_names():
     items = mos.read_dataset("biq2021", BIQ)
@@ -23,6 +24,7 @@ def test_biq2021_training_labels_load_with_their_odd_names():
         i.path for i in parts["train"]}
 
 
+@pytest.mark.shared_data
 @pytest.mark.skipif(not os.path.isdir(KODAK), reason="../shared/data/kodak is absent")
 def test_kodak_references_make_rank_data(tmp_path):
     from rankiqa.data.generate import make_rank_data

@@ -12,7 +12,7 @@ from rankiqa import nets, scoring, weights
 from rankiqa.cli import main
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
-from tests.conftest import finetune_config
+from rankiqa_testkit import finetune_config
 
 
 @pytest.fixture(scope="module")
@@ -239,10 +239,10 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
     np.testing.assert_allclose([r["score"] for r in onnx_rows], [r["score"] for r in tf_rows],
                                rtol=1e-4, atol=1e-5)
     with predict.load_model(stage_one, engine="onnx") as model:
-        assert isinstance(model._scorer, scoring.OnnxScorer)
-        assert model._scorer.session is None or model._scorer.session._closed  # TF let go
+        assert isinstance(model.scorer, scoring.OnnxScorer)
+        assert model.scorer.session is None or model.scorer.session._closed  # TF let go
         with pytest.raises(InputError, match="the onnx engine computes scores only"):
-            model._scorer.run(model._scorer.features, np.zeros((1, 8, 8, 3), np.float32))
+            model.scorer.run(model.scorer.features, np.zeros((1, 8, 8, 3), np.float32))
     result = invoke("predict", photo_dir, "--model", stage_one, "--engine", "onnx",
                     "--precision", "mixed")
     assert result.exit_code == 1 and "use --engine tensorflow" in result.stderr
@@ -273,7 +273,7 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     real_convert = scoring.onnx_model
     monkeypatch.setattr(scoring, "onnx_model", lambda *a, **k: pytest.fail("converted again"))
     with predict.load_model(stage_one, engine="onnx") as model:
-        assert model._scorer.cached == str(cached[0])
+        assert model.scorer.cached == str(cached[0])
         np.testing.assert_array_equal(model.score(photos), first)
     monkeypatch.setattr(scoring, "onnx_model", real_convert)
     cached[0].write_bytes(b"not a model")
@@ -283,7 +283,7 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     monkeypatch.setenv(scoring.ONNX_CACHE_ENV, "off")
     cached[0].unlink()
     with predict.load_model(stage_one, engine="onnx") as model:
-        assert model._scorer.cached is None
+        assert model.scorer.cached is None
     assert not list(folder.glob("*"))
 
 

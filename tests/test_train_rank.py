@@ -10,8 +10,8 @@ import pytest
 
 from rankiqa.compat import slim, tf
 from rankiqa.train import loop, rank
-from tests.conftest import tiny_rank_overrides
-from tests.conftest import train_tiny_rank as train
+from rankiqa_testkit import tiny_rank_overrides
+from rankiqa_testkit import train_tiny_rank as train
 
 
 def reader_names(ckpt_dir):
@@ -151,7 +151,7 @@ def test_held_out_accuracy_is_the_scorers_views_of_every_level(rank_data, tmp_pa
     groups = [g for g in lists.read_rank_list(rank_data)
               if g.reference in evaluation["held_out_references"]]
     with scoring.load_scorer(str(tmp_path)) as scorer:
-        scores = np.stack([scorer.score_images([load_image(p) for p in g.paths],
-                                               seed=rank.HELD_OUT_SEED) for g in groups])
+        scores = np.stack([scorer.score_items([load_image(p) for p in g.paths])
+                           for g in groups])
     assert len(groups) == evaluation["groups"] == 8
     assert evaluation["rank_accuracy"] == metrics.rank_accuracy(scores)

@@ -53,14 +53,17 @@ def test_centre_random_starts_at_the_centre_and_is_seeded():
         views.crop_corners(96, 128, 32, 3, "centre_random", seed=5)[1:]
 
 
-def test_views_stack_files_with_per_image_seeds(tmp_path):
+def test_views_batch_files_with_the_one_view_seed(tmp_path):
     paths = []
     for k in range(2):
         paths.append(str(tmp_path / f"p{k}.png"))
         Image.fromarray(photo(seed=k)).save(paths[-1])
-    stack = Views(32, 3, "random").stack(paths)
-    assert stack.shape == (2, 3, 32, 32, 3)
-    np.testing.assert_array_equal(stack[1], Views(32, 3, "random").apply(photo(seed=1), seed=1))
+    batch = Views(32, 3, "random").batch(paths)
+    assert batch.shape == (6, 32, 32, 3) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[3:], Views(32, 3, "random").apply(
+        photo(seed=1), seed=views.VIEW_SEED))
+    assert not np.array_equal(Views(32, 3, "random").apply(photo(seed=1), seed=1),
+                              batch[3:].astype(np.uint8))  # the seed matters: it is the one
 
 
 def test_load_image_names_bad_files_and_shrinks(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from rankiqa import scoring, weights
 from rankiqa.compat import slim, tf
-from tests.conftest import model_values
+from rankiqa_testkit import model_values
 
 
 def tiny_graph():
@@ -41,8 +41,9 @@ def test_every_source_loads_the_same_values(stage_one, tmp_path, kind):
 
 def test_scratch_and_unknown_sources(tmp_path):
     assert weights.build_init("scratch") == (None, None)
-    with pytest.raises(ValueError, match="not a checkpoint, training folder or .npz file, and "
-                                         r"not a pretrained start \(choose from \['dinov2-vits14', "
+    with pytest.raises(ValueError, match="not 'scratch', a checkpoint, training folder or .npz "
+                                         r"file, a built-in model \(\['biq2021-.*\]\) or a "
+                                         r"pretrained start \(choose from \['dinov2-vits14', "
                                          r"'efficientnet-lite0', 'efficientnet-lite2', "
                                          r"'efficientnet-lite2\+dinov2-vits14', 'hed-vgg16'\]\)"):
         weights.build_init(str(tmp_path / "nothing"))

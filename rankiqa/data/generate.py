@@ -11,7 +11,6 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import zlib
 
 import numpy as np
@@ -85,6 +84,24 @@ def _process_reference(job):
     return rows, skipped, None
 
 
+def _collect(jobs, results, skip_bad, progress):
+    """(rank-list rows, bad-file messages, ``{family: [references it skipped]}``) from the
+    workers' results, in job order; an unreadable reference refuses the run unless
+    `skip_bad`."""
+    rows, bad, skipped_families = [], [], {}
+    for done, (job, (ref_rows, skipped, error)) in enumerate(zip(jobs, results), start=1):
+        if error:
+            if not skip_bad:
+                raise BadImageError(f"{error}; pass --skip-bad to skip such files")
+            bad.append(error)
+        rows.extend(ref_rows)
+        for family in skipped:
+            skipped_families.setdefault(family, []).append(job[1])
+        if progress:
+            progress(done, len(jobs), job[0])
+    return rows, bad, skipped_families
+
+
 def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, seed=0, workers=1,
                    max_side=0, skip_bad=False, force=False, progress=None):
     """Generates ranking data from the photos in `src_dir` into `out_dir`.
@@ -118,29 +135,14 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         raise FileNotFoundError(f"SRC_DIR {src_dir} holds no files")
     out_dir = os.path.abspath(out_dir)
     rundir.check_output(out_dir, [src_dir] + paths, force, "OUT_DIR")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    partial = f"{out_dir}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    try:
-        names = _reference_names(paths)
+    names = _reference_names(paths)
+    with rundir.writing(out_dir) as partial:  # a half-written folder is never taken for one
+        os.makedirs(partial)
         jobs = [(p, n, partial, tuple(families), seed, max_side, views.MAX_PIXELS)
                 for p, n in zip(paths, names)]
-        rows, bad, skipped_families = [], [], {}
         if progress:
             progress(0, len(jobs))
-        results = _run_jobs(jobs, workers)
-        for done, (job, (ref_rows, skipped, error)) in enumerate(zip(jobs, results), start=1):
-            if error:
-                if not skip_bad:
-                    raise BadImageError(f"{error}; pass --skip-bad to skip such files")
-                bad.append(error)
-            rows.extend(ref_rows)
-            for family in skipped:
-                skipped_families.setdefault(family, []).append(job[1])
-            if progress:
-                progress(done, len(jobs), job[0])
+        rows, bad, skipped_families = _collect(jobs, _run_jobs(jobs, workers), skip_bad, progress)
         if not rows:
             raise BadImageError(f"SRC_DIR {src_dir}: no usable reference image")
         lists.write_rank_list(os.path.join(partial, lists.RANK_LIST_NAME), rows)
@@ -152,10 +154,6 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         }
         with open(os.path.join(partial, "manifest.json"), "w") as f:
             json.dump(summary, f, indent=2)
-        rundir.replace_path(partial, out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     summary["rank_list"] = os.path.join(out_dir, lists.RANK_LIST_NAME)
     return summary
 

@@ -14,8 +14,8 @@ and ``preprocess_for_eval``, so that one policy serves training, validation, the
 
   ============== ==========================================================================
   grid           spread evenly over the image; a single view is the centre
-  random         corners drawn from the image's seed (evaluate: image k uses seed k)
-  centre_random  the centre, then corners drawn from the seed (stage one's held-out groups,
+  random         corners drawn from `VIEW_SEED` (the same in every command)
+  centre_random  the centre, then corners drawn from `VIEW_SEED` (stage one's held-out groups,
                  every level of a group with the same corners)
   pyramid        centre crops of a scale pyramid, native resolution down to the whole
                  picture shrunk to the crop
@@ -24,6 +24,7 @@ and ``preprocess_for_eval``, so that one policy serves training, validation, the
   Images smaller than the crop are upscaled first, bicubic, in both paths.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,9 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rankiqa import rundir
 from rankiqa.errors import InputError
 
 VIEW_MODES = ("grid", "random", "pyramid", "centre_random")
+# The seed every image's random views are drawn with, in every command (predict, evaluate,
+# validation, stage one's held-out groups, the probe, ladders): a photo gets the same views
+# alone or in a folder, in any order, as a path or as pixels, and every level of a ranking
+# group the same crops, so that they differ only in distortion.
+VIEW_SEED = 0
 
 
 class BadImageError(InputError):
@@ -93,6 +100,27 @@ def load_image(path, max_side=0):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
     return rgb
+
+
+def as_image(item, k=0):
+    """A path, a PIL image or a uint8 array (``[H, W, 3]``, or ``[H, W]`` grey) -> uint8
+    ``[H, W, 3]``; `k` (its place in a list) names it in the error.
+
+    Raises:
+      BadImageError: a path that is not a readable image.
+      InputError: anything else that is not an image.
+    """
+    if isinstance(item, (str, os.PathLike)):
+        return load_image(os.fspath(item))
+    if isinstance(item, Image.Image):
+        return _to_rgb(item)
+    array = np.asarray(item)
+    if array.dtype == np.uint8 and array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3:
+        return array
+    raise InputError(f"image {k}: expected a path, a PIL image or a uint8 array [H, W, 3] (or "
+                     f"[H, W] grey), got {array.dtype} {list(array.shape)}")
 
 
 def image_size(path):
@@ -306,29 +334,44 @@ class Views:
             raise InputError(f"views need at least one crop of at least one pixel, got "
                              f"{self.count} of {self.crop}")
 
-    def apply(self, image, seed=0):
+    def apply(self, image, seed=VIEW_SEED):
         """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]``."""
         return image_crops(image, self.crop, self.count, self.mode, seed)
-
-    def stack(self, paths, seeds=None):
-        """``[len(paths), count, crop, crop, 3]``: path k's views drawn with ``seeds[k]``
-        (default k)."""
-        seeds = range(len(paths)) if seeds is None else seeds
-        return np.stack([self.apply(load_image(p), s) for p, s in zip(paths, seeds)])
 
     def batch(self, paths):
         """The float32 batch ``[len(paths) * count, crop, crop, 3]`` (RGB, 0-255) an exported
         model (`rankiqa/images:0`) takes to score `paths` as `rankiqa predict` does: each
-        image's views in a row, every image's random views drawn with seed 0. Average each
-        consecutive `count` scores for one score per image."""
-        stack = self.stack(paths, seeds=[0] * len(paths))
+        image's views in a row (random ones drawn from `VIEW_SEED`). Average each consecutive
+        `count` scores for one score per image."""
+        stack = np.stack([self.apply(load_image(p)) for p in paths])
         return stack.reshape(-1, self.crop, self.crop, 3).astype(np.float32)
+
+    def replace(self, crop=None, count=None, mode=None):
+        """These views with the fields that are given (not None) replaced: a command's
+        ``--crop-size``, ``--crops`` and ``--crop-mode`` over a model's own views."""
+        given = {"crop": crop, "count": count, "mode": mode}
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
 
     def as_dict(self):
         return {"crop": self.crop, "count": self.count, "mode": self.mode}
 
     def describe(self):
         return f"{self.count} {self.mode} views of {self.crop}²"
+
+
+def from_config(data_cfg, count=None):
+    """The evaluation `Views` of a data config (`rankiqa.config.MosDataConfig` or
+    `RankDataConfig`): ``eval_crops`` (or `count`) views of side ``eval_crop_size`` (where the
+    config has one and sets it) else ``crop_size``, placed by ``eval_crop_mode``."""
+    crop = getattr(data_cfg, "eval_crop_size", 0) or data_cfg.crop_size
+    return Views(crop, count or data_cfg.eval_crops, data_cfg.eval_crop_mode)
+
+
+def from_dict(recorded, default_crop):
+    """The `Views` a run folder's ``rankiqa.json`` records (``{"crop", "count", "mode"}``,
+    each optional), the crop defaulting to `default_crop`."""
+    return Views(int(recorded.get("crop") or default_crop), int(recorded.get("count", 1)),
+                 recorded.get("mode", "grid"))
 
 
 def _cache_file(list_file):
@@ -377,10 +420,7 @@ def check_images(paths, list_file=None):
     if cache_path:
         try:
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            tmp = f"{cache_path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump(checked, f)
-            os.replace(tmp, cache_path)
+            rundir.write_atomic(cache_path, json.dumps(checked))
         except OSError:
             pass  # a cache that cannot be written only costs the next run a re-check
     return problems

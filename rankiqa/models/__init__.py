@@ -133,6 +133,49 @@ def get(name):
     return BUILTIN[name]
 
 
+# what a model reference can name (`resolve`)
+KINDS = ("builtin", "arrays", "checkpoint", "pretrained")
+
+
+def resolve(ref=None, net=None):
+    """What a model reference names, without reading any weights (no TensorFlow): the one
+    place that tells a built-in model from a run folder, a file or a pretrained start.
+
+    Args:
+      ref: a built-in model's name (None: `DEFAULT`), a training folder or checkpoint prefix
+        (local, or a ``scheme://`` path TensorFlow reads), an ``.npz``/``.npy`` from
+        ``export-npy``, or a pretrained start (`rankiqa.pretrained.PRETRAINED`).
+      net: the network's name, where the model records none.
+
+    Returns:
+      (kind, info): kind one of `KINDS`; info what the model's ``rankiqa.json`` says (a
+      built-in model's own; {} for a file or pretrained start) with ``ref`` (the resolved
+      reference) and ``net`` (`net`, else the recorded one, else None) set.
+
+    Raises:
+      InputError: `ref` names none of these.
+    """
+    from rankiqa import pretrained, rundir
+
+    ref = DEFAULT if ref is None else os.fspath(ref)
+    info = {}
+    if is_builtin(ref):
+        kind, info = "builtin", get(ref).run_info()
+    elif os.path.isfile(ref) and not ref.endswith(".index"):  # checkpoints are prefixes
+        kind = "arrays"
+    elif os.path.isdir(ref) or os.path.isfile(ref + ".index"):
+        kind, info = "checkpoint", rundir.find_run_info(ref)
+    elif "://" in ref:  # gs:// and the like: TensorFlow's file system says when it opens
+        kind = "checkpoint"
+    elif ref in pretrained.PRETRAINED:
+        kind, info = "pretrained", {"stage": "pretrained"}
+    else:
+        raise InputError(f"model {ref}: no such training folder, checkpoint or file, and not a "
+                         f"built-in model (choose from {sorted(BUILTIN)}) or pretrained start "
+                         f"({sorted(pretrained.PRETRAINED)})")
+    return kind, {**info, "ref": ref, "net": net or info.get("net")}
+
+
 def is_builtin(name):
     """True for a built-in model's name that is not also a path on disk (a path wins)."""
     return (isinstance(name, str) and name in BUILTIN and not os.path.exists(name)

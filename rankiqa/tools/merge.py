@@ -8,7 +8,6 @@ into place only when complete; an existing output needs ``force``.
 """
 
 import os
-import shutil
 
 import numpy as np
 
@@ -79,23 +78,17 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     if clashes:
         raise MergeClash(f"{len(clashes)} names clash; use --prefix IN=scope/ or --prefer IN: "
                          + "; ".join(clashes))
-    tmp = f"{output.rstrip('/')}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tf.Graph().as_default():
-            variables = [tf.Variable(value, name=name, dtype=tf.as_dtype(value.dtype))
-                         for name, value in merged.items()]
-            # names must survive exactly: tf.Variable uniquifies on collision, so check
-            renamed = [v.op.name for v in variables if v.op.name not in merged]
-            if renamed:
-                raise CheckpointError(f"names not representable in a graph: {renamed[:5]}")
-            saver = tf.train.Saver(var_list={v.op.name: v for v in variables})
-            with tf.Session() as sess:
-                sess.run(tf.global_variables_initializer())
-                saver.save(sess, os.path.join(tmp, MERGED_NAME), write_meta_graph=False)
-            # the state file would name the temporary folder; a relative name survives the move
-            tf.train.update_checkpoint_state(tmp, MERGED_NAME, [MERGED_NAME])
-        rundir.replace_path(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with rundir.writing(output) as tmp, tf.Graph().as_default():
+        variables = [tf.Variable(value, name=name, dtype=tf.as_dtype(value.dtype))
+                     for name, value in merged.items()]
+        # names must survive exactly: tf.Variable uniquifies on collision, so check
+        renamed = [v.op.name for v in variables if v.op.name not in merged]
+        if renamed:
+            raise CheckpointError(f"names not representable in a graph: {renamed[:5]}")
+        saver = tf.train.Saver(var_list={v.op.name: v for v in variables})
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.save(sess, os.path.join(tmp, MERGED_NAME), write_meta_graph=False)
+        # the state file would name the temporary folder; a relative name survives the move
+        tf.train.update_checkpoint_state(tmp, MERGED_NAME, [MERGED_NAME])
     return os.path.join(output, MERGED_NAME), source

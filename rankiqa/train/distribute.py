@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from rankiqa import cluster as cluster_lib
-from rankiqa import rundir
+from rankiqa import device as device_lib
 from rankiqa.cluster import Cluster
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
@@ -123,8 +123,8 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
         every GPU when there are several, else one device) | one_device | mirrored |
         multi_worker.
       devices: replicas on this machine for mirrored (0: every GPU).
-      device: auto | cpu | gpu (`rankiqa.rundir.get_device`).
-      precision: fp32 | mixed | auto (`rankiqa.rundir.resolve_precision`).
+      device: auto | cpu | gpu (`rankiqa.device.get_device`).
+      precision: fp32 | mixed | auto (`rankiqa.device.resolve_precision`).
 
     Raises:
       InputError: an unknown strategy, devices that are not there, a bad ``TF_CONFIG``.
@@ -133,23 +133,23 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
         raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
     if devices < 0:
         raise InputError(f"--devices must be >= 0, got {devices}")
-    device_name = rundir.get_device(device)
+    device_name = device_lib.get_device(device)
     cluster = cluster_lib.from_environment()
     kind = _auto_kind(cluster) if strategy == "auto" else strategy
     gpu = device == "gpu" or (device == "auto" and bool(_gpus()))
     if kind == "one_device":
         if devices > 1:
             raise InputError(f"--devices {devices} needs the mirrored strategy, not one_device")
-        precision = rundir.resolve_precision(precision, gpu=gpu)
+        precision = device_lib.resolve_precision(precision, gpu=gpu)
         return Placement("one_device", 1, precision, gpu, device=device_name,
-                         config=rundir.session_config(precision))
+                         config=device_lib.session_config(precision))
     if kind == "mirrored":
         names = _mirrored_devices(devices, device)
         gpu = "GPU" in names[0]
-        precision = rundir.resolve_precision(precision, gpu=gpu)  # the replicas' kind decides
+        precision = device_lib.resolve_precision(precision, gpu=gpu)  # the replicas' kind decides
         return Placement("mirrored", len(names), precision, gpu, devices=names,
                          strategy=tf.distribute.MirroredStrategy(devices=list(names)),
-                         config=rundir.session_config(precision,
+                         config=device_lib.session_config(precision,
                                                       cpu_devices=0 if gpu else len(names)))
     if cluster is None:
         raise InputError(f"strategy multi_worker needs {cluster_lib.ENV} naming the workers "
@@ -157,13 +157,13 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
     if devices:
         raise InputError("--devices is for mirrored: each worker of a multi-worker job uses "
                          "every GPU it sees (choose them with CUDA_VISIBLE_DEVICES)")
-    precision = rundir.resolve_precision(precision, gpu=gpu)
+    precision = device_lib.resolve_precision(precision, gpu=gpu)
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     strategy_obj = tf.distribute.experimental.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     _pack_gradients(strategy_obj)
     # the server must start with the very config the strategy updated: with any other, every
     # worker waits forever in the variable initialiser
-    config = strategy_obj.update_config_proto(rundir.session_config(precision))
+    config = strategy_obj.update_config_proto(device_lib.session_config(precision))
     server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
                                   task_index=resolver.task_id, config=config, start=True)
     return Placement("multi_worker", strategy_obj.num_replicas_in_sync, precision, gpu,

@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 
-from rankiqa import evaluate, losses, metrics, nets, rundir, weights
+from rankiqa import losses, metrics, nets, rundir, weights
 from rankiqa.compat import slim, tf
 from rankiqa.data import lists, mos, pipeline
 from rankiqa.data import views as views_lib
-from rankiqa.data.views import Views
 from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
 from rankiqa.train import distribute, loop, probe
@@ -30,12 +29,11 @@ def build_mos_evaluator(scorer, items, log):
     scorer's views, inference mode."""
     if not items:
         return None
-    # decoded and cropped once: the validation set is scored at every evaluation
-    stacks = scorer.views.stack([it.path for it in items])
-    targets = np.array([it.score for it in items])
+    paths, targets = [it.path for it in items], np.array([it.score for it in items])
 
     def eval_fn(sess, step):
-        predicted = scorer.view_scores(stacks, sess).mean(axis=1)
+        # decoded again at each evaluation (overlapped with the network): memory stays bounded
+        predicted = scorer.score_items(paths, session=sess)
         result = metrics.summary(predicted, targets)
         result.update(step=step, crops=scorer.views.count, views=scorer.views.as_dict())
         log(f"validation srocc {result['srocc']:.4f} plcc {result['plcc']:.4f} "
@@ -74,7 +72,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                          "directory), a pretrained name such as hed-vgg16, or scratch")
     if not data_cfg.label_file:
         raise InputError("finetune needs data.label_file (the dataset's label file)")
-    views = evaluate.data_views(data_cfg)  # checked before minutes of training
+    views = views_lib.from_config(data_cfg)  # checked before minutes of training
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
                                      batch_norm_decay=config.net.batch_norm_decay,
                                      pooled_blocks=config.net.pooled_blocks)
@@ -173,7 +171,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
             probe_init = probe.build_probe_init(
                 scorer, [it.path for it in train_items], [it.score for it in train_items],
                 slim.get_model_variables(scope=network_fn.head_scope), transfer,
-                Views(data_cfg.crop_size, transfer.probe_crops, data_cfg.eval_crop_mode),
+                views.replace(count=transfer.probe_crops),
                 train_cfg.seed, log,
                 os.path.join(train_dir, PROBE_REPORT_NAME) if placement.is_chief else None,
                 rank_groups=rank_groups if transfer.probe_rank_weight else None)

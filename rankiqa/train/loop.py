@@ -240,7 +240,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
         rundir.remove_temporaries(train_dir, log)
 
     with tf.Session(placement.target, config=placement.config) as sess:
-        latest = rundir.latest_checkpoint(train_dir, verify=True, log=log)
+        latest = weights.latest_checkpoint(train_dir, verify=True, log=log)
         history = []
         if latest:
             saver.restore(sess, latest)
@@ -248,7 +248,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
             log(f"resumed from {latest} at step {step}")
             # the checkpoints before the kill count towards keep_checkpoints again
             saver.recover_last_checkpoints([p for _, p in reversed(
-                rundir.checkpoints_on_disk(train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
+                weights.checkpoints_on_disk(train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
             if chief and os.path.isfile(eval_path):
                 history = [h for h in rundir.read_json(eval_path).get("history", [])
                            if h["step"] <= step]
@@ -287,7 +287,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                 return
             last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
             rundir.fault_point(f"before-index:{at}")
-            rundir.write_checkpoint_index(train_dir, saver.last_checkpoints)
+            weights.write_checkpoint_index(train_dir, saver.last_checkpoints)
             last_ckpt_step = at
 
         def evaluate(at):

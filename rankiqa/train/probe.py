@@ -215,15 +215,10 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
 
     def init_fn(sess):
         log(f"probe: pooled features of {len(paths)} training images x {views.count} views")
-        # decoded a chunk at a time (5,400 photos x 2 views at 224² would hold 1.6 GB); whole
-        # session-run batches per chunk, so the batches are those of one pass over all crops
-        chunk, x = scorer.batch_size, []
         bar = Progress("probe: features of", len(paths), lambda line, end: log(line))
-        for i in range(0, len(paths), chunk):
-            stack = views.stack(paths[i:i + chunk], seeds=range(i, i + chunk))
-            x.append(scorer.run(scorer.features, stack.reshape(-1, *stack.shape[2:]), sess))
-            bar.update(min(i + chunk, len(paths)))
-        x = np.concatenate(x)
+        x = scorer.values(paths, views, tensor="features", session=sess,
+                          progress=lambda done, total: bar.update(done))
+        x = x.reshape(-1, x.shape[-1])  # one row per view
         y = np.repeat(targets, views.count)
         fit = fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
                         groups=np.repeat(np.arange(len(paths)), views.count))
@@ -253,13 +248,10 @@ def _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, transfer, views,
     chosen = np.sort(np.random.default_rng(seed).choice(len(rank_groups), count, replace=False))
     groups, levels = [rank_groups[k] for k in chosen], len(rank_groups[0].paths)
     bar = Progress("probe: features of rank groups", count, lambda line, end: log(line))
-    g = []
-    for k, group in enumerate(groups):
-        stack = views.stack(list(group.paths), seeds=[k] * levels)  # [levels, views, ...]
-        f = scorer.run(scorer.features, stack.reshape(-1, *stack.shape[2:]), sess)
-        g.append(f.reshape(levels, views.count, -1).mean(1))  # a copy's score: its views' mean
-        bar.update(k + 1)
-    fit = fit_ranked(x, y, np.stack(g), fit, transfer.probe_rank_weight, transfer.rank_margin)
+    f = scorer.values([p for g in groups for p in g.paths], views, "features", sess,
+                      lambda done, total: bar.update(done // levels))
+    g = f.mean(axis=1).reshape(count, levels, -1)  # a copy's features: its views' mean
+    fit = fit_ranked(x, y, g, fit, transfer.probe_rank_weight, transfer.rank_margin)
     r = fit["rank"]
     log(f"probe: ranking weight {r['weight']:g} on {r['pairs']} level pairs of {count} groups: "
         f"pair accuracy {r['pair_accuracy_before']:.3f} -> {r['pair_accuracy']:.3f} "

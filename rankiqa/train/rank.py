@@ -13,21 +13,10 @@ from rankiqa import losses, metrics, nets, rundir
 from rankiqa.compat import tf
 from rankiqa.data import lists, pipeline
 from rankiqa.data import views as views_lib
-from rankiqa.data.views import Views
 from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
 from rankiqa.siamese import one_pass_scores
 from rankiqa.train import distribute, loop
-
-# Every level of a held-out group is viewed with this seed, so all levels share their crops
-# and every evaluation (and every run) sees the same ones.
-HELD_OUT_SEED = 1234
-
-
-def held_out_views(data_cfg):
-    return Views(data_cfg.eval_crop_size or data_cfg.crop_size, data_cfg.eval_crops,
-                 data_cfg.eval_crop_mode)
-
 
 def build_rank_evaluator(scorer, groups, log):
     """``eval_fn(session, step)``: held-out rank_accuracy (overall and per family), each
@@ -35,13 +24,14 @@ def build_rank_evaluator(scorer, groups, log):
     if not groups:
         return None
     views = scorer.views
-    # decoded and cropped once, as validation in stage two: every evaluation scores the same
-    # views (groups x levels x views crops; ~110 MB for the demo's 8 views of 256²)
-    stacks = [views.stack(g.paths, [HELD_OUT_SEED] * len(g.paths)) for g in groups]
+    # every level of a group gets the same views (`views_lib.VIEW_SEED`): the crops differ
+    # only in distortion, and every evaluation (and every run) sees the same ones
+    paths = [p for g in groups for p in g.paths]
 
     def eval_fn(sess, step):
-        all_scores = np.stack([scorer.view_scores(stack, sess).mean(axis=1)
-                               for stack in stacks])  # [groups, levels]
+        # decoded again at each evaluation (overlapped with the network): memory stays bounded
+        all_scores = scorer.score_items(paths, session=sess).reshape(
+            len(groups), -1)  # [groups, levels]
         per_family = {}
         for family in sorted({g.distortion for g in groups}):
             rows = [k for k, g in enumerate(groups) if g.distortion == family]
@@ -82,7 +72,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                                      batch_norm_decay=config.net.batch_norm_decay,
                                      pooled_blocks=config.net.pooled_blocks)
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
-    views = held_out_views(data_cfg)
+    views = views_lib.from_config(data_cfg)
     placement = loop.place(train_cfg, device)
     placement.check_divides(data_cfg.references_per_batch, "data.references_per_batch")
     log(f"training on {placement.describe()}")
