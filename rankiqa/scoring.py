@@ -22,7 +22,7 @@ from rankiqa import device as device_lib
 from rankiqa import nets, rundir, weights
 from rankiqa.compat import tf
 from rankiqa.data import views as views_lib
-from rankiqa.data.views import BadImageError, Views
+from rankiqa.data.views import BadImageError
 from rankiqa.errors import InputError
 
 INPUT_NAME = "rankiqa/images"

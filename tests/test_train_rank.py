@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rankiqa.compat import slim, tf
-from rankiqa.train import loop, rank
+from rankiqa.train import loop
 from rankiqa_testkit import tiny_rank_overrides
 from rankiqa_testkit import train_tiny_rank as train
 

@@ -17,7 +17,9 @@ head);
 conventions.
 """
 
+import dataclasses
 import functools
+from typing import Callable, Optional, Tuple
 
 from rankiqa.compat import slim
 from rankiqa.errors import InputError
@@ -26,37 +28,45 @@ from rankiqa.nets.preprocessing import caffe_vgg as preprocess_vgg  # noqa: F401
 from rankiqa.nets.resnet import RESNET_SCOPE, _resnet_v2_tiny_blocks  # noqa: F401 (tests)
 from rankiqa.nets.vgg import VGG_SCOPE
 
-# name -> (network function, arg scope factory, preprocessing, scope, default image size)
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """One row of `networks_map`: everything the factory needs to build a network."""
+
+    fn: Callable  # slim's contract: fn(images, is_training, reuse=None, ...) -> (score, end_points)
+    arg_scope: Callable  # arg_scope(weight_decay, batch_norm_decay)
+    preprocess: Callable  # uint8-range RGB -> the network's input convention
+    scope: str  # the variable scope it is built under
+    default_image_size: int
+    # an official slim ImageNet checkpoint's scope, where it differs (ours is shared by depths)
+    official_scope: Optional[str] = None
+    # the blocks whose statistics a pooled head reads by default; () for a plain head
+    pooled_blocks: Tuple[str, ...] = ()
+
+
 networks_map = {
-    "resnet_v2_50": (resnet.resnet_v2_50, resnet.arg_scope, preprocessing.inception,
-                     RESNET_SCOPE, 224),
-    "resnet_v2_101": (resnet.resnet_v2_101, resnet.arg_scope, preprocessing.inception,
-                      RESNET_SCOPE, 224),
-    "resnet_v2_tiny": (resnet.resnet_v2_tiny, resnet.arg_scope, preprocessing.inception,
-                       RESNET_SCOPE, 64),
-    "vgg_16": (vgg.vgg_16, vgg.arg_scope, preprocessing.caffe_vgg, VGG_SCOPE, 224),
-    "vgg_16_pooled": (vgg.vgg_16_pooled, vgg.arg_scope, preprocessing.caffe_vgg, VGG_SCOPE, 224),
+    "resnet_v2_50": Network(resnet.resnet_v2_50, resnet.arg_scope, preprocessing.inception,
+                            RESNET_SCOPE, 224, official_scope="resnet_v2_50"),
+    "resnet_v2_101": Network(resnet.resnet_v2_101, resnet.arg_scope, preprocessing.inception,
+                             RESNET_SCOPE, 224, official_scope="resnet_v2_101"),
+    "resnet_v2_tiny": Network(resnet.resnet_v2_tiny, resnet.arg_scope, preprocessing.inception,
+                              RESNET_SCOPE, 64),
+    "vgg_16": Network(vgg.vgg_16, vgg.arg_scope, preprocessing.caffe_vgg, VGG_SCOPE, 224,
+                      official_scope="vgg_16"),
+    "vgg_16_pooled": Network(vgg.vgg_16_pooled, vgg.arg_scope, preprocessing.caffe_vgg,
+                             VGG_SCOPE, 224, pooled_blocks=vgg.POOLED_BLOCKS),
     # 224², not the 260² lite2 was trained at: the recipes' native-scale crops (measured there)
-    "efficientnet_lite0": (efficientnet.efficientnet_lite0, efficientnet.arg_scope,
-                           preprocessing.imagenet_mean_std, "efficientnet_lite0", 224),
-    "efficientnet_lite2": (efficientnet.efficientnet_lite2, efficientnet.arg_scope,
-                           preprocessing.imagenet_mean_std, "efficientnet_lite2", 224),
-    "vit_s14": (vit.vit_s14, vit.arg_scope, preprocessing.imagenet_mean_std, "vit_s14", 224),
-    "efficientnet_vit": (combined.efficientnet_vit, combined.arg_scope,
-                         preprocessing.imagenet_mean_std, combined.SCOPE, 224),
+    "efficientnet_lite0": Network(efficientnet.efficientnet_lite0, efficientnet.arg_scope,
+                                  preprocessing.imagenet_mean_std, "efficientnet_lite0", 224,
+                                  pooled_blocks=efficientnet.POOLED_BLOCKS),
+    "efficientnet_lite2": Network(efficientnet.efficientnet_lite2, efficientnet.arg_scope,
+                                  preprocessing.imagenet_mean_std, "efficientnet_lite2", 224,
+                                  pooled_blocks=efficientnet.POOLED_BLOCKS),
+    "vit_s14": Network(vit.vit_s14, vit.arg_scope, preprocessing.imagenet_mean_std, "vit_s14",
+                       224, pooled_blocks=vit.POOLED_BLOCKS),
+    "efficientnet_vit": Network(combined.efficientnet_vit, combined.arg_scope,
+                                preprocessing.imagenet_mean_std, combined.SCOPE, 224,
+                                pooled_blocks=combined.POOLED_BLOCKS),
 }
-
-# Official slim ImageNet checkpoints name each depth's scope after itself; ours is shared.
-official_scopes = {"resnet_v2_50": "resnet_v2_50", "resnet_v2_101": "resnet_v2_101",
-                   "vgg_16": "vgg_16"}
-
-
-# networks whose head pools several blocks' statistics -> their default blocks
-pooled_blocks_map = {"vgg_16_pooled": vgg.POOLED_BLOCKS,
-                     "efficientnet_lite0": efficientnet.POOLED_BLOCKS,
-                     "efficientnet_lite2": efficientnet.POOLED_BLOCKS,
-                     "vit_s14": vit.POOLED_BLOCKS,
-                     "efficientnet_vit": combined.POOLED_BLOCKS}
 
 
 def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997, pooled_blocks=()):
@@ -80,22 +90,23 @@ def get_network_fn(name, weight_decay=0.0, batch_norm_decay=0.997, pooled_blocks
     """
     if name not in networks_map:
         raise InputError(f"unknown network {name!r}; choose from {sorted(networks_map)}")
-    func, arg_scope_fn, preprocess, scope, size = networks_map[name]
-    if pooled_blocks and name not in pooled_blocks_map:
+    row = networks_map[name]
+    if pooled_blocks and not row.pooled_blocks:
         raise InputError(f"net.pooled_blocks: {name} has no pooled head; networks with one: "
-                         f"{sorted(pooled_blocks_map)}")
-    pooled = tuple(pooled_blocks) or pooled_blocks_map.get(name, ())
+                         f"{sorted(n for n, r in networks_map.items() if r.pooled_blocks)}")
+    pooled = tuple(pooled_blocks) or row.pooled_blocks
     kwargs = {"pooled_blocks": pooled} if pooled else {}
 
-    @functools.wraps(func)
+    @functools.wraps(row.fn)
     def network_fn(images, is_training, reuse=None):
-        with slim.arg_scope(arg_scope_fn(weight_decay, batch_norm_decay)):
-            return func(images, is_training, reuse=reuse, **kwargs)
+        with slim.arg_scope(row.arg_scope(weight_decay, batch_norm_decay)):
+            return row.fn(images, is_training, reuse=reuse, **kwargs)
 
-    network_fn.default_image_size = size
-    network_fn.scope = scope
-    network_fn.head_scope = f"{scope}/logits"
-    network_fn.preprocess = preprocess
+    network_fn.default_image_size = row.default_image_size
+    network_fn.scope = row.scope
+    network_fn.head_scope = f"{row.scope}/logits"
+    network_fn.official_scope = row.official_scope
+    network_fn.preprocess = row.preprocess
     network_fn.name = name
     network_fn.pooled_blocks = pooled
     return network_fn

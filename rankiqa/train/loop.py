@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 
-from rankiqa import nets, rundir, weights
+from rankiqa import rundir, weights
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError, RankiqaError
 from rankiqa.progress import duration, time_left
@@ -65,7 +65,7 @@ def build_init_fn(init_cfg, network_fn, log, report_path=None):
                else (network_fn.head_scope,))
     load, report = weights.build_init(
         source, exclude_scopes=exclude, source_scope=init_cfg.source_scope,
-        scope=network_fn.scope, official_scope=nets.official_scopes.get(network_fn.name),
+        scope=network_fn.scope, official_scope=network_fn.official_scope,
         net_name=network_fn.name, allow_missing=init_cfg.ignore_missing)
     if load is None:
         return None, None
@@ -228,124 +228,176 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
     Raises:
       TrainingDiverged: the loss became NaN or infinite.
     """
-    global_step = tf.train.get_or_create_global_step()
     chief = placement.is_chief
     saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
-    prefix = os.path.join(train_dir, rundir.CHECKPOINT_NAME)
-    eval_path = os.path.join(train_dir, rundir.EVAL_NAME)
-    names = sorted(scalars)
-    fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
-    result = {"eval": None}
     if chief:
         rundir.remove_temporaries(train_dir, log)
-
     with tf.Session(placement.target, config=placement.config) as sess:
-        latest = weights.latest_checkpoint(train_dir, verify=True, log=log)
-        history = []
-        if latest:
-            saver.restore(sess, latest)
-            step = int(sess.run(global_step))
-            log(f"resumed from {latest} at step {step}")
-            # the checkpoints before the kill count towards keep_checkpoints again
-            saver.recover_last_checkpoints([p for _, p in reversed(
-                weights.checkpoints_on_disk(train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
-            if chief and os.path.isfile(eval_path):
-                history = [h for h in rundir.read_json(eval_path).get("history", [])
-                           if h["step"] <= step]
-        else:
-            sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
-            if init_fn is not None:
-                init_fn(sess)
-            step = 0
+        latest, step = start(sess, saver, train_dir, init_fn, log)
         if input_init is not None:
             sess.run(input_init)
-        writer = tf.summary.FileWriter(train_dir, sess.graph if not latest else None) if chief \
-            else None
-
-        def summarise(at, values, prefix=""):
-            # written from the fetched values, so TensorBoard's tags are exactly the scalars'
-            # names (tf.summary ops would be uniquified to loss_1, learning_rate_1 ...)
-            if writer is not None:
-                writer.add_summary(tf.Summary(value=[
-                    tf.Summary.Value(tag=prefix + name, simple_value=float(value))
-                    for name, value in sorted(values.items())]), at)
-        last_ckpt, last_ckpt_step = latest, step
-        last_log_step, last_log_time = step, time.time()
-        first_step, first_time = last_log_step, last_log_time
-        loss = float("nan")
-
-        def save(at):
-            nonlocal last_ckpt, last_ckpt_step
-            if not chief:
-                # saving mirrored variables runs collectives every worker must join: the
-                # others save too, aside, and throw it away
-                with tempfile.TemporaryDirectory(prefix="rankiqa-worker-") as aside:
-                    saver.save(sess, os.path.join(aside, rundir.CHECKPOINT_NAME),
-                               global_step=at, write_meta_graph=False,
-                               write_state=False)
-                last_ckpt, last_ckpt_step = f"{prefix}-{at}", at  # the chief's
-                return
-            last_ckpt = saver.save(sess, prefix, global_step=at, write_meta_graph=False)
-            rundir.fault_point(f"before-index:{at}")
-            weights.write_checkpoint_index(train_dir, saver.last_checkpoints)
-            last_ckpt_step = at
-
-        def evaluate(at):
-            if eval_fn is None:
-                return
-            evaluation = eval_fn(sess, at)
-            if not chief:
-                return
-            history[:] = [h for h in history if h["step"] != at]  # one entry per step
-            history.append({"step": at, **{k: evaluation[k] for k in HISTORY_KEYS
-                                            if k in evaluation}})
-            evaluation["history"] = list(history)
-            rundir.write_json_atomic(eval_path, evaluation)
-            result["eval"] = evaluation
-            # validation SROCC/PLCC/KROCC (stage two) or held-out rank accuracy (stage one)
-            summarise(at, {k: evaluation[k] for k in HISTORY_KEYS if k in evaluation},
-                      "validation/")
-
+        summaries = Summaries(train_dir, sess.graph if not latest else None) if chief else None
+        checkpoints = Checkpoints(sess, saver, train_dir, chief, latest, step)
+        evaluations = Evaluations(eval_fn, train_dir, chief, summaries, step if latest else None)
         if not latest and eval_at_start:
-            evaluate(0)
+            evaluations.run(sess, 0)
         due = train_cfg.eval_every and step % train_cfg.eval_every == 0
-        if latest and due and 0 < step < max_steps and all(h["step"] != step for h in history):
-            evaluate(step)  # the run was stopped before this step's evaluation was written
+        if latest and due and 0 < step < max_steps and not evaluations.has(step):
+            evaluations.run(sess, step)  # the run was stopped before this evaluation was written
         if step >= max_steps:
             log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
-        while step < max_steps:
-            want_summary = train_cfg.summary_every and (step + 1) % train_cfg.summary_every == 0
-            out = sess.run(fetches)
-            step += 1
-            loss = float(out["train"])
-            if not math.isfinite(loss):
-                where = (f"last good checkpoint: {last_ckpt} (step {last_ckpt_step})" if last_ckpt
-                         else "no checkpoint was written yet")
-                raise TrainingDiverged(
-                    f"loss became {loss} between step {last_log_step} (last logged, finite) and "
-                    f"step {step}; {where}. Lower optim.lr or set optim.clip_gradient_norm.")
-            if want_summary:
-                summarise(step, out["scalars"])
-            if train_cfg.log_every and (step % train_cfg.log_every == 0 or step == max_steps):
-                now = time.time()
-                speed = ""
-                if images_per_step:
-                    rate = images_per_step * (step - last_log_step) / (now - last_log_time)
-                    speed = f"  {rate:.1f} img/s" if rate < 100 else f"  {rate:.0f} img/s"
-                values = "  ".join(f"{n} {out['scalars'][n]:.4g}" for n in names)
-                # time left at this run's mean pace so far (evaluations and saves included)
-                left = time_left(step - first_step, max_steps - first_step, now - first_time)
-                left = f"  {duration(left)} left" if left is not None and step < max_steps else ""
-                log(f"step {step}/{max_steps}  {values}{speed}{left}")
-                last_log_step, last_log_time = step, now
-            if train_cfg.save_every and step % train_cfg.save_every == 0:
-                save(step)
-            if train_cfg.eval_every and step % train_cfg.eval_every == 0 and step != max_steps:
-                evaluate(step)
-        if last_ckpt_step != step or last_ckpt is None:
-            save(step)
-        if (result["eval"] or {}).get("step") != step:  # not twice (max_steps 0: the probe's)
-            evaluate(step)
-        if writer is not None:
-            writer.close()
-    return {"step": step, "loss": loss, "eval": result["eval"], "checkpoint": last_ckpt}
+        step, loss = train_steps(sess, train_op, scalars, step, max_steps, train_cfg, log,
+                                 images_per_step, checkpoints, evaluations, summaries)
+        if checkpoints.last_step != step or checkpoints.last is None:
+            checkpoints.save(step)
+        if (evaluations.last or {}).get("step") != step:  # not twice (max_steps 0: the probe's)
+            evaluations.run(sess, step)
+        if summaries is not None:
+            summaries.close()
+    return {"step": step, "loss": loss, "eval": evaluations.last, "checkpoint": checkpoints.last}
+
+
+def start(sess, saver, train_dir, init_fn, log):
+    """Resumes from `train_dir`'s newest readable checkpoint, else initialises and runs
+    `init_fn`; returns (the checkpoint resumed from or None, the global step)."""
+    latest = weights.latest_checkpoint(train_dir, verify=True, log=log)
+    if not latest:
+        sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
+        if init_fn is not None:
+            init_fn(sess)
+        return None, 0
+    saver.restore(sess, latest)
+    step = int(sess.run(tf.train.get_or_create_global_step()))
+    log(f"resumed from {latest} at step {step}")
+    # the checkpoints before the kill count towards keep_checkpoints again
+    saver.recover_last_checkpoints([p for _, p in reversed(weights.checkpoints_on_disk(
+        train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
+    return latest, step
+
+
+def train_steps(sess, train_op, scalars, step, max_steps, train_cfg, log, images_per_step,
+                checkpoints, evaluations, summaries):
+    """The steps from `step` to `max_steps`, with summaries, progress lines, saves and
+    evaluations at their cadence; returns (final step, last loss)."""
+    names = sorted(scalars)
+    fetches = {"train": train_op, "scalars": {n: scalars[n] for n in names}}
+    pace = Pace(step, max_steps, images_per_step)
+    loss = float("nan")
+    while step < max_steps:
+        want_summary = train_cfg.summary_every and (step + 1) % train_cfg.summary_every == 0
+        out = sess.run(fetches)
+        step += 1
+        loss = float(out["train"])
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} between step {pace.last_step} (last logged, finite) and "
+                f"step {step}; {checkpoints.describe_last()}. Lower optim.lr or set "
+                "optim.clip_gradient_norm.")
+        if want_summary and summaries is not None:
+            summaries.write(step, out["scalars"])
+        if train_cfg.log_every and (step % train_cfg.log_every == 0 or step == max_steps):
+            values = "  ".join(f"{n} {out['scalars'][n]:.4g}" for n in names)
+            log(f"step {step}/{max_steps}  {values}{pace.tell(step)}")
+        if train_cfg.save_every and step % train_cfg.save_every == 0:
+            checkpoints.save(step)
+        if train_cfg.eval_every and step % train_cfg.eval_every == 0 and step != max_steps:
+            evaluations.run(sess, step)
+    return step, loss
+
+
+class Pace:
+    """The img/s and time-left part of a progress line, at this run's mean pace so far
+    (evaluations and saves included)."""
+
+    def __init__(self, step, max_steps, images_per_step):
+        self.first_step, self.first_time = step, time.time()
+        self.last_step, self.last_time = step, self.first_time
+        self.max_steps, self.images_per_step = max_steps, images_per_step
+
+    def tell(self, step):
+        now, speed = time.time(), ""
+        if self.images_per_step:
+            rate = self.images_per_step * (step - self.last_step) / (now - self.last_time)
+            speed = f"  {rate:.1f} img/s" if rate < 100 else f"  {rate:.0f} img/s"
+        left = time_left(step - self.first_step, self.max_steps - self.first_step,
+                         now - self.first_time)
+        left = f"  {duration(left)} left" if left is not None and step < self.max_steps else ""
+        self.last_step, self.last_time = step, now
+        return speed + left
+
+
+class Summaries:
+    """TensorBoard scalars, written from fetched values, so that the tags are exactly the
+    scalars' names (tf.summary ops would be uniquified to loss_1, learning_rate_1 ...)."""
+
+    def __init__(self, train_dir, graph=None):
+        self.writer = tf.summary.FileWriter(train_dir, graph)
+
+    def write(self, at, values, prefix=""):
+        self.writer.add_summary(tf.Summary(value=[
+            tf.Summary.Value(tag=prefix + name, simple_value=float(value))
+            for name, value in sorted(values.items())]), at)
+
+    def close(self):
+        self.writer.close()
+
+
+class Checkpoints:
+    """Saves ``model.ckpt-STEP`` and keeps the index relative. Saving mirrored variables runs
+    collectives every worker must join: the other workers save too, aside, and throw it
+    away. Remembers the last save (the chief's) for a diverged run's message."""
+
+    def __init__(self, sess, saver, train_dir, chief, latest, step):
+        self.sess, self.saver, self.train_dir, self.chief = sess, saver, train_dir, chief
+        self.prefix = os.path.join(train_dir, rundir.CHECKPOINT_NAME)
+        self.last, self.last_step = latest, step
+
+    def save(self, at):
+        if not self.chief:
+            with tempfile.TemporaryDirectory(prefix="rankiqa-worker-") as aside:
+                self.saver.save(self.sess, os.path.join(aside, rundir.CHECKPOINT_NAME),
+                                global_step=at, write_meta_graph=False, write_state=False)
+            self.last, self.last_step = f"{self.prefix}-{at}", at
+            return
+        self.last = self.saver.save(self.sess, self.prefix, global_step=at,
+                                    write_meta_graph=False)
+        rundir.fault_point(f"before-index:{at}")
+        weights.write_checkpoint_index(self.train_dir, self.saver.last_checkpoints)
+        self.last_step = at
+
+    def describe_last(self):
+        if self.last:
+            return f"last good checkpoint: {self.last} (step {self.last_step})"
+        return "no checkpoint was written yet"
+
+
+class Evaluations:
+    """Runs ``eval_fn`` (every worker: a session run all must make); the chief keeps its
+    history in ``eval.json`` (one entry per step; a resumed run keeps the entries up to its
+    step) and writes its figures to TensorBoard under ``validation/``."""
+
+    def __init__(self, eval_fn, train_dir, chief, summaries, resumed_at=None):
+        self.eval_fn, self.chief, self.summaries = eval_fn, chief, summaries
+        self.path = os.path.join(train_dir, rundir.EVAL_NAME)
+        self.history, self.last = [], None
+        if chief and resumed_at is not None and os.path.isfile(self.path):
+            self.history = [h for h in rundir.read_json(self.path).get("history", [])
+                            if h["step"] <= resumed_at]
+
+    def has(self, step):
+        return any(h["step"] == step for h in self.history)
+
+    def run(self, sess, at):
+        if self.eval_fn is None:
+            return
+        evaluation = self.eval_fn(sess, at)
+        if not self.chief:
+            return
+        figures = {k: evaluation[k] for k in HISTORY_KEYS if k in evaluation}
+        self.history = [h for h in self.history if h["step"] != at] + [{"step": at, **figures}]
+        evaluation["history"] = list(self.history)
+        rundir.write_json_atomic(self.path, evaluation)
+        self.last = evaluation
+        if self.summaries is not None:
+            # validation SROCC/PLCC/KROCC (stage two) or held-out rank accuracy (stage one)
+            self.summaries.write(at, figures, "validation/")

@@ -1,22 +1,16 @@
 """Stage one, `rankiqa train-rank`: learn to rank synthetically distorted images.
 
-Reads top to bottom: data (rank list -> train / held-out references -> tf.data), network (one
-shared backbone, one pass over references x levels), start (`config.init`), loss (ranking hinge
-+ weight decay), loop.
+Reads top to bottom: data (rank list -> train / held-out references -> tf.data), loss (one
+shared backbone, one pass over references x levels, the ranking hinge), evaluation (held-out
+rank accuracy); the rest (start, weight decay, loop) is `rankiqa.train.stage`.
 """
 
-import os
-
-import numpy as np
-
-from rankiqa import losses, metrics, nets, rundir
-from rankiqa.compat import tf
+from rankiqa import losses, metrics
 from rankiqa.data import lists, pipeline
 from rankiqa.data import views as views_lib
 from rankiqa.errors import InputError
-from rankiqa.scoring import Scorer
 from rankiqa.siamese import one_pass_scores
-from rankiqa.train import distribute, loop
+from rankiqa.train import stage
 
 def build_rank_evaluator(scorer, groups, log):
     """``eval_fn(session, step)``: held-out rank_accuracy (overall and per family), each
@@ -63,29 +57,22 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
       skip_bad: leave out the groups with an unreadable image instead of refusing them.
 
     Returns:
-      dict from `loop.run_loop`, plus ``eval_path``.
+      dict from `loop.run_loop`, plus ``eval_path`` and ``restore_report``.
     """
     data_cfg, train_cfg = config.data, config.train
     if not data_cfg.rank_list:
         raise InputError("train-rank needs data.rank_list (make one with `rankiqa make-rank-data`)")
-    network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
-                                     batch_norm_decay=config.net.batch_norm_decay,
-                                     pooled_blocks=config.net.pooled_blocks)
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
     views = views_lib.from_config(data_cfg)
-    placement = loop.place(train_cfg, device)
-    placement.check_divides(data_cfg.references_per_batch, "data.references_per_batch")
-    log(f"training on {placement.describe()}")
-    # one process per run folder: a second command on it is refused
-    with loop.lock(train_dir, "train-rank", placement, log):
-        loop.start_graph(train_dir, train_cfg)
+    held_out = []
 
-        # ---- data: whole references held out, so accuracy is measured on unseen content
+    # ---- data: whole references held out, so accuracy is measured on unseen content
+    def data(log):
         groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
                                       distortions=data_cfg.distortions)
         groups = views_lib.usable_groups(groups, data_cfg.rank_list, skip_bad, log)
-        train_groups, held_out = lists.split_by_reference(groups, data_cfg.holdout_references,
-                                                          train_cfg.seed)
+        train_groups, held_out[:] = lists.split_by_reference(
+            groups, data_cfg.holdout_references, train_cfg.seed)
         if len(train_groups) < data_cfg.references_per_batch:
             raise InputError(f"{len(train_groups)} training groups cannot fill a batch of "
                              f"data.references_per_batch={data_cfg.references_per_batch}")
@@ -94,49 +81,23 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
             f"({data_cfg.holdout_references} references)")
         # global batches: each replica gets whole references of every one
-        dataset = pipeline.rank_dataset(train_groups, data_cfg.crop_size,
-                                        data_cfg.references_per_batch, seed=train_cfg.seed,
-                                        cache=data_cfg.cache_decoded,
-                                        deterministic=train_cfg.deterministic)
+        return pipeline.rank_dataset(
+            train_groups, data_cfg.crop_size, data_cfg.references_per_batch,
+            seed=train_cfg.seed, cache=data_cfg.cache_decoded,
+            deterministic=train_cfg.deterministic), data_cfg.references_per_batch * data_cfg.levels
 
-        # ---- network, loss and step, on each replica: one backbone, one pass over its
-        # references x levels, the ranking hinge over every ordered pair plus weight decay
-        def replica_step(images):
-            scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images),
-                                        data_cfg.levels,
-                                        is_training=not train_cfg.frozen_batch_norm)
-            rank_loss = loss_fn(scores, train_cfg.margin)
-            regularization = tf.losses.get_regularization_loss()
-            total_loss = tf.add(rank_loss, regularization, name="total_loss")
-            variables_to_train, update_ops = loop.select_trainable(train_cfg.trainable_scopes,
-                                                                   "train.trainable_scopes")
-            train_op, learning_rate = loop.build_train_op(
-                total_loss, config.optim, tf.train.get_or_create_global_step(),
-                variables_to_train=variables_to_train, update_ops=update_ops,
-                replicas=placement.replicas, parts=(rank_loss, regularization),
-                loss_scaling=placement.loss_scaling)
-            return train_op, {"loss": rank_loss, "total_loss": total_loss,
-                              "learning_rate": learning_rate,
-                              "rank_accuracy": losses.ranking_accuracy(scores)}
+    # ---- loss: one backbone, one pass over its references x levels, the ranking hinge over
+    # every ordered pair
+    def loss(network_fn, images):
+        scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images), data_cfg.levels,
+                                    is_training=not train_cfg.frozen_batch_norm)
+        rank_loss = loss_fn(scores, train_cfg.margin)
+        return rank_loss, {"loss": rank_loss, "rank_accuracy": losses.ranking_accuracy(scores)}
 
-        train_op, scalars, input_init = distribute.build_step(placement, dataset, replica_step)
-
-        with placement.scoring_scope():
-            scorer = Scorer.in_graph(network_fn, views)
-        with placement.scope():
-            # ---- start: scratch, a pretrained package, or a checkpoint (head excluded)
-            init_fn, _ = loop.build_init_fn(config.init, network_fn, log)
-
-        # every worker evaluates (a session run all must make); the chief writes the result
-        eval_fn = build_rank_evaluator(scorer, held_out, log)
-        if placement.is_chief:
-            rundir.write_run_info(train_dir, "rank", config, config.net.name, data_cfg.crop_size,
-                                  views)
-
-        # ---- loop
-        result = loop.run_loop(
-            train_dir, train_op, train_cfg.max_steps, train_cfg, scalars, placement,
-            init_fn=init_fn, eval_fn=eval_fn, log=log, input_init=input_init,
-            images_per_step=data_cfg.references_per_batch * data_cfg.levels)
-        result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
-        return result
+    return stage.train_stage(config, stage.Stage(
+        name="rank", command="train-rank",
+        batches=((data_cfg.references_per_batch, "data.references_per_batch"),), views=views,
+        data=data, loss=loss, evaluation=lambda scorer, log: build_rank_evaluator(
+            scorer, held_out, log),
+        trainable=(train_cfg.trainable_scopes, "train.trainable_scopes")),
+        train_dir, device, log)
