@@ -43,6 +43,17 @@ def onnx_cache(tmp_path_factory):
         os.environ[ONNX_CACHE_ENV] = previous
 
 
+@pytest.fixture(autouse=True)
+def pixel_limit():
+    """`rankiqa --max-pixels` sets a process-wide limit (Pillow's too); a test that runs it
+    in this process must not leave it to the next."""
+    from rankiqa.data import views
+
+    before = views.MAX_PIXELS, Image.MAX_IMAGE_PIXELS
+    yield
+    views.MAX_PIXELS, Image.MAX_IMAGE_PIXELS = before
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory):
     """Six sample photos, longest side 96 px: enough texture to rank, small enough to be fast."""

@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import os
 
@@ -27,7 +28,7 @@ def test_defaults_and_overrides_parse_with_yaml(tmp_path):
     assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.data.distortions == ("gblur", "wn")
     assert cfg.train.margin == 2.0
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.max_steps = 3  # frozen
 
 

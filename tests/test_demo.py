@@ -39,3 +39,10 @@ def test_the_demo_runs_end_to_end_and_writes_its_report(tmp_path):
         pixels = np.asarray(im.convert("RGB"))
     packed = pixels[..., 0].astype(np.int64) << 16 | pixels[..., 1].astype(np.int64) << 8 | pixels[..., 2]
     assert len(np.unique(packed)) > 1000  # photos, not a blank page
+    # a second run resumes: nothing is trained or generated again, the same figures come out
+    again = CliRunner().invoke(main, ["demo", "--output-dir", str(out), "--device", "cpu",
+                                      *quick])
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count("already reaches max_steps") == 2  # both stages
+    assert "ranking data:" not in again.stderr  # the rank data were kept, not made again
+    assert again.stdout.splitlines()[:2] == lines[:2]

@@ -25,6 +25,15 @@ def checkpoint_scores(checkpoint, crops):
         return scorer.score_batch(crops)
 
 
+def pb_scores(pb, crops):
+    """Scores of a frozen .pb, imported into a graph of its own."""
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(pb, "rb").read())
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        tf.import_graph_def(graph_def, name="")
+        return sess.run("rankiqa/score:0", {"rankiqa/images:0": crops})
+
+
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -340,7 +349,7 @@ def test_predict_reads_a_pickle_only_when_allowed(stage_one, photo_dir, tmp_path
     assert result.exit_code == 0, result.output
 
 
-def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_path):
+def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, crops, tmp_path):
     from rankiqa.train import finetune
 
     finetune.train(finetune_config(label_file, stage_one, **{"train.max_steps": 1}),
@@ -348,6 +357,11 @@ def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, tmp_pa
     assert invoke("export-pb", "--model", tmp_path / "ft", "--output", tmp_path / "ft.pb").exit_code == 0
     assert invoke("export-npy", "--model", tmp_path / "ft", "--output", tmp_path / "ft.npz").exit_code == 0
     assert invoke("inspect-ckpt", tmp_path / "ft").exit_code == 0
+    # the exports score as the fine-tuned run does
+    expected = checkpoint_scores(str(tmp_path / "ft"), crops)
+    np.testing.assert_array_equal(pb_scores(tmp_path / "ft.pb", crops), expected)
+    with scoring.load_scorer(str(tmp_path / "ft.npz"), net="resnet_v2_tiny") as scorer:
+        np.testing.assert_array_equal(scorer.score_batch(crops), expected)
     foreign = tmp_path / "foreign"
     with tf.Graph().as_default(), tf.Session() as sess:
         tf.Variable(np.arange(6, dtype=np.int64).reshape(2, 3), name="other/table")

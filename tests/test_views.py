@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from rankiqa.data import views
+from rankiqa.data import samples, views
 from rankiqa.data.views import Views
 
 
@@ -80,17 +80,23 @@ def test_load_image_names_bad_files_and_shrinks(tmp_path):
 
 
 def test_training_and_evaluation_upscale_alike():
-    """The TF upscaling of the training path and PIL's of the evaluation path agree to within one
-    grey level (both bicubic with half-pixel centres, shorter side to the crop)."""
+    """The TF upscaling of the training path and PIL's of the evaluation path (both bicubic with
+    half-pixel centres, shorter side to the crop) agree on a photo to within one grey level but
+    for a few values at sharp edges, where their kernels' overshoot is rounded and clipped
+    differently."""
     from rankiqa.compat import tf
 
-    image = photo(20, 30)
+    with Image.open(os.path.join(samples.skimage_data_dir(), samples.SAMPLE_PHOTOS[0])) as im:
+        im = im.convert("RGB")
+        im.thumbnail((30, 30))
+        image = np.asarray(im)[:20]
     with tf.Graph().as_default(), tf.Session() as sess:
         trained = sess.run(views.upscale_to(tf.constant(image), 40))
         large = sess.run(views.upscale_to(tf.constant(photo(50, 60)), 40))
     evaluated = views.ensure_min_side(image, 40)
     assert trained.shape == evaluated.shape == (40, 60, 3) and trained.dtype == np.uint8
-    assert np.abs(trained.astype(int) - evaluated.astype(int)).mean() < 1
+    differences = np.abs(trained.astype(int) - evaluated.astype(int))
+    assert (differences > 1).mean() < 0.005 and differences.max() <= 6
     np.testing.assert_array_equal(large, photo(50, 60))  # large enough: unchanged
 
 
@@ -130,7 +136,10 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
                       != views.load_image(str(tmp_path / "rgb.jpg")))
     assert views.load_image(str(tmp_path / "rotated.jpg")).shape == (24, 30, 3)  # not rotated
     grey = views.load_image(str(tmp_path / "g16.png"))
-    assert 60 < grey.mean() < 200  # not clipped to white
+    with Image.open(tmp_path / "g16.png") as im:
+        g16 = np.asarray(im).astype(np.int64)
+    np.testing.assert_array_equal(grey, np.repeat((g16 >> 8)[..., None], 3, axis=-1).astype(
+        np.uint8))  # the top 8 bits, not clipped to white
 
 
 def test_decompression_bombs_are_bad_images(tmp_path, monkeypatch):

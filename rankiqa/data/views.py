@@ -24,6 +24,7 @@ and ``preprocess_for_eval``, so that one policy serves training, validation, the
   Images smaller than the crop are upscaled first, bicubic, in both paths.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -76,24 +77,37 @@ def _to_rgb(im):
     return np.asarray(im.convert("RGB"))
 
 
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """Pillow's image of `path`, its size checked against `MAX_PIXELS` from the header alone;
+    a failure to open it, or to decode it inside the block, is a `BadImageError` naming it."""
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise BadImageError(f"{path}: {im.width}x{im.height} pixels, over the limit of "
+                                    f"{MAX_PIXELS:,} (--max-pixels)")
+            yield im
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow's own check, at twice the limit
+        raise BadImageError(f"{path}: over the limit of {MAX_PIXELS:,} (--max-pixels): "
+                            f"{e}") from None
+    except _UNREADABLE as e:
+        raise BadImageError(f"{path}: not a readable image ({e})") from None
+
+
 def load_image(path, max_side=0):
     """uint8 RGB ``[H, W, 3]``, the longer side reduced to `max_side` (Lanczos) if > 0.
 
     Raises:
       BadImageError: a truncated, unreadable or non-image file, or one over `MAX_PIXELS`.
     """
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise BadImageError(f"{path}: {im.width}x{im.height} pixels, over the limit of "
-                                    f"{MAX_PIXELS:,} (--max-pixels)")
-            im.load()  # decode fully now: a truncated JPEG fails here, not later
-            rgb = _to_rgb(im)
-    except BadImageError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as e:
-        raise BadImageError(f"{path}: not a readable image ({e})") from None
+    with open_image(path) as im:
+        im.load()  # decode fully now: a truncated JPEG fails here, not later
+        rgb = _to_rgb(im)
     h, w = rgb.shape[:2]
     if max_side and max(h, w) > max_side:
         scale = max_side / max(h, w)
@@ -125,12 +139,8 @@ def as_image(item, k=0):
 
 def image_size(path):
     """(width, height) from the header alone."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as e:
-        raise BadImageError(f"{path}: not a readable image ({e})") from None
+    with open_image(path) as im:
+        return im.size
 
 
 def list_files(paths):
@@ -404,19 +414,13 @@ def check_images(paths, list_file=None):
             checked[path] = signature
             continue
         try:
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise BadImageError(f"{path}: {im.width}x{im.height} pixels, over the limit "
-                                        f"of {MAX_PIXELS:,} (--max-pixels)")
+            with open_image(path) as im:
                 if im.format == "JPEG":
                     im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
             checked[path] = signature
         except BadImageError as e:
             problems[path] = str(e)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                Image.DecompressionBombError) as e:
-            problems[path] = f"{path}: not a readable image ({e})"
     if cache_path:
         try:
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)

@@ -1,0 +1,187 @@
+"""The README's promises, each run end to end as a user meets it: through the command line,
+in a process of its own where the promise is about processes."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rankiqa import rundir
+from rankiqa.cli import main
+from rankiqa_testkit import tiny_rank_overrides
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+TIMEOUT = 240
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def rankiqa(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "rankiqa", *map(str, args)],
+                          capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
+
+
+def _error_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    return lines[-1]
+
+
+def test_a_full_disk_and_a_read_only_output_are_one_error_line(stage_one, photo_dir, tmp_path):
+    def small_files():  # a file over 200 bytes fails to grow, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    out = tmp_path / "scores.csv"
+    result = rankiqa("predict", photo_dir, "--model", stage_one, "--output", out,
+                     preexec_fn=small_files)
+    assert result.returncode == 1
+    assert "File too large" in _error_line(result.stderr)
+    assert not out.exists() and os.listdir(tmp_path) == []  # nothing half-written left
+    result = rankiqa("predict", photo_dir, "--model", stage_one, "--output", "/sys/scores.csv")
+    assert result.returncode == 1 and "/sys" in _error_line(result.stderr)
+
+
+def test_max_pixels_skips_bombs_in_predict_and_make_rank_data(photo_dir, stage_one, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with Image.open(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])) as im:
+        im.save(folder / "large.png")  # 96 px on its longer side: over 2,000 pixels
+        im.resize((30, 20)).save(folder / "small.png")
+    result = invoke("--max-pixels", 2000, "predict", folder, "--model", stage_one)
+    assert result.exit_code == 0, result.output
+    assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == [
+        str(folder / "small.png")]
+    assert "large.png" in result.stderr and "over the limit of 2,000 (--max-pixels)" in result.stderr
+    result = invoke("--max-pixels", 2000, "make-rank-data", folder, "--output-dir",
+                    tmp_path / "data", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    manifest = json.load(open(tmp_path / "data" / "manifest.json"))
+    assert manifest["references"] == 1 and len(manifest["skipped_files"]) == 1
+    assert "large.png" in manifest["skipped_files"][0]
+    result = invoke("--max-pixels", 2000, "make-rank-data", folder, "--output-dir",
+                    tmp_path / "refused")
+    assert result.exit_code == 1 and "--skip-bad" in result.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_stalled_launch_stops_at_its_timeout(rank_data, tmp_path):
+    """Both workers go silent (the chief waits forever before its first checkpoint's index, its
+    peer in the next collective): the launch stops them after --timeout seconds."""
+    marker = tmp_path / "paused"
+    command = [sys.executable, "-m", "rankiqa", "launch", "--workers", "2", "--timeout", "8",
+               "--", "train-rank", "--train-dir", str(tmp_path / "job"), "--device", "cpu"]
+    for override in tiny_rank_overrides(rank_data, **{"train.max_steps": 9}):
+        command += ["--set", override]
+    started = time.time()
+    out = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT,
+                         env={**os.environ, "RANKIQA_FAULT": "before-index:3",
+                              "RANKIQA_FAULT_MARKER": str(marker)})
+    assert out.returncode == 1 and marker.exists()
+    assert "no worker printed anything for 8 s" in _error_line(out.stderr), out.stderr[-2000:]
+    assert time.time() - started < TIMEOUT / 2
+
+
+def test_the_fault_script_passes_its_fast_case(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "faults.py"), "--kills",
+                          "1", "--work-dir", str(tmp_path / "faults")],
+                         capture_output=True, text=True, timeout=2 * TIMEOUT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1 passed, 0 failed"
+
+
+def test_a_killed_finetune_resumes(stage_one, label_file, tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "paused"
+    sets = {"net.name": "resnet_v2_tiny", "init.source": stage_one,
+            "data.label_file": label_file, "data.crop_size": 32, "data.batch_size": 4,
+            "data.eval_crops": 1, "train.max_steps": 4, "train.save_every": 2,
+            "train.eval_every": 2}
+    command = [sys.executable, "-m", "rankiqa", "finetune", "--train-dir", str(run), "--device",
+               "cpu"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "RANKIQA_FAULT": "before-index:2",
+                                 "RANKIQA_FAULT_MARKER": str(marker)})
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), "the run never reached its first checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "at step 2" in out.stderr and "resumed from" in out.stderr
+    history = json.load(open(run / "eval.json"))["history"]
+    assert [h["step"] for h in history] == [2, 4]
+
+
+def test_evaluate_is_refused_while_its_output_is_in_use(stage_one, label_file, tmp_path):
+    out = tmp_path / "eval"
+    with rundir.locked(str(out), "another evaluate"):
+        result = invoke("evaluate", "--model", stage_one, "--set", f"data.label_file={label_file}",
+                        "--output-dir", out)
+    assert result.exit_code == 1
+    assert f"is in use by another evaluate (pid {os.getpid()}" in result.stderr
+    assert not (out / "summary.json").exists()
+
+
+def test_evaluate_aggregates_by_median_on_another_split(stage_one, label_file, tmp_path):
+    result = invoke("evaluate", "--model", stage_one, "--set", f"data.label_file={label_file}",
+                    "--split", "train", "--crops", 3, "--crop-mode", "grid", "--aggregate",
+                    "median", "--output-dir", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    summary = json.load(open(tmp_path / "eval" / "summary.json"))
+    assert summary["split"] == "train" and summary["aggregate"] == "median"
+    assert summary["srocc"] == summary["median"]["srocc"] != summary["mean"]["srocc"]
+    rows = open(tmp_path / "eval" / "predictions.csv").read().splitlines()[1:]
+    assert len(rows) == summary["count"] > 30  # the training part, not the validation one
+
+
+def test_export_onnx_needs_force_to_replace(stage_one, tmp_path):
+    out = tmp_path / "model.onnx"
+    assert invoke("export-onnx", "--model", stage_one, "--output", out).exit_code == 0
+    first = out.read_bytes()
+    result = invoke("export-onnx", "--model", stage_one, "--output", out)
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+    assert out.read_bytes() == first
+    assert invoke("export-onnx", "--model", stage_one, "--output", out, "--force").exit_code == 0
+
+
+def test_device_gpu_without_a_gpu_is_one_line(stage_one, photo_dir):
+    from rankiqa.compat import tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.fail("this test checks the message on a machine without a GPU")
+    result = invoke("predict", photo_dir, "--model", stage_one, "--device", "gpu")
+    assert result.exit_code == 1
+    assert "--device gpu: TensorFlow sees no GPU here" in result.stderr
+
+
+def test_ladders_photos_with_model_option(stage_one, photo_dir, tmp_path):
+    result = invoke("ladders", photo_dir, "--model", stage_one, "--families", "gblur",
+                    "--count", 2, "--max-side", 64, "--output-dir", tmp_path / "l")
+    assert result.exit_code == 0, result.output
+    assert "notice" not in result.stderr  # the current spelling, no deprecation notice
+    summary = json.load(open(tmp_path / "l" / "ladders.json"))
+    assert summary["photos"] == 2 and list(summary["families"]) == ["gblur"]
+
+
+def test_export_npy_exclude_drops_a_scope(stage_one, tmp_path):
+    out = tmp_path / "w.npz"
+    result = invoke("export-npy", "--model", stage_one, "--output", out, "--exclude",
+                    "resnet_v2/logits")
+    assert result.exit_code == 0, result.output
+    with np.load(out) as arrays:
+        names = list(arrays.files)
+    assert names and not [n for n in names if n.startswith("resnet_v2/logits")]
+    assert "resnet_v2/conv1/weights" in names
