@@ -15,12 +15,13 @@ import sys
 import click
 
 from rankiqa import config as config_lib
+from rankiqa import device as device_lib  # choices only: no TensorFlow until a command needs it
+from rankiqa.data import mos, views as views_lib
 from rankiqa.errors import RankiqaError
 
 # File-system errors carry the path in their message: the user can act on them.
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                 PermissionError)
-VIEW_MODES = ("grid", "random", "pyramid", "centre_random")  # rankiqa.data.views.VIEW_MODES
 
 
 class UserError(click.ClickException):
@@ -100,21 +101,20 @@ def config_options(func, example="train.max_steps=100"):
 
 
 def device_option(func):
-    return click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+    return click.option("--device", type=click.Choice(device_lib.DEVICES), default="auto",
                         show_default=True, help="Where the network runs.")(func)
 
 
 def training_options(func):
     """Where the step runs: --strategy, --devices, --precision (train.* keys)."""
-    func = click.option("--precision", type=click.Choice(["fp32", "mixed", "auto"]),
+    func = click.option("--precision", type=click.Choice(device_lib.PRECISIONS),
                         help="train.precision: fp32, mixed (16-bit compute, float32 "
                              "variables), auto (mixed where the hardware has 16-bit units) "
                              "[default: the config's, fp32].")(func)
     func = click.option("--devices", type=click.IntRange(min=0), metavar="N",
                         help="train.devices: replicas on this machine for --strategy mirrored "
                              "(0: every GPU; with --device cpu, N logical CPU devices).")(func)
-    return click.option("--strategy", type=click.Choice(
-        ["auto", "one_device", "mirrored", "multi_worker"]),
+    return click.option("--strategy", type=click.Choice(device_lib.STRATEGIES),
         help="train.strategy [default: the config's, auto: multi_worker under a TF_CONFIG "
              "naming several workers, mirrored over several GPUs, else one device].")(func)
 
@@ -126,7 +126,7 @@ def with_training(overrides, strategy, devices, precision):
 
 
 def precision_option(func):
-    return click.option("--precision", type=click.Choice(["fp32", "mixed", "auto"]),
+    return click.option("--precision", type=click.Choice(device_lib.PRECISIONS),
                         default="fp32", show_default=True,
                         help="mixed: 16-bit compute where the hardware has it (scores move in "
                              "the third decimal); auto: mixed only there.")(func)
@@ -231,9 +231,7 @@ def main(max_pixels, debug, verbose):
     if verbose:  # read by rankiqa.compat (VERBOSE_ENV) when TensorFlow is first imported
         os.environ["RANKIQA_VERBOSE"] = "1"
     if max_pixels:
-        from rankiqa.data import views
-
-        views.set_max_pixels(max_pixels)
+        views_lib.set_max_pixels(max_pixels)
 
 
 @main.command("make-rank-data")
@@ -349,14 +347,14 @@ def launch_cmd(workers, stall_timeout, command):
 @click.argument("old_checkpoint", nargs=-1, type=click.Path(), metavar="")
 @functools.partial(model_option, npz=False)
 @functools.partial(config_options, example="data.split_seed=1")
-@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="val",
+@click.option("--split", type=click.Choice(mos.SPLITS), default="val",
               show_default=True, help="Which part of the config's dataset split to score.")
 @click.option("--crops", type=click.IntRange(min=1),
               help="Views per image [default: data.eval_crops] (the paper: 30 random 224² crops).")
-@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+@click.option("--crop-mode", type=click.Choice(views_lib.VIEW_MODES),
               help="How views are placed [default: data.eval_crop_mode].")
 @click.option("--crop-size", type=click.IntRange(min=1), help="View side [default: data.crop_size].")
-@click.option("--aggregate", type=click.Choice(["mean", "median"]), default="mean",
+@click.option("--aggregate", type=click.Choice(views_lib.AGGREGATES), default="mean",
               show_default=True)
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="summary.json, predictions.csv and scatter.png go here.")
@@ -374,7 +372,6 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
                                     "CHECKPOINT", "--model CHECKPOINT")
     from rankiqa import evaluate
-    from rankiqa.data import views as views_lib
 
     cfg, has_data_config = load_evaluation_config(checkpoint, config_path, overrides)
     if not cfg.data.label_file:
@@ -422,7 +419,7 @@ def load_evaluation_config(checkpoint, config_path, overrides):
               help="Shrink photos to this longest side first (0: as stored).")
 @click.option("--crops", type=click.IntRange(min=1),
               help="Views per image [default: the model's own].")
-@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+@click.option("--crop-mode", type=click.Choice(views_lib.VIEW_MODES),
               help="How views are placed [default: the model's own].")
 @click.option("--crop-size", type=click.IntRange(min=1), help="View side [default: the model's own].")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
@@ -485,7 +482,7 @@ def models_cmd():
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @click.option("--crops", type=click.IntRange(min=1),
               help="Views per image, scores averaged [default: the model's own].")
-@click.option("--crop-mode", type=click.Choice(VIEW_MODES),
+@click.option("--crop-mode", type=click.Choice(views_lib.VIEW_MODES),
               help="How views are placed [default: the model's own].")
 @click.option("--crop-size", type=click.IntRange(min=1),
               help="View side [default: the model's own].")
@@ -494,10 +491,11 @@ def models_cmd():
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-@click.option("--engine", type=click.Choice(["tensorflow", "onnx"]), default="tensorflow",
+@click.option("--engine", type=click.Choice(device_lib.ENGINES), default="auto",
               show_default=True,
-              help="What runs the network: onnx converts it once (seconds) and runs it in ONNX "
-                   "Runtime on the CPU, faster on many photos (needs the onnx extra).")
+              help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime "
+                   "on the CPU; needs the onnx extra); auto: the faster of the two for this "
+                   "model on this machine where their scores agree (measured once, seconds).")
 @device_option
 @precision_option
 @handle_errors
@@ -544,7 +542,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     else:
         click.echo(text, nl=False)
     log(f"scored {len(rows)} images ({used.views.describe()} each), skipped {len(problems)}; "
-        f"scores: {used.scale}")
+        f"scores: {used.scale}; engine {used.engine}")
 
 
 def export_options(output_flag, what):
@@ -571,7 +569,8 @@ def export_paths(command, old, model, output, output_flag):
 @main.command("export-npy")
 @export_options("--output", ".npz (or .npy) file")
 @click.option("--format", "fmt", type=click.Choice(["npz", "npy"]), default="npz",
-              show_default=True, help="npz: safe, no pickle; npy: the seed's dict (allow_pickle).")
+              show_default=True, help="npz: safe, no pickle; npy: a pickled dict, as the RankIQA "
+                   "write-up's tools save it (loading needs allow_pickle).")
 @click.option("--include", multiple=True, help="Keep only these scopes (repeatable).")
 @click.option("--exclude", multiple=True, help="Drop these scopes (repeatable).")
 @click.option("--all-variables", is_flag=True, help="Keep optimizer slots and the global step.")

@@ -124,7 +124,7 @@ class LoopConfig:
 @dataclass(frozen=True)
 class TrainConfig(LoopConfig):
     loss: str = "operator"  # operator | pairwise (rankiqa.losses.rank_losses_map)
-    margin: float = 100.0  # hinge margin; the seed uses 100 with un-normalised scores
+    margin: float = 100.0  # hinge margin; the RankIQA write-up uses 100 (un-normalised scores)
     # empty: train everything; e.g. [vgg_16/conv5, vgg_16/logits] keeps a pretrained start's
     # lower blocks as they are (and skips their gradients: ~2x faster for VGG-16)
     trainable_scopes: Tuple[str, ...] = ()

@@ -40,7 +40,7 @@ def rank_hinge_loss(scores, margin, name="rank_hinge_loss"):
 
     Args:
       scores: ``[references, levels]`` float tensor, levels ordered best first; levels static.
-      margin: hinge margin (the seed uses 100).
+      margin: hinge margin (the RankIQA write-up uses 100).
 
     Returns:
       scalar tensor.

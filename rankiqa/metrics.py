@@ -8,14 +8,16 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
+from rankiqa.errors import InputError
+
 
 def _check(predicted, target):
     p = np.asarray(predicted, dtype=np.float64).ravel()
     t = np.asarray(target, dtype=np.float64).ravel()
     if p.shape != t.shape:
-        raise ValueError(f"predicted has {p.size} values but target has {t.size}")
+        raise InputError(f"predicted has {p.size} values but target has {t.size}")
     if p.size < 2:
-        raise ValueError("correlation needs at least 2 images")
+        raise InputError("correlation needs at least 2 images")
     return p, t
 
 

@@ -27,12 +27,15 @@ class Model:
 
     Attributes:
       name: what it was loaded from; views: its own `rankiqa.data.views.Views`; scale: what its
-      scores mean; net: the network's name; scorer: its `rankiqa.scoring.Scorer`.
+      scores mean; net: the network's name; scorer: its `rankiqa.scoring.Scorer`; engine: what
+      runs it (and why, where ``engine="auto"`` chose).
     """
 
     def __init__(self, scorer, name):
         self.scorer, self.name = scorer, name
         self.views, self.scale, self.net = scorer.views, scorer.scale, scorer.net_name
+        kind = "onnx" if isinstance(scorer, scoring.OnnxScorer) else "tensorflow"
+        self.engine = f"{kind} ({scorer.engine_note})" if scorer.engine_note else kind
 
     def score(self, images, views=None):
         """Scores ``[len(images)]`` (float32) of paths, PIL images or uint8 arrays, each the
@@ -54,7 +57,7 @@ class Model:
 
 
 def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
-               allow_pickle=False, engine="tensorflow"):
+               allow_pickle=False, engine="auto"):
     """A `Model` from `model`: a built-in model's name (default `rankiqa.models.DEFAULT`), a
     training folder or checkpoint prefix, or an export-npy ``.npz`` (with `net`).
 
@@ -62,7 +65,8 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
       batch_size: views per session run.
       precision: fp32 | mixed | auto (`rankiqa.device.resolve_precision`).
       allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
-      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.scoring.OnnxScorer`).
+      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.scoring.OnnxScorer`) |
+        auto (the faster of the two here where their scores agree: `scoring.choose_engine`).
     """
     scorer = scoring.load_scorer(model, net=net, device=device, allow_pickle=allow_pickle,
                                  batch_size=batch_size, precision=precision, engine=engine)
@@ -74,10 +78,11 @@ class Used:
     model: str  # the reference it was loaded from (the default model's name when none)
     views: views_lib.Views
     scale: str  # `rankiqa.scoring.score_scale`
+    engine: str  # what ran the network, and why where auto chose it
 
 
 def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
-            allow_pickle=False, precision="fp32", engine="tensorflow", progress=None):
+            allow_pickle=False, precision="fp32", engine="auto", progress=None):
     """Scores every readable image under `paths` (files and folders, recursively).
 
     Args:
@@ -100,4 +105,4 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
                 problems.append(str(values))
             else:
                 rows.append({"path": files[k], "score": float(values.mean())})
-    return rows, problems, Used(loaded.name, views, loaded.scale)
+    return rows, problems, Used(loaded.name, views, loaded.scale, loaded.engine)

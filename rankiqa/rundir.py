@@ -76,6 +76,13 @@ def write_json_atomic(path, data):
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
+def cache_dir(*parts):
+    """``$XDG_CACHE_HOME/rankiqa/...`` (default ``~/.cache``): what this machine keeps between
+    commands (the onnx engine's conversions, the image checks)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rankiqa", *parts)
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)

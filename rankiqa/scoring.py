@@ -27,11 +27,15 @@ from rankiqa.errors import InputError
 
 INPUT_NAME = "rankiqa/images"
 OUTPUT_NAME = "rankiqa/score"
-AGGREGATES = ("mean", "median")
-# what runs the scoring graph: TensorFlow's session, or ONNX Runtime on the graph converted by
-# tf2onnx (BENCHMARKS P10, EfficientNet-Lite2: 2.4-2.6x TensorFlow's photos/s on a CPU
-# without AVX-512, 1.26x on one with it)
-ENGINES = ("tensorflow", "onnx")
+AGGREGATES = views_lib.AGGREGATES
+# what runs the scoring graph: TensorFlow's session, ONNX Runtime on the graph converted by
+# tf2onnx, or auto: the faster of the two for this model on this machine where they agree
+# (`choose_engine`). Which is faster depends on the CPU (BENCHMARKS P10, EfficientNet-Lite2:
+# ONNX Runtime 2.4-2.6x TensorFlow's photos/s without AVX-512, 1.26x with it).
+ENGINES = device_lib.ENGINES
+# auto takes ONNX Runtime only where its scores stay this close to TensorFlow's (relative to
+# the scores' spread, plus this much absolute): float32 kernels round differently
+AUTO_TOLERANCE = 1e-5
 ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
 # where the onnx engine keeps converted models; "off" converts at every load
 ONNX_CACHE_ENV = "RANKIQA_ONNX_CACHE"
@@ -83,6 +87,7 @@ class Scorer:
         self.precision = "fp32"  # fp32 | mixed: how its session computes (`load_scorer`)
         self.scale = score_scale({})  # what the scores mean (`load_scorer` reads rankiqa.json)
         self.info = {}  # the model's run description (`rankiqa.weights.open_model`)
+        self.engine_note = None  # why `--engine auto` chose this engine
 
     @classmethod
     def in_graph(cls, network_fn, views):
@@ -203,13 +208,13 @@ class OnnxScorer(Scorer):
     ``cached`` names the file (None with the cache off or not writable). Scores only: pooled
     features and other tensors stay with TensorFlow."""
 
-    def __init__(self, scorer, opset=13):
+    def __init__(self, scorer, opset=13, frozen=None):
         onnxruntime = require_onnx("onnxruntime")
         super().__init__(scorer.images, scorer.score, scorer.views, net_name=scorer.net_name,
                          batch_size=scorer.batch_size)
         self.report, self.precision, self.scale = scorer.report, scorer.precision, scorer.scale
-        self.info = scorer.info
-        frozen = frozen_graph_def(scorer)
+        self.info, self.engine_note = scorer.info, scorer.engine_note
+        frozen = frozen_graph_def(scorer) if frozen is None else frozen
         path = onnx_cache_path(frozen, scorer, opset)
         if path and os.path.isfile(path):
             try:
@@ -273,9 +278,7 @@ def onnx_cache_path(frozen, scorer, opset):
     folder = os.environ.get(ONNX_CACHE_ENV)
     if folder == "off":
         return None
-    if not folder:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(base, "rankiqa", "onnx")
+    folder = folder or rundir.cache_dir("onnx")
     tf2onnx = require_onnx("tf2onnx")
     digest = hashlib.sha256(frozen.SerializeToString(deterministic=True))
     digest.update(f"|tf2onnx {tf2onnx.__version__}|opset {opset}|{scorer.images.name}|"
@@ -377,7 +380,92 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
                     net_name=net_name, batch_size=batch_size)
     scorer.report, scorer.precision, scorer.scale = report, precision, score_scale(info)
     scorer.info = info
+    if engine == "auto":
+        engine, scorer.engine_note = choose_engine(scorer, device, precision)
     if engine == "onnx":
         with scorer:  # its graph is converted; its session is no longer needed
-            return OnnxScorer(scorer)
+            return OnnxScorer(scorer, frozen=getattr(scorer, "_frozen", None))
     return scorer
+
+
+def choose_engine(scorer, device="auto", precision="fp32"):
+    """(engine, a note saying why) for `--engine auto`: ONNX Runtime where it is installed,
+    computes what TensorFlow does (scores within `AUTO_TOLERANCE`) and scores this model's views
+    faster on this machine; else TensorFlow. Measured once per model, machine and version (a
+    few seconds: the conversion and a few batches each) and kept beside the onnx engine's
+    conversions (`onnx_cache_path`, ``.engine.json``)."""
+    if device == "gpu" or precision == "mixed":
+        return "tensorflow", "auto: tensorflow (the onnx engine computes float32 on the CPU)"
+    try:
+        require_onnx("tf2onnx", "onnxruntime")
+    except InputError:
+        return "tensorflow", "auto: tensorflow (the onnx extra is not installed)"
+    frozen = scorer._frozen = frozen_graph_def(scorer)  # the onnx engine reuses it
+    path = onnx_cache_path(frozen, scorer, 13)
+    record = path and _read_record(path[:-len(".onnx")] + ".engine.json", scorer.batch_size)
+    if not record:
+        record = _measure_engines(scorer)
+        if path:
+            try:
+                rundir.write_json_atomic(path[:-len(".onnx")] + ".engine.json", record)
+            except OSError:
+                pass  # measured again next time
+    speedup = record["onnx_views_s"] / record["tensorflow_views_s"]
+    if not record["agree"]:
+        return "tensorflow", (f"auto: tensorflow (onnx scores differ by up to "
+                              f"{record['max_difference']:.2g})")
+    engine = "onnx" if speedup > 1 else "tensorflow"
+    return engine, f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here)"
+
+
+def _read_record(path, batch_size):
+    try:
+        record = rundir.read_json(path)
+    except (OSError, ValueError):
+        return None
+    machine = _machine()
+    return record if record.get("machine") == machine and record.get(
+        "batch_size") == batch_size else None
+
+
+def _machine():
+    """What decides which engine is faster: the CPU's model and flags, the cores, the
+    runtimes' versions."""
+    import platform
+
+    import onnxruntime
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = sorted({line.strip() for line in f if line.startswith(("model name", "flags"))})
+    except OSError:
+        cpu = [platform.processor()]
+    digest = hashlib.sha256("\n".join(cpu).encode()).hexdigest()[:16]
+    return f"{digest}|{os.cpu_count()} cpus|tf {tf.__version__}|ort {onnxruntime.__version__}"
+
+
+def _measure_engines(scorer, rounds=3):
+    """Views/s of both engines on one batch of random views of the model's size, taken in
+    turns; and whether their scores agree."""
+    import time
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (scorer.batch_size, scorer.views.crop, scorer.views.crop, 3))
+    crops = crops.astype(np.float32)
+    onnx = OnnxScorer(scorer, frozen=scorer._frozen)
+    runners = {"tensorflow": scorer, "onnx": onnx}
+    scores = {name: runner.score_batch(crops) for name, runner in runners.items()}  # warm up
+    seconds = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner.score_batch(crops)
+            seconds[name].append(time.perf_counter() - start)
+    onnx.close()
+    difference = float(np.abs(scores["onnx"] - scores["tensorflow"]).max())
+    spread = float(np.ptp(scores["tensorflow"])) or 1.0
+    return {"machine": _machine(), "batch_size": scorer.batch_size,
+            "tensorflow_views_s": len(crops) / float(np.median(seconds["tensorflow"])),
+            "onnx_views_s": len(crops) / float(np.median(seconds["onnx"])),
+            "max_difference": difference,
+            "agree": difference <= AUTO_TOLERANCE * (1 + spread)}

@@ -5,9 +5,10 @@ Two equivalent forms:
 - `one_pass_scores`, RankIQA's efficient form: the whole references x levels batch goes through
   the network once and the scores are reshaped to ``[references, levels]``; every pair inside a
   reference then comes from that one forward pass.
-- `two_branch_scores`, the classic form of the seed: two towers on two inputs with
-  ``scope.reuse_variables()`` between them, so both share one set of weights. It pays one forward
-  pass per image of every pair; kept for comparison (benchmark P1) and for pairwise data.
+- `two_branch_scores`, the classic form of a RankIQA Siamese network: two towers on two
+  inputs with ``scope.reuse_variables()`` between them, so both share one set of weights. It
+  pays one forward pass per image of every pair; kept for comparison (benchmark P1) and for
+  pairwise data.
 """
 
 from rankiqa.compat import tf

@@ -29,18 +29,20 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache(tmp_path_factory):
-    """The onnx engine's conversion cache of this test run (child processes inherit it), never
-    the user's ~/.cache."""
+    """This test run's caches (child processes inherit them), never the user's ~/.cache: the
+    onnx engine's conversions (returned) and every other (the image checks)."""
     from rankiqa.scoring import ONNX_CACHE_ENV
 
     folder = tmp_path_factory.mktemp("onnx_cache")
-    previous = os.environ.get(ONNX_CACHE_ENV)
-    os.environ[ONNX_CACHE_ENV] = str(folder)
+    caches = {ONNX_CACHE_ENV: str(folder), "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
+    previous = {name: os.environ.get(name) for name in caches}
+    os.environ.update(caches)
     yield folder
-    if previous is None:
-        del os.environ[ONNX_CACHE_ENV]
-    else:
-        os.environ[ONNX_CACHE_ENV] = previous
+    for name, value in previous.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +87,20 @@ def stage_one(rank_data, tmp_path_factory):
     cfg = config_lib.load(config_lib.RankConfig, None,
                           tiny_rank_overrides(rank_data, **{"train.max_steps": 2}))
     rank.train(cfg, str(out), device="cpu", log=lambda line: None)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def finetuned(stage_one, label_file, tmp_path_factory):
+    """A one-step tiny stage-two run from `stage_one`, validated on 3 pyramid views; tests must
+    not write into it."""
+    from rankiqa.train import finetune
+    from rankiqa_testkit import finetune_config
+
+    out = tmp_path_factory.mktemp("finetuned")
+    finetune.train(finetune_config(label_file, stage_one, **{
+        "train.max_steps": 1, "data.eval_crops": 3, "data.eval_crop_mode": "pyramid"}),
+        str(out), device="cpu", log=lambda line: None)
     return str(out)
 
 

@@ -188,3 +188,24 @@ def test_one_word_per_role_and_the_old_spellings_with_a_notice(stage_one, photo_
     # --init lists the pretrained starts
     finetune_help = " ".join(invoke("finetune", "--help").output.split())
     assert "efficientnet-lite2 (efficientnet_lite2)" in finetune_help
+
+
+def test_the_commands_offer_exactly_the_librarys_choices():
+    """Every choice list of the CLI is the library's own: a value the CLI lets through is one
+    the library takes, and none it takes is missing."""
+    from rankiqa import device, scoring
+    from rankiqa.data import mos, views
+    from rankiqa.train import distribute
+
+    library = {"device": device.DEVICES, "precision": device.PRECISIONS,
+               "strategy": distribute.STRATEGIES, "engine": scoring.ENGINES,
+               "aggregate": scoring.AGGREGATES, "crop_mode": views.VIEW_MODES,
+               "split": mos.SPLITS}
+    seen = set()
+    for command in main.commands.values():
+        for param in command.params:
+            if param.name in library and hasattr(param.type, "choices"):
+                assert tuple(param.type.choices) == tuple(library[param.name]), (
+                    command.name, param.name)
+                seen.add(param.name)
+    assert seen == set(library)

@@ -277,6 +277,7 @@ def test_a_dead_worker_stops_the_job_and_a_relaunch_resumes(rank_data, tmp_path)
         while time.time() < deadline:
             line = proc.stderr.readline()
             lines.append(line)
+            assert line, "the job ended early (end of its output):\n" + "".join(lines)
             found = re.match(r"\[launch\] worker (\d) is pid (\d+)", line)
             if found:
                 pids[int(found.group(1))] = int(found.group(2))

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -85,14 +86,11 @@ def test_unknown_eval_crop_mode_is_refused_before_training(stage_one, label_file
     assert not (tmp_path / "checkpoint").exists()
 
 
-def test_run_info_records_views_and_start(stage_one, label_file, tmp_path):
-    cfg = finetune_config(label_file, stage_one, **{"data.eval_crop_mode": "pyramid",
-                                                    "train.max_steps": 1})
-    finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)
-    info = json.load(open(tmp_path / "rankiqa.json"))
-    assert info["views"] == {"crop": 32, "count": 2, "mode": "pyramid"}
+def test_run_info_records_views_and_start(stage_one, finetuned):
+    info = json.load(open(os.path.join(finetuned, "rankiqa.json")))
+    assert info["views"] == {"crop": 32, "count": 3, "mode": "pyramid"}
     assert info["init"] == stage_one and info["config"]["init"]["source"] == stage_one
-    assert json.load(open(tmp_path / "eval.json"))["views"]["mode"] == "pyramid"
+    assert json.load(open(os.path.join(finetuned, "eval.json")))["views"]["mode"] == "pyramid"
 
 
 def test_second_ranking_loss_keeps_regression_and_trains_on_rank_groups(stage_one, label_file,

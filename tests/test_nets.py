@@ -113,15 +113,22 @@ def test_pooled_blocks_are_checked():
 def test_a_runs_pooled_blocks_reach_scoring(label_file, tmp_path):
     """Scoring builds the head a run trained (rankiqa.json), not the network's default, whose
     head would not fit the checkpoint."""
-    from rankiqa import scoring
-    from rankiqa.train import finetune
+    from rankiqa import rundir, scoring
+    from rankiqa.data.views import Views
     from rankiqa_testkit import finetune_config
 
+    # what a finetune run with these blocks leaves: its checkpoint and its rankiqa.json
     cfg = finetune_config(label_file, "scratch", **{
-        "net.name": "efficientnet_lite0", "net.pooled_blocks": "[stage_7, head]",
-        "train.max_steps": 1, "train.save_every": 1})
-    finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)
-    assert tf.train.load_variable(str(tmp_path), "efficientnet_lite0/logits/weights").shape == \
+        "net.name": "efficientnet_lite0", "net.pooled_blocks": "[stage_7, head]"})
+    network_fn = nets.get_network_fn("efficientnet_lite0", pooled_blocks=("stage_7", "head"))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        network_fn(tf.zeros([1, 32, 32, 3]), is_training=False)
+        sess.run(tf.global_variables_initializer())
+        tf.train.Saver().save(sess, str(tmp_path / "model.ckpt-1"), write_meta_graph=False)
+    rundir.write_run_info(str(tmp_path), "finetune", cfg, "efficientnet_lite0", 32,
+                          Views(32, 1))
+    assert tf.train.load_variable(str(tmp_path / "model.ckpt-1"),
+                                  "efficientnet_lite0/logits/weights").shape == \
         (1, 1, 2 * (320 + 1280), 1)
     with scoring.load_scorer(str(tmp_path), device="cpu") as scorer:
         assert scorer.score_batch(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1,)

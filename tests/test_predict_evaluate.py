@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,6 @@ from PIL import Image
 from scipy import stats
 
 from rankiqa.cli import main
-from rankiqa.train import finetune
-from rankiqa_testkit import finetune_config
 
 
 @pytest.fixture
@@ -88,12 +87,8 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
         assert np.abs(pixels - colour).max(axis=1).min() < 8, k
 
 
-def test_evaluate_takes_views_and_data_from_the_config_or_the_run(stage_one, label_file,
-                                                                   tmp_path):
-    run = tmp_path / "ft"
-    finetune.train(finetune_config(label_file, stage_one, **{
-        "train.max_steps": 1, "data.eval_crops": 3, "data.eval_crop_mode": "pyramid"}),
-        str(run), device="cpu", log=lambda line: None)
+def test_evaluate_takes_views_and_data_from_the_config_or_the_run(finetuned, tmp_path):
+    run = Path(finetuned)
     # no --config: the run's own data config (label file, split, views)
     result = CliRunner().invoke(main, ["evaluate", str(run), "--output-dir", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output

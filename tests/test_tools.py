@@ -12,7 +12,6 @@ from rankiqa import nets, scoring, weights
 from rankiqa.cli import main
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
-from rankiqa_testkit import finetune_config
 
 
 @pytest.fixture(scope="module")
@@ -349,16 +348,12 @@ def test_predict_reads_a_pickle_only_when_allowed(stage_one, photo_dir, tmp_path
     assert result.exit_code == 0, result.output
 
 
-def test_tools_on_finetune_and_foreign_checkpoints(stage_one, label_file, crops, tmp_path):
-    from rankiqa.train import finetune
-
-    finetune.train(finetune_config(label_file, stage_one, **{"train.max_steps": 1}),
-                   str(tmp_path / "ft"), device="cpu", log=lambda line: None)
-    assert invoke("export-pb", "--model", tmp_path / "ft", "--output", tmp_path / "ft.pb").exit_code == 0
-    assert invoke("export-npy", "--model", tmp_path / "ft", "--output", tmp_path / "ft.npz").exit_code == 0
-    assert invoke("inspect-ckpt", tmp_path / "ft").exit_code == 0
+def test_tools_on_finetune_and_foreign_checkpoints(stage_one, finetuned, crops, tmp_path):
+    assert invoke("export-pb", "--model", finetuned, "--output", tmp_path / "ft.pb").exit_code == 0
+    assert invoke("export-npy", "--model", finetuned, "--output", tmp_path / "ft.npz").exit_code == 0
+    assert invoke("inspect-ckpt", finetuned).exit_code == 0
     # the exports score as the fine-tuned run does
-    expected = checkpoint_scores(str(tmp_path / "ft"), crops)
+    expected = checkpoint_scores(finetuned, crops)
     np.testing.assert_array_equal(pb_scores(tmp_path / "ft.pb", crops), expected)
     with scoring.load_scorer(str(tmp_path / "ft.npz"), net="resnet_v2_tiny") as scorer:
         np.testing.assert_array_equal(scorer.score_batch(crops), expected)
@@ -407,3 +402,31 @@ def test_merge_one_checkpoint_under_two_scopes(tmp_path):
     result = invoke("merge-ckpt", one, one, "--output-dir", tmp_path / "m2", "--prefix",
                     f"{one}=model1/")
     assert result.exit_code == 1 and "is given 2 times with 1 --prefix" in result.stderr
+
+
+def test_auto_engine_measures_once_and_takes_the_faster_where_scores_agree(
+        stage_one, photo_dir, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv(scoring.ONNX_CACHE_ENV, str(tmp_path / "cache"))  # this test's alone
+    with scoring.load_scorer(stage_one, engine="auto") as scorer:
+        chosen, note = type(scorer), scorer.engine_note
+    (path,) = [str(p) for p in (tmp_path / "cache").glob("*.engine.json")]
+    record = json.load(open(path))
+    faster = "onnx" if record["onnx_views_s"] > record["tensorflow_views_s"] else "tensorflow"
+    expected = faster if record["agree"] else "tensorflow"
+    assert record["agree"] and record["max_difference"] <= 1e-5  # the tiny net: they agree
+    assert (chosen is scoring.OnnxScorer) == (expected == "onnx")
+    assert note.startswith(f"auto: {expected} (onnx runs ")
+    # measured once: the next load reads the record
+    monkeypatch.setattr(scoring, "_measure_engines",
+                        lambda *args, **kwargs: pytest.fail("measured again"))
+    with scoring.load_scorer(stage_one, engine="auto") as scorer:
+        assert type(scorer) is chosen
+    # where the scores do not agree, TensorFlow, however fast ONNX Runtime is
+    json.dump({**record, "agree": False, "onnx_views_s": 1e9}, open(path, "w"))
+    result = invoke("predict", photo_dir, "--model", stage_one)
+    assert result.exit_code == 0, result.output
+    assert "engine tensorflow (auto: tensorflow (onnx scores differ by up to" in result.stderr
+    json.dump({**record, "agree": True, "onnx_views_s": 1e9}, open(path, "w"))
+    result = invoke("predict", photo_dir, "--model", stage_one)
+    assert "engine onnx (auto: onnx (onnx runs" in result.stderr

@@ -148,3 +148,11 @@ def test_decompression_bombs_are_bad_images(tmp_path, monkeypatch):
     with pytest.raises(views.BadImageError, match=r"big.png: 80x60 pixels, over the limit of "
                                                   r"1,000 \(--max-pixels\)"):
         views.load_image(str(tmp_path / "big.png"))
+
+
+def test_the_image_check_cache_of_a_test_run_is_its_own():
+    """The tests write their caches under their own XDG_CACHE_HOME (conftest), never a
+    user's ~/.cache."""
+    home_cache = os.path.join(os.path.expanduser("~"), ".cache")
+    assert views._cache_file("list.csv").startswith(os.environ["XDG_CACHE_HOME"] + os.sep)
+    assert not views._cache_file("list.csv").startswith(home_cache + os.sep)

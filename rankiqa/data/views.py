@@ -38,6 +38,7 @@ from rankiqa import rundir
 from rankiqa.errors import InputError
 
 VIEW_MODES = ("grid", "random", "pyramid", "centre_random")
+AGGREGATES = ("mean", "median")  # how a photo's views' scores become its score
 # The seed every image's random views are drawn with, in every command (predict, evaluate,
 # validation, stage one's held-out groups, the probe, ladders): a photo gets the same views
 # alone or in a folder, in any order, as a path or as pixels, and every level of a ranking
@@ -385,9 +386,8 @@ def from_dict(recorded, default_crop):
 
 
 def _cache_file(list_file):
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     key = hashlib.sha1(os.path.abspath(list_file).encode()).hexdigest()[:16]
-    return os.path.join(root, "rankiqa", f"checked-{key}.json")
+    return rundir.cache_dir(f"checked-{key}.json")
 
 
 def check_images(paths, list_file=None):

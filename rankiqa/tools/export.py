@@ -14,8 +14,9 @@ from rankiqa.errors import InputError
 
 def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only=True,
                   force=False):
-    """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (the seed's ``np.save`` of a
-    dict; loading needs ``allow_pickle=True``). Returns the arrays written."""
+    """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (a pickled dict, as the RankIQA
+    write-up's tools save it; loading needs ``allow_pickle=True``). Returns the arrays
+    written."""
     rundir.check_output(out, [checkpoint], force, "OUT")
     if fmt not in ("npz", "npy"):
         raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")

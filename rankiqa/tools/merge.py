@@ -1,4 +1,5 @@
-"""`rankiqa merge-ckpt`: several checkpoints into one, safely (the seed's `merge_cpks`).
+"""`rankiqa merge-ckpt`: several checkpoints into one, safely (the RankIQA write-up's
+`merge_cpks`, with clashes reported instead of overwritten).
 
 Each input's variables keep their dtype and shape; ``prefixes`` puts an input under a scope
 (``model1/`` + name) so that two models with the same names can live in one graph. A name that

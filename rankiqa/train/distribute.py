@@ -31,7 +31,7 @@ from rankiqa.cluster import Cluster
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+STRATEGIES = device_lib.STRATEGIES
 
 
 @dataclass

@@ -54,17 +54,9 @@ def load_rank_groups(rank_list, crop_size, skip_bad, log):
 
 
 def train(config, train_dir, device="auto", log=print, skip_bad=False):
-    """Fine-tunes as configured; resumes from `train_dir` when it holds a checkpoint.
-
-    Args:
-      config: `rankiqa.config.FinetuneConfig`; ``config.init.source`` says where a fresh run
-        starts (``scratch`` for the no-pretraining baseline).
-      train_dir: output directory.
-      skip_bad: leave out unreadable images instead of refusing them.
-
-    Returns:
-      dict from `loop.run_loop` plus ``eval_path`` and ``restore_report``.
-    """
+    """Fine-tunes as `config` (`rankiqa.config.FinetuneConfig`; ``init.source``: where a fresh
+    run starts) says into `train_dir`, resuming from its checkpoint; `skip_bad` leaves out
+    unreadable images. Returns `rankiqa.train.stage.train_stage`'s result."""
     data_cfg, transfer = config.data, config.finetune
     check(config)
     views = views_lib.from_config(data_cfg)  # checked before minutes of training

@@ -1,4 +1,4 @@
-"""Benchmarks (issue 5). Each sub-command prints one JSON line and one readable line.
+"""Benchmarks (BENCHMARKS.md). Each sub-command prints one JSON line and one readable line.
 
     python scripts/bench/bench.py p1 --net resnet_v2_tiny --crop 64 --references 4
     python scripts/bench/bench.py p2 --net resnet_v2_tiny --crop 64
@@ -13,6 +13,8 @@
                                          # of its own workload)
     python scripts/bench/bench.py p9 --net efficientnet_lite2   # one backbone at 224²: train,
                                          # predict img/s, peak RSS (one process per backbone)
+    python scripts/bench/bench.py p10    # the default model: ONNX Runtime / TensorFlow, auto
+    python scripts/bench/bench.py p11    # predict's whole path on 200 photos / the bare network
 
 Sample data (the photos scikit-image ships and ranking data made from them) is written once under
 --work-dir (default runs/bench) and reused.
@@ -37,7 +39,7 @@ import numpy as np
 
 from rankiqa import losses, nets, siamese
 from rankiqa.compat import slim, tf
-from rankiqa.rundir import session_config
+from rankiqa.device import session_config
 
 
 def median_time(fn, warmup, repeats):
@@ -527,7 +529,7 @@ def p10(args):
     scores = {}
     # an empty conversion cache: the onnx load below converts; the load after it reads the cache
     os.environ[scoring.ONNX_CACHE_ENV] = tempfile.mkdtemp(dir=args.work_dir)
-    for engine in scoring.ENGINES:
+    for engine in ("tensorflow", "onnx"):
         start = time.perf_counter()
         with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch,
                                  engine=engine) as scorer:
@@ -541,6 +543,16 @@ def p10(args):
     with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch, engine="onnx") as scorer:
         out["onnx_cached_load_s"] = time.perf_counter() - start
         assert scorer.cached, "the conversion was not cached"
+    # predict's default: auto measures both engines once (kept in the cache), then the chosen
+    # one runs; loaded twice, so the second load shows the cost with the choice cached
+    for load in ("auto_load_s", "auto_cached_load_s"):
+        start = time.perf_counter()
+        with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch,
+                                 engine="auto") as scorer:
+            out[load] = time.perf_counter() - start
+            out["auto_choice"] = scorer.engine_note
+            seconds = median_time(lambda: scorer.score_batch(crops), args.warmup, args.repeats)
+            out["auto_photos_s"] = args.batch / seconds
     shutil.rmtree(os.environ.pop(scoring.ONNX_CACHE_ENV))
     out["views"] = views.as_dict()
     out["max_score_difference"] = float(np.abs(scores["onnx"] - scores["tensorflow"]).max())
@@ -552,6 +564,55 @@ def p10(args):
           f"{out['onnx_cached_load_s']:.1f} s): "
           f"{out['onnx_photos_s'] / out['tensorflow_photos_s']:.2f}x; largest score difference "
           f"{out['max_score_difference']:.2g}")
+    faster = max(out["tensorflow_photos_s"], out["onnx_photos_s"])
+    print(f"P10 --engine auto (predict's default): {out['auto_choice']}; "
+          f"{out['auto_photos_s']:.1f} photos/s, {out['auto_photos_s'] / faster:.2f} of the faster "
+          f"engine's; loaded in {out['auto_load_s']:.1f} s measuring, "
+          f"{out['auto_cached_load_s']:.1f} s with the choice cached")
+
+
+SHARED_PHOTOS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
+                             "biq2021-train", "images")
+
+
+def p11(args):
+    """`rankiqa predict`'s scoring path on real photos (--count of the shared BIQ2021 JPEGs,
+    512², or --photos): photos/s through `Scorer.iter_scores` (decode, views and the network,
+    overlapped), divided by the same network's bare photos/s on those photos' views decoded
+    beforehand, the two taking turns in one process run; for each engine, with the default
+    built-in model."""
+    from rankiqa import models, scoring
+    from rankiqa.data import views as views_lib
+
+    folder = args.photos or SHARED_PHOTOS
+    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                   if n.lower().endswith((".jpg", ".jpeg", ".png")))[:args.count]
+    out = {"id": "P11", "model": models.DEFAULT, "photos": len(paths), "batch": args.batch,
+           "decode_threads": scoring.DECODE_THREADS, "tf": tf.__version__}
+    for engine in ("tensorflow", "onnx"):
+        with scoring.load_scorer(models.DEFAULT, batch_size=args.batch, engine=engine) as scorer:
+            start = time.perf_counter()
+            crops = np.concatenate([scorer.views.apply(views_lib.load_image(p))
+                                    for p in paths]).astype(np.float32)
+            out[f"{engine}_decode_photos_s"] = len(paths) / (time.perf_counter() - start)
+            scores = {"bare": lambda: scorer.run(scorer.score, crops),
+                      "predict": lambda: scorer.values(paths)}
+            for run in scores.values():
+                run()  # warm up
+            t = alternate_times(scores, args.repeats)
+            bare = scorer.run(scorer.score, crops).reshape(len(paths), -1)
+            assert np.array_equal(bare, scorer.values(paths)), "the two paths score differently"
+        out[engine] = {"bare_photos_s": len(paths) / t["bare"],
+                       "predict_photos_s": len(paths) / t["predict"],
+                       "ratio": t["bare"] / t["predict"]}
+    out["views"] = scorer.views.as_dict()
+    print(json.dumps(out))
+    for engine in ("tensorflow", "onnx"):
+        r = out[engine]
+        print(f"P11 {models.DEFAULT} on {len(paths)} photos ({scorer.views.describe()} each), "
+              f"{engine}: predict path {r['predict_photos_s']:.1f} photos/s, bare network "
+              f"{r['bare_photos_s']:.1f} photos/s on pre-decoded views: {r['ratio']:.2f}; "
+              f"decoding alone {out[engine + '_decode_photos_s']:.1f} photos/s on one thread")
 
 
 def main():
@@ -566,9 +627,11 @@ def main():
                 "p8": dict(net="resnet_v2_50", crop=224, references=2, steps=12, log_every=3,
                            batch=16, repeats=5, warmup=1),
                 "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2),
-                "p10": dict(batch=16, repeats=5, warmup=2)}
+                "p10": dict(batch=16, repeats=5, warmup=2),
+                "p11": dict(batch=64, repeats=3, warmup=0)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
-                     ("cores", cores), ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10)):
+                     ("cores", cores), ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10),
+                     ("p11", p11)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
@@ -582,6 +645,9 @@ def main():
         p.add_argument("--equal-batch", action="store_true")
         p.add_argument("--no-cache", action="store_true", help="p2: decode every step")
         p.add_argument("--seconds", type=float, default=5.0, help="cores: length of each run")
+        p.add_argument("--count", type=int, default=200, help="p11: photos")
+        p.add_argument("--photos", help="p11: a folder of photos [default: the shared BIQ2021 "
+                                        "training images]")
         p.set_defaults(fn=fn, **defaults[name])
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
