@@ -217,7 +217,65 @@ def renamed_option(command, old, new, old_value, new_value):
     return old_value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# `rankiqa --help` lists the commands as a user thinks of them
+COMMAND_GROUPS = {
+    "Score": ("predict", "models"),
+    "Train": ("demo", "make-rank-data", "train-rank", "finetune", "launch"),
+    "Evaluate": ("evaluate", "ladders"),
+    "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
+    "Tools": ("merge-ckpt", "inspect-ckpt"),
+}
+
+# Each command's --help ends with these; they run as written from the repository's folder once
+# the quick start's demo has written runs/demo/ (docs/cli.md shows them too).
+DEMO = "runs/demo"
+EXAMPLES = {
+    "predict": (f"rankiqa predict {DEMO}/photos",
+                f"rankiqa predict {DEMO}/photos --model {DEMO}/finetune --format json "
+                "--output runs/scores.json"),
+    "models": ("rankiqa models",),
+    "demo": ("rankiqa demo", "rankiqa demo --output-dir runs/demo_longer --set train.max_steps=400"),
+    "make-rank-data": (f"rankiqa make-rank-data {DEMO}/photos --output-dir runs/rank_data "
+                       "--distortions live --workers 2",),
+    "train-rank": (f"rankiqa train-rank --config rank_tiny --set "
+                   f"data.rank_list={DEMO}/rank_data/rank_list.csv --train-dir runs/rank",),
+    "finetune": (f"rankiqa finetune --config finetune_tiny --init {DEMO}/rank --set "
+                 f"data.label_file={DEMO}/standin_mos.csv --train-dir runs/finetune",),
+    "launch": (f"rankiqa launch --workers 2 -- train-rank --config rank_tiny --set "
+               f"data.rank_list={DEMO}/rank_data/rank_list.csv --train-dir runs/rank_2_workers",),
+    "evaluate": (f"rankiqa evaluate --model {DEMO}/finetune --output-dir runs/evaluate",
+                 f"rankiqa evaluate --model biq2021-efficientnet-lite2 --set "
+                 f"data.label_file={DEMO}/standin_mos.csv --split all --output-dir "
+                 "runs/evaluate_builtin"),
+    "ladders": (f"rankiqa ladders {DEMO}/photos --model {DEMO}/rank --output-dir runs/ladders",),
+    "export-onnx": (f"rankiqa export-onnx --model {DEMO}/finetune --output runs/model.onnx",),
+    "export-savedmodel": (f"rankiqa export-savedmodel --model {DEMO}/finetune --output-dir "
+                          "runs/savedmodel",),
+    "export-pb": (f"rankiqa export-pb --model {DEMO}/finetune --output runs/model.pb",),
+    "export-npy": (f"rankiqa export-npy --model {DEMO}/finetune --output runs/model.npz",
+                   f"rankiqa export-npy --model {DEMO}/finetune --output runs/head.npz "
+                   "--include resnet_v2/logits"),
+    "merge-ckpt": (f"rankiqa merge-ckpt {DEMO}/rank {DEMO}/finetune --prefix "
+                   f"{DEMO}/rank=stage_one/ --output-dir runs/merged",),
+    "inspect-ckpt": (f"rankiqa inspect-ckpt {DEMO}/finetune --tensor resnet_v2/logits/biases",),
+}
+
+
+class GroupedCommands(click.Group):
+    """A group whose --help lists its commands under `COMMAND_GROUPS`' headings."""
+
+    def list_commands(self, ctx):
+        return [name for names in COMMAND_GROUPS.values() for name in names]
+
+    def format_commands(self, ctx, formatter):
+        for heading, names in COMMAND_GROUPS.items():
+            rows = [(name, self.commands[name].get_short_help_str(formatter.width - 24))
+                    for name in names]
+            with formatter.section(heading):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=GroupedCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rankiqa")
 @click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
               help="Refuse images of more pixels than this as bad images (a decompression "
@@ -251,8 +309,10 @@ def main(max_pixels, debug, verbose):
 @handle_errors
 def make_rank_data_cmd(src_dir, output_dir, distortions, seed, workers, max_side, skip_bad,
                        force):
-    """Distort the reference photos in SRC (a folder, or a text file listing one path per
-    line) and write OUTPUT_DIR/rank_list.csv."""
+    """Make ranking data: distorted copies of photos.
+
+    Distorts the reference photos in SRC (a folder, or a text file listing one path per line)
+    at 5 levels of each family and writes OUTPUT_DIR/rank_list.csv (stage one's data)."""
     (out_dir,) = old_positionals("make-rank-data", src_dir[1:], ("--output-dir",), (output_dir,),
                                  "SRC OUT_DIR", "SRC --output-dir OUT_DIR")
     src_dir = src_dir[0]
@@ -308,7 +368,10 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
 @handle_errors
 def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init_checkpoint,
                  from_scratch, skip_bad, device, strategy, devices, precision):
-    """Stage two: regress real quality scores, starting from --init (the stage-one run)."""
+    """Stage two: learn real quality scores from --init.
+
+    Regresses the label file's scores (MOS/DMOS), starting from --init: the stage-one run
+    minus its head, a pretrained start, or scratch."""
     cfg = load_config(config_lib.FinetuneConfig, config_path, with_training(
         with_init(overrides, init_source, init_from, init_checkpoint, from_scratch), strategy,
         devices, precision))
@@ -331,10 +394,9 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def launch_cmd(workers, stall_timeout, command):
-    """Run a training command as a multi-worker job of N local processes:
-    rankiqa launch --workers 2 -- train-rank --config rank_tiny --train-dir runs/rank ...
+    """Train as a job of N local worker processes.
 
-    Each worker gets its TF_CONFIG (free loopback ports) and trains with the multi_worker
+    Runs a training command (after --) as a multi-worker job of N local processes. Each worker gets its TF_CONFIG (free loopback ports) and trains with the multi_worker
     strategy; output is prefixed [worker K]. If a worker fails or the job stalls, every worker
     is stopped and the launch fails; the same command then resumes from the last checkpoint.
     """
@@ -363,7 +425,7 @@ def launch_cmd(workers, stall_timeout, command):
 @handle_errors
 def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, crop_mode,
                  crop_size, aggregate, output_dir, device, precision):
-    """SROCC, KROCC, PLCC and RMSE of --model on a dataset split.
+    """Score a labelled split: SROCC, KROCC, PLCC, RMSE.
 
     The dataset, its split and the views come from the config's data section: --config, or
     else the run's own rankiqa.json (a finetune run records its whole config). With neither
@@ -428,9 +490,11 @@ def load_evaluation_config(checkpoint, config_path, overrides):
 @handle_errors
 def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop_size,
                 output_dir, device):
-    """Does --model still rank distortions? Each photo in PHOTOS (a folder or a list file)
-    and its copies at 5 levels of each family are scored; prints the pair accuracy (share of
-    level pairs ordered right) overall and per family. Use photos no stage trained on."""
+    """Does a model still rank synthetic distortions?
+
+    Each photo in PHOTOS (a folder or a list file) and its copies at 5 levels of each family
+    are scored; prints the pair accuracy (share of level pairs ordered right) overall and per
+    family. Use photos no stage trained on."""
     (checkpoint,) = old_positionals("ladders", photos[:-1], ("--model",), (model,),
                                     "CHECKPOINT PHOTOS", "PHOTOS --model CHECKPOINT")
     photos = photos[-1]
@@ -455,7 +519,9 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
 @main.command("models")
 @handle_errors
 def models_cmd():
-    """List the built-in models: each scores photos with no training (`predict --model NAME`)."""
+    """List the built-in models and their figures.
+
+    Each scores photos with no training (`predict --model NAME`)."""
     from rankiqa import models
 
     for m in models.BUILTIN.values():
@@ -501,8 +567,10 @@ def models_cmd():
 @handle_errors
 def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, crop_mode,
                 crop_size, batch_size, fmt, output, engine, device, precision):
-    """Score image files and folders (recursive) with the model's own views; unreadable files
-    are reported and skipped."""
+    """Score photos and folders (recursive).
+
+    Each photo is scored with the model's own views (the default built-in model unless --model
+    names another); unreadable files are reported and skipped."""
     import csv
     import io
     import json
@@ -576,7 +644,7 @@ def export_paths(command, old, model, output, output_flag):
 @click.option("--all-variables", is_flag=True, help="Keep optimizer slots and the global step.")
 @handle_errors
 def export_npy_cmd(old, model, output, force, fmt, include, exclude, all_variables):
-    """Write --model's variables to --output as {name: array}."""
+    """Write a model's weights as {name: array} (.npz)."""
     checkpoint, out = export_paths("export-npy", old, model, output, "--output")
     from rankiqa.tools import export
 
@@ -592,7 +660,9 @@ def export_npy_cmd(old, model, output, force, fmt, include, exclude, all_variabl
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @handle_errors
 def export_pb_cmd(old, model, output, force, net):
-    """Freeze --model's scoring graph into --output (.pb): images in, score out."""
+    """Write a model as a frozen graph (.pb).
+
+    The scoring graph with its weights folded in: images in, score out."""
     checkpoint, out = export_paths("export-pb", old, model, output, "--output")
     from rankiqa.tools import export
 
@@ -606,7 +676,9 @@ def export_pb_cmd(old, model, output, force, net):
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @handle_errors
 def export_savedmodel_cmd(old, model, output, force, net):
-    """Write --model as a SavedModel (signature serving_default: images -> score)."""
+    """Write a model as a SavedModel.
+
+    Signature serving_default: images -> score."""
     checkpoint, out_dir = export_paths("export-savedmodel", old, model, output, "--output-dir")
     from rankiqa.tools import export
 
@@ -621,7 +693,9 @@ def export_savedmodel_cmd(old, model, output, force, net):
 @click.option("--opset", type=int, default=13, show_default=True)
 @handle_errors
 def export_onnx_cmd(old, model, output, force, net, opset):
-    """Convert --model's frozen scoring graph to ONNX (needs the onnx extra)."""
+    """Write a model as ONNX (needs the onnx extra).
+
+    The frozen scoring graph converted by tf2onnx: images in, score out."""
     checkpoint, out = export_paths("export-onnx", old, model, output, "--output")
     from rankiqa.tools import export
 
@@ -664,7 +738,9 @@ def merge_ckpt_cmd(inputs, output_dir, output, prefixes, prefer, force):
 @click.option("--tensor", "tensors", multiple=True, help="Print this tensor's values (repeatable).")
 @handle_errors
 def inspect_ckpt_cmd(checkpoint, tensors):
-    """List CHECKPOINT's tensors: names, shapes, dtypes, sizes, total parameters."""
+    """List a checkpoint's tensors.
+
+    Names, shapes, dtypes, sizes and the total number of values of CHECKPOINT."""
     import numpy as np
 
     from rankiqa.tools import inspect
@@ -691,7 +767,10 @@ def inspect_ckpt_cmd(checkpoint, tensors):
 @device_option
 @handle_errors
 def demo_cmd(work_dir, old_work_dir, overrides, finetune_overrides, device):
-    """The main job on built-in sample photos: ranking data, stage one, stage two."""
+    """The main job on sample photos: both stages, a report.
+
+    Ranking data from the sample photos scikit-image ships, stage one, stage two against an
+    MS-SSIM stand-in for opinion scores, and report.png; a rerun resumes."""
     if old_work_dir is not None:
         notice("`rankiqa demo --work-dir` is renamed --output-dir; it still works for now")
         work_dir = old_work_dir
@@ -710,6 +789,10 @@ def demo_cmd(work_dir, old_work_dir, overrides, finetune_overrides, device):
                "order)")
     click.echo("score your own photos with the built-in model (trained on human opinion, "
                "BIQ2021): rankiqa predict PHOTOS...")
+
+
+for _name, _examples in EXAMPLES.items():  # "\b": click keeps these lines as they are
+    main.commands[_name].epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in _examples)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,13 +87,13 @@ class RankDataConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = "momentum"  # sgd | momentum | adam | rmsprop
-    lr: float = 1e-4
+    lr: float = 1e-4  # learning rate (before schedule and warm-up)
     lr_schedule: str = "constant"  # constant | exponential | cosine | piecewise
     lr_decay_steps: int = 10000  # exponential: lr * decay_rate ** (step / decay_steps)
-    lr_decay_rate: float = 0.1
+    lr_decay_rate: float = 0.1  # exponential and piecewise: the factor per decay
     lr_boundaries: Tuple[int, ...] = ()  # piecewise: steps where lr is multiplied by decay_rate
     warmup_steps: int = 0  # linear warm-up from 0 to lr
-    momentum: float = 0.9
+    momentum: float = 0.9  # momentum and rmsprop
     clip_gradient_norm: float = 0.0  # 0: no clipping
 
 
@@ -101,13 +101,13 @@ class OptimConfig:
 class LoopConfig:
     """The session loop both stages share."""
 
-    max_steps: int = 50000
+    max_steps: int = 50000  # the final global step; a rerun trains on to it
     log_every: int = 50  # progress line
     summary_every: int = 100  # TensorBoard scalars
     save_every: int = 1000  # checkpoint
     eval_every: int = 1000  # held-out evaluation -> eval.json; 0: only at the end
-    keep_checkpoints: int = 5
-    seed: int = 0
+    keep_checkpoints: int = 5  # the newest ones kept; older ones are deleted as new ones land
+    seed: int = 0  # graph, crops and data order: the same seed, the same run
     # Input pipelines keep their order (crops are per-element seeded either way), so the same
     # seed gives the same batches; false lets parallel decode hand over whatever is ready first.
     deterministic: bool = True
@@ -163,11 +163,11 @@ class MosDataConfig:
     # None: the dataset's own; false for DMOS-like scores (lower is better), which are flipped
     higher_is_better: Optional[bool] = None
     val_fraction: float = 0.2  # by reference where the dataset has references
-    test_fraction: float = 0.0
-    split_seed: int = 0
+    test_fraction: float = 0.0  # a third part that neither training nor validation sees
+    split_seed: int = 0  # the split's seed: the same seed, the same parts
     split_index: int = 0  # 0..N-1 for N independent repeated splits
-    crop_size: int = 224
-    batch_size: int = 16
+    crop_size: int = 224  # square random training crop, and the views' side
+    batch_size: int = 16  # labelled images per step
     cache_decoded: bool = False  # keep decoded training images in memory
     # each training crop from the image shrunk by a random factor (1 down to the whole picture
     # in the crop): the scales the `pyramid` crop mode evaluates
@@ -189,13 +189,14 @@ class TransferConfig:
     # with max_steps 0 this is the frozen-backbone model
     probe: bool = False
     probe_crops: int = 2  # crops per training image (placed by eval_crop_mode), each a ridge row
+    # ridge penalties the probe chooses from by cross-validated SROCC
     probe_alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
     probe_folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
     # a second loss that keeps what stage one taught (a fine-tuned model otherwise forgets how
     # distortions rank, `rankiqa ladders`): the ranking hinge on the groups of a rank list
     # (make-rank-data; references from the training part only) beside the regression
     rank_list: str = ""  # "": regression only
-    rank_weight: float = 1.0
+    rank_weight: float = 1.0  # the ranking hinge's weight beside the regression loss
     rank_references_per_batch: int = 2  # groups per step, each with all its levels
     rank_loss: str = "operator"  # rankiqa.losses.rank_losses_map
     rank_margin: float = 0.05  # in score units: scores are normalised MOS in [0, 1]
@@ -204,7 +205,7 @@ class TransferConfig:
     # sample; their features cost levels x probe_crops forward passes each) by rank_margin,
     # the mean squared hinge weighted by this against the mean squared error; 0: plain ridge
     probe_rank_weight: float = 0.0
-    probe_rank_groups: int = 400
+    probe_rank_groups: int = 400  # rank groups the ranking-aware probe orders
 
 
 @dataclass(frozen=True)

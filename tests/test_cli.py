@@ -20,9 +20,12 @@ def test_help_lists_every_command_and_each_has_help():
     assert sorted(main.commands) == COMMANDS
     result = invoke("--help")
     assert result.exit_code == 0
-    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines()
-              if line.strip()]
-    assert sorted(listed) == COMMANDS
+    # grouped as a user thinks of them: score, train, evaluate, export, tools
+    sections = result.output.split("Options:")[1].split("\n\n")[1:]
+    headings = [s.strip().splitlines()[0] for s in sections]
+    assert headings == ["Score:", "Train:", "Evaluate:", "Export:", "Tools:"]
+    listed = [line.split()[0] for s in sections for line in s.strip().splitlines()[1:]]
+    assert sorted(listed) == COMMANDS and listed[0] == "predict"
     for command in COMMANDS:
         result = invoke(command, "--help")
         assert result.exit_code == 0 and result.output.startswith(f"Usage: main {command}")

@@ -52,36 +52,49 @@ def _rng(seed, reference, family):
     return np.random.default_rng([seed, zlib.crc32(reference.encode()), zlib.crc32(family.encode())])
 
 
-def _process_reference(job):
-    """Worker: one reference -> its files and rank rows. Returns (rows, skipped_families, error)."""
-    path, name, out_root, families, seed, max_side, max_pixels = job
+def _process_family(job):
+    """Worker: one family of one reference -> its files and rank rows (its own random stream,
+    `_rng`, so the bytes do not depend on which worker made them). The reference's first
+    family also writes the pristine copy. Returns (rows, skipped: bool, error)."""
+    path, name, out_root, family, first, seed, max_side, max_pixels = job
     views.set_max_pixels(max_pixels)  # a spawned worker starts with the default
     try:
         image = views.load_image(path, max_side)
     except BadImageError as e:
-        return [], [], str(e)
+        return [], False, str(e)
     if min(image.shape[:2]) < 8:
-        return [], [], f"{path}: too small ({image.shape[1]}x{image.shape[0]})"
-    ref_dir = os.path.join(out_root, "images", name)
-    os.makedirs(ref_dir, exist_ok=True)
+        return [], False, f"{path}: too small ({image.shape[1]}x{image.shape[0]})"
+    os.makedirs(os.path.join(out_root, "images", name), exist_ok=True)
     pristine = f"images/{name}/{name}.png"
-    Image.fromarray(image).save(os.path.join(out_root, pristine), compress_level=PNG_COMPRESS_LEVEL)
-    rows, skipped = [], []
-    for family in families:
-        rng = _rng(seed, name, family)
-        _, values = distortions_lib.get_distortion(family)
-        levels = [distortions_lib.distort(image, family, k, rng) for k in range(1, len(values) + 1)]
-        if np.array_equal(levels[-1], image):
-            # e.g. desaturating a grey photo: every level equals level 0, so no ranking exists.
-            skipped.append(family)
-            continue
-        rows.append((name, family, 0, pristine))
-        for k, distorted in enumerate(levels, start=1):
-            rel = f"images/{name}/{name}_{family}_{k}.png"
-            Image.fromarray(distorted).save(os.path.join(out_root, rel),
-                                            compress_level=PNG_COMPRESS_LEVEL)
-            rows.append((name, family, k, rel))
-    return rows, skipped, None
+    if first:
+        Image.fromarray(image).save(os.path.join(out_root, pristine),
+                                    compress_level=PNG_COMPRESS_LEVEL)
+    rng = _rng(seed, name, family)
+    _, values = distortions_lib.get_distortion(family)
+    levels = [distortions_lib.distort(image, family, k, rng) for k in range(1, len(values) + 1)]
+    if np.array_equal(levels[-1], image):
+        # e.g. desaturating a grey photo: every level equals level 0, so no ranking exists.
+        return [], True, None
+    rows = [(name, family, 0, pristine)]
+    for k, distorted in enumerate(levels, start=1):
+        rel = f"images/{name}/{name}_{family}_{k}.png"
+        Image.fromarray(distorted).save(os.path.join(out_root, rel),
+                                        compress_level=PNG_COMPRESS_LEVEL)
+        rows.append((name, family, k, rel))
+    return rows, False, None
+
+
+def _per_reference(results, families):
+    """The per-family results regrouped per reference, in order: (rows, skipped families,
+    error)."""
+    results = iter(results)
+    while True:
+        chunk = [next(results, None) for _ in families]
+        if chunk[0] is None:
+            return
+        error = next((e for _, _, e in chunk if e), None)
+        yield ([r for rows, _, _ in chunk for r in rows],
+               [f for f, (_, skipped, _) in zip(families, chunk) if skipped], error)
 
 
 def _collect(jobs, results, skip_bad, progress):
@@ -138,11 +151,14 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
     names = _reference_names(paths)
     with rundir.writing(out_dir) as partial:  # a half-written folder is never taken for one
         os.makedirs(partial)
-        jobs = [(p, n, partial, tuple(families), seed, max_side, views.MAX_PIXELS)
-                for p, n in zip(paths, names)]
+        # one job per reference and family: many small jobs keep every worker busy to the end
+        jobs = [(p, n, partial, f, k == 0, seed, max_side, views.MAX_PIXELS)
+                for p, n in zip(paths, names) for k, f in enumerate(families)]
         if progress:
-            progress(0, len(jobs))
-        rows, bad, skipped_families = _collect(jobs, _run_jobs(jobs, workers), skip_bad, progress)
+            progress(0, len(paths))
+        results = _per_reference(_run_jobs(jobs, workers), families)
+        rows, bad, skipped_families = _collect(list(zip(paths, names)), results, skip_bad,
+                                               progress)
         if not rows:
             raise BadImageError(f"SRC_DIR {src_dir}: no usable reference image")
         lists.write_rank_list(os.path.join(partial, lists.RANK_LIST_NAME), rows)
@@ -162,7 +178,7 @@ def _run_jobs(jobs, workers):
     """Yields results in job order; with workers > 1 they come from a process pool."""
     if workers == 1:
         for job in jobs:
-            yield _process_reference(job)
+            yield _process_family(job)
         return
     # Largest references first: the pool then ends on small jobs instead of one big straggler
     # (longest-processing-time scheduling); results are put back in job order.
@@ -170,7 +186,7 @@ def _run_jobs(jobs, workers):
     done, next_out = {}, 0
     # spawn, not fork: the parent may hold TensorFlow's threads, which fork does not copy safely.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for k, result in zip(order, pool.imap(_process_reference, [jobs[k] for k in order])):
+        for k, result in zip(order, pool.imap(_process_family, [jobs[k] for k in order])):
             done[k] = result
             while next_out in done:
                 yield done.pop(next_out)

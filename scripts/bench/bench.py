@@ -216,10 +216,11 @@ def cores(args):
 
 def p3(args):
     """`rankiqa make-rank-data` throughput with 2 workers / with 1 (the real command, as a user
-    runs it; same photos, same output bytes)."""
+    runs it; same photos, same output bytes): the 16 sample photos, or --photos (e.g. the 24
+    Kodak photos of ../shared/data/kodak)."""
     from rankiqa.data import samples
 
-    photos = os.path.join(args.work_dir, "photos")
+    photos = args.photos or os.path.join(args.work_dir, "photos")
     if not os.path.isdir(photos):
         samples.write_sample_photos(photos)
     times = {1: [], 2: []}
@@ -646,8 +647,8 @@ def main():
         p.add_argument("--no-cache", action="store_true", help="p2: decode every step")
         p.add_argument("--seconds", type=float, default=5.0, help="cores: length of each run")
         p.add_argument("--count", type=int, default=200, help="p11: photos")
-        p.add_argument("--photos", help="p11: a folder of photos [default: the shared BIQ2021 "
-                                        "training images]")
+        p.add_argument("--photos", help="p3, p11: a folder of photos [default: p3 the sample "
+                                        "photos, p11 the shared BIQ2021 training images]")
         p.set_defaults(fn=fn, **defaults[name])
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
