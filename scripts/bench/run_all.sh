@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every command of BENCHMARKS.md, one after another, each with its wall time; run it alone on
-# the machine (the figures are timings). Session 7: 24 min on the 2-core CPU.
+# the machine (the figures are timings). About 25 min on a 2-core CPU.
 #   bash scripts/bench/run_all.sh > bench.log
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
@@ -22,3 +22,4 @@ run "${B[@]}" p4 --net resnet_v2_50 --crop 224 --warmup 1 --repeats 3
 run "${B[@]}" p5
 run "${B[@]}" p6
 run "${B[@]}" p10
+run "${B[@]}" p11
