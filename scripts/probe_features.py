@@ -103,7 +103,7 @@ def main(argv=None):
         save(f"{part}.npz", features=x.astype(np.float32),
              scores=np.array([it.score for it in items]), paths=[it.path for it in items])
     scorer.close()
-    return 0
+    return os.EX_OK
 
 
 if __name__ == "__main__":

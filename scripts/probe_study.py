@@ -127,7 +127,7 @@ def main(argv=None):
     else:
         study_ranking(args.features_dir, [float(w) for w in args.weights.split(",")],
                       args.margin, [int(v) for v in args.views.split(",")])
-    return 0
+    return os.EX_OK
 
 
 if __name__ == "__main__":

@@ -198,5 +198,5 @@ def _pixels(path):
     try:
         w, h = views.image_size(path)
     except BadImageError:
-        return 0
+        w = h = 0  # they fail fast anyway
     return w * h

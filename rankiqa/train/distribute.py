@@ -46,8 +46,8 @@ class Placement:
     devices: Tuple[str, ...] = ()  # mirrored: this machine's replica devices
     cluster: Optional[Cluster] = None  # multi_worker
     strategy: object = None  # None for one device
-    target: str = ""  # the session's target ("" in process, a server's grpc:// address)
-    config: object = None  # the session's tf.ConfigProto
+    target: str = ""  # the tf.Session target ("" in process, a server's grpc:// address)
+    config: object = None  # the tf.Session ConfigProto
 
     @property
     def is_chief(self):

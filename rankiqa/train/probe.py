@@ -165,8 +165,8 @@ def head_values(fit, head_variables):
         # the head's batch norm divides by sqrt(moving_variance + epsilon): std exactly when
         # std^2 > epsilon; a feature with a smaller spread (1,116 of the 6,544 combined
         # features, std down to 0.002) is divided by more than its std, so its weight makes up
-        # the difference (before session 9 it did not: those features were down-weighted by up
-        # to 16x, costing 0.009 validation SROCC on the combined probe)
+        # the difference (without it, those features were down-weighted by up to 16x, which
+        # cost 0.009 validation SROCC on the combined probe)
         variance = std ** 2 - BN_EPSILON
         held = variance >= 1e-8
         values["moving_mean"] = mean

@@ -1,0 +1,146 @@
+"""The documentation stays true: generated pages equal what the code generates, every command
+line shown parses with the real CLI, the Python snippet runs, the models table is the
+registry's, and the text speaks to users, not of how the project was made."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from rankiqa import cli
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+PAGES = ["README.md", "BENCHMARKS.md"] + sorted(
+    os.path.join("docs", n) for n in os.listdir(os.path.join(ROOT, "docs")) if n.endswith(".md"))
+
+
+def read(page):
+    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+        return f.read()
+
+
+def _make_docs():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import make_docs
+    finally:
+        sys.path.pop(0)
+    return make_docs
+
+
+@pytest.mark.parametrize("page", ["docs/cli.md", "docs/configuration.md"])
+def test_generated_pages_equal_what_the_code_generates(page):
+    generated = _make_docs().PAGES[page]()
+    assert read(page) == generated, (
+        f"{page} differs from the code: run `python scripts/make_docs.py` and commit it")
+
+
+def code_blocks(text, languages=("bash", "sh", "console", "")):
+    """The fenced code blocks of `languages` (a ```text block shows output, not commands)."""
+    blocks, current, language = [], None, None
+    for line in text.splitlines():
+        fence = line.strip()
+        if fence.startswith("```") and current is None:
+            current, language = [], fence[3:].strip()
+        elif fence == "```" and current is not None:
+            if language in languages:
+                blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def command_lines(text):
+    """Every `rankiqa ...` line of the shell code blocks, continuation lines joined."""
+    lines = []
+    for block in code_blocks(text):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.strip().lstrip("$ ").split("  #")[0].strip()
+            if line.startswith("rankiqa "):
+                lines.append(line)
+    return lines
+
+
+def parses(line, monkeypatch):
+    """The CLI's own parsing of `line` (types, choices, required options), nothing run."""
+    for command in cli.main.commands.values():
+        monkeypatch.setattr(command, "callback", lambda *args, **kwargs: None)
+    args = shlex.split(line)[1:]
+    if args and args[0] == "launch" and "--" in args:  # the command after -- is its own line
+        dash = args.index("--")
+        launched = parses("rankiqa " + shlex.join(args[dash + 1:]), monkeypatch)
+        if launched is not True:
+            return launched
+    result = CliRunner().invoke(cli.main, args)
+    return True if result.exit_code == 0 else result.output
+
+
+def test_every_command_line_in_the_docs_and_help_parses(monkeypatch):
+    shown = [(page, line) for page in PAGES for line in command_lines(read(page))]
+    shown += [("--help", line) for examples in cli.EXAMPLES.values() for line in examples]
+    assert len(shown) > 40
+    failures = [f"{page}: {line}\n  {outcome}" for page, line in shown
+                if (outcome := parses(line, monkeypatch)) is not True]
+    assert failures == []
+
+
+def test_the_parse_check_catches_an_option_that_does_not_exist(monkeypatch):
+    assert parses("rankiqa predict photos --modle x", monkeypatch) != True  # noqa: E712
+    assert parses("rankiqa predict photos --engine onnx", monkeypatch) is True
+
+
+def test_every_help_ends_with_examples():
+    for name, command in cli.main.commands.items():
+        assert 1 <= len(cli.EXAMPLES.get(name, ())) <= 3, name
+        out = CliRunner().invoke(cli.main, [name, "--help"], terminal_width=200).output
+        assert out.rstrip().endswith(cli.EXAMPLES[name][-1]), name
+
+
+def test_the_readme_models_table_is_the_registrys():
+    from rankiqa import models
+
+    text = read("README.md")
+    assert models.TABLE_HEADER in text
+    rows = text.split(models.TABLE_HEADER, 1)[1].split("\n\n", 1)[0].strip().splitlines()
+    assert rows == [m.table_row() for m in models.BUILTIN.values()]
+
+
+def test_the_readme_python_snippet_runs(photo_dir, tmp_path):
+    """As written, on two photos named as the snippet names them, with the default model."""
+    from PIL import Image
+
+    (snippet,) = code_blocks(read("README.md"), ("python",))
+    photos = sorted(os.listdir(photo_dir))
+    for source, name in zip(photos, ("photo.jpg", "other.png")):
+        Image.open(os.path.join(photo_dir, source)).convert("RGB").save(tmp_path / name)
+    out = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "BIQ2021 MOS in [0, 1], higher is better" in out.stdout
+
+
+HISTORY = re.compile(r"session [0-9]|sessions [0-9]|session's|earlier session|turn [0-9]",
+                     re.I)
+
+
+def test_the_project_text_has_no_history_of_its_making():
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    found = []
+    for name in files:
+        path = os.path.join(ROOT, name)
+        if (name.endswith((".npz", ".png")) or name == "tests/test_docs.py"
+                or os.path.islink(path) or not os.path.isfile(path)):
+            continue
+        for number, line in enumerate(read(name).splitlines(), start=1):
+            if HISTORY.search(line) and not re.search(r"tf\.(compat\.v1\.)?Session|"
+                                                      r"MonitoredSession", line):
+                found.append(f"{name}:{number}: {line.strip()[:100]}")
+    assert found == []
