@@ -21,22 +21,28 @@ def _check(predicted, target):
     return p, t
 
 
+def _correlation(statistic, predicted, target):
+    """`statistic`'s coefficient, NaN (quietly) where either side is constant: no correlation
+    is defined there (e.g. a distortion whose images all share one score)."""
+    p, t = _check(predicted, target)
+    if np.ptp(p) == 0 or np.ptp(t) == 0:
+        return float("nan")
+    return float(statistic(p, t)[0])
+
+
 def srocc(predicted, target):
     """Spearman rank-order correlation."""
-    p, t = _check(predicted, target)
-    return float(stats.spearmanr(p, t)[0])
+    return _correlation(stats.spearmanr, predicted, target)
 
 
 def krocc(predicted, target):
     """Kendall rank-order correlation (tau-b)."""
-    p, t = _check(predicted, target)
-    return float(stats.kendalltau(p, t)[0])
+    return _correlation(stats.kendalltau, predicted, target)
 
 
 def plcc(predicted, target):
     """Pearson linear correlation of the raw predictions."""
-    p, t = _check(predicted, target)
-    return float(stats.pearsonr(p, t)[0])
+    return _correlation(stats.pearsonr, predicted, target)
 
 
 def rmse(predicted, target):

@@ -50,3 +50,14 @@ def test_the_fitted_logistic_evaluated_elsewhere_is_the_same_curve():
     # the curve recovers the generating logistic, and is monotone like it
     np.testing.assert_allclose(curve, metrics.logistic4(grid, 0.9, 0.1, 0.5, 0.1), atol=0.02)
     assert np.all(np.diff(curve) > 0)
+
+
+def test_a_constant_side_has_no_correlation_and_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning would fail here
+        for fn in (metrics.srocc, metrics.krocc, metrics.plcc):
+            assert np.isnan(fn([1.0, 2.0, 3.0], [0.5, 0.5, 0.5]))
+            assert np.isnan(fn([2.0, 2.0, 2.0], [0.1, 0.2, 0.3]))
+            assert fn([1.0, 2.0, 3.0], [0.1, 0.2, 0.4]) > 0.9
