@@ -125,8 +125,9 @@ def test_the_readme_python_snippet_runs(photo_dir, tmp_path):
     assert "BIQ2021 MOS in [0, 1], higher is better" in out.stdout
 
 
-HISTORY = re.compile(r"session [0-9]|sessions [0-9]|session's|earlier session|turn [0-9]",
-                     re.I)
+# split so that this file does not match itself
+HISTORY = re.compile("|".join(["sess" "ion [0-9]", "sess" "ions [0-9]", "sess" "ion's",
+                               "earlier sess" "ion", "tu" "rn [0-9]"]), re.I)
 
 
 def test_the_project_text_has_no_history_of_its_making():
@@ -136,8 +137,7 @@ def test_the_project_text_has_no_history_of_its_making():
     found = []
     for name in files:
         path = os.path.join(ROOT, name)
-        if (name.endswith((".npz", ".png")) or name == "tests/test_docs.py"
-                or os.path.islink(path) or not os.path.isfile(path)):
+        if name.endswith((".npz", ".png")) or os.path.islink(path) or not os.path.isfile(path):
             continue
         for number, line in enumerate(read(name).splitlines(), start=1):
             if HISTORY.search(line) and not re.search(r"tf\.(compat\.v1\.)?Session|"

@@ -229,12 +229,14 @@ def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
     np.testing.assert_allclose(scores, checkpoint_scores(stage_one, crops), rtol=1e-3, atol=1e-4)
 
 
-def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir, onnx_cache,
+def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir, tmp_path,
                                                            monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     from rankiqa import predict, scoring
 
+    onnx_cache = tmp_path / "onnx_cache"  # this test's alone: others convert models too
+    monkeypatch.setenv(scoring.ONNX_CACHE_ENV, str(onnx_cache))
     outputs = {}
     for engine in ("tensorflow", "onnx"):
         result = invoke("predict", photo_dir, "--model", stage_one, "--engine", engine,
