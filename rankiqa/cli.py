@@ -562,6 +562,7 @@ def models_cmd():
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace an existing --output (never an input).")
 @click.option("--engine", type=click.Choice(device_lib.ENGINES), default="auto",
               show_default=True,
               help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime "
@@ -571,7 +572,7 @@ def models_cmd():
 @precision_option
 @handle_errors
 def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, crop_mode,
-                crop_size, batch_size, fmt, output, engine, device, precision):
+                crop_size, batch_size, fmt, output, force, engine, device, precision):
     """Score photos and folders (recursive).
 
     Each photo is scored with the model's own views (the default built-in model unless --model
@@ -589,7 +590,8 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     if output:
         from rankiqa import rundir
 
-        rundir.check_writable(output)  # before scoring, not after
+        # before scoring, not after: never a photo being scored, never an old output unasked
+        rundir.check_output(output, [*paths, model], force, "--output")
     rows, problems, used = predict.predict(
         paths, model, net=net, views=lambda own: own.replace(crop_size, crops, crop_mode),
         batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision,

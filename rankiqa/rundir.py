@@ -150,13 +150,26 @@ def recover_siblings(out):
             os.remove(path)
 
 
+def _input_path(source):
+    """What an input occupies on disk: a checkpoint prefix (``RUN/model.ckpt-20``) or one of its
+    ``.index`` / ``.data-*`` files stands for its folder, which replacing would delete."""
+    if not source:
+        return source
+    source = os.fspath(source)
+    if not os.path.exists(source) and os.path.exists(source + ".index"):
+        return os.path.dirname(os.path.abspath(source))
+    if re.search(r"\.(index|data-\d+-of-\d+)$", source) and os.path.isfile(source):
+        return os.path.dirname(os.path.abspath(source))
+    return source
+
+
 def check_output(out, inputs=(), force=False, option="the output"):
     """Refuses, before any work: an existing `out` without `force`, an `out` that is, holds
     or lies inside one of `inputs` (replacing it would delete what is being read), and an `out`
     whose folder cannot be written. What an interrupted write left is tidied first
     (`recover_siblings`)."""
     recover_siblings(out)
-    for source in inputs:
+    for source in map(_input_path, inputs):
         if source and os.path.exists(source) and (_inside(out, source) or _inside(source, out)):
             raise InputError(f"{option} {out} is, holds or lies inside the input {source}; "
                              "choose another output")
@@ -249,12 +262,17 @@ def locked(folder, command, log=None):
 
 # what an interrupted write leaves: TF's tempstate shards and our own atomic-write siblings
 _TEMPORARY = re.compile(r"(_temp$|tempstate|\.tmp-\d+$|\.partial-)")
+# the files a run writes; only their leftovers are ever removed, never a user's own file that
+# happens to have such a name (build_temp/, notes.tmp-2024)
+_OWN = (CHECKPOINT_NAME, "checkpoint", RUN_INFO_NAME, EVAL_NAME, "restore_report.json",
+        "probe.json")
 
 
 def remove_temporaries(folder, log=None):
-    """Deletes what interrupted writes left in `folder` (call while holding its lock)."""
+    """Deletes what interrupted writes of this program left in `folder`: a temporary sibling
+    of one of its own files (`_OWN`; call while holding the folder's lock)."""
     for name in sorted(os.listdir(folder)):
-        if _TEMPORARY.search(name) and not name.startswith(LOCK_NAME):
+        if _TEMPORARY.search(name) and name.startswith(_OWN):
             path = os.path.join(folder, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             if log:

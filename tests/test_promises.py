@@ -185,3 +185,23 @@ def test_export_npy_exclude_drops_a_scope(stage_one, tmp_path):
         names = list(arrays.files)
     assert names and not [n for n in names if n.startswith("resnet_v2/logits")]
     assert "resnet_v2/conv1/weights" in names
+
+
+def test_predict_output_never_replaces_a_photo_and_needs_force_for_an_old_output(
+        stage_one, photo_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    name = sorted(os.listdir(photo_dir))[0]
+    original = open(os.path.join(photo_dir, name), "rb").read()
+    (photos / name).write_bytes(original)
+    result = invoke("predict", photos, "--model", stage_one, "--output", photos / name, "--force")
+    assert result.exit_code == 1 and "is, holds or lies inside the input" in result.stderr
+    assert (photos / name).read_bytes() == original
+    out = tmp_path / "scores.csv"
+    assert invoke("predict", photos, "--model", stage_one, "--output", out).exit_code == 0
+    first = out.read_text()
+    result = invoke("predict", photos, "--model", stage_one, "--output", out)
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+    assert out.read_text() == first
+    assert invoke("predict", photos, "--model", stage_one, "--output", out,
+                  "--force").exit_code == 0

@@ -171,3 +171,30 @@ def test_killed_inside_a_write_the_rerun_resumes_cleanly(rank_data, tmp_path, fa
     assert [h["step"] for h in history] == [3, 6, 9]
     assert not [p for p in os.listdir(run) if ".tmp-" in p or "temp" in p]
     assert '"model.ckpt-9"' in (run / "checkpoint").read_text()
+
+
+def test_training_removes_only_its_own_leftovers_never_a_users_files(rank_data, tmp_path):
+    run = tmp_path / "run"
+    (run / "build_temp").mkdir(parents=True)
+    (run / "build_temp" / "thesis.tex").write_text("x")
+    for name in ("meeting_temp", "photo.tmp-2024", "report.partial-final", "tempstate_notes.txt"):
+        (run / name).write_text("mine")
+    (run / "eval.json.tmp-12345").write_text("{")  # what an interrupted write of ours leaves
+    (run / "model.ckpt-3_temp").mkdir()
+    train(rank_data, run, **{"train.max_steps": 1})
+    left = set(os.listdir(run))
+    assert {"build_temp", "meeting_temp", "photo.tmp-2024", "report.partial-final",
+            "tempstate_notes.txt"} <= left
+    assert (run / "build_temp" / "thesis.tex").read_text() == "x"
+    assert not {"eval.json.tmp-12345", "model.ckpt-3_temp"} & left
+
+
+def test_an_output_never_replaces_an_input_given_as_a_checkpoint_prefix(stage_one, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(stage_one, run)
+    (prefix,) = [str(run / n[:-len(".index")]) for n in os.listdir(run) if n.endswith(".index")]
+    for out, inputs in ((str(run), [prefix]), (prefix + ".index", [prefix]),
+                        (str(run / "w.npz"), [prefix + ".index"])):
+        with pytest.raises(ValueError, match="is, holds or lies inside the input"):
+            rundir.check_output(out, inputs, force=True)
+    assert sorted(os.listdir(run)) == sorted(os.listdir(stage_one))
