@@ -11,9 +11,29 @@ not load TensorFlow. Scoring photos from Python:
 __version__ = "0.1.0"
 
 
-def load_model(model=None, **kwargs):
-    """`rankiqa.predict.load_model`: a built-in model's name (default), a training folder or
-    checkpoint prefix, or an export-npy ``.npz`` -> a `rankiqa.predict.Model` with ``score``."""
+def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
+               allow_pickle=False, engine="auto"):
+    """A quality model ready to score (`rankiqa.predict.Model`): ``model.score(images)``.
+
+    Args:
+      model: a built-in model's name (`list_models`; None: the default one), a training folder
+        or checkpoint prefix, or an ``.npz`` from ``rankiqa export-npy`` (with `net`).
+      net: the network's name, for a model that records none.
+      device: auto | cpu | gpu.
+      batch_size: views per run of the network.
+      precision: fp32 | mixed | auto (16-bit compute where the hardware has it).
+      allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
+      engine: auto (the faster of TensorFlow and ONNX Runtime here, where they agree) |
+        tensorflow | onnx.
+    """
     from rankiqa import predict  # TensorFlow loads here, not at `import rankiqa`
 
-    return predict.load_model(model, **kwargs)
+    return predict.load_model(model, net=net, device=device, batch_size=batch_size,
+                              precision=precision, allow_pickle=allow_pickle, engine=engine)
+
+
+def list_models():
+    """The built-in models' names, the default first (`rankiqa models` describes each)."""
+    from rankiqa import models  # numpy only
+
+    return [models.DEFAULT] + sorted(n for n in models.BUILTIN if n != models.DEFAULT)

@@ -19,7 +19,6 @@ from PIL import Image
 
 from rankiqa import scoring
 from rankiqa.data import views as views_lib
-from rankiqa.errors import InputError
 
 
 class Model:
@@ -28,22 +27,33 @@ class Model:
     Attributes:
       name: what it was loaded from; views: its own `rankiqa.data.views.Views`; scale: what its
       scores mean; net: the network's name; scorer: its `rankiqa.scoring.Scorer`; engine: what
-      runs it (and why, where ``engine="auto"`` chose).
+      runs it (and why, where ``engine="auto"`` chose); lower_better: False (every rankiqa
+      score is higher for better quality); score_range: ``(0.0, 1.0)`` for a built-in or
+      fine-tuned model (normalised MOS), None where the scale is open (stage one's ranking
+      scores, a model without rankiqa.json).
     """
+
+    lower_better = False
 
     def __init__(self, scorer, name):
         self.scorer, self.name = scorer, name
         self.views, self.scale, self.net = scorer.views, scorer.scale, scorer.net_name
         kind = "onnx" if isinstance(scorer, scoring.OnnxScorer) else "tensorflow"
         self.engine = f"{kind} ({scorer.engine_note})" if scorer.engine_note else kind
+        normalised = scorer.info.get("stage") in ("builtin", "finetune")
+        self.score_range = (0.0, 1.0) if normalised else None
 
     def score(self, images, views=None):
-        """Scores ``[len(images)]`` (float32) of paths, PIL images or uint8 arrays, each the
-        mean over `views` (default: the model's own; random views drawn as every command
-        draws them, `rankiqa.data.views.VIEW_SEED`)."""
+        """Scores of paths, PIL images or uint8 arrays (``[H, W, 3]`` or grey ``[H, W]``), each
+        the mean over `views` (default: the model's own; random views drawn as every command
+        draws them, `rankiqa.data.views.VIEW_SEED`).
+
+        Returns:
+          a float for one image; float32 ``[len(images)]`` for a list (or ``[N, H, W, 3]``).
+        """
         if isinstance(images, (str, os.PathLike, Image.Image)) or (
                 isinstance(images, np.ndarray) and images.ndim <= 3):
-            raise InputError("score takes a list of images; wrap a single one in a list")
+            return float(self.scorer.score_items([images], views or self.views)[0])
         return self.scorer.score_items(list(images), views or self.views)
 
     def close(self):

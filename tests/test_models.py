@@ -34,13 +34,14 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
         with pytest.raises(InputError, match=r"image 1: expected a path, a PIL image or a uint8 "
                                              r"array \[H, W, 3\]"):
             model.score([paths[0], np.zeros((8, 8, 3), np.float32)])
-        with pytest.raises(InputError, match="wrap a single one in a list"):
-            model.score(paths[0])
+        one = model.score(paths[0])  # one image in, one float out
+        assert model.lower_better is False and model.score_range is None  # stage one: open
     assert by_path.dtype == np.float32 and by_path.shape == (len(paths),)
     np.testing.assert_array_equal(by_path, [r["score"] for r in rows])  # the same numbers
     np.testing.assert_array_equal(by_array, by_path)
     np.testing.assert_array_equal(by_pil, by_path[:2])
     np.testing.assert_array_equal(grey, as_rgb)  # a grey array is its RGB twin
+    assert isinstance(one, float) and one == float(by_path[0])
     # the context manager let go of what ran the network (auto may have chosen either engine)
     if model.engine.startswith("tensorflow"):
         assert model.scorer.session._closed
@@ -191,5 +192,18 @@ def test_the_combined_built_in_model_ranks_distorted_copies_below_the_photo():
     copies = [ladders.ladder(photo, family, seed=0)[3] for family in ("gblur", "wn", "jpeg")]
     with rankiqa.load_model("biq2021-efficientnet-dinov2", engine="tensorflow") as model:
         assert (model.net, model.views.count) == ("efficientnet_vit", 3)
+        assert model.score_range == (0.0, 1.0) and model.lower_better is False
         original, *distorted = model.score([photo, *copies])
     assert 0 < original < 1 and all(s < original for s in distorted)
+
+
+def test_list_models_names_the_default_first_without_tensorflow():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, rankiqa; print(rankiqa.list_models()); "
+                          "print('tensorflow' in sys.modules)"], capture_output=True, text=True,
+                         timeout=120)
+    names, loaded = out.stdout.strip().splitlines()
+    assert eval(names) == [models.DEFAULT] + sorted(set(models.BUILTIN) - {models.DEFAULT})
+    assert loaded == "False"
