@@ -381,42 +381,44 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
                     net_name=net_name, batch_size=batch_size)
     scorer.report, scorer.precision, scorer.scale = report, precision, score_scale(info)
     scorer.info = info
+    frozen = None  # auto's frozen graph, which the onnx engine then reuses
     if engine == "auto":
-        engine, scorer.engine_note = choose_engine(scorer, device, precision)
+        engine, scorer.engine_note, frozen = choose_engine(scorer, device, precision)
     if engine == "onnx":
         with scorer:  # its graph is converted; its session is no longer needed
-            return OnnxScorer(scorer, frozen=getattr(scorer, "_frozen", None))
+            return OnnxScorer(scorer, frozen=frozen)
     return scorer
 
 
 def choose_engine(scorer, device="auto", precision="fp32"):
-    """(engine, a note saying why) for `--engine auto`: ONNX Runtime where it is installed,
+    """(engine, a note saying why, the frozen graph or None) for `--engine auto`: ONNX Runtime where it is installed,
     computes what TensorFlow does (scores within `AUTO_TOLERANCE`) and scores this model's views
     faster on this machine; else TensorFlow. Measured once per model, machine and version (a
     few seconds: the conversion and a few batches each) and kept beside the onnx engine's
     conversions (`onnx_cache_path`, ``.engine.json``)."""
     if device == "gpu" or precision == "mixed":
-        return "tensorflow", "auto: tensorflow (the onnx engine computes float32 on the CPU)"
+        return "tensorflow", "auto: tensorflow (the onnx engine computes float32 on the CPU)", None
     try:
         require_onnx("tf2onnx", "onnxruntime")
     except InputError:
-        return "tensorflow", "auto: tensorflow (the onnx extra is not installed)"
-    frozen = scorer._frozen = frozen_graph_def(scorer)  # the onnx engine reuses it
+        return "tensorflow", "auto: tensorflow (the onnx extra is not installed)", None
+    frozen = frozen_graph_def(scorer)
     path = onnx_cache_path(frozen, scorer, 13)
-    record = path and _read_record(path[:-len(".onnx")] + ".engine.json", scorer.batch_size)
+    record_path = path and path[:-len(".onnx")] + ".engine.json"
+    record = record_path and _read_record(record_path, scorer.batch_size)
     if not record:
-        record = _measure_engines(scorer)
-        if path:
+        record = _measure_engines(scorer, frozen)
+        if record_path:
             try:
-                rundir.write_json_atomic(path[:-len(".onnx")] + ".engine.json", record)
+                rundir.write_json_atomic(record_path, record)
             except OSError:
                 pass  # measured again next time
     speedup = record["onnx_views_s"] / record["tensorflow_views_s"]
     if not record["agree"]:
         return "tensorflow", (f"auto: tensorflow (onnx scores differ by up to "
-                              f"{record['max_difference']:.2g})")
+                              f"{record['max_difference']:.2g})"), frozen
     engine = "onnx" if speedup > 1 else "tensorflow"
-    return engine, f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here)"
+    return engine, f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here)", frozen
 
 
 def _read_record(path, batch_size):
@@ -445,7 +447,7 @@ def _machine():
     return f"{digest}|{os.cpu_count()} cpus|tf {tf.__version__}|ort {onnxruntime.__version__}"
 
 
-def _measure_engines(scorer, rounds=3):
+def _measure_engines(scorer, frozen, rounds=3):
     """Views/s of both engines on one batch of random views of the model's size, taken in
     turns; and whether their scores agree."""
     import time
@@ -453,7 +455,7 @@ def _measure_engines(scorer, rounds=3):
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (scorer.batch_size, scorer.views.crop, scorer.views.crop, 3))
     crops = crops.astype(np.float32)
-    onnx = OnnxScorer(scorer, frozen=scorer._frozen)
+    onnx = OnnxScorer(scorer, frozen=frozen)
     runners = {"tensorflow": scorer, "onnx": onnx}
     scores = {name: runner.score_batch(crops) for name, runner in runners.items()}  # warm up
     seconds = {name: [] for name in runners}

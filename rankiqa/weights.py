@@ -102,7 +102,6 @@ def write_checkpoint_index(folder, prefixes):
     tf.train.update_checkpoint_state(folder, names[-1], names)
 
 
-
 def resolve_checkpoint(path):
     """A checkpoint prefix from a prefix or a training directory (its latest checkpoint)."""
     if path is None:

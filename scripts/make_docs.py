@@ -8,7 +8,6 @@ default, range and the comment that explains it).
 """
 
 import argparse
-import ast
 import dataclasses
 import inspect
 import os
