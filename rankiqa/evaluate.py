@@ -13,7 +13,6 @@ import numpy as np
 
 from rankiqa import metrics, rundir, scoring
 from rankiqa.data import mos
-from rankiqa.data.views import BadImageError
 from rankiqa.errors import InputError
 
 
@@ -85,12 +84,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                                  precision=precision) as scorer:
             views = views(scorer.views) if callable(views) else views
             log(f"scoring {len(items)} images ({split}) with {views.describe()} each")
-            per_view = np.zeros((len(items), views.count), np.float32)
-            for k, values in scorer.iter_scores([it.path for it in items], views,
-                                                progress=progress):
-                if isinstance(values, BadImageError):
-                    raise values  # a dataset with a hole would give figures of another set
-                per_view[k] = values
+            # an unreadable image raises: a dataset with a hole would give another set's figures
+            per_view = scorer.values([it.path for it in items], views, progress=progress)
         if aggregate == "median" and views.count <= 2:
             log(f"notice: the median of {views.count} views is their mean")
             aggregate = "mean"
