@@ -217,16 +217,16 @@ class OnnxScorer(Scorer):
         self.info, self.engine_note = scorer.info, scorer.engine_note
         frozen = frozen_graph_def(scorer) if frozen is None else frozen
         path = onnx_cache_path(frozen, scorer, opset)
-        if path and os.path.isfile(path):
-            try:
-                self.ort_session = _ort_session(onnxruntime, path)
-                self.cached = path
-                return
-            except Exception:  # not a model (damaged outside rankiqa): convert it again
-                os.remove(path)
+        model = _read_verified(path) if path else None
+        if model is not None:
+            self.ort_session, self.cached = _ort_session(onnxruntime, model), path
+            return
         model = onnx_model(scorer, opset, frozen).SerializeToString()
         self.ort_session = _ort_session(onnxruntime, model)
         self.cached = _write_cache(path, model) if path else None
+        if path and self.cached is None:
+            note = f"converted in memory: the ONNX cache {os.path.dirname(path)} cannot be written"
+            self.engine_note = f"{self.engine_note}; {note}" if self.engine_note else note
 
     def run(self, tensor, crops, session=None):
         if tensor is not self.score:
@@ -275,7 +275,9 @@ def onnx_cache_path(frozen, scorer, opset):
     by the digest of the frozen graph (weights included) and of the converter's version and
     opset, so a changed model or converter can never be served an old conversion. The folder is
     ``$RANKIQA_ONNX_CACHE`` (``off``: no cache), else ``$XDG_CACHE_HOME/rankiqa/onnx`` or
-    ``~/.cache/rankiqa/onnx``. Converting costs about as much as loading the model (P10)."""
+    ``~/.cache/rankiqa/onnx``. Converting costs about as much as loading the model (P10).
+    A cached file is used only when its bytes are the ones this user wrote there
+    (`_read_verified`): a shared cache cannot swap the model."""
     folder = os.environ.get(ONNX_CACHE_ENV)
     if folder == "off":
         return None
@@ -291,12 +293,36 @@ def _ort_session(onnxruntime, model):
     return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
 
 
+def _verified_record(path):
+    """Where this user keeps the SHA-256 of a conversion they wrote to the cache at `path`:
+    under their own cache folder, never beside the (possibly shared) ONNX cache, so a file
+    planted in that cache cannot bring its own record."""
+    return rundir.cache_dir("onnx-verified", os.path.basename(path) + ".sha256")
+
+
+def _read_verified(path):
+    """The cached conversion's bytes when their SHA-256 is the one this user recorded on
+    writing it; None when it is missing, changed, damaged or someone else's (convert again)."""
+    try:
+        with open(path, "rb") as f:
+            model = f.read()
+        with open(_verified_record(path)) as f:
+            recorded = f.read().strip()
+    except OSError:
+        return None
+    return model if hashlib.sha256(model).hexdigest() == recorded else None
+
+
 def _write_cache(path, model):
-    """Keeps a converted model (`rundir.write_atomic`); returns `path`, or None when the folder
-    cannot be written (the next load converts again)."""
+    """Keeps a converted model (`rundir.write_atomic`) and the digest it is checked against
+    when read (`_read_verified`); returns `path`, or None when the folder cannot be written
+    (the next load converts again)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         rundir.write_atomic(path, model)
+        record = _verified_record(path)
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        rundir.write_atomic(record, hashlib.sha256(model).hexdigest())
         return path
     except OSError:
         return None

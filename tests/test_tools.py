@@ -269,6 +269,23 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
                                      "(tf2onnx>=1.17 and onnxruntime)")
 
 
+def planted_onnx_model():
+    """A valid ONNX model with the scoring graph's input and output names that scores every
+    crop by its mean pixel: what someone could plant in a shared cache."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["rankiqa/images:0"], ["rankiqa/score:0"],
+                          axes=[1, 2, 3], keepdims=0)], "planted",
+        [helper.make_tensor_value_info("rankiqa/images:0", TensorProto.FLOAT,
+                                       [None, None, None, 3])],
+        [helper.make_tensor_value_info("rankiqa/score:0", TensorProto.FLOAT, [None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     """A model is converted once: later loads read the cached conversion (the converter is not
     called), a damaged cache file is converted again, and "off" leaves the cache alone."""
@@ -290,6 +307,20 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     with predict.load_model(stage_one, engine="onnx") as model:
         np.testing.assert_array_equal(model.score(photos), first)
     assert cached[0].stat().st_size > 1000 and sorted(folder.glob("*")) == cached
+    # a valid model planted under the cached name (a shared cache) is not served: its bytes
+    # are not the ones this user recorded
+    cached[0].write_bytes(planted_onnx_model())
+    with predict.load_model(stage_one, engine="onnx") as model:
+        np.testing.assert_array_equal(model.score(photos), first)
+    assert cached[0].read_bytes() != planted_onnx_model()
+    # a damaged file in a cache that cannot be written: converted in memory, and said so
+    cached[0].write_bytes(b"damaged")
+    with monkeypatch.context() as patch:
+        patch.setattr(scoring.rundir, "write_atomic", lambda *a: (_ for _ in ()).throw(
+            PermissionError(30, "Read-only file system")))
+        with predict.load_model(stage_one, engine="onnx") as model:
+            np.testing.assert_array_equal(model.score(photos), first)
+            assert model.scorer.cached is None and "converted in memory" in model.engine
     monkeypatch.setenv(scoring.ONNX_CACHE_ENV, "off")
     cached[0].unlink()
     with predict.load_model(stage_one, engine="onnx") as model:
