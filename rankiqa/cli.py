@@ -10,6 +10,7 @@ else is a bug and keeps its traceback. Renamed options and config keys still wor
 import dataclasses
 import functools
 import os
+import re
 import sys
 
 import click
@@ -57,9 +58,25 @@ def handle_errors(func):
         except Exception as e:  # noqa: BLE001 - narrowed just below; bugs re-raise
             if DEBUG["on"] or not isinstance(e, _environment_errors()):
                 raise
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise UserError(f"{type(e).__name__}: {first} (--debug shows the traceback)") from None
+            raise UserError(f"{type(e).__name__}: {_error_line(e)} (--debug shows the "
+                            "traceback)") from None
     return wrapper
+
+
+# lines of TensorFlow's op errors that say where in the graph, not what went wrong
+_GRAPH_LINES = ("Graph execution error", "Detected at node", "Node:", "[[", "Original stack",
+                "File \"", "Traceback")
+
+
+def _error_line(error):
+    """The line of an environment error that says what happened: for TensorFlow's op errors,
+    the first line that is not about the graph (a failed save names its file there)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith(_GRAPH_LINES)]
+    line = re.sub(r"\.tempstate\d+", "", (meaningful or lines or [""])[0])
+    if re.search(r"No space left|File too large|quota exceeded", line, re.IGNORECASE):
+        line += " (the disk is full or a file-size limit was reached)"
+    return line
 
 
 def log(line):

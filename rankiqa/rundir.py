@@ -9,6 +9,7 @@ TensorBoard events. Every file a command writes goes aside and is renamed into p
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,11 +18,13 @@ import socket
 import time
 
 from rankiqa.config import to_dict
-from rankiqa.errors import InputError
+from rankiqa.errors import InputError, RankiqaError
 
 RUN_INFO_NAME = "rankiqa.json"  # what a tool needs to rebuild the graph from a train dir
 EVAL_NAME = "eval.json"
 CHECKPOINT_NAME = "model.ckpt"
+
+
 def fault_point(name):
     """For the fault-injection tests only: with ``RANKIQA_FAULT=name`` in the environment the
     process writes the file ``RANKIQA_FAULT_MARKER`` names and waits here to be killed, so a
@@ -31,6 +34,13 @@ def fault_point(name):
             f.write(name)
         while True:
             time.sleep(1)
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class OutOfSpace(RankiqaError, OSError):
+    """A write ran out of room; the message names the file."""
 
 
 @contextlib.contextmanager
@@ -44,7 +54,14 @@ def writing(out):
     candidates = (tmp, tmp + ".npy", tmp + ".npz")
     _remove(*candidates)  # what this pid left before (a reused pid): never our output
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.errno in _NO_ROOM:  # the writer's own error often names no file
+                raise OutOfSpace(f"cannot write {out}: {e.strerror} (the disk is full or a "
+                                 "file-size limit was reached); the old one, if any, is "
+                                 "untouched") from None
+            raise
         written = next((c for c in candidates if os.path.lexists(c)), None)
         if written is None:
             raise FileNotFoundError(f"nothing was written for {out}")

@@ -47,10 +47,32 @@ def test_a_full_disk_and_a_read_only_output_are_one_error_line(stage_one, photo_
     result = rankiqa("predict", photo_dir, "--model", stage_one, "--output", out,
                      preexec_fn=small_files)
     assert result.returncode == 1
-    assert "File too large" in _error_line(result.stderr)
+    line = _error_line(result.stderr)
+    assert "File too large" in line and str(out) in line and "disk is full" in line
     assert not out.exists() and os.listdir(tmp_path) == []  # nothing half-written left
+    out.write_text("an earlier, complete output\n")
+    result = rankiqa("predict", photo_dir, "--model", stage_one, "--output", out, "--force",
+                     preexec_fn=small_files)
+    assert result.returncode == 1 and str(out) in _error_line(result.stderr)
+    assert out.read_text() == "an earlier, complete output\n"
+    assert os.listdir(tmp_path) == ["scores.csv"]
     result = rankiqa("predict", photo_dir, "--model", stage_one, "--output", "/sys/scores.csv")
     assert result.returncode == 1 and "/sys" in _error_line(result.stderr)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_file(rank_data, tmp_path):
+    def small_files():  # the tiny net's first checkpoint (~300 KB) cannot be written
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    train_dir = tmp_path / "run"
+    sets = [a for o in tiny_rank_overrides(rank_data, **{"train.max_steps": 3})
+            for a in ("--set", o)]
+    result = rankiqa("train-rank", "--train-dir", train_dir, *sets, preexec_fn=small_files)
+    assert result.returncode == 1
+    line = _error_line(result.stderr)
+    assert f"{train_dir}/model.ckpt-3" in line and "File too large" in line, line
+    assert "tempstate" not in line and "disk is full" in line
 
 
 def test_max_pixels_skips_bombs_in_predict_and_make_rank_data(photo_dir, stage_one, tmp_path):
