@@ -523,7 +523,7 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
     from rankiqa import ladders, scoring
     from rankiqa.data import distortions, generate
 
-    paths = generate.find_inputs(photos)[:count]
+    paths = generate.find_inputs(photos)[0][:count]
     with scoring.load_scorer(checkpoint, device=device) as scorer:
         scorer.views = scorer.views.replace(crop_size, crops, crop_mode)
         summary = ladders.evaluate_ladders(scorer, paths, distortions.parse_families(families),
@@ -593,11 +593,8 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     """Score photos and folders (recursive).
 
     Each photo is scored with the model's own views (the default built-in model unless --model
-    names another); unreadable files are reported and skipped."""
-    import csv
-    import io
-    import json
-
+    names another); unreadable files are reported and skipped; exit status 1 when none could
+    be scored."""
     from rankiqa import predict
 
     if checkpoint is not None and weights is not None:
@@ -615,26 +612,50 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
         engine=engine, progress=progress_printer("scored"))
     for message in problems:
         log(f"skipped: {message}")
-    if fmt == "json":
-        text = json.dumps({"model": used.model, "views": used.views.as_dict(),
-                           "score_scale": used.scale, "scores": rows, "skipped": problems},
-                          indent=2) + "\n"
-    else:  # every row says what produced it: a CSV is often read far from its command
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "score", "model", "views", "score_scale"])
-        views_text = used.views.describe()
-        writer.writerows([r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale]
-                         for r in rows)
-        text = buffer.getvalue()
+    if not rows:  # nothing to write: an earlier --output stays as it was
+        raise UserError(f"nothing could be scored ({plural(len(problems), 'path')} skipped, "
+                        "each named above)")
+    text = format_scores(rows, problems, used, fmt)
+    # a file name that is not UTF-8 is written as its own bytes, so the row names that file
+    data = text.encode("utf-8", "surrogateescape")
     if output:
         from rankiqa import rundir
 
-        rundir.write_atomic(output, text)
+        rundir.write_atomic(output, data)
     else:
-        click.echo(text, nl=False)
-    log(f"scored {len(rows)} images ({used.views.describe()} each), skipped {len(problems)}; "
-        f"scores: {used.scale}; engine {used.engine}")
+        stdout = click.get_binary_stream("stdout")
+        stdout.write(data)
+        stdout.flush()
+    log(f"scored {plural(len(rows), 'image')} ({used.views.describe()} each), skipped "
+        f"{len(problems)}; scores: {used.scale}; engine {used.engine}")
+
+
+def plural(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def format_scores(rows, problems, used, fmt):
+    """predict's output as text: JSON, or CSV whose every row says what produced it (a CSV is
+    often read far from its command)."""
+    import csv
+    import io
+    import json
+
+    if fmt == "json":  # ensure_ascii: any file name, even one that is not UTF-8, stays valid
+        return json.dumps({"model": used.model, "views": used.views.as_dict(),
+                           "score_scale": used.scale, "scores": rows, "skipped": problems},
+                          indent=2) + "\n"
+    buffer = io.StringIO()
+    # a field with a carriage return is quoted too (csv quotes only the line terminator's
+    # characters by default), so a reader never splits it into two rows
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "score", "model", "views", "score_scale"])
+    views_text = used.views.describe()
+    for r in rows:
+        row = [r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale]
+        (quoted if "\r" in r["path"] else writer).writerow(row)
+    return buffer.getvalue()
 
 
 def export_options(output_flag, what):

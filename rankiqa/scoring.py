@@ -23,7 +23,7 @@ from rankiqa import nets, rundir, weights
 from rankiqa.compat import tf
 from rankiqa.data import views as views_lib
 from rankiqa.data.views import BadImageError
-from rankiqa.errors import InputError
+from rankiqa.errors import InputError, RankiqaError
 
 INPUT_NAME = "rankiqa/images"
 OUTPUT_NAME = "rankiqa/score"
@@ -142,9 +142,15 @@ class Scorer:
             placed = []
             for k in range(start, min(start + per_batch, len(items))):
                 try:
-                    placed.append(views.apply(views_lib.as_image(items[k], k)))
+                    image = views_lib.as_image(items[k], k)
                 except BadImageError as e:
                     placed.append(e)
+                    continue
+                try:
+                    placed.append(views.apply(image))
+                except BadImageError as e:  # its views cannot be placed: named as its path is
+                    name = items[k] if isinstance(items[k], (str, os.PathLike)) else f"image {k}"
+                    placed.append(BadImageError(f"{os.fspath(name)}: {e}"))
             good = [p for p in placed if not isinstance(p, BadImageError)]
             return start, placed, np.concatenate(good) if good else None
 
@@ -162,6 +168,11 @@ class Scorer:
                 values = None if batch is None else self.run(fetch, batch, session)
                 if values is not None:
                     values = values.reshape(-1, views.count, *values.shape[1:])
+                    if fetch is self.score and not np.isfinite(values).all():
+                        raise RankiqaError(
+                            f"the model {self.info.get('ref') or self.net_name} gives "
+                            f"non-finite scores ({values[~np.isfinite(values)][0]}): its "
+                            "weights hold NaN or infinite values; score with another model")
                 used = 0
                 for k, p in enumerate(placed, start=start):
                     if isinstance(p, BadImageError):

@@ -59,6 +59,16 @@ def test_skip_bad_counts_skipped_files(dir_with_junk, tmp_path):
     assert len(summary["skipped_files"]) == 1 and "notes.txt" in summary["skipped_files"][0]
 
 
+def test_a_fifo_among_the_photos_is_named_never_opened(dir_with_junk, tmp_path):
+    os.mkfifo(dir_with_junk / "pipe.jpg")  # opening it would wait for a writer forever
+    with pytest.raises(BadImageError, match=r"pipe\.jpg: not a regular file \(a FIFO\); "
+                                            r"pass --skip-bad"):
+        make_rank_data(str(dir_with_junk), str(tmp_path / "out"), ["gblur"])
+    summary = make_rank_data(str(dir_with_junk), str(tmp_path / "out"), ["gblur"], skip_bad=True)
+    assert summary["references"] == 2 and len(summary["skipped_files"]) == 2
+    assert "pipe.jpg: not a regular file (a FIFO)" in summary["skipped_files"][0]
+
+
 def test_existing_output_refused_without_force(photo_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -135,7 +137,14 @@ def test_split_at_random_without_references():
 def test_repeated_images_and_scores_out_of_range_are_refused(tmp_path):
     touch_images(tmp_path / "images", ["a.jpg", "b.jpg"])
     (tmp_path / "mos.csv").write_text("image,mos\na.jpg,0.5\nb.jpg,0.2\na.jpg,0.7\n")
-    with pytest.raises(ListError, match=r"1 images are listed more than once \(e.g. \['a.jpg'\]\)"):
+    with pytest.raises(ListError, match=r"1 images are listed more than once \(e.g. a.jpg = a.jpg\)"):
+        mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+    # one image under two spellings is one image: it could otherwise be in both parts
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "mos.csv").write_text("image,mos\na.jpg,0.5\nb.jpg,0.2\n./a.jpg,0.7\n"
+                                      "../images/b.jpg,0.1\n")
+    with pytest.raises(ListError, match=r"2 images are listed more than once \(e.g. a.jpg = "
+                                        r"./a.jpg; b.jpg = ../images/b.jpg\)"):
         mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
     (tmp_path / "mos.csv").write_text("image,mos\na.jpg,81\nb.jpg,20\n")  # a 0-100 file
     with pytest.raises(ListError, match=r"a.jpg has score 81, outside the range 0-1 "
@@ -176,3 +185,24 @@ def test_extra_training_files_join_the_training_part_only(tmp_path):
     with pytest.raises(ListError, match=r"more/mos.csv: 12 images are already listed"):
         mos.load_splits(MosDataConfig(dataset="biq2021", label_file=main,
                                       extra_train_files=(more, more)))
+
+
+def test_label_files_in_utf16_are_read_and_other_encodings_named(tmp_path):
+    touch_images(tmp_path / "images", ["caf\u00e9.jpg", "b.jpg"])
+    text = "image,mos\ncaf\u00e9.jpg,0.5\nb.jpg,0.2\n"
+    for encoding in ("utf-8", "utf-8-sig", "utf-16"):  # utf-16 writes its BOM, as Excel does
+        (tmp_path / "mos.csv").write_bytes(text.encode(encoding))
+        items = mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+        assert [os.path.basename(it.path) for it in items] == ["caf\u00e9.jpg", "b.jpg"]
+    (tmp_path / "mos.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ListError, match=r"mos.csv:2: not utf-8 text \(byte 0xe9\); save it as "
+                                        r"UTF-8 .*iconv -f latin1"):
+        mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+
+
+def test_a_fifo_in_a_label_file_is_named_not_missing(tmp_path):
+    touch_images(tmp_path / "images", ["a.jpg"])
+    os.mkfifo(tmp_path / "images" / "b.jpg")
+    (tmp_path / "mos.csv").write_text("image,mos\na.jpg,0.5\nb.jpg,0.2\n")
+    with pytest.raises(ListError, match=r"b.jpg is not a regular file \(a folder, a FIFO"):
+        mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))

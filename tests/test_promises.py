@@ -1,6 +1,7 @@
 """The README's promises, each run end to end as a user meets it: through the command line,
 in a process of its own where the promise is about processes."""
 
+import csv
 import json
 import os
 import resource
@@ -227,3 +228,65 @@ def test_predict_output_never_replaces_a_photo_and_needs_force_for_an_old_output
     assert out.read_text() == first
     assert invoke("predict", photos, "--model", stage_one, "--output", out,
                   "--force").exit_code == 0
+
+
+def test_predict_names_what_it_cannot_read_and_never_hangs(stage_one, photo_dir, tmp_path):
+    """FIFOs and devices are named and skipped (opening one would block forever), symbolic
+    links to folders are followed once, a name with a carriage return or non-UTF-8 bytes keeps
+    its own row, and a strip whose upscale to the view would be huge is skipped."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])) as im:
+        photo = im.convert("RGB")
+    photo.save(photos / "a.png")
+    photo.save(photos / "odd\rname.png")
+    photo.save(os.path.join(os.fsencode(photos), b"lat\xe9in1.png"))
+    Image.new("RGB", (20000, 4)).save(photos / "strip.png")  # 80,000 pixels, 4 high
+    os.mkfifo(photos / "pipe.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    photo.save(tmp_path / "elsewhere" / "linked.png")
+    os.symlink(tmp_path / "elsewhere", photos / "link")
+    os.symlink(photos, tmp_path / "elsewhere" / "back")  # a loop: listed once
+    out = tmp_path / "scores.csv"
+    result = rankiqa("--max-pixels", 100_000, "predict", photos, "/dev/null", "--model",
+                     stage_one, "--output", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        names = sorted(os.path.relpath(r["path"], photos) for r in csv.DictReader(f))
+    assert names == ["a.png", "lat\udce9in1.png", "link/linked.png", "odd\rname.png"]
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped: ")]
+    assert any("pipe.jpg: not a regular file (a FIFO)" in line for line in skipped), skipped
+    assert any("/dev/null: not a regular file (a device)" in line for line in skipped), skipped
+    assert any("strip.png: 20000x4 pixels: upscaling its shorter side to the view's 48" in line
+               and "(--max-pixels)" in line for line in skipped), skipped
+    assert len(skipped) == 3 and "scored 4 images" in result.stderr
+    result = rankiqa("predict", photos / "pipe.jpg", "--model", stage_one, "--format", "json")
+    assert result.returncode == 1 and "nothing could be scored (1 path skipped" in _error_line(
+        result.stderr)
+
+
+def test_predict_fails_when_nothing_is_scored_and_keeps_the_old_output(stage_one, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    out = tmp_path / "scores.csv"
+    out.write_text("an earlier, complete output\n")
+    for inputs in ([empty], [tmp_path / "missing.jpg"], [tmp_path / "notes.txt"]):
+        result = invoke("predict", *inputs, "--model", stage_one, "--output", out, "--force")
+        assert result.exit_code == 1 and "nothing could be scored" in result.stderr
+    assert out.read_text() == "an earlier, complete output\n"
+
+
+def test_nan_weights_are_an_error_naming_the_model(stage_one, photo_dir, tmp_path):
+    good = tmp_path / "good.npz"
+    assert invoke("export-npy", "--model", stage_one, "--output", good).exit_code == 0
+    arrays = dict(np.load(good))
+    name = next(n for n in arrays if n.endswith("logits/biases"))
+    arrays[name] = np.full_like(arrays[name], np.nan)
+    np.savez(tmp_path / "nan.npz", **arrays)
+    for fmt in ("csv", "json"):
+        result = invoke("predict", photo_dir, "--model", tmp_path / "nan.npz", "--net",
+                        "resnet_v2_tiny", "--format", fmt)
+        assert result.exit_code == 1 and result.stdout == ""
+        assert (f"error: the model {tmp_path / 'nan.npz'} gives non-finite scores (nan): its "
+                "weights hold NaN or infinite values") in result.stderr

@@ -28,13 +28,15 @@ PNG_COMPRESS_LEVEL = 1
 
 
 def find_inputs(src_dir):
-    """Every non-hidden regular file under `src_dir`, recursively, sorted; or, if `src_dir` is
+    """(paths, problems): every non-hidden regular file under `src_dir`, recursively, sorted,
+    and a message for each other entry (a FIFO, a device: never opened); or, if `src_dir` is
     a text file, the paths it lists (one per line, relative to the file's folder)."""
     if os.path.isfile(src_dir):
-        return views.read_path_list(src_dir)
+        return views.read_path_list(src_dir), []
     if not os.path.isdir(src_dir):
         raise FileNotFoundError(f"SRC_DIR {src_dir} is neither a folder nor a list file")
-    return sorted(views.list_files([src_dir])[0])
+    files, problems = views.list_files([src_dir])
+    return sorted(files), problems
 
 
 def _reference_names(paths):
@@ -143,7 +145,9 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         raise InputError("no distortion families given")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
-    paths = find_inputs(src_dir)
+    paths, unreadable = find_inputs(src_dir)
+    if unreadable and not skip_bad:
+        raise BadImageError(f"{unreadable[0]}; pass --skip-bad to skip such files")
     if not paths:
         raise FileNotFoundError(f"SRC_DIR {src_dir} holds no files")
     out_dir = os.path.abspath(out_dir)
@@ -159,6 +163,7 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         results = _per_reference(_run_jobs(jobs, workers), families)
         rows, bad, skipped_families = _collect(list(zip(paths, names)), results, skip_bad,
                                                progress)
+        bad = unreadable + bad
         if not rows:
             raise BadImageError(f"SRC_DIR {src_dir}: no usable reference image")
         lists.write_rank_list(os.path.join(partial, lists.RANK_LIST_NAME), rows)

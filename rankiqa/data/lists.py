@@ -12,8 +12,10 @@ pristine reference (shared by every family of that reference). Relative paths ar
 list file's folder, so a data folder can be moved whole.
 """
 
+import codecs
 import collections
 import csv
+import io
 import os
 from dataclasses import dataclass
 from typing import Tuple
@@ -28,6 +30,33 @@ RANK_LIST_NAME = "rank_list.csv"
 
 class ListError(InputError):
     """A list file is malformed; the message names the file and the line."""
+
+
+def missing(path):
+    """What is wrong with a listed image that is not a file: it does not exist, or it is a
+    folder, a FIFO or a device (reading one would block)."""
+    return ("is not a regular file (a folder, a FIFO or a device)" if os.path.exists(path)
+            else "does not exist")
+
+
+def open_text(path):
+    """A text file's lines, as `open` gives them (newline="" for csv), from UTF-8 (with or
+    without a BOM) or UTF-16 with its BOM (what spreadsheets save); any other encoding is
+    refused with the line and byte, and how to convert it, rather than guessed: a guess
+    would silently change the image names it holds."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return io.StringIO(data.decode(encoding), newline="")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ListError(f"{path}:{line}: not {encoding.replace('-sig', '')} text (byte "
+                        f"0x{data[e.start]:02x}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8', "
+                        f"or: iconv -f latin1 -t utf-8 {path} > utf8.csv)") from None
 
 
 @dataclass(frozen=True)
@@ -66,7 +95,7 @@ def read_rank_list(path, levels=None, distortions=(), check_files=True):
         raise ListError(f"rank list {path} does not exist (make one with `rankiqa make-rank-data`)")
     root = os.path.dirname(os.path.abspath(path))
     groups = collections.defaultdict(dict)
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != RANK_LIST_HEADER:
@@ -86,7 +115,7 @@ def read_rank_list(path, levels=None, distortions=(), check_files=True):
                 continue
             full = rel if os.path.isabs(rel) else os.path.join(root, rel)
             if check_files and not os.path.isfile(full):
-                raise ListError(f"{path}:{line_no}: image {full} does not exist")
+                raise ListError(f"{path}:{line_no}: image {full} {missing(full)}")
             group = groups[(reference, distortion)]
             if level in group:
                 raise ListError(f"{path}:{line_no}: level {level} of {reference}/{distortion} "

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from rankiqa.data.lists import ListError
+from rankiqa.data.lists import ListError, missing, open_text
 from rankiqa.errors import InputError
 
 
@@ -60,7 +60,7 @@ def _float(text, path, line_no, what="score"):
 
 def _csv_rows(path, required):
     """Yields (line_no, row dict) with header names lower-cased and stripped."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_text(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -134,7 +134,7 @@ _TID_NAME = re.compile(r"^[iI](\d\d)_(\d\d)_(\d)\.(bmp|BMP)$")
 def read_tid2013(path, image_root):
     """``mos_with_names.txt``: ``MOS name`` per line (MOS 0-9, higher better); names
     ``iRR_DD_L.bmp`` give reference RR, distortion DD and level L."""
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -258,21 +258,24 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
                     "data.higher_is_better" if kind == "csv" else "is data.dataset right?")
             raise ListError(f"{label_file}: {rel} has score {raw:g}, outside the range "
                             f"{spec.low:g}-{spec.high:g} ({kind}: {spec.note}); {hint}")
-        seen[rel] = seen.get(rel, 0) + 1
         path = rel if os.path.isabs(rel) else (_find_file(image_root, rel) if check_files
                                                else os.path.join(image_root, rel))
         if path is None or (check_files and not os.path.isfile(path)):
-            raise ListError(f"{label_file}: image {os.path.join(image_root, rel)} does not exist")
+            full = os.path.join(image_root, rel)
+            raise ListError(f"{label_file}: image {full} {missing(path or full)}")
+        # one image under two spellings (x.png, ./x.png, ../d/x.png) is one image
+        seen.setdefault(os.path.realpath(path), []).append(rel)
         score = (raw - spec.low) / span
         items.append(ScoredImage(path, score if spec.higher_is_better else 1.0 - score, raw,
                                  reference, distortion))
     if not items:
         raise ListError(f"{label_file}: no labelled images")
-    repeated = sorted(rel for rel, count in seen.items() if count > 1)
+    repeated = sorted(spellings for spellings in seen.values() if len(spellings) > 1)
     if repeated:
         # a repeated image could land in training and validation at once
+        example = "; ".join(" = ".join(spellings) for spellings in repeated[:3])
         raise ListError(f"{label_file}: {len(repeated)} images are listed more than once "
-                        f"(e.g. {repeated[:3]}); list each image once")
+                        f"(e.g. {example}); list each image once")
     return items
 
 
@@ -315,15 +318,16 @@ def load_splits(data_cfg):
                   data_cfg.split_index)
     for extra_file in data_cfg.extra_train_files:
         extra = read_dataset(data_cfg.dataset, extra_file, **scale)
-        known = {it.path for it in items}
-        repeated = sorted(it.path for it in extra if it.path in known)
+        known = {os.path.realpath(it.path) for it in items}
+        repeated = sorted(it.path for it in extra if os.path.realpath(it.path) in known)
         if repeated:
             raise ListError(f"{extra_file}: {len(repeated)} images are already listed in "
                             f"{data_cfg.label_file} or another extra file (e.g. {repeated[:2]})")
         parts["train"] = parts["train"] + extra
         items = items + extra
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        shared = {it.path for it in parts[a]} & {it.path for it in parts[b]}
+        shared = ({os.path.realpath(it.path) for it in parts[a]} &
+                  {os.path.realpath(it.path) for it in parts[b]})
         if shared:  # the split is by unit; this guards the readers' paths
             raise ListError(f"{data_cfg.label_file}: {len(shared)} images are in both {a} and "
                             f"{b} (e.g. {sorted(shared)[:2]})")

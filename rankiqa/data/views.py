@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,9 @@ _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 def open_image(path):
     """Pillow's image of `path`, its size checked against `MAX_PIXELS` from the header alone;
     a failure to open it, or to decode it inside the block, is a `BadImageError` naming it."""
+    problem = isinstance(path, (str, os.PathLike)) and not_a_regular_file(path)
+    if problem and os.path.lexists(path):  # reading a FIFO or a device would block or never end
+        raise BadImageError(problem)
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
@@ -145,22 +149,49 @@ def image_size(path):
 
 
 def list_files(paths):
-    """Expands files and folders (recursively, sorted, hidden entries skipped).
+    """Expands files and folders (recursively, sorted, hidden entries skipped). Symbolic links
+    to folders are followed, each folder listed once (a link back up is not a loop).
 
     Returns:
-      (files, problems): problems name each path that does not exist.
+      (files, problems): problems name each path that does not exist and each that is not a
+      regular file (a FIFO or device would block the reader forever), which are skipped.
     """
     files, problems = [], []
     for path in paths:
         if os.path.isdir(path):
-            for root, dirs, names in os.walk(path):
+            seen = set()
+            for root, dirs, names in os.walk(path, followlinks=True):
+                real = os.path.realpath(root)
+                if real in seen:
+                    dirs[:] = []
+                    continue
+                seen.add(real)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith("."))
-        elif os.path.isfile(path):
-            files.append(path)
+                for name in sorted(n for n in names if not n.startswith(".")):
+                    full = os.path.join(root, name)
+                    problem = not_a_regular_file(full)
+                    (problems if problem else files).append(problem or full)
+        elif os.path.lexists(path):
+            problem = not_a_regular_file(path)
+            (problems if problem else files).append(problem or path)
         else:
             problems.append(f"{path}: no such file or folder")
     return files, problems
+
+
+def not_a_regular_file(path):
+    """Why `path` is not a file to read (a FIFO, a device, a socket, a broken link), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{path}: a broken symbolic link"
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+            stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+    return f"{path}: not a regular file ({kind})"
 
 
 def read_path_list(path):
@@ -273,12 +304,21 @@ def crop_and_flip_group(group, crop_size, seed):
 
 
 def ensure_min_side(image, size):
-    """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are."""
+    """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are.
+
+    Raises:
+      BadImageError: the upscaled image would be over `MAX_PIXELS` (a 4 x 2,000,000 strip
+        made 64 pixels high is 2 G pixels).
+    """
     h, w = image.shape[:2]
     if min(h, w) >= size:
         return image
     scale = size / min(h, w)
     new = (max(size, int(np.ceil(w * scale))), max(size, int(np.ceil(h * scale))))
+    if new[0] * new[1] > MAX_PIXELS:
+        raise BadImageError(f"{w}x{h} pixels: upscaling its shorter side to the view's {size} "
+                            f"would make {new[0]}x{new[1]}, over the limit of {MAX_PIXELS:,} "
+                            "(--max-pixels)")
     return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
 
 
