@@ -17,6 +17,8 @@ init, else the initialisers.
 
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
 
@@ -183,20 +185,40 @@ def load_arrays(path, allow_pickle=False):
         raise CheckpointError(f"{path}: not a NumPy file (.npz or .npy)")
     try:
         data = np.load(path, allow_pickle=allow_pickle)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: _npz_member(path, data, k) for k in data.files}
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise CheckpointError(
                 f"{path} holds a pickle, which can run code when loaded; re-export it as .npz "
                 "(rankiqa export-npy) or pass --allow-pickle if you trust it") from None
         raise CheckpointError(f"{path}: not a NumPy file ({e})") from None
-    except (OSError, EOFError) as e:
-        raise CheckpointError(f"{path}: not a NumPy file ({e})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            return {k: data[k] for k in data.files}
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(f"{path}: a damaged or incomplete NumPy file ({e}); export "
+                              "it again") from None
     if data.dtype != object or data.shape != ():
         raise CheckpointError(f"{path} is a single array, not a saved dict of arrays")
     return dict(data.item())
+
+
+def _npz_member(path, data, key):
+    """One array of an open .npz, its header checked first: a member that claims more bytes
+    than it holds (a damaged header would make NumPy allocate them) or is not an array is a
+    `CheckpointError` naming it."""
+    info = data.zip.getinfo(key + ".npy") if key + ".npy" in data.zip.namelist() else None
+    if info is None:
+        raise CheckpointError(f"{path}: member {key!r} is not a NumPy array")
+    with data.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if claimed > info.file_size:
+        raise CheckpointError(f"{path}: member {key!r} claims {list(shape)} {dtype} "
+                              f"({claimed:,} bytes) in {info.file_size:,}: the file is damaged")
+    return data[key]
 
 
 def arrays_source(name, arrays, partial=False):

@@ -89,6 +89,11 @@ def test_a_changed_head_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "HERE", str(tmp_path))
     with pytest.raises(InputError, match="does not hold the arrays built-in model"):
         m.head_arrays()
+    data = open(m.head_path, "rb").read()
+    (tmp_path / m.head_file).write_bytes(data[: len(data) // 2])  # an interrupted install
+    with pytest.raises(InputError, match=f"the head of built-in model {m.name}, is damaged "
+                                         r"\(.*\); reinstall rankiqa"):
+        m.head_arrays()
 
 
 needs_efficientnet = pytest.mark.skipif(

@@ -89,6 +89,44 @@ def test_pickles_are_read_only_when_allowed(tmp_path):
         weights.load_arrays(str(tmp_path / "junk.npz"))
 
 
+def damaged_npz_files(folder):
+    """{what: path} of .npz files damaged in each way a download or a disk can damage one."""
+    import zipfile
+
+    good = folder / "good.npz"
+    np.savez(good, a=np.arange(1000, dtype=np.float32), b=np.ones((4, 4), np.float32))
+    data = good.read_bytes()
+    files = {"truncated": data[: len(data) // 2]}
+    flipped = bytearray(data)
+    at = data.index(np.arange(1000, dtype=np.float32)[500:504].tobytes())
+    flipped[at:at + 4] = b"\xff\xff\xff\xff"
+    files["bad CRC"] = bytes(flipped)
+    for what in files:
+        (folder / f"{what}.npz").write_bytes(files[what])
+    np.savez(folder / "object.npz", a=np.array([{"x": 1}], dtype=object))
+    with zipfile.ZipFile(folder / "text.npz", "w") as z:
+        z.writestr("notes.txt", "not an array")
+    huge = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    huge["shape"] = (100000, 100000)  # 37 GiB claimed in a few bytes
+    with zipfile.ZipFile(folder / "huge.npz", "w") as z, z.open("a.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, huge)
+        f.write(b"\0" * 16)
+    return {what: folder / f"{what}.npz" for what in
+            ("truncated", "bad CRC", "object", "text", "huge")}
+
+
+@pytest.mark.parametrize("what,message", [
+    ("truncated", "a damaged or incomplete NumPy file"), ("bad CRC", "a damaged or incomplete"),
+    ("object", "holds a pickle, which can run code"), ("text", "member 'notes.txt' is not a "
+                                                                "NumPy array"),
+    ("huge", r"member 'a' claims \[100000, 100000\] float32 \(40,000,000,000 bytes\) in 144:")])
+def test_a_damaged_npz_is_one_error_naming_it(tmp_path, what, message):
+    path = damaged_npz_files(tmp_path)[what]
+    with pytest.raises(weights.CheckpointError, match=message) as caught:
+        weights.load_arrays(str(path))
+    assert str(path) in str(caught.value)
+
+
 def test_non_model_variables_are_one_list():
     for name in ("global_step", "resnet_v2/conv1/weights/Adam", "beta1_power",
                  "resnet_v2/logits/weights/Momentum"):

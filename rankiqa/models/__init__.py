@@ -12,6 +12,8 @@ This module is numpy-only (no TensorFlow): `rankiqa models` and ``--help`` stay 
 import dataclasses
 import hashlib
 import os
+import zipfile
+import zlib
 from typing import Optional, Tuple
 
 import numpy as np
@@ -48,8 +50,12 @@ class BuiltinModel:
         return os.path.join(HERE, self.head_file)
 
     def head_arrays(self):
-        with np.load(self.head_path) as data:
-            arrays = {name: data[name] for name in data.files}
+        try:
+            with np.load(self.head_path) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise InputError(f"{self.head_path}, the head of built-in model {self.name}, is "
+                             f"damaged ({e}); reinstall rankiqa") from None
         if arrays_digest(arrays) != self.head_sha256:
             raise InputError(f"{self.head_path} does not hold the arrays built-in model "
                              f"{self.name} was validated with (reinstall rankiqa)")
