@@ -236,12 +236,40 @@ RANGES = {
     "optim.clip_gradient_norm": (0, None),
     "train.max_steps": (0, None), "train.log_every": (0, None), "train.summary_every": (0, None),
     "train.save_every": (0, None), "train.eval_every": (0, None),
-    "train.keep_checkpoints": (1, None), "train.seed": (0, None), "train.devices": (0, None),
+    "train.keep_checkpoints": (1, None), "train.seed": (0, 2**31 - 1), "train.devices": (0, None),
     "finetune.head_lr_multiplier": (0, None), "finetune.probe_crops": (1, None),
     "finetune.probe_folds": (2, None), "finetune.rank_weight": (0, None),
     "finetune.rank_references_per_batch": (1, None), "finetune.rank_margin": (0, None),
     "finetune.probe_rank_weight": (0, None), "finetune.probe_rank_groups": (1, None),
 }
+
+
+def _show(value, limit=80):
+    """`value` quoted for a message, at most `limit` characters: a message quotes what was
+    given, never megabytes of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# a config is a few hundred values; YAML aliases can make a 1 KB file expand to billions
+MAX_VALUES = 100_000
+
+
+def _check_size(raw, source):
+    """Refuses `raw` when it expands to more than `MAX_VALUES` values (aliases counted every
+    time they are used, as building the config would): found in at most that many steps."""
+    count, stack = 0, [raw]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{source}: expands to over {MAX_VALUES:,} values (YAML aliases "
+                              "repeating a list?); a config holds a few hundred")
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return raw
 
 
 def _check_ranges(config, source):
@@ -253,7 +281,7 @@ def _check_ranges(config, source):
         if not (low is None or value >= low) or not (high is None or value <= high):
             bound = (f"in [{low}, {high}]" if low is not None and high is not None
                      else f">= {low}" if low is not None else f"<= {high}")
-            raise ConfigError(f"{source}: {key} must be {bound}, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be {bound}, got {_show(value)}")
     return config
 
 
@@ -300,7 +328,7 @@ def _coerce(value, tp, key, source):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be a list, got {_show(value)}")
         return tuple(_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -314,12 +342,12 @@ def _coerce(value, tp, key, source):
         except ValueError:
             pass
     if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be true or false, got {_show(value)}")
     if tp is int and isinstance(value, bool):
-        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be an integer, got {_show(value)}")
     if not isinstance(value, tp):
-        raise ConfigError(
-            f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {_show(value)} "
+                          f"({type(value).__name__})")
     return value
 
 
@@ -337,12 +365,12 @@ def _build(cls, raw, source, prefix=""):
 
 def _apply_override(raw, override):
     if "=" not in override:
-        raise ConfigError(f"--set {override!r}: expected key=value, e.g. train.max_steps=100")
+        raise ConfigError(f"--set {_show(override)}: expected key=value, e.g. train.max_steps=100")
     key, text = override.split("=", 1)
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: cannot parse {text!r}: {e}") from None
+        raise ConfigError(f"--set {key}: cannot parse {_show(text)}: {e}") from None
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -444,13 +472,14 @@ def from_dict(cls, raw, source, overrides=(), notify=None):
     """Builds `cls` from plain data (a YAML file's, a run folder's recorded config) and
     ``key=value`` overrides: renamed keys migrated, types and ranges checked; errors name
     `source`."""
-    raw = copy.deepcopy(raw)
+    raw = copy.deepcopy(_check_size(raw, source))  # before anything walks every value
     notify = notify or _warn
     _migrate(cls, raw, source, notify)
     if overrides:
         source = source if "--set" in source else f"{source} (with --set)"
     for override in overrides:
         _apply_override(raw, override)
+    _check_size(raw, source)
     _migrate(cls, raw, source, notify)
     return _check_ranges(_build(cls, raw, source), source)
 

@@ -123,6 +123,9 @@ def test_recorded_configs_rebuild_with_overrides():
     ("train.max_steps=-5", "train.max_steps must be >= 0, got -5"),
     ("optim.lr=-1", "optim.lr must be >= 0, got -1.0"),
     ("net.batch_norm_decay=1.5", "net.batch_norm_decay must be in [0, 1], got 1.5"),
+    # TensorFlow takes a 64-bit seed at most; past it, a traceback from deep in the graph
+    ("train.seed=99999999999999999999",
+     "train.seed must be in [0, 2147483647], got 99999999999999999999"),
 ])
 def test_out_of_range_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=r"<defaults> \(with --set\): " + message.replace(
@@ -142,3 +145,30 @@ def test_duplicate_keys_and_broken_yaml_are_one_line_with_file_and_line(tmp_path
     assert str(info.value).startswith(f"{path}:3: invalid YAML: ") and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match=r"data.batch_size must be >= 1, got -2"):
         config_lib.load(config_lib.FinetuneConfig, None, ["data.batch_size=-2"])
+
+
+BOMB = """\
+- &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+- &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+- &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+- &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+- &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+- &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+- &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+"""
+
+
+@pytest.mark.parametrize("key", ["data.distortions", "train.max_steps"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
+    section, name = key.split(".")
+    lines = "".join("    " + line + "\n" for line in BOMB.splitlines())  # 9^7 values
+    (tmp_path / "bomb.yaml").write_text(f"{section}:\n  {name}:\n{lines}")
+    with pytest.raises(ConfigError, match=r"bomb.yaml: expands to over 100,000 values") as e:
+        config_lib.load(RankConfig, str(tmp_path / "bomb.yaml"))
+    assert len(str(e.value)) < 200
+
+
+def test_long_values_are_shortened_in_messages():
+    with pytest.raises(ConfigError) as e:
+        config_lib.load(RankConfig, None, ["train.max_steps=" + "9" * 10_000 + "x"])
+    assert "train.max_steps must be int, got '9999" in str(e.value) and len(str(e.value)) < 200
