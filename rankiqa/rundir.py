@@ -248,9 +248,15 @@ def locked(folder, command, log=None):
             except FileExistsError:
                 try:
                     holder = read_json(path)
+                except FileNotFoundError:
+                    continue  # its holder just let go: try again
                 except (OSError, ValueError):
                     holder = {}
-                if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0))):
+                pid = holder.get("pid") if isinstance(holder, dict) else None
+                if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+                    raise InputError(f"{path} is not a lock this program wrote (pid {pid!r}); "
+                                     "if no command uses the folder, delete it") from None
+                if holder.get("host") == me["host"] and not _alive(pid):
                     if log:
                         log(f"notice: taking over the lock of process {holder.get('pid')}, "
                             f"which is gone ({path})")

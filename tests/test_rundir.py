@@ -14,6 +14,7 @@ import pytest
 from rankiqa import config as config_lib
 from rankiqa import rundir, weights
 from rankiqa.compat import tf
+from rankiqa.errors import InputError
 from rankiqa.train import finetune, rank
 from rankiqa_testkit import finetune_config, model_values, tiny_rank_overrides
 from rankiqa_testkit import train_tiny_rank as train
@@ -37,6 +38,17 @@ def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(rank_dat
     assert result["step"] == 1
     assert any(f"taking over the lock of process {sleeper.pid}" in line for line in lines)
     assert not (tmp_path / "run" / rundir.LOCK_NAME).exists()  # released at the end
+
+
+@pytest.mark.parametrize("content", ['{"pid": "abc", "host": "vm"}', "[1, 2]", "not json"])
+def test_a_lock_this_program_did_not_write_is_named(tmp_path, content):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / rundir.LOCK_NAME).write_text(content)
+    with pytest.raises(InputError, match=r"run/.lock is not a lock this program wrote .*; if "
+                                         "no command uses the folder, delete it"):
+        with rundir.locked(str(tmp_path / "run"), "train-rank"):
+            pass
+    assert (tmp_path / "run" / rundir.LOCK_NAME).read_text() == content
 
 
 def test_a_copied_or_moved_run_folder_is_its_own(rank_data, tmp_path):
