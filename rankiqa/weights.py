@@ -234,7 +234,8 @@ def checkpoint_source(path):
         reader = tf.train.load_checkpoint(prefix)
         shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {prefix}: {e}") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"cannot read checkpoint {prefix}: {first}") from None
     return Source(prefix, shapes, lambda name: read_tensor(reader, name, prefix))
 
 

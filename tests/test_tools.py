@@ -463,3 +463,20 @@ def test_auto_engine_measures_once_and_takes_the_faster_where_scores_agree(
     json.dump({**record, "agree": True, "onnx_views_s": 1e9}, open(path, "w"))
     result = invoke("predict", photo_dir, "--model", stage_one)
     assert "engine onnx (auto: onnx (onnx runs" in result.stderr
+
+
+def test_merge_into_a_relative_folder_and_of_garbage(tmp_path, monkeypatch):
+    one = save_tiny_model(tmp_path / "one", 1)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("merge-ckpt", one, "--output-dir", os.path.join("out", "merged"))
+    assert result.exit_code == 0, result.output
+    merged = tmp_path / "out" / "merged"
+    assert '"model.ckpt"' in (merged / "checkpoint").read_text()  # not ../../model.ckpt
+    assert weights.resolve_checkpoint(os.path.join("out", "merged")).endswith("model.ckpt")
+    assert len(tf.train.list_variables(str(merged))) == len(tf.train.list_variables(one))
+    (tmp_path / "garbage").write_bytes(b"\0" * 100)
+    result = invoke("merge-ckpt", tmp_path / "garbage", one, "--output-dir", tmp_path / "g")
+    assert result.exit_code == 1 and not (tmp_path / "g").exists()
+    assert f"error: cannot read checkpoint {tmp_path / 'garbage'}" in result.stderr
+    result = invoke("merge-ckpt", one, "--output-dir", tmp_path / "one", "--force")
+    assert "--output-dir" in result.stderr and "is, holds or lies inside the input" in result.stderr

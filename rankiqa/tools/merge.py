@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from rankiqa import rundir
+from rankiqa import rundir, weights
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
-from rankiqa.weights import CheckpointError, read_tensor, resolve_checkpoint
+from rankiqa.weights import CheckpointError
 
 MERGED_NAME = "model.ckpt"
 
@@ -56,16 +56,16 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     seen = {}
     if prefer is not None and prefer not in inputs:
         raise InputError(f"--prefer {prefer} is not among the inputs")
-    rundir.check_output(output, inputs, force, "--output")
+    rundir.check_output(output, inputs, force, "--output-dir")
+    readers = {item: weights.checkpoint_source(item) for item in dict.fromkeys(inputs)}
     merged, source, clashes = {}, {}, []
     for item in inputs:
         occurrence = seen[item] = seen.get(item, -1) + 1
         scope = prefixes[item][occurrence] if item in prefixes else ""
         label = f"{item} as {scope}" if scope else item
-        checkpoint = resolve_checkpoint(item)
-        reader = tf.train.load_checkpoint(checkpoint)
-        for name in sorted(reader.get_variable_to_shape_map()):
-            value = read_tensor(reader, name, checkpoint)
+        reader = readers[item]  # every input opened before any is read: a bad one fails at once
+        for name in sorted(reader.shapes):
+            value = reader.read(name)
             target = scope + name
             if target in merged:
                 same = (merged[target].dtype == value.dtype
@@ -91,5 +91,6 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
             sess.run(tf.global_variables_initializer())
             saver.save(sess, os.path.join(tmp, MERGED_NAME), write_meta_graph=False)
         # the state file would name the temporary folder; a relative name survives the move
-        tf.train.update_checkpoint_state(tmp, MERGED_NAME, [MERGED_NAME])
+        # (given a relative folder, TF would write names relative to the working directory)
+        tf.train.update_checkpoint_state(os.path.abspath(tmp), MERGED_NAME, [MERGED_NAME])
     return os.path.join(output, MERGED_NAME), source
