@@ -440,11 +440,13 @@ def launch_cmd(workers, stall_timeout, command):
               show_default=True)
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="summary.json, predictions.csv and scatter.png go here.")
+@click.option("--force", is_flag=True,
+              help="Replace an earlier evaluation's files in --output-dir (never an input).")
 @device_option
 @precision_option
 @handle_errors
 def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, crop_mode,
-                 crop_size, aggregate, output_dir, device, precision):
+                 crop_size, aggregate, output_dir, force, device, precision):
     """Score a labelled split: SROCC, KROCC, PLCC, RMSE.
 
     The dataset, its split and the views come from the config's data section: --config, or
@@ -469,7 +471,8 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
         return default.replace(crop_size, crops, crop_mode)
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
                                 aggregate=aggregate, device=device, log=log,
-                                precision=precision, progress=progress_printer("scored"))
+                                precision=precision, progress=progress_printer("scored"),
+                                force=force)
     click.echo(f"srocc {summary['srocc']:.4f} krocc {summary['krocc']:.4f} "
                f"plcc {summary['plcc']:.4f} plcc_logistic {summary['plcc_logistic']:.4f} "
                f"rmse {summary['rmse']:.4f} (n={summary['count']}, {output_dir})")

@@ -64,14 +64,20 @@ def scatter_png(path, predicted, target, title, groups=None):
     fig.savefig(path, format="png")
 
 
+EVIDENCE = ("summary.json", "predictions.csv", "scatter.png")  # what evaluate writes
+
+
 def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
-             batch_size=64, device="auto", log=print, precision="fp32", progress=None):
+             batch_size=64, device="auto", log=print, precision="fp32", progress=None,
+             force=False):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
     (`rankiqa.data.views.Views`, or a function from the model's own views to those to use;
     random views drawn from `rankiqa.data.views.VIEW_SEED`, as every command draws them).
 
     progress: optional ``progress(done, total)``, called after each batch of images.
+    force: replace an earlier evaluation's files in `output_dir` (never the label file or an
+      image being scored, which are refused).
 
     Returns:
       the summary dict, also written to ``output_dir/summary.json``.
@@ -79,6 +85,10 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
     if aggregate not in scoring.AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; choose from {list(scoring.AGGREGATES)}")
     items = select_split(data_cfg, split)
+    inputs = [data_cfg.label_file, *(it.path for it in items)]
+    for name in EVIDENCE:  # before scoring, not after
+        rundir.check_output(os.path.join(output_dir, name), inputs, force,
+                            f"--output-dir's {name},")
     with rundir.locked(output_dir, "evaluate", log):
         with scoring.load_scorer(model, device=device, batch_size=batch_size,
                                  precision=precision) as scorer:

@@ -38,5 +38,5 @@ fi
 rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
   --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
   --set finetune.rank_list="$RUN/rank_data/rank_list.csv" "$@"
-rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval"
+rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
 rankiqa ladders "$RUN/ladder_photos.txt" --model "$RUN/finetune" --output-dir "$RUN/ladders"

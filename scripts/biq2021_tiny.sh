@@ -22,4 +22,4 @@ rankiqa finetune --config "$CONFIG" --init "$RUN/rank" \
   --train-dir "$RUN/finetune" --set data.label_file="$SHARED/biq2021-train/mos.csv"
 rankiqa evaluate --model "$RUN/finetune" --config "$CONFIG" \
   --set data.label_file="$SHARED/biq2021-train/mos.csv" --split val --crops 30 \
-  --crop-mode random --output-dir "$RUN/eval"
+  --crop-mode random --output-dir "$RUN/eval" --force

@@ -39,4 +39,4 @@ rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
 # the finetune run's eval.json already holds this evaluation; the standalone command writes the
 # per-image predictions too
 rankiqa evaluate --model "$RUN/finetune" --config "$CONFIG" --set data.label_file="$LABELS" \
-  --split val --crops 2 --crop-mode pyramid --output-dir "$RUN/eval"
+  --split val --crops 2 --crop-mode pyramid --output-dir "$RUN/eval" --force

@@ -32,7 +32,7 @@ start=$(date +%s)
 rankiqa finetune --config finetune_csv --train-dir "$RUN/model" \
   --set data.label_file="$RUN/my_photos/labels.csv" --set 'data.score_range=[1, 5]'
 # 2. evaluate: the run's own data config, split and views (rankiqa.json)
-rankiqa evaluate --model "$RUN/model" --output-dir "$RUN/eval"
+rankiqa evaluate --model "$RUN/model" --output-dir "$RUN/eval" --force
 # 3. score new photos with the model's own views
 rankiqa predict "$SHARED/kodak/kodim01.png" "$SHARED/kodak/kodim02.png" --model "$RUN/model"
 echo "walk-through: $(( $(date +%s) - start )) s"

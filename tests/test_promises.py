@@ -158,6 +158,31 @@ def test_evaluate_is_refused_while_its_output_is_in_use(stage_one, label_file, t
     assert not (out / "summary.json").exists()
 
 
+def test_evaluate_never_replaces_its_label_file_and_needs_force_for_old_results(
+        stage_one, label_file, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    labels = out / "predictions.csv"  # the label file where evaluate writes its predictions
+    labels.write_text(open(label_file).read())
+    root = os.path.dirname(os.path.abspath(label_file))
+    sets = ["--set", f"data.label_file={labels}", "--set", f"data.image_root={root}",
+            "--split", "all"]
+    result = invoke("evaluate", "--model", stage_one, *sets, "--output-dir", out, "--force")
+    assert result.exit_code == 1 and "is, holds or lies inside the input" in result.stderr
+    assert labels.read_text() == open(label_file).read()
+    sets[1] = f"data.label_file={label_file}"
+    assert invoke("evaluate", "--model", stage_one, *sets, "--output-dir", tmp_path / "b"
+                  ).exit_code == 0
+    summary = (tmp_path / "b" / "summary.json").read_text()
+    result = invoke("evaluate", "--model", stage_one, *sets, "--crops", 1, "--output-dir",
+                    tmp_path / "b")
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+    assert (tmp_path / "b" / "summary.json").read_text() == summary
+    result = invoke("evaluate", "--model", stage_one, *sets, "--crops", 1, "--output-dir",
+                    tmp_path / "b", "--force")
+    assert result.exit_code == 0 and json.load(open(tmp_path / "b" / "summary.json"))["crops"] == 1
+
+
 def test_evaluate_aggregates_by_median_on_another_split(stage_one, label_file, tmp_path):
     result = invoke("evaluate", "--model", stage_one, "--set", f"data.label_file={label_file}",
                     "--split", "train", "--crops", 3, "--crop-mode", "grid", "--aggregate",
