@@ -131,7 +131,7 @@ def find_run_info(model):
     return {}
 
 
-def _inside(path, folder):
+def inside(path, folder):
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
@@ -167,7 +167,7 @@ def recover_siblings(out):
             os.remove(path)
 
 
-def _input_path(source):
+def input_path(source):
     """What an input occupies on disk: a checkpoint prefix (``RUN/model.ckpt-20``) or one of its
     ``.index`` / ``.data-*`` files stands for its folder, which replacing would delete."""
     if not source:
@@ -186,8 +186,8 @@ def check_output(out, inputs=(), force=False, option="the output"):
     whose folder cannot be written. What an interrupted write left is tidied first
     (`recover_siblings`)."""
     recover_siblings(out)
-    for source in map(_input_path, inputs):
-        if source and os.path.exists(source) and (_inside(out, source) or _inside(source, out)):
+    for source in map(input_path, inputs):
+        if source and os.path.exists(source) and (inside(out, source) or inside(source, out)):
             raise InputError(f"{option} {out} is, holds or lies inside the input {source}; "
                              "choose another output")
     if os.path.exists(out) and not force:

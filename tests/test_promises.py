@@ -80,20 +80,20 @@ def test_max_pixels_skips_bombs_in_predict_and_make_rank_data(photo_dir, stage_o
     folder = tmp_path / "photos"
     folder.mkdir()
     with Image.open(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])) as im:
-        im.save(folder / "large.png")  # 96 px on its longer side: over 2,000 pixels
+        im.save(folder / "large.png")  # 96 px on its longer side: over 5,000 pixels
         im.resize((30, 20)).save(folder / "small.png")
-    result = invoke("--max-pixels", 2000, "predict", folder, "--model", stage_one)
+    result = invoke("--max-pixels", 5000, "predict", folder, "--model", stage_one)
     assert result.exit_code == 0, result.output
     assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == [
         str(folder / "small.png")]
-    assert "large.png" in result.stderr and "over the limit of 2,000 (--max-pixels)" in result.stderr
-    result = invoke("--max-pixels", 2000, "make-rank-data", folder, "--output-dir",
+    assert "large.png" in result.stderr and "over the limit of 5,000 (--max-pixels)" in result.stderr
+    result = invoke("--max-pixels", 5000, "make-rank-data", folder, "--output-dir",
                     tmp_path / "data", "--skip-bad")
     assert result.exit_code == 0, result.output
     manifest = json.load(open(tmp_path / "data" / "manifest.json"))
     assert manifest["references"] == 1 and len(manifest["skipped_files"]) == 1
     assert "large.png" in manifest["skipped_files"][0]
-    result = invoke("--max-pixels", 2000, "make-rank-data", folder, "--output-dir",
+    result = invoke("--max-pixels", 5000, "make-rank-data", folder, "--output-dir",
                     tmp_path / "refused")
     assert result.exit_code == 1 and "--skip-bad" in result.stderr
     assert not (tmp_path / "refused").exists()

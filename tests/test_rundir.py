@@ -210,3 +210,39 @@ def test_an_output_never_replaces_an_input_given_as_a_checkpoint_prefix(stage_on
         with pytest.raises(ValueError, match="is, holds or lies inside the input"):
             rundir.check_output(out, inputs, force=True)
     assert sorted(os.listdir(run)) == sorted(os.listdir(stage_one))
+
+
+def test_a_rerun_with_another_config_is_refused_with_the_keys_named(rank_data, tmp_path):
+    run = tmp_path / "run"
+    train(rank_data, run, **{"train.max_steps": 3, "train.margin": 2.0})
+    record = (run / rundir.RUN_INFO_NAME).read_text()
+    with pytest.raises(InputError, match=r"run was trained with another config \(optim.lr 0.001 "
+                                         r"-> 0.5, train.margin 2.0 -> 1.0\); resuming would "
+                                         ".*train into a new --train-dir"):
+        train(rank_data, run, **{"train.max_steps": 6, "optim.lr": 0.5})
+    assert (run / rundir.RUN_INFO_NAME).read_text() == record  # nothing rewritten
+    assert weights.latest_checkpoint(str(run)).endswith("model.ckpt-3")
+    # how long and how often it trains may change: it resumes, saying so
+    result, lines = train(rank_data, run, **{"train.max_steps": 6, "train.margin": 2.0,
+                                             "train.log_every": 1})
+    assert result["step"] == 6 and any("at step 3" in line for line in lines)
+    assert "notice: train.max_steps was 3 at the run's last start, now 6; resuming" in lines
+    assert json.loads((run / rundir.RUN_INFO_NAME).read_text())["config"]["train"][
+        "max_steps"] == 6
+
+
+def test_a_run_never_starts_from_inside_its_own_folder(rank_data, label_file, tmp_path):
+    run = tmp_path / "run"
+    train(rank_data, run, **{"train.max_steps": 3})
+    record = (run / rundir.RUN_INFO_NAME).read_text()
+    for init in (str(run), str(run / "model.ckpt-3")):
+        with pytest.raises(InputError, match=f"--init {init} lies in --train-dir {run}: the "
+                                             "run would resume from it as its own"):
+            finetune.train(finetune_config(label_file, init), str(run), device="cpu",
+                           log=lambda line: None)
+    # the other stage's run folder, whatever the start: its checkpoints are not this stage's
+    with pytest.raises(InputError, match=f"{run} holds a rank run; finetune would resume from "
+                                         f"its checkpoints as its own.*--init {run} starts"):
+        finetune.train(finetune_config(label_file), str(run), device="cpu", log=lambda line: None)
+    assert (run / rundir.RUN_INFO_NAME).read_text() == record
+    assert weights.latest_checkpoint(str(run)).endswith("model.ckpt-3")

@@ -12,8 +12,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
+from rankiqa import config as config_lib
 from rankiqa import nets, rundir, weights
 from rankiqa.compat import tf
+from rankiqa.config import to_dict
+from rankiqa.errors import InputError
 from rankiqa.scoring import Scorer
 from rankiqa.train import distribute, loop
 
@@ -69,9 +72,11 @@ def train_stage(config, stage, train_dir, device="auto", log=print):
     placement = loop.place(config.train, device)
     for size, key in stage.batches:
         placement.check_divides(size, key)
+    check_start(train_dir, config.init.source)
     log(f"training on {placement.describe()}")
     # one process per run folder: a second command on it is refused
     with loop.lock(train_dir, stage.command, placement, log):
+        check_rerun(train_dir, stage, config, log)
         loop.start_graph(train_dir, config.train)
         dataset, images_per_step = stage.data(log)
 
@@ -106,6 +111,66 @@ def train_stage(config, stage, train_dir, device="auto", log=print):
         result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
         result["restore_report"] = report
         return result
+
+
+# what a rerun may change and still resume the run's weights: how long, how often and where it
+# trains, never what it learns or how its figures are made
+RESUMABLE = ("train.max_steps", "train.log_every", "train.summary_every", "train.save_every",
+             "train.eval_every", "train.keep_checkpoints", "train.strategy", "train.devices",
+             "train.precision", "data.cache_decoded")
+
+
+def check_start(train_dir, source):
+    """Refuses a start (`init.source`) inside the run folder: the run would take its
+    checkpoints for its own, resume from them and prune them."""
+    start = rundir.input_path(source) if source else None
+    if start and os.path.exists(start) and rundir.inside(start, train_dir):
+        raise InputError(f"--init {source} lies in --train-dir {train_dir}: the run would resume "
+                         "from it as its own and delete it as it saves; train into a new folder")
+
+
+def check_rerun(train_dir, stage, config, log):
+    """A rerun resumes a run only as it was configured: a run of the other stage, or a config
+    that changes what it learns (any key but `RESUMABLE`), is refused with the keys named;
+    resumable changes go on with a notice each."""
+    recorded = rundir.find_run_info(train_dir) if os.path.isdir(train_dir) else {}
+    if not recorded or not weights.checkpoints_on_disk(train_dir):
+        return  # a fresh start
+    if recorded.get("stage") != stage.name:
+        raise InputError(f"{train_dir} holds a {recorded.get('stage')} run; {stage.command} "
+                         "would resume from its checkpoints as its own. Train into a new "
+                         f"--train-dir (--init {train_dir} starts from it)")
+    old, new = _flat(_rebuilt(type(config), recorded.get("config", {}))), _flat(to_dict(config))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    refused = [k for k in changed if k not in RESUMABLE]
+    if refused:
+        shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:5])
+        raise InputError(f"{train_dir} was trained with another config ({shown}); resuming "
+                         "would continue its weights under settings they were not trained "
+                         "with. Rerun with its settings, or train into a new --train-dir")
+    for key in changed:
+        log(f"notice: {key} was {old.get(key)!r} at the run's last start, now "
+            f"{new.get(key)!r}; resuming")
+
+
+def _rebuilt(cls, recorded):
+    """A recorded config as plain data with today's defaults and names (a run recorded before
+    a key was added or renamed compares equal); as recorded when it no longer builds."""
+    try:
+        return to_dict(config_lib.from_dict(cls, recorded, "rankiqa.json", notify=lambda _: None))
+    except InputError:
+        return recorded
+
+
+def _flat(tree, prefix=""):
+    """``{"section.key": value}``, lists and tuples alike."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
 
 
 def build_train_op(config, placement, network_fn, stage, total_loss, parts):
