@@ -7,6 +7,7 @@ ports (each pays a TensorFlow import, ~5 s). Every child process has a timeout."
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,6 +217,16 @@ def test_two_workers_equal_one_process_and_the_chief_checkpoint_scores(rank_data
     # the chief alone wrote the run folder: one eval.json history, checkpoints at 2 and 4
     history = json.load(open(tmp_path / "job" / "eval.json"))["history"]
     assert [h["step"] for h in history] == [2, 4]
+    # resumed at an evaluated step, every worker knows it is evaluated (none waits forever
+    # in an evaluation alone)
+    longer = [o for o in overrides if not o.startswith("train.max_steps=")]
+    shutil.copytree(tmp_path / "job", tmp_path / "again")  # the job stays for the checks below
+    again = subprocess.run(launch_cmd(2, tmp_path / "again", [*longer, "train.max_steps=6"]),
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[worker 1] resumed from" in again.stderr and "at step 4" in again.stderr
+    history = json.load(open(tmp_path / "again" / "eval.json"))["history"]
+    assert [h["step"] for h in history] == [2, 4, 6]
     cfg = config_lib.load(config_lib.RankConfig, None, overrides)
     rank.train(cfg, str(tmp_path / "one"), device="cpu", log=lambda line: None)
     one, job = model_values(str(tmp_path / "one")), model_values(str(tmp_path / "job"))

@@ -86,6 +86,20 @@ def test_unknown_eval_crop_mode_is_refused_before_training(stage_one, label_file
     assert not (tmp_path / "checkpoint").exists()
 
 
+def test_a_validation_part_of_one_image_is_refused_before_training(stage_one, label_file,
+                                                                   tmp_path):
+    rows = open(label_file).read().splitlines()[1:7]  # six images, no references
+    (tmp_path / "six.csv").write_text("path,score\n" + "".join(
+        ",".join(r.split(",")[:2]) + "\n" for r in rows))
+    cfg = finetune_config(str(tmp_path / "six.csv"), stage_one, **{"data.val_fraction": 0.2,
+                                                                   "data.batch_size": 2})
+    with pytest.raises(InputError, match=r"the validation part holds 1 image of 6; its "
+                                         r"correlations need at least 2: raise "
+                                         r"data.val_fraction \(now 0.2\)"):
+        finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_info_records_views_and_start(stage_one, finetuned):
     info = json.load(open(os.path.join(finetuned, "rankiqa.json")))
     assert info["views"] == {"crop": 32, "count": 3, "mode": "pyramid"}

@@ -132,6 +132,10 @@ def load_parts(data_cfg, skip_bad, log):
         views_lib.check_images([it.path for it in parts["all"]], data_cfg.label_file),
         skip_bad, "labelled", log)
     parts = {k: [it for it in v if it.path not in bad] for k, v in parts.items()}
+    if len(parts["val"]) == 1:  # refused now, not after training, at its first evaluation
+        raise InputError(f"the validation part holds 1 image of {len(parts['all'])}; its "
+                         "correlations need at least 2: raise data.val_fraction (now "
+                         f"{data_cfg.val_fraction:g}), or set it to 0 for no validation")
     if len(parts["train"]) < data_cfg.batch_size:
         raise InputError(f"{len(parts['train'])} training images cannot fill data.batch_size="
                          f"{data_cfg.batch_size}")

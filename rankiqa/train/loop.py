@@ -374,13 +374,15 @@ class Checkpoints:
 class Evaluations:
     """Runs ``eval_fn`` (every worker: a session run all must make); the chief keeps its
     history in ``eval.json`` (one entry per step; a resumed run keeps the entries up to its
-    step) and writes its figures to TensorBoard under ``validation/``."""
+    step) and writes its figures to TensorBoard under ``validation/``. Every worker reads the
+    history at a resume, before any evaluation of this start can be written, so that all
+    agree whether the resumed step still needs one (a worker evaluating alone waits forever)."""
 
     def __init__(self, eval_fn, train_dir, chief, summaries, resumed_at=None):
         self.eval_fn, self.chief, self.summaries = eval_fn, chief, summaries
         self.path = os.path.join(train_dir, rundir.EVAL_NAME)
         self.history, self.last = [], None
-        if chief and resumed_at is not None and os.path.isfile(self.path):
+        if resumed_at is not None and os.path.isfile(self.path):
             self.history = [h for h in rundir.read_json(self.path).get("history", [])
                             if h["step"] <= resumed_at]
 
