@@ -13,13 +13,21 @@ finished run it checks that
   - the final weights equal an uninterrupted run's when the kill fell before the first
     checkpoint, and otherwise are finite: the tf.data iterator's position is not checkpointed, so
     a resumed run draws new batches (deterministic per run, not across a resume).
-Prints one line per round and a closing ``N passed, N failed`` line.
+Before the kills it runs the data-loss cases (`data_loss_cases`), each the command a user
+could type that once deleted or replaced their files, checking that every file survives:
+files named like temporaries in a run folder, an output onto an input photo, ``--force`` over a
+checkpoint prefix's folder, a full disk under ``predict --output``, ``evaluate`` over its label
+file, ``finetune --init RUN --train-dir RUN``, a rerun under another config.
+
+Prints one line per case and round and a closing ``N passed, N failed`` line.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -73,6 +81,105 @@ def check(train_dir, killed_before_checkpoint, reference):
     return problems
 
 
+def cli(*args, **kwargs):
+    """`rankiqa ARGS` in a process of its own: (exit status, stderr)."""
+    out = subprocess.run([sys.executable, "-m", "rankiqa.cli", *map(str, args)],
+                         capture_output=True, text=True, timeout=900, **kwargs)
+    return out.returncode, out.stderr
+
+
+def digests(folder):
+    """{relative path: SHA-256} of every file under `folder` (what must survive a case)."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def data_loss_cases(work, run, rank_list, photos):
+    """[(case, problem or None)]: each command is refused (or succeeds) leaving every file of
+    the user's as it was. `run` is a finished tiny stage-one run; it is copied, not changed."""
+    results = []
+
+    def case(name, folder, *commands, refusal=None, watch=None, **kwargs):
+        """Runs `commands`; each must end in `refusal` (a phrase of its error line), or
+        succeed when None, and every file of `folder` (or of `watch`) must be as before."""
+        before = {k: v for k, v in digests(folder).items() if watch is None or k in watch}
+        ends = [cli(*c, **kwargs) for c in commands]
+        after = digests(folder)
+        lost = sorted(k for k in before if after.get(k) != before[k])
+        wrong = [f"exit {code}: {err.strip().splitlines()[-1:]}" for code, err in ends
+                 if (code == 0) != (refusal is None) or (refusal and refusal not in err)]
+        problem = f"changed or lost: {lost[:3]}" if lost else "; ".join(wrong) or None
+        results.append((name, problem))
+
+    def copy(name):
+        target = os.path.join(work, "cases", name)
+        shutil.copytree(run, target)
+        return target
+
+    own = copy("own_files")  # files named like temporaries: a user's own
+    os.makedirs(os.path.join(own, "build_temp"))
+    users = ("build_temp/thesis.tex", "meeting_temp", "photo.tmp-2024", "report.partial-x",
+             "tempstate_notes.txt")
+    for name in users:
+        with open(os.path.join(own, name), "w") as f:
+            f.write("a user's file\n")
+    case("training leaves a user's files named like temporaries", own,
+         command(rank_list, own)[3:] + ["--set", f"train.max_steps={STEPS + 2}"],
+         watch=users)
+    victim = os.path.join(work, "cases", "photos")
+    shutil.copytree(photos, victim)
+    first = os.path.join(victim, sorted(os.listdir(victim))[0])
+    case("predict --output never replaces an input photo", victim,
+         ["predict", victim, "--model", run, "--output", first, "--force"],
+         refusal="is, holds or lies inside the input")
+    prefix = copy("prefix")
+    case("--force never deletes a run given as a checkpoint prefix", prefix,
+         ["merge-ckpt", f"{prefix}/model.ckpt-{STEPS}", "--output-dir", prefix, "--force"],
+         ["export-savedmodel", "--model", f"{prefix}/model.ckpt-{STEPS}", "--output-dir", prefix,
+          "--force"],
+         ["export-pb", "--model", f"{prefix}/model.ckpt-{STEPS}", "--output",
+          f"{prefix}/model.ckpt-{STEPS}.index", "--force"],
+         refusal="is, holds or lies inside the input")
+    scores = os.path.join(work, "cases", "scores")
+    os.makedirs(scores)
+    with open(os.path.join(scores, "scores.csv"), "w") as f:
+        f.write("an earlier, complete output\n")
+
+    def full_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    case("a full disk under predict --output keeps the old output", scores,
+         ["predict", photos, "--model", run, "--output", os.path.join(scores, "scores.csv"),
+          "--force"], refusal="the old one, if any, is untouched", preexec_fn=full_disk)
+    labelled = copy("labelled")
+    from rankiqa.data import lists, mos
+
+    items = {p: mos.ScoredImage(p, 1.0 - k / 5, 1.0 - k / 5, g.reference, g.distortion)
+             for g in lists.read_rank_list(rank_list) for k, p in enumerate(g.paths)}
+    labels = os.path.join(labelled, "predictions.csv")
+    mos.write_generic_csv(labels, list(items.values()))
+    case("evaluate never writes over its label file", labelled,
+         ["evaluate", "--model", run, "--set", f"data.label_file={labels}", "--split", "all",
+          "--output-dir", labelled, "--force"], refusal="is, holds or lies inside the input")
+    same = copy("same")
+    case("finetune --init RUN --train-dir RUN is refused", same,
+         ["finetune", "--config", "finetune_tiny", "--init", same, "--train-dir", same,
+          "--set", f"data.label_file={labels}", "--set", "train.max_steps=2"],
+         refusal="lies in --train-dir")
+    changed = copy("changed")
+    case("a rerun under another config never resumes the old weights", changed,
+         command(rank_list, changed)[3:] + ["--set", "train.margin=2.0",
+                                            "--set", f"train.max_steps={STEPS + 2}"],
+         refusal="was trained with another config (train.margin 1.0 -> 2.0)")
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
@@ -95,6 +202,9 @@ def main():
     duration = time.time() - start
     reference = weights(reference_dir)
     passed = failed = 0
+    for name, problem in data_loss_cases(args.work_dir, reference_dir, rank_list, photos):
+        print(f"case: {name}: {'ok' if problem is None else 'FAILED: ' + problem}", flush=True)
+        passed, failed = passed + (problem is None), failed + (problem is not None)
     for round_ in range(args.kills):
         train_dir = os.path.join(args.work_dir, f"round{round_}")
         proc = subprocess.Popen(command(rank_list, train_dir), stdout=subprocess.DEVNULL,
