@@ -445,11 +445,11 @@ def check_images(paths, list_file=None):
     problems, checked = {}, {}
     for path in paths:
         try:
-            stat = os.stat(path)
+            info = os.stat(path)
         except OSError as e:
             problems[path] = f"{path}: {e.strerror}"
             continue
-        signature = [stat.st_size, stat.st_mtime_ns]
+        signature = [info.st_size, info.st_mtime_ns]
         if passed.get(path) == signature:
             checked[path] = signature
             continue
