@@ -110,8 +110,9 @@ _register_legacy_keras_layers()
 
 import tf_slim as slim  # noqa: E402
 
-# Graph-mode (TF1) semantics everywhere: slim builds graphs, and sessions run them.
-tf.disable_eager_execution()
+# slim builds graphs and sessions run them, but always in a `tf.Graph` of rankiqa's own (the
+# training stage's, each scorer's): the host process keeps TensorFlow 2's eager mode, so a
+# library user's own TensorFlow code runs as it would without rankiqa.
 # slim's internals trigger deprecation notices on every graph build; they say nothing to users.
 tf.logging.set_verbosity(tf.logging.ERROR)
 warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")

@@ -128,13 +128,14 @@ def test_each_replica_gets_whole_references_and_none_twice_in_a_step(tmp_path):
             Image.fromarray(np.full((40, 40, 3), 10 * r + level, np.uint8)).save(path)
             paths.append(str(path))
         groups.append(RankGroup(f"r{r}", "gblur", tuple(paths)))
-    tf.reset_default_graph()
-    placement = distribute.get_placement("mirrored", devices=2, device="cpu")
-    dataset = pipeline.rank_dataset(groups, 32, references_per_batch=4, seed=0)
-    with placement.strategy.scope():
-        iterator = distribute.make_iterator(placement.strategy, dataset)
-        slices = placement.strategy.experimental_local_results(iterator.get_next())
-    with tf.Session(config=placement.config) as sess:
+    graph = tf.Graph()
+    with graph.as_default():  # the strategy too: made in graph mode
+        placement = distribute.get_placement("mirrored", devices=2, device="cpu")
+        dataset = pipeline.rank_dataset(groups, 32, references_per_batch=4, seed=0)
+        with placement.strategy.scope():
+            iterator = distribute.make_iterator(placement.strategy, dataset)
+            slices = placement.strategy.experimental_local_results(iterator.get_next())
+    with graph.as_default(), tf.Session(config=placement.config) as sess:
         sess.run(iterator.initialize())
         for _ in range(4):
             per_replica = [batch[:, 0, 0, 0].astype(int) for batch in sess.run(slices)]
@@ -159,10 +160,11 @@ def test_mirrored_on_two_devices_equals_one_device(rank_data, start, tmp_path):
                           if strategy == "mirrored" else 0}))
         result = rank.train(cfg, str(tmp_path / strategy), device="cpu", log=lambda line: None)
         runs[strategy] = (result, model_values(str(tmp_path / strategy)))
-    graph = tf.get_default_graph()  # the mirrored run's
+    graph = runs["mirrored"][0]["graph"]  # the mirrored run's
     assert {op.device.rsplit(":", 1)[-1] for op in graph.get_operations()
             if "CPU" in op.device and op.type == "Conv2D"} == {"0", "1"}
-    assert type(tf.trainable_variables()[0]).__name__ == "MirroredVariable"
+    assert type(graph.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES)[0]).__name__ == \
+        "MirroredVariable"
     one, two = runs["one_device"], runs["mirrored"]
     assert one[0]["step"] == two[0]["step"] == 3
     assert abs(one[0]["loss"] - two[0]["loss"]) < 1e-5

@@ -23,10 +23,10 @@ def offset_groups(tmp_path, rng):
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_rank_batches_are_references_by_levels_with_one_crop(offset_groups, cache):
-    ds = pipeline.rank_dataset(offset_groups, crop_size=16, references_per_batch=2, seed=1,
-                               cache=cache)
-    batch_op = tf.data.make_one_shot_iterator(ds).get_next()
-    with tf.Session() as sess:
+    with tf.Graph().as_default(), tf.Session() as sess:
+        ds = pipeline.rank_dataset(offset_groups, crop_size=16, references_per_batch=2, seed=1,
+                                   cache=cache)
+        batch_op = tf.data.make_one_shot_iterator(ds).get_next()
         for _ in range(4):
             batch = sess.run(batch_op)
             assert batch.shape == (12, 16, 16, 3) and batch.dtype == np.uint8
@@ -42,10 +42,10 @@ def test_crop_larger_than_image_is_named(offset_groups):
 
 
 def _mos_batches(paths, n, **kwargs):
-    ds = pipeline.mos_dataset(paths, [0.5] * len(paths), crop_size=16, batch_size=4, seed=3,
-                              **kwargs)
-    batch_op = tf.data.make_one_shot_iterator(ds).get_next()
-    with tf.Session() as sess:
+    with tf.Graph().as_default(), tf.Session() as sess:
+        ds = pipeline.mos_dataset(paths, [0.5] * len(paths), crop_size=16, batch_size=4, seed=3,
+                                  **kwargs)
+        batch_op = tf.data.make_one_shot_iterator(ds).get_next()
         return [sess.run(batch_op) for _ in range(n)]
 
 

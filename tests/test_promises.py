@@ -317,3 +317,36 @@ def test_nan_weights_are_an_error_naming_the_model(stage_one, photo_dir, tmp_pat
         assert result.exit_code == 1 and result.stdout == ""
         assert (f"error: the model {tmp_path / 'nan.npz'} gives non-finite scores (nan): its "
                 "weights hold NaN or infinite values") in result.stderr
+
+
+EAGER_HOST = '''
+import sys
+import tensorflow as tf
+import rankiqa
+from rankiqa import config as config_lib, rundir  # noqa: F401 - what once switched modes
+from rankiqa.train import rank
+
+stage_one, photo, rank_list, train_dir = sys.argv[1:]
+assert tf.executing_eagerly(), "import rankiqa"
+with rankiqa.load_model(stage_one) as model:
+    score = model.score(photo)
+assert tf.executing_eagerly(), "load_model().score()"
+cfg = config_lib.load(config_lib.RankConfig, None, [
+    "net.name=resnet_v2_tiny", f"data.rank_list={rank_list}", "data.crop_size=32",
+    "data.references_per_batch=2", "data.holdout_references=2", "data.eval_crops=1",
+    "train.max_steps=1"])
+rank.train(cfg, train_dir, device="cpu", log=lambda line: None)
+assert tf.executing_eagerly(), "a training call"
+total = tf.constant([1.0, 2.0]) + 1.0  # the host's own TensorFlow 2 code
+print(type(score).__name__, total.numpy().tolist())
+'''
+
+
+def test_rankiqa_leaves_the_host_process_in_eager_mode(stage_one, photo_dir, rank_data,
+                                                       tmp_path):
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    out = subprocess.run([sys.executable, "-c", EAGER_HOST, stage_one, photo, rank_data,
+                          str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["float", "[2.0,", "3.0]"]

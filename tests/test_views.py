@@ -122,9 +122,9 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
-    path = tf.placeholder(tf.string)
-    decoded = views.decode_image(path)
-    with tf.Session() as sess:
+    with tf.Graph().as_default(), tf.Session() as sess:
+        path = tf.placeholder(tf.string)
+        decoded = views.decode_image(path)
         for name in ("g16.png", "l.png", "p.png", "la.png", "rgba.png", "rgb.jpg",
                      "progressive.jpg", "l.jpg", "cmyk.jpg", "rotated.jpg"):
             ours = views.load_image(str(tmp_path / name))

@@ -42,7 +42,8 @@ def lock(train_dir, command, placement, log):
 
 
 def start_graph(train_dir, train_cfg):
-    """A fresh default graph, seeded, and the train dir made.
+    """The stage's graph (the default one, `rankiqa.train.stage.train_stage`'s) seeded, and
+    the train dir made.
 
     With `train_cfg.deterministic` the input pipelines also keep their order and draw crops
     from per-element stateless seeds (`rankiqa.data.pipeline`), so that a rerun of the same
@@ -51,7 +52,6 @@ def start_graph(train_dir, train_cfg):
     too) fail on unseeded initialisers.
     """
     os.makedirs(train_dir, exist_ok=True)
-    tf.reset_default_graph()
     tf.set_random_seed(train_cfg.seed)
 
 

@@ -64,8 +64,16 @@ def train_stage(config, stage, train_dir, device="auto", log=print):
     `train_dir` when it holds a checkpoint.
 
     Returns:
-      dict from `loop.run_loop`, plus ``eval_path`` and ``restore_report``.
+      dict from `loop.run_loop`, plus ``eval_path``, ``restore_report`` and ``graph`` (the
+      stage's own `tf.Graph`).
     """
+    # the stage's own graph, from the placement (a distribution strategy is made in graph mode
+    # inside it) to the last session run: the process's eager mode is left as it was
+    with tf.Graph().as_default() as graph:
+        return {**_train_in_graph(config, stage, train_dir, device, log), "graph": graph}
+
+
+def _train_in_graph(config, stage, train_dir, device, log):
     network_fn = nets.get_network_fn(config.net.name, weight_decay=config.net.weight_decay,
                                      batch_norm_decay=config.net.batch_norm_decay,
                                      pooled_blocks=config.net.pooled_blocks)
