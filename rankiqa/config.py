@@ -154,6 +154,10 @@ class MosDataConfig:
     dataset: str = "csv"  # a key of rankiqa.data.mos.datasets_map
     label_file: str = ""  # the dataset's label file (mos.csv, dmos.csv, mos_with_names.txt ...)
     image_root: Optional[str] = None  # None: the dataset's usual folder beside the label file
+    # csv: the columns holding the image and its score; "": the first of the common spellings
+    # (path, image, image_name, filename, file, name / score, mos, dmos, rating, quality)
+    path_column: str = ""
+    score_column: str = ""
     # more label files of the same kind whose images only ever join the training part (each
     # with its images in its usual folder): more data, a validation part that stays comparable
     extra_train_files: Tuple[str, ...] = ()

@@ -206,3 +206,25 @@ def test_a_fifo_in_a_label_file_is_named_not_missing(tmp_path):
     (tmp_path / "mos.csv").write_text("image,mos\na.jpg,0.5\nb.jpg,0.2\n")
     with pytest.raises(ListError, match=r"b.jpg is not a regular file \(a folder, a FIFO"):
         mos.read_dataset("biq2021", str(tmp_path / "mos.csv"))
+
+
+def test_a_csv_names_its_columns_by_a_common_spelling_or_the_config(tmp_path):
+    touch_images(tmp_path, ["a.jpg", "b.jpg"])
+    (tmp_path / "mos.csv").write_text("image,MOS\na.jpg,0.5\nb.jpg,0.2\n")
+    items = mos.read_dataset("csv", str(tmp_path / "mos.csv"))
+    assert [(os.path.basename(it.path), it.raw) for it in items] == [("a.jpg", 0.5),
+                                                                      ("b.jpg", 0.2)]
+    (tmp_path / "own.csv").write_text("shot,stars,path\na.jpg,4,x.jpg\nb.jpg,2,y.jpg\n")
+    with pytest.raises(ListError, match=r"own.csv:1: header needs a column score or mos or .*; "
+                                        r"name the columns with data.path_column and "
+                                        r"data.score_column"):
+        mos.read_dataset("csv", str(tmp_path / "own.csv"))
+    cfg = config.load(config.FinetuneConfig, None, [
+        f"data.label_file={tmp_path / 'own.csv'}", "data.path_column=Shot",
+        "data.score_column=stars", "data.score_range=[1, 5]", "data.val_fraction=0"])
+    items = mos.load_splits(cfg.data)["all"]
+    assert [(os.path.basename(it.path), it.raw, it.score) for it in items] == [
+        ("a.jpg", 4.0, 0.75), ("b.jpg", 2.0, 0.25)]
+    with pytest.raises(InputError, match="data.path_column and data.score_column are for "
+                                         "data.dataset=csv"):
+        mos.read_dataset("biq2021", str(tmp_path / "mos.csv"), path_column="image")

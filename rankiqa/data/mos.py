@@ -11,6 +11,7 @@ the image. File names with spaces and parentheses (BIQ2021) are read as they are
 
 import csv
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ def _float(text, path, line_no, what="score"):
     return value
 
 
-def _csv_rows(path, required):
-    """Yields (line_no, row dict) with header names lower-cased and stripped."""
+def _csv_rows(path, required, hint=""):
+    """Yields (line_no, row dict) with header names lower-cased and stripped; a missing column
+    names what it looked for, then `hint`."""
     with open_text(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -69,7 +71,7 @@ def _csv_rows(path, required):
         for options in required:
             if not any(o in names for o in options):
                 raise ListError(f"{path}:1: header needs a column {' or '.join(options)!s}, "
-                                f"got {header}")
+                                f"got {header}{hint}")
         for line_no, row in enumerate(reader, start=2):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -85,11 +87,23 @@ def _pick(row, options):
     return None
 
 
-def read_generic_csv(path, image_root):
-    """``path,score`` (optional ``reference``, ``distortion`` columns)."""
-    for line_no, row in _csv_rows(path, [("path",), ("score",)]):
-        yield (row["path"], _float(row["score"], path, line_no), row.get("reference") or None,
-               row.get("distortion") or None)
+# the generic CSV's columns by their common spellings, first match wins (data.path_column and
+# data.score_column name others)
+PATH_COLUMNS = ("path", "image", "image_name", "image name", "filename", "file", "name")
+SCORE_COLUMNS = ("score", "mos", "dmos", "rating", "quality")
+
+
+def read_generic_csv(path, image_root, path_column="", score_column=""):
+    """``path,score`` (optional ``reference``, ``distortion`` columns); the image and score
+    columns may carry any spelling of `PATH_COLUMNS` / `SCORE_COLUMNS` (``image,mos``), or the
+    names `path_column` / `score_column` give."""
+    paths = (path_column.strip().lower(),) if path_column else PATH_COLUMNS
+    scores = (score_column.strip().lower(),) if score_column else SCORE_COLUMNS
+    hint = ("; name the columns with data.path_column and data.score_column (e.g. --set "
+            "data.path_column=file --set data.score_column=rating)")
+    for line_no, row in _csv_rows(path, [paths, scores], hint):
+        yield (_pick(row, paths), _float(_pick(row, scores), path, line_no),
+               row.get("reference") or None, row.get("distortion") or None)
 
 
 def read_biq2021(path, image_root):
@@ -190,13 +204,20 @@ datasets_map = {
 }
 
 
-def get_dataset_spec(kind, score_range=None, higher_is_better=None):
+def get_dataset_spec(kind, score_range=None, higher_is_better=None, path_column="",
+                     score_column=""):
     """The spec of dataset `kind`, its scale replaced by `score_range` ``(low, high)`` and its
     direction by `higher_is_better` where given (``data.score_range``,
     ``data.higher_is_better``)."""
     if kind not in datasets_map:
         raise InputError(f"unknown dataset {kind!r}; choose from {sorted(datasets_map)}")
     spec = datasets_map[kind]
+    if path_column or score_column:
+        if kind != "csv":
+            raise InputError("data.path_column and data.score_column are for data.dataset=csv "
+                             f"(a {kind} label file has its own columns)")
+        spec = dataclasses.replace(spec, reader=functools.partial(
+            read_generic_csv, path_column=path_column, score_column=score_column))
     if score_range:
         if len(score_range) != 2 or not score_range[0] < score_range[1]:
             raise InputError(f"data.score_range must be [low, high] with low < high, got "
@@ -224,7 +245,7 @@ def _find_file(root, rel):
 
 
 def read_dataset(kind, label_file, image_root=None, check_files=True, score_range=None,
-                 higher_is_better=None):
+                 higher_is_better=None, path_column="", score_column=""):
     """Reads a dataset's labels.
 
     Args:
@@ -235,6 +256,8 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
       check_files: raise if an image does not exist.
       score_range, higher_is_better: the label file's scale and direction where they are not
         the dataset's own (`get_dataset_spec`).
+      path_column, score_column: a csv label file's column names where they are none of the
+        common spellings.
 
     Returns:
       list of `ScoredImage`, scores normalised to [0, 1] with higher better.
@@ -242,7 +265,7 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
     Raises:
       ListError: a missing label file or image, a malformed line.
     """
-    spec = get_dataset_spec(kind, score_range, higher_is_better)
+    spec = get_dataset_spec(kind, score_range, higher_is_better, path_column, score_column)
     if not os.path.isfile(label_file):
         raise ListError(f"label file {label_file} does not exist")
     if image_root is None:
@@ -312,7 +335,8 @@ SPLITS = ("all", "train", "val", "test")
 def load_splits(data_cfg):
     """``{"all", "train", "val", "test": [ScoredImage]}`` of `data_cfg`
     (`rankiqa.config.MosDataConfig`): its dataset read and split as configured."""
-    scale = {"score_range": data_cfg.score_range, "higher_is_better": data_cfg.higher_is_better}
+    scale = {"score_range": data_cfg.score_range, "higher_is_better": data_cfg.higher_is_better,
+             "path_column": data_cfg.path_column, "score_column": data_cfg.score_column}
     items = read_dataset(data_cfg.dataset, data_cfg.label_file, data_cfg.image_root, **scale)
     parts = split(items, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
                   data_cfg.split_index)
