@@ -615,6 +615,10 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
         engine=engine, progress=progress_printer("scored"))
     for message in problems:
         log(f"skipped: {message}")
+    if used.ignored:
+        names = ", ".join(os.path.basename(p) for p in used.ignored[:3])
+        log(f"left out {plural(len(used.ignored), 'file')} named as data, not images ({names}"
+            f"{', ...' if len(used.ignored) > 3 else ''}); name one to score it")
     if not rows:  # nothing to write: an earlier --output stays as it was
         raise UserError(f"nothing could be scored ({plural(len(problems), 'path')} skipped, "
                         "each named above)")

@@ -89,6 +89,7 @@ class Used:
     views: views_lib.Views
     scale: str  # `rankiqa.scoring.score_scale`
     engine: str  # what ran the network, and why where auto chose it
+    ignored: tuple = ()  # files of the folders left out by name (a label file, notes)
 
 
 def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
@@ -103,9 +104,11 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
 
     Returns:
       (rows ``[{"path", "score"}]``, problems ``[message]`` for files that were skipped,
-      `Used`: the views used and what the scores mean).
+      `Used`: the views used and what the scores mean, and the files of the folders that were
+      left out by name, `rankiqa.data.views.NOT_IMAGES`).
     """
-    files, problems = views_lib.list_files(paths)
+    ignored = []
+    files, problems = views_lib.list_files(paths, ignored)
     rows = []
     with load_model(model, net=net, device=device, batch_size=batch_size, precision=precision,
                     allow_pickle=allow_pickle, engine=engine) as loaded:
@@ -115,4 +118,4 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
                 problems.append(str(values))
             else:
                 rows.append({"path": files[k], "score": float(values.mean())})
-    return rows, problems, Used(loaded.name, views, loaded.scale, loaded.engine)
+    return rows, problems, Used(loaded.name, views, loaded.scale, loaded.engine, tuple(ignored))

@@ -41,13 +41,13 @@ def dir_with_junk(photo_dir, tmp_path):
     src.mkdir()
     for name in sorted(os.listdir(photo_dir))[:2]:
         (src / name).write_bytes(open(os.path.join(photo_dir, name), "rb").read())
-    (src / "notes.txt").write_text("not an image")
+    (src / "notes.jpg").write_text("not an image")
     return src
 
 
 def test_non_image_is_named_and_nothing_is_left(dir_with_junk, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(BadImageError, match=r"notes\.txt: not a readable image.*--skip-bad"):
+    with pytest.raises(BadImageError, match=r"notes\.jpg: not a readable image.*--skip-bad"):
         make_rank_data(str(dir_with_junk), str(out), ["gblur"])
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
@@ -56,7 +56,17 @@ def test_non_image_is_named_and_nothing_is_left(dir_with_junk, tmp_path):
 def test_skip_bad_counts_skipped_files(dir_with_junk, tmp_path):
     summary = make_rank_data(str(dir_with_junk), str(tmp_path / "out"), ["gblur"], skip_bad=True)
     assert summary["references"] == 2
-    assert len(summary["skipped_files"]) == 1 and "notes.txt" in summary["skipped_files"][0]
+    assert len(summary["skipped_files"]) == 1 and "notes.jpg" in summary["skipped_files"][0]
+
+
+def test_a_label_file_among_the_photos_is_left_out(photo_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in sorted(os.listdir(photo_dir))[:2]:
+        (src / name).write_bytes(open(os.path.join(photo_dir, name), "rb").read())
+    (src / "labels.csv").write_text("path,score\n")
+    summary = make_rank_data(str(src), str(tmp_path / "out"), ["gblur"])  # no --skip-bad
+    assert summary["references"] == 2 and summary["skipped_files"] == []
 
 
 def test_a_fifo_among_the_photos_is_named_never_opened(dir_with_junk, tmp_path):

@@ -22,7 +22,8 @@ def mixed_folder(tmp_path, photo_dir):
     photo.save(folder / "sub" / "c.jpg", quality=90)
     data = (folder / "sub" / "c.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    (folder / "notes.txt").write_text("not an image")
+    (folder / "notes.jpg").write_text("not an image")  # named as an image: tried, reported
+    (folder / "labels.csv").write_text("path,score\na.bmp,0.5\n")  # named as data: left out
     return folder
 
 
@@ -37,7 +38,9 @@ def test_predict_scores_images_and_reports_the_rest(stage_one, mixed_folder):
     assert scored == ["a.bmp", "b.png", os.path.join("sub", "c.jpg")]
     assert all(np.isfinite(r["score"]) for r in out["scores"])
     skipped = " ".join(out["skipped"])
-    assert "truncated.jpg" in skipped and "notes.txt" in skipped and len(out["skipped"]) == 2
+    assert "truncated.jpg" in skipped and "notes.jpg" in skipped and len(out["skipped"]) == 2
+    assert ("left out 1 file named as data, not images (labels.csv); name one to score it"
+            in result.stderr)
     assert "scored 3 images (2 centre_random views of 48² each), skipped 2" in result.stderr
     assert "scored 5/5, " in result.stderr  # progress: files scored or skipped, rate
 

@@ -148,9 +148,19 @@ def image_size(path):
         return im.size
 
 
-def list_files(paths):
+# files a photo folder often holds beside its photos (a label file, notes, a video): in a folder
+# they are left out by name, not tried and reported as unreadable images; named directly, tried
+NOT_IMAGES = frozenset(
+    ".csv .tsv .txt .json .yaml .yml .md .rst .xml .html .log .ini .toml .py .sh .npz .npy "
+    ".mat .zip .tar .gz .xlsx .xls .ods .doc .docx .db .sqlite .mp4 .mov .avi .mkv .mp3 .wav "
+    ".xmp .pp3 .dop".split())
+
+
+def list_files(paths, ignored=None):
     """Expands files and folders (recursively, sorted, hidden entries skipped). Symbolic links
-    to folders are followed, each folder listed once (a link back up is not a loop).
+    to folders are followed, each folder listed once (a link back up is not a loop); a folder's
+    files named as data rather than images (`NOT_IMAGES`: ``labels.csv``) are left out and
+    appended to `ignored` when given.
 
     Returns:
       (files, problems): problems name each path that does not exist and each that is not a
@@ -169,6 +179,10 @@ def list_files(paths):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(n for n in names if not n.startswith(".")):
                     full = os.path.join(root, name)
+                    if os.path.splitext(name)[1].lower() in NOT_IMAGES:
+                        if ignored is not None:
+                            ignored.append(full)
+                        continue
                     problem = not_a_regular_file(full)
                     (problems if problem else files).append(problem or full)
         elif os.path.lexists(path):
