@@ -109,12 +109,15 @@ def load_config(cls, path, overrides):
     return config_lib.load(cls, path, overrides, notify=notice)
 
 
-def config_options(func, example="train.max_steps=100"):
+def config_options(func, example="train.max_steps=100", stage="finetune"):
+    """--set and --config; the shipped configs offered are the `stage`'s own (``rank_*`` for
+    train-rank, ``finetune_*`` for finetune and evaluate)."""
     func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                         help=f"Override a config key, e.g. --set {example} (repeatable).")(func)
+    shipped = [name for name in config_lib.shipped_configs() if name.startswith(stage + "_")]
     return click.option("--config", "config_path",
                         help="YAML config file, or the name of a shipped one "
-                             f"({', '.join(config_lib.shipped_configs())}).")(func)
+                             f"({', '.join(shipped)}).")(func)
 
 
 def device_option(func):
@@ -352,7 +355,7 @@ def make_rank_data_cmd(src_dir, output_dir, distortions, seed, workers, max_side
 
 
 @main.command("train-rank")
-@config_options
+@functools.partial(config_options, stage="rank")
 @click.option("--train-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, summaries and eval.json go here; a rerun resumes.")
 @init_options

@@ -212,3 +212,9 @@ def test_the_commands_offer_exactly_the_librarys_choices():
                     command.name, param.name)
                 seen.add(param.name)
     assert seen == set(library)
+
+
+def test_each_training_command_offers_its_own_shipped_configs():
+    rank_help, finetune_help = invoke("train-rank", "--help"), invoke("finetune", "--help")
+    assert "rank_tiny" in rank_help.stdout and "finetune_tiny" not in rank_help.stdout
+    assert "finetune_tiny" in finetune_help.stdout and "rank_tiny" not in finetune_help.stdout
