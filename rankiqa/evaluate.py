@@ -135,14 +135,15 @@ def summarise(summary, items, per_view, aggregate):
 
 
 def write_evidence(output_dir, summary, items, predicted, title):
-    """``predictions.csv``, ``scatter.png`` and ``summary.json`` in `output_dir`, each written
-    aside and renamed (`rundir.writing`)."""
+    """``predictions.csv`` (each image named as the label file lists it), ``scatter.png`` and
+    ``summary.json`` in `output_dir`, each written aside and renamed (`rundir.writing`)."""
     with rundir.writing(os.path.join(output_dir, "predictions.csv")) as tmp, \
             open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
         for it, p in zip(items, predicted):
-            writer.writerow([it.path, it.reference or "", it.distortion or "", f"{it.score:.6f}",
+            writer.writerow([it.listed or it.path, it.reference or "", it.distortion or "",
+                             f"{it.score:.6f}",
                              it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
     target = [it.score for it in items]
     with rundir.writing(os.path.join(output_dir, "scatter.png")) as tmp:

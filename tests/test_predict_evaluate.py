@@ -107,3 +107,19 @@ def test_evaluate_takes_views_and_data_from_the_config_or_the_run(finetuned, tmp
     assert result.exit_code == 0, result.output
     one_view = json.load(open(tmp_path / "b" / "summary.json"))
     assert one_view["crops"] == 1 and "median" not in one_view  # the median of one is the mean
+
+
+def test_evaluate_names_each_image_as_the_label_file_lists_it(stage_one, label_file, tmp_path):
+    rows = list(csv.DictReader(open(label_file)))[:5]
+    for row in rows:  # relative to the new file's folder, as a user writes them
+        row["path"] = os.path.relpath(row["path"], tmp_path)
+    with open(tmp_path / "relative.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = CliRunner().invoke(main, ["evaluate", "--model", stage_one, "--set",
+                                       f"data.label_file={tmp_path / 'relative.csv'}",
+                                       "--split", "all", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = [r["path"] for r in csv.DictReader(open(tmp_path / "out" / "predictions.csv"))]
+    assert written == [r["path"] for r in rows] and written[0].startswith("..")

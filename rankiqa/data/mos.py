@@ -30,6 +30,7 @@ class ScoredImage:
     raw: float  # the label file's value
     reference: Optional[str] = None
     distortion: Optional[str] = None
+    listed: Optional[str] = None  # the name as the label file gives it (reports show it so)
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
         seen.setdefault(os.path.realpath(path), []).append(rel)
         score = (raw - spec.low) / span
         items.append(ScoredImage(path, score if spec.higher_is_better else 1.0 - score, raw,
-                                 reference, distortion))
+                                 reference, distortion, rel))
     if not items:
         raise ListError(f"{label_file}: no labelled images")
     repeated = sorted(spellings for spellings in seen.values() if len(spellings) > 1)
