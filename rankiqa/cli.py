@@ -476,9 +476,13 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
                                 aggregate=aggregate, device=device, log=log,
                                 precision=precision, progress=progress_printer("scored"),
                                 force=force)
-    click.echo(f"srocc {summary['srocc']:.4f} krocc {summary['krocc']:.4f} "
-               f"plcc {summary['plcc']:.4f} plcc_logistic {summary['plcc_logistic']:.4f} "
-               f"rmse {summary['rmse']:.4f} (n={summary['count']}, {output_dir})")
+    from rankiqa.metrics import describe_interval
+
+    click.echo(f"srocc {summary['srocc']:.4f}{describe_interval(summary['srocc_ci'])} "
+               f"krocc {summary['krocc']:.4f} plcc {summary['plcc']:.4f}"
+               f"{describe_interval(summary['plcc_ci'])} plcc_logistic "
+               f"{summary['plcc_logistic']:.4f} rmse {summary['rmse']:.4f} (n={summary['count']}"
+               f", 95 % intervals, {output_dir})")
 
 
 def load_evaluation_config(checkpoint, config_path, overrides):

@@ -87,15 +87,36 @@ def _linear_fit(p, t, x):
     return slope * x + intercept
 
 
+def interval(r, n, spearman=False, level=0.95):
+    """The `level` confidence interval ``[low, high]`` of a correlation `r` over `n` images by
+    Fisher's z (for Spearman's, Fieller, Hartley and Pearson's variance 1.06 / (n - 3)); None
+    where undefined (NaN, or 3 images or fewer). On 100 validation photos SROCC 0.58 is
+    [0.43, 0.70]: which of two close figures is better often cannot be told."""
+    if not np.isfinite(r) or n <= 3:
+        return None
+    spread = stats.norm.ppf(0.5 + level / 2) * np.sqrt((1.06 if spearman else 1.0) / (n - 3))
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    return [float(np.tanh(z - spread)), float(np.tanh(z + spread))]
+
+
 def summary(predicted, target):
-    """Every figure at once: srocc, krocc, plcc, plcc_logistic, rmse, rmse_logistic, count."""
+    """Every figure at once: srocc, krocc, plcc, plcc_logistic, rmse, rmse_logistic, count,
+    and 95 % intervals of srocc and plcc (`interval`: srocc_ci, plcc_ci)."""
     p, t = _check(predicted, target)
     mapped = fit_logistic4(p, t)
-    return {
+    figures = {
         "srocc": srocc(p, t), "krocc": krocc(p, t), "plcc": plcc(p, t),
         "plcc_logistic": plcc(mapped, t), "rmse": rmse(p, t), "rmse_logistic": rmse(mapped, t),
         "count": int(p.size),
     }
+    figures["srocc_ci"] = interval(figures["srocc"], p.size, spearman=True)
+    figures["plcc_ci"] = interval(figures["plcc"], p.size)
+    return figures
+
+
+def describe_interval(ci):
+    """`` [0.43, 0.70]`` for a report line; empty where undefined."""
+    return "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def rank_accuracy(scores):

@@ -61,3 +61,19 @@ def test_a_constant_side_has_no_correlation_and_no_warning():
             assert np.isnan(fn([1.0, 2.0, 3.0], [0.5, 0.5, 0.5]))
             assert np.isnan(fn([2.0, 2.0, 2.0], [0.1, 0.2, 0.3]))
             assert fn([1.0, 2.0, 3.0], [0.1, 0.2, 0.4]) > 0.9
+
+
+def test_correlation_intervals_cover_the_true_value_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    rho, n, covered = 0.6, 40, {"plcc": 0, "srocc": 0}
+    true = {"plcc": rho, "srocc": 6 / np.pi * np.arcsin(rho / 2)}  # Spearman's of a normal pair
+    for _ in range(400):
+        x = rng.standard_normal(n)
+        y = rho * x + np.sqrt(1 - rho ** 2) * rng.standard_normal(n)
+        figures = metrics.summary(x, y)
+        for name in covered:
+            low, high = figures[f"{name}_ci"]
+            covered[name] += low <= true[name] <= high
+    assert 0.92 <= covered["plcc"] / 400 <= 0.98, covered
+    assert 0.92 <= covered["srocc"] / 400 <= 0.98, covered
+    assert metrics.summary([1, 2, 3], [1, 3, 2])["srocc_ci"] is None  # three images: undefined

@@ -35,8 +35,10 @@ def build_mos_evaluator(scorer, items, log):
         predicted = scorer.score_items(paths, session=sess)
         result = metrics.summary(predicted, targets)
         result.update(step=step, crops=scorer.views.count, views=scorer.views.as_dict())
-        log(f"validation srocc {result['srocc']:.4f} plcc {result['plcc']:.4f} "
-            f"({len(items)} images) at step {step}")
+        log(f"validation srocc {result['srocc']:.4f}"
+            f"{metrics.describe_interval(result['srocc_ci'])} plcc {result['plcc']:.4f}"
+            f"{metrics.describe_interval(result['plcc_ci'])} ({len(items)} images, 95 % "
+            f"intervals) at step {step}")
         return result
 
     return eval_fn
