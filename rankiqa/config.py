@@ -136,6 +136,10 @@ class TrainConfig(LoopConfig):
 @dataclass(frozen=True)
 class FinetuneTrainConfig(LoopConfig):
     loss: str = "l2"  # l2 (the paper's Euclidean loss) | l1
+    # the run's model (what predict, evaluate and the exports use) is the checkpoint of its best
+    # validation SROCC (kept in RUN/best/), not the last; false: the last, with a warning when
+    # an earlier evaluation was better
+    keep_best: bool = True
 
 
 @dataclass(frozen=True)

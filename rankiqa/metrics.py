@@ -75,7 +75,8 @@ def fit_logistic4(predicted, target, at=None):
             params, _ = optimize.curve_fit(logistic4, p, t, p0=start, maxfev=20000)
         if np.all(np.isfinite(logistic4(p, *params))):
             return logistic4(x, *params)
-    except (RuntimeError, TypeError, optimize.OptimizeWarning):
+    except (RuntimeError, TypeError, ValueError, optimize.OptimizeWarning):  # ValueError: huge
+        # predictions overflow inside the optimiser
         pass
     return _linear_fit(p, t, x)
 
@@ -83,7 +84,10 @@ def fit_logistic4(predicted, target, at=None):
 def _linear_fit(p, t, x):
     if np.ptp(p) == 0:
         return np.full_like(x, t.mean())
-    slope, intercept = np.polyfit(p, t, 1)
+    try:
+        slope, intercept = np.polyfit(p, t, 1)
+    except (np.linalg.LinAlgError, ValueError):  # predictions too large to fit (diverged)
+        return np.full_like(x, t.mean())
     return slope * x + intercept
 
 

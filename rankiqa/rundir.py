@@ -21,6 +21,7 @@ from rankiqa.config import to_dict
 from rankiqa.errors import InputError, RankiqaError
 
 RUN_INFO_NAME = "rankiqa.json"  # what a tool needs to rebuild the graph from a train dir
+BEST_NAME = "best"  # the folder of a run's best validated checkpoint (train.keep_best)
 EVAL_NAME = "eval.json"
 CHECKPOINT_NAME = "model.ckpt"
 
@@ -292,8 +293,12 @@ _OWN = (CHECKPOINT_NAME, "checkpoint", RUN_INFO_NAME, EVAL_NAME, "restore_report
 
 
 def remove_temporaries(folder, log=None):
-    """Deletes what interrupted writes of this program left in `folder`: a temporary sibling
-    of one of its own files (`_OWN`; call while holding the folder's lock)."""
+    """Deletes what interrupted writes of this program left in `folder` and its `BEST_NAME`
+    folder: a temporary sibling of one of its own files (`_OWN`; call while holding the
+    folder's lock)."""
+    best = os.path.join(folder, BEST_NAME)
+    if os.path.isdir(best) and not os.path.islink(best):
+        remove_temporaries(best, log)
     for name in sorted(os.listdir(folder)):
         if _TEMPORARY.search(name) and name.startswith(_OWN):
             path = os.path.join(folder, name)

@@ -169,10 +169,15 @@ class Scorer:
                 if values is not None:
                     values = values.reshape(-1, views.count, *values.shape[1:])
                     if fetch is self.score and not np.isfinite(values).all():
+                        bad = values[~np.isfinite(values)][0]
+                        if self.session is None:  # a training graph's branch: it diverged
+                            raise RankiqaError(
+                                f"validation scores became {bad}: the weights diverged; "
+                                "lower optim.lr or set optim.clip_gradient_norm")
                         raise RankiqaError(
                             f"the model {self.info.get('ref') or self.net_name} gives "
-                            f"non-finite scores ({values[~np.isfinite(values)][0]}): its "
-                            "weights hold NaN or infinite values; score with another model")
+                            f"non-finite scores ({bad}): its weights hold NaN or infinite "
+                            "values; score with another model")
                 used = 0
                 for k, p in enumerate(placed, start=start):
                     if isinstance(p, BadImageError):

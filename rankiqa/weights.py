@@ -105,10 +105,15 @@ def write_checkpoint_index(folder, prefixes):
 
 
 def resolve_checkpoint(path):
-    """A checkpoint prefix from a prefix or a training directory (its latest checkpoint)."""
+    """A checkpoint prefix from a prefix or a training directory: the best validated
+    checkpoint it kept (``best/``, `rundir.BEST_NAME`), else its latest."""
     if path is None:
         raise CheckpointError("no checkpoint given")
     if os.path.isdir(path):
+        # a run that kept its best validated checkpoint is that checkpoint (train.keep_best)
+        best = os.path.join(path, rundir.BEST_NAME)
+        if os.path.isdir(best) and latest_checkpoint(best) is not None:
+            return latest_checkpoint(best)
         # by listing the folder: its index may name another folder's files (a copied run)
         latest = latest_checkpoint(path)
         if latest is None:

@@ -3,7 +3,10 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from rankiqa import weights
+from rankiqa.cli import main
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 from rankiqa.train import finetune
@@ -136,3 +139,37 @@ def test_second_ranking_loss_refuses_a_missing_list(stage_one, label_file, tmp_p
     cfg = finetune_config(label_file, stage_one, **{"finetune.rank_list": str(tmp_path / "no.csv")})
     with pytest.raises(InputError, match="no.csv"):
         finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)
+
+
+def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_path):
+    extra = {"optim.lr": 0.02, "optim.optimizer": "sgd", "train.max_steps": 6,
+             "train.eval_every": 1, "train.save_every": 6}  # SROCC swings from step to step
+    lines = []
+    result = finetune.train(finetune_config(label_file, stage_one, **extra), str(tmp_path / "run"),
+                            device="cpu", log=lines.append)
+    history = json.load(open(tmp_path / "run" / "eval.json"))["history"]
+    best = max(history, key=lambda h: h["srocc"])
+    assert best["srocc"] - history[-1]["srocc"] > 0.1, history  # else this tests nothing
+    assert result["kept"] == {"step": best["step"], "srocc": best["srocc"]}
+    assert weights.resolve_checkpoint(str(tmp_path / "run")) == str(
+        tmp_path / "run" / "best" / f"model.ckpt-{best['step']}")
+    assert json.load(open(tmp_path / "run" / "rankiqa.json"))["kept"]["step"] == best["step"]
+    assert any(f"the run's model is step {best['step']}'s checkpoint (best/)" in line
+               for line in lines)
+    # what every tool scores is the kept model: evaluate gives that step's validation figure
+    out = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "run"),
+                                    "--output-dir", str(tmp_path / "eval")])
+    assert out.exit_code == 0, out.output
+    summary = json.load(open(tmp_path / "eval" / "summary.json"))
+    assert summary["srocc"] == pytest.approx(best["srocc"], abs=1e-6)
+    # a rerun that trains on keeps it unless a later step is better
+    result = finetune.train(finetune_config(label_file, stage_one, **{
+        **extra, "train.max_steps": 7}), str(tmp_path / "run"), device="cpu", log=lambda l: None)
+    assert result["kept"]["srocc"] >= best["srocc"] and os.listdir(tmp_path / "run" / "best")
+    # without keep_best: the last checkpoint is the model, with a warning
+    lines = []
+    finetune.train(finetune_config(label_file, stage_one, **{**extra, "train.keep_best": "false"}),
+                   str(tmp_path / "last"), device="cpu", log=lines.append)
+    assert weights.resolve_checkpoint(str(tmp_path / "last")).endswith("last/model.ckpt-6")
+    assert any(line.startswith("warning: srocc ") and "the run's model is the last" in line
+               for line in lines)

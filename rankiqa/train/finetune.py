@@ -110,7 +110,8 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         trainable=(transfer.trainable_scopes, "finetune.trainable_scopes"),
         head_lr_multiplier=transfer.head_lr_multiplier,
         extra_init=probe_init if transfer.probe else None, eval_at_start=True,
-        run_info={"init": config.init.source, "score": SCORE_SCALE}), train_dir, device, log)
+        run_info={"init": config.init.source, "score": SCORE_SCALE}, best_key="srocc"),
+        train_dir, device, log)
 
 
 def check(config):

@@ -190,7 +190,7 @@ HISTORY_KEYS = ("rank_accuracy", "srocc", "plcc", "krocc")
 
 def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init_fn=None,
              eval_fn=None, log=print, images_per_step=None, eval_at_start=False,
-             input_init=None):
+             input_init=None, best_key=None, keep_best=False):
     """Runs `train_op` until the global step reaches `max_steps`. Call it holding the train
     dir's lock (`rundir.locked`) in the chief.
 
@@ -221,15 +221,20 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
       images_per_step: for the img/s figure of the progress line.
       eval_at_start: evaluate right after a fresh start (the probe's frozen-backbone result).
       input_init: the input iterator's initializer, run once the session is up.
+      best_key: the evaluation's figure that says which is better (srocc, rank_accuracy).
+      keep_best: keep the checkpoint of the best `best_key` in ``best/`` (`Best`): the run's
+        model; without it, a final figure below an earlier one is warned of.
 
     Returns:
-      dict: final step, last loss, last eval result, checkpoint path.
+      dict: final step, last loss, last eval result, checkpoint path, and ``kept``: the best
+      evaluation's step and figure when `keep_best`, else None.
 
     Raises:
       TrainingDiverged: the loss became NaN or infinite.
     """
     chief = placement.is_chief
     saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
+    best_saver = tf.train.Saver(max_to_keep=1) if keep_best and eval_fn else None
     if chief:
         rundir.remove_temporaries(train_dir, log)
     with tf.Session(placement.target, config=placement.config) as sess:
@@ -239,6 +244,9 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
         summaries = Summaries(train_dir, sess.graph if not latest else None) if chief else None
         checkpoints = Checkpoints(sess, saver, train_dir, chief, latest, step)
         evaluations = Evaluations(eval_fn, train_dir, chief, summaries, step if latest else None)
+        if best_saver is not None:
+            evaluations.best = Best(sess, best_saver, train_dir, chief, best_key,
+                                    evaluations.history, step if latest else None)
         if not latest and eval_at_start:
             evaluations.run(sess, 0)
         due = train_cfg.eval_every and step % train_cfg.eval_every == 0
@@ -254,7 +262,67 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
             evaluations.run(sess, step)
         if summaries is not None:
             summaries.close()
-    return {"step": step, "loss": loss, "eval": evaluations.last, "checkpoint": checkpoints.last}
+    kept = evaluations.best.best if evaluations.best else None
+    if chief and not kept and best_key:
+        warn_if_worse(evaluations.history, best_key, log)
+    return {"step": step, "loss": loss, "eval": evaluations.last, "checkpoint": checkpoints.last,
+            "kept": kept}
+
+
+def warn_if_worse(history, key, log):
+    """Warns when the last evaluation's `key` is below an earlier one's (the run's model is
+    the last: train.keep_best is off)."""
+    scored = [h for h in history if isinstance(h.get(key), (int, float))
+              and math.isfinite(h[key])]
+    if len(scored) > 1:
+        best = max(scored[:-1], key=lambda h: h[key])
+        if best[key] > scored[-1][key]:
+            log(f"warning: {key} {scored[-1][key]:.4f} at the last step {scored[-1]['step']} is "
+                f"below {best[key]:.4f} at step {best['step']}; the run's model is the last "
+                "(train.keep_best keeps the best)")
+
+
+class Best:
+    """The run's best validated checkpoint (``train.keep_best``), in ``RUN/best/``: saved at
+    each evaluation better on `key` than every earlier one (a tie keeps the earlier), one
+    kept; `rankiqa.weights.resolve_checkpoint` makes it the run's model. Every worker saves
+    (saving mirrored variables runs collectives), the others aside. At a resume, a best
+    checkpoint beyond the resumed step (of the steps the kill undid) is dropped."""
+
+    def __init__(self, sess, saver, train_dir, chief, key, history, resumed_at):
+        self.sess, self.saver, self.chief, self.key = sess, saver, chief, key
+        self.folder = os.path.join(train_dir, rundir.BEST_NAME)
+        self.best = None
+        found = weights.checkpoints_on_disk(self.folder) if os.path.isdir(self.folder) else []
+        kept = [p for s, p in found if resumed_at is not None and s <= resumed_at][:1]
+        for _, prefix in found:
+            if prefix not in kept and chief:
+                for name in os.listdir(self.folder):
+                    if name.startswith(os.path.basename(prefix) + "."):
+                        os.remove(os.path.join(self.folder, name))
+        if kept:
+            step = int(kept[0].rsplit("-", 1)[1])
+            value = next((h.get(key) for h in history if h["step"] == step), None)
+            self.best = {"step": step, key: value}
+            saver.recover_last_checkpoints(kept)
+
+    def offer(self, at, evaluation):
+        value = evaluation.get(self.key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return
+        known = self.best and self.best.get(self.key)
+        if known is not None and value <= known:
+            return
+        if self.chief:
+            os.makedirs(self.folder, exist_ok=True)
+            self.saver.save(self.sess, os.path.join(self.folder, rundir.CHECKPOINT_NAME),
+                            global_step=at, write_meta_graph=False)
+            weights.write_checkpoint_index(self.folder, self.saver.last_checkpoints)
+        else:
+            with tempfile.TemporaryDirectory(prefix="rankiqa-worker-") as aside:
+                self.saver.save(self.sess, os.path.join(aside, rundir.CHECKPOINT_NAME),
+                                global_step=at, write_meta_graph=False, write_state=False)
+        self.best = {"step": at, self.key: value}
 
 
 def start(sess, saver, train_dir, init_fn, log):
@@ -381,7 +449,7 @@ class Evaluations:
     def __init__(self, eval_fn, train_dir, chief, summaries, resumed_at=None):
         self.eval_fn, self.chief, self.summaries = eval_fn, chief, summaries
         self.path = os.path.join(train_dir, rundir.EVAL_NAME)
-        self.history, self.last = [], None
+        self.history, self.last, self.best = [], None, None  # best: a `Best`, set by run_loop
         if resumed_at is not None and os.path.isfile(self.path):
             self.history = [h for h in rundir.read_json(self.path).get("history", [])
                             if h["step"] <= resumed_at]
@@ -393,6 +461,9 @@ class Evaluations:
         if self.eval_fn is None:
             return
         evaluation = self.eval_fn(sess, at)
+        if self.best is not None:
+            self.best.offer(at, evaluation)
+            evaluation["kept"] = dict(self.best.best)
         if not self.chief:
             return
         figures = {k: evaluation[k] for k in HISTORY_KEYS if k in evaluation}

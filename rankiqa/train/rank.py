@@ -99,5 +99,5 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         batches=((data_cfg.references_per_batch, "data.references_per_batch"),), views=views,
         data=data, loss=loss, evaluation=lambda scorer, log: build_rank_evaluator(
             scorer, held_out, log),
-        trainable=(train_cfg.trainable_scopes, "train.trainable_scopes")),
-        train_dir, device, log)
+        trainable=(train_cfg.trainable_scopes, "train.trainable_scopes"),
+        best_key="rank_accuracy"), train_dir, device, log)

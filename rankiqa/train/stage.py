@@ -43,6 +43,8 @@ class Stage:
         None``, run after the start at a fresh run (the probe).
       eval_at_start: evaluate right after a fresh start.
       run_info: more of ``rankiqa.json``.
+      best_key: the evaluation's figure that says which is better; with the config's
+        ``train.keep_best`` the run's model is the checkpoint of its best (`loop.Best`).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Stage:
     extra_init: Optional[Callable] = None
     eval_at_start: bool = False
     run_info: dict = field(default_factory=dict)
+    best_key: Optional[str] = None
 
 
 def train_stage(config, stage, train_dir, device="auto", log=print):
@@ -115,7 +118,10 @@ def _train_in_graph(config, stage, train_dir, device, log):
             train_dir, train_op, config.train.max_steps, config.train, scalars, placement,
             init_fn=loop.chain_init_fns(init_fn, extra), eval_fn=eval_fn,
             eval_at_start=stage.eval_at_start and extra is not None, log=log,
-            images_per_step=images_per_step, input_init=input_init)
+            images_per_step=images_per_step, input_init=input_init, best_key=stage.best_key,
+            keep_best=getattr(config.train, "keep_best", False))
+        if chief and result["kept"]:
+            record_kept(train_dir, result, stage.best_key, log)
         result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
         result["restore_report"] = report
         return result
@@ -126,6 +132,20 @@ def _train_in_graph(config, stage, train_dir, device, log):
 RESUMABLE = ("train.max_steps", "train.log_every", "train.summary_every", "train.save_every",
              "train.eval_every", "train.keep_checkpoints", "train.strategy", "train.devices",
              "train.precision", "data.cache_decoded")
+
+
+def record_kept(train_dir, result, key, log):
+    """Says which checkpoint is the run's model (`loop.Best`): in ``rankiqa.json``'s ``kept``
+    and one line."""
+    kept, last = result["kept"], result["eval"] or {}
+    info = rundir.read_run_info(train_dir)
+    info["kept"] = {"step": kept["step"], key: kept[key], "last_step": result["step"],
+                    f"last_{key}": last.get(key)}
+    rundir.write_json_atomic(os.path.join(train_dir, rundir.RUN_INFO_NAME), info)
+    if kept["step"] != result["step"] and last.get(key) is not None:
+        log(f"the run's model is step {kept['step']}'s checkpoint ({rundir.BEST_NAME}/): "
+            f"validation {key} {kept[key]:.4f}, above the last step's {last[key]:.4f} "
+            "(train.keep_best)")
 
 
 def check_start(train_dir, source):
