@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
 from rankiqa import nets, scoring, weights
@@ -480,3 +481,68 @@ def test_merge_into_a_relative_folder_and_of_garbage(tmp_path, monkeypatch):
     assert f"error: cannot read checkpoint {tmp_path / 'garbage'}" in result.stderr
     result = invoke("merge-ckpt", one, "--output-dir", tmp_path / "one", "--force")
     assert "--output-dir" in result.stderr and "is, holds or lies inside the input" in result.stderr
+
+
+SERVE_WITHOUT_RANKIQA = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import preprocess  # the copied file alone: NumPy and Pillow
+    folder, photos = sys.argv[1], sys.argv[2:]
+    out = {}
+    spec = json.load(open(f"{folder}/model.onnx.preprocess.json"))
+    batch = preprocess.batch(photos, spec)
+    import onnxruntime
+    session = onnxruntime.InferenceSession(f"{folder}/model.onnx",
+                                           providers=["CPUExecutionProvider"])
+    out["onnx"] = preprocess.per_image(session.run([spec["output"]["name"]],
+                                                   {spec["input"]["name"]: batch})[0], spec)
+    import tensorflow as tf
+    saved = json.load(open(f"{folder}/saved/preprocess.json"))
+    serve = tf.saved_model.load(f"{folder}/saved").signatures["serving_default"]
+    out["savedmodel"] = preprocess.per_image(
+        serve(images=tf.constant(preprocess.batch(photos, saved)))["score"].numpy(), saved)
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(open(f"{folder}/model.pb", "rb").read())
+    with tf.Graph().as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session() as sess:
+            out["pb"] = preprocess.per_image(sess.run(spec["output"]["name"],
+                                                      {spec["input"]["name"]: batch}), spec)
+    assert "rankiqa" not in sys.modules
+    print(json.dumps({k: v.tolist() for k, v in out.items()}))
+''')
+
+
+@pytest.mark.parametrize("run", ["stage_one", "finetuned"])  # random views; pyramid views
+def test_every_export_served_without_rankiqa_scores_as_predict(run, request, photo_dir,
+                                                               tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = request.getfixturevalue(run)
+    for command, out in (("export-onnx", "--output"), ("export-pb", "--output"),
+                         ("export-savedmodel", "--output-dir")):
+        target = tmp_path / {"export-onnx": "model.onnx", "export-pb": "model.pb",
+                             "export-savedmodel": "saved"}[command]
+        result = invoke(command, "--model", model, out, target)
+        assert result.exit_code == 0, result.output
+    spec = json.load(open(tmp_path / "model.onnx.preprocess.json"))
+    assert json.load(open(tmp_path / "model.pb.preprocess.json")) == spec
+    assert spec["views"] == {**json.load(open(os.path.join(model, "rankiqa.json")))["views"],
+                             "seed": 0}
+    assert json.load(open(tmp_path / "saved" / "preprocess.json")) == spec
+    serving = tmp_path / "serving"
+    serving.mkdir()
+    (serving / "preprocess.py").write_text(open(os.path.join(
+        os.path.dirname(scoring.__file__), "preprocess.py")).read())
+    (serving / "serve.py").write_text(SERVE_WITHOUT_RANKIQA)
+    photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))[:6]
+    Image.open(photos[0]).convert("RGB").resize((20, 30)).save(tmp_path / "small.png")
+    photos.append(str(tmp_path / "small.png"))  # upscaled first, bicubic
+    served = subprocess.run([sys.executable, str(serving / "serve.py"), str(tmp_path), *photos],
+                            capture_output=True, text=True, timeout=300, cwd=serving)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = invoke("predict", *photos, "--model", model, "--engine", "tensorflow",
+                    "--format", "json")
+    assert result.exit_code == 0, result.output
+    expected = [r["score"] for r in json.loads(result.stdout)["scores"]]
+    for kind, scores in json.loads(served.stdout).items():
+        np.testing.assert_allclose(scores, expected, atol=1e-5, err_msg=kind)

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rankiqa import rundir
+from rankiqa import preprocess, rundir
 from rankiqa.errors import InputError
 
-VIEW_MODES = ("grid", "random", "pyramid", "centre_random")
+VIEW_MODES = preprocess.VIEW_MODES
 AGGREGATES = ("mean", "median")  # how a photo's views' scores become its score
 # The seed every image's random views are drawn with, in every command (predict, evaluate,
 # validation, stage one's held-out groups, the probe, ladders): a photo gets the same views
@@ -66,17 +66,7 @@ def set_max_pixels(limit):
     MAX_PIXELS = Image.MAX_IMAGE_PIXELS = int(limit)
 
 
-def _to_rgb(im):
-    """Pillow image -> uint8 RGB. 16- and 32-bit grey keep their top 8 bits, as TensorFlow's
-    decoder does (Pillow's convert would clip them to white); palette, grey, CMYK and alpha
-    images convert as Pillow does, which is pixel for pixel what `decode_image` gives (tested).
-    EXIF orientation is not applied, here or in TensorFlow: images are scored as stored."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        grey = np.asarray(im).astype(np.int64)
-        top = 8 if im.mode.startswith("I;16") or grey.max() < 65536 else 24
-        grey = np.clip(grey >> top, 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    return np.asarray(im.convert("RGB"))
+_to_rgb = preprocess.to_rgb  # the one conversion, shared with served exports
 
 
 _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
@@ -318,70 +308,34 @@ def crop_and_flip_group(group, crop_size, seed):
 
 
 def ensure_min_side(image, size):
-    """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are.
+    """`rankiqa.preprocess.ensure_min_side` within `MAX_PIXELS`.
 
     Raises:
-      BadImageError: the upscaled image would be over `MAX_PIXELS` (a 4 x 2,000,000 strip
-        made 64 pixels high is 2 G pixels).
+      BadImageError: the upscaled image would be over `MAX_PIXELS`.
     """
-    h, w = image.shape[:2]
-    if min(h, w) >= size:
-        return image
-    scale = size / min(h, w)
-    new = (max(size, int(np.ceil(w * scale))), max(size, int(np.ceil(h * scale))))
-    if new[0] * new[1] > MAX_PIXELS:
-        raise BadImageError(f"{w}x{h} pixels: upscaling its shorter side to the view's {size} "
-                            f"would make {new[0]}x{new[1]}, over the limit of {MAX_PIXELS:,} "
-                            "(--max-pixels)")
-    return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
-
-
-def crop_corners(h, w, crop, crops, mode="grid", seed=0):
-    """Top-left corners ``[(y, x)] * crops`` of square crops in an ``h x w`` image, placed by
-    `mode` (``grid``, ``random`` or ``centre_random``; see the module docstring)."""
-    if mode in ("random", "centre_random"):
-        rng = np.random.default_rng(seed)
-        corners = [((h - crop) // 2, (w - crop) // 2)] if mode == "centre_random" else []
-        while len(corners) < crops:
-            corners.append((int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))))
-        return corners
-    if mode != "grid":
-        raise InputError(f"unknown view mode {mode!r}; choose from {list(VIEW_MODES)}")
-    if crops == 1:
-        return [((h - crop) // 2, (w - crop) // 2)]
-    rows = int(np.floor(np.sqrt(crops)))
-    cols = int(np.ceil(crops / rows))
-    ys = np.linspace(0, h - crop, rows).round().astype(int)
-    xs = np.linspace(0, w - crop, cols).round().astype(int)
-    return [(int(y), int(x)) for y in ys for x in xs][:crops]
-
-
-def pyramid_crops(image, crop, crops):
-    """``crops`` centre crops of a scale pyramid: the first at native resolution, the last of the
-    image shrunk so its shorter side is `crop` (the whole picture, for a square one), the others
-    at geometrically spaced scales between. Fine detail (noise, blur, compression) shows at full
-    resolution, composition and exposure in the whole picture; photos keep their subject near
-    the centre, where off-centre crops often hold intentionally blurred background."""
-    image = ensure_min_side(image, crop)
-    h, w = image.shape[:2]
-    views = []
-    for scale in np.geomspace(1.0, crop / min(h, w), crops) if crops > 1 else [1.0]:
-        size = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
-        scaled = image if size == (w, h) else np.asarray(
-            Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
-        (y, x), = crop_corners(scaled.shape[0], scaled.shape[1], crop, 1)  # the centre
-        views.append(scaled[y:y + crop, x:x + crop])
-    return np.stack(views)
+    try:
+        return preprocess.ensure_min_side(image, size, MAX_PIXELS)
+    except preprocess.TooLarge as e:
+        raise BadImageError(str(e)) from None
 
 
 def image_crops(image, crop, crops, mode="grid", seed=0):
-    """``[crops, crop, crop, 3]`` uint8 views of one image (upscaled first if it is too small)."""
-    if mode == "pyramid":
-        return pyramid_crops(image, crop, crops)
-    image = ensure_min_side(image, crop)
-    h, w = image.shape[:2]
-    return np.stack([image[y:y + crop, x:x + crop]
-                     for y, x in crop_corners(h, w, crop, crops, mode, seed)])
+    """``[crops, crop, crop, 3]`` uint8 views of one image (`rankiqa.preprocess.image_crops`,
+    the code a served export runs too), the upscale within `MAX_PIXELS`.
+
+    Raises:
+      BadImageError: the upscaled image would be over `MAX_PIXELS`.
+      InputError: an unknown mode.
+    """
+    if mode not in VIEW_MODES:
+        raise InputError(f"unknown view mode {mode!r}; choose from {list(VIEW_MODES)}")
+    try:
+        return preprocess.image_crops(image, crop, crops, mode, seed, MAX_PIXELS)
+    except preprocess.TooLarge as e:
+        raise BadImageError(str(e)) from None
+
+
+crop_corners = preprocess.crop_corners
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,18 @@
 
 Every graph export takes float32 RGB images in the uint8 range, ``rankiqa/images:0``
 ``[None, H, W, 3]``, applies the network's preprocessing inside the graph, and returns one
-quality score per image, ``rankiqa/score:0`` ``[None]`` (higher is better).
+quality score per image, ``rankiqa/score:0`` ``[None]`` (higher is better). Beside it goes
+``preprocess.json`` (`preprocess_spec`): the views, resize filters, input and output and what
+the scores mean, which `rankiqa.preprocess` (NumPy and Pillow only) reads to feed the model as
+`rankiqa predict` does.
 """
+
+import os
 
 import numpy as np
 
 from rankiqa import rundir, scoring, weights
+from rankiqa.data import views as views_lib
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 
@@ -29,25 +35,59 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
     return arrays
 
 
-def frozen_graph_def(checkpoint, net=None):
-    """(GraphDef with variables folded into constants, input name, output name)."""
-    with scoring.load_scorer(checkpoint, net=net) as scorer:
-        return scoring.frozen_graph_def(scorer), scorer.images.name, scorer.score.name
+PREPROCESS_NAME = "preprocess.json"
+
+
+def preprocess_path(out):
+    """Where a graph export's ``preprocess.json`` goes: inside a SavedModel folder, else beside
+    the file, named after it (``mine.onnx`` -> ``mine.onnx.preprocess.json``: an ONNX and a .pb
+    export of one name do not share one)."""
+    if out.endswith(os.sep) or os.path.isdir(out):
+        return os.path.join(out, PREPROCESS_NAME)
+    return f"{out}.{PREPROCESS_NAME}"
+
+
+def preprocess_spec(scorer, model):
+    """What a served export needs to score as `rankiqa predict` does (`rankiqa.preprocess`)."""
+    views = scorer.views
+    return {
+        "format": 1, "model": scorer.info.get("ref") or model,
+        "views": {**views.as_dict(), "seed": views_lib.VIEW_SEED},
+        "resize": {"upscale": "bicubic, the shorter side to the crop when smaller",
+                   "pyramid": "bilinear (Pillow, reducing_gap None)"},
+        "input": {"name": scorer.images.name, "dtype": "float32",
+                  "shape": [None, views.crop, views.crop, 3], "range": "RGB 0-255"},
+        "output": {"name": scorer.score.name, "shape": [None],
+                   "per_image": f"the mean of each image's {views.count} consecutive scores"},
+        "score_scale": scorer.scale,
+    }
+
+
+def _check_outputs(out, checkpoint, force, option, spec_out):
+    rundir.check_output(out, [checkpoint], force, option)
+    if spec_out:
+        rundir.check_output(spec_out, [checkpoint], force, f"{option}'s {PREPROCESS_NAME}")
 
 
 def export_pb(checkpoint, out, net=None, force=False):
-    """Freezes the scoring graph into a GraphDef; returns (input name, output name)."""
-    rundir.check_output(out, [checkpoint], force, "OUT")
-    frozen, input_name, output_name = frozen_graph_def(checkpoint, net)
+    """Freezes the scoring graph into a GraphDef (and writes its ``preprocess.json``); returns
+    (input name, output name)."""
+    _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
+    with scoring.load_scorer(checkpoint, net=net) as scorer:
+        frozen, names = scoring.frozen_graph_def(scorer), (scorer.images.name, scorer.score.name)
+        spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, frozen.SerializeToString())
-    return input_name, output_name
+    rundir.write_json_atomic(preprocess_path(out), spec)
+    return names
 
 
 def export_savedmodel(checkpoint, out_dir, net=None, force=False):
-    """A SavedModel with signature ``serving_default``: images -> score."""
+    """A SavedModel with signature ``serving_default``: images -> score, and its
+    ``preprocess.json`` inside."""
     rundir.check_output(out_dir, [checkpoint], force, "OUT_DIR")
     # the old export goes only once the new one is complete: a failed --force loses nothing
     with rundir.writing(out_dir) as tmp, scoring.load_scorer(checkpoint, net=net) as scorer:
+        spec = preprocess_spec(scorer, checkpoint)
         with scorer.graph.as_default():
             builder = tf.saved_model.builder.SavedModelBuilder(tmp)
             signature = tf.saved_model.signature_def_utils.predict_signature_def(
@@ -57,6 +97,7 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False):
                 signature_def_map={"serving_default": signature}, strip_default_attrs=True)
             builder.save()
             names = scorer.images.name, scorer.score.name
+        rundir.write_json_atomic(os.path.join(tmp, PREPROCESS_NAME), spec)
     return names
 
 
@@ -64,10 +105,12 @@ def export_onnx(checkpoint, out, net=None, opset=13, force=False):
     """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.scoring.onnx_model`;
     ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
     keep their names."""
-    rundir.check_output(out, [checkpoint], force, "OUT")
+    _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
     scoring.require_onnx("tf2onnx")
     with scoring.load_scorer(checkpoint, net=net) as scorer:
         model_proto = scoring.onnx_model(scorer, opset)
         names = scorer.images.name, scorer.score.name
+        spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, model_proto.SerializeToString())
+    rundir.write_json_atomic(preprocess_path(out), spec)
     return names

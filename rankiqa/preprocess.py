@@ -1,0 +1,133 @@
+"""How an image becomes a rankiqa model's input: NumPy and Pillow only, no rankiqa import.
+
+This one file is what a served export needs beside ONNX Runtime or TensorFlow: copy it next to
+the model and its ``preprocess.json`` (written by every graph export), and
+
+    import json, numpy as np, onnxruntime, preprocess
+    spec = json.load(open("mine.onnx.preprocess.json"))
+    session = onnxruntime.InferenceSession("mine.onnx")
+    batch = preprocess.batch(["photo.jpg"], spec)            # [photos * views, crop, crop, 3]
+    scores = preprocess.per_image(session.run([spec["output"]["name"]],
+                                              {spec["input"]["name"]: batch})[0], spec)
+
+gives `rankiqa predict`'s scores (tested for every export kind). rankiqa itself places its
+views with these functions (`rankiqa.data.views`), so the two cannot drift apart.
+
+Views: ``count`` square views of side ``crop`` placed by ``mode``: grid (spread evenly; one
+view is the centre), random (corners drawn from ``seed``), centre_random (the centre, then
+random ones), pyramid (centre crops of a scale pyramid from native resolution down to the whole
+picture shrunk to the crop, bilinear). An image smaller than the crop is upscaled first
+(bicubic) so its shorter side reaches it.
+"""
+
+import numpy as np
+from PIL import Image
+
+VIEW_MODES = ("grid", "random", "pyramid", "centre_random")
+
+
+class TooLarge(ValueError):
+    """Upscaling an image to the view would exceed the pixel limit."""
+
+
+def to_rgb(im):
+    """Pillow image -> uint8 RGB ``[H, W, 3]``. 16- and 32-bit grey keep their top 8 bits, as
+    TensorFlow's decoder does (Pillow's convert would clip them to white); palette, grey, CMYK
+    and alpha images convert as Pillow does. EXIF orientation is not applied: images are scored
+    as stored."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im).astype(np.int64)
+        top = 8 if im.mode.startswith("I;16") or grey.max() < 65536 else 24
+        grey = np.clip(grey >> top, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
+
+
+def ensure_min_side(image, size, max_pixels=None):
+    """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are.
+
+    Raises:
+      TooLarge: the upscaled image would be over `max_pixels` (a 4 x 2,000,000 strip made 64
+        pixels high is 2 G pixels).
+    """
+    h, w = image.shape[:2]
+    if min(h, w) >= size:
+        return image
+    scale = size / min(h, w)
+    new = (max(size, int(np.ceil(w * scale))), max(size, int(np.ceil(h * scale))))
+    if max_pixels is not None and new[0] * new[1] > max_pixels:
+        raise TooLarge(f"{w}x{h} pixels: upscaling its shorter side to the view's {size} would "
+                       f"make {new[0]}x{new[1]}, over the limit of {max_pixels:,} "
+                       "(--max-pixels)")
+    return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+
+
+def crop_corners(h, w, crop, crops, mode="grid", seed=0):
+    """Top-left corners ``[(y, x)] * crops`` of square crops in an ``h x w`` image, placed by
+    `mode` (``grid``, ``random`` or ``centre_random``)."""
+    if mode in ("random", "centre_random"):
+        rng = np.random.default_rng(seed)
+        corners = [((h - crop) // 2, (w - crop) // 2)] if mode == "centre_random" else []
+        while len(corners) < crops:
+            corners.append((int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))))
+        return corners
+    if mode != "grid":
+        raise ValueError(f"unknown view mode {mode!r}; choose from {list(VIEW_MODES)}")
+    if crops == 1:
+        return [((h - crop) // 2, (w - crop) // 2)]
+    rows = int(np.floor(np.sqrt(crops)))
+    cols = int(np.ceil(crops / rows))
+    ys = np.linspace(0, h - crop, rows).round().astype(int)
+    xs = np.linspace(0, w - crop, cols).round().astype(int)
+    return [(int(y), int(x)) for y in ys for x in xs][:crops]
+
+
+def pyramid_crops(image, crop, crops, max_pixels=None):
+    """``crops`` centre crops of a scale pyramid: the first at native resolution, the last of the
+    image shrunk so its shorter side is `crop` (the whole picture, for a square one), the others
+    at geometrically spaced scales between. Fine detail (noise, blur, compression) shows at full
+    resolution, composition and exposure in the whole picture; photos keep their subject near
+    the centre, where off-centre crops often hold intentionally blurred background."""
+    image = ensure_min_side(image, crop, max_pixels)
+    h, w = image.shape[:2]
+    views = []
+    for scale in np.geomspace(1.0, crop / min(h, w), crops) if crops > 1 else [1.0]:
+        size = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
+        scaled = image if size == (w, h) else np.asarray(
+            Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
+        (y, x), = crop_corners(scaled.shape[0], scaled.shape[1], crop, 1)  # the centre
+        views.append(scaled[y:y + crop, x:x + crop])
+    return np.stack(views)
+
+
+def image_crops(image, crop, crops, mode="grid", seed=0, max_pixels=None):
+    """``[crops, crop, crop, 3]`` uint8 views of one image (upscaled first if it is too small)."""
+    if mode == "pyramid":
+        return pyramid_crops(image, crop, crops, max_pixels)
+    image = ensure_min_side(image, crop, max_pixels)
+    h, w = image.shape[:2]
+    return np.stack([image[y:y + crop, x:x + crop]
+                     for y, x in crop_corners(h, w, crop, crops, mode, seed)])
+
+
+def batch(images, spec):
+    """The float32 batch ``[len(images) * count, crop, crop, 3]`` (RGB, 0-255) the exported
+    model takes, each image's views in a row, as `spec` (a ``preprocess.json``) says; images
+    are paths or Pillow images."""
+    views = spec["views"]
+    stack = []
+    for item in images:
+        if isinstance(item, Image.Image):
+            rgb = to_rgb(item)
+        else:
+            with Image.open(item) as im:
+                rgb = to_rgb(im)
+        stack.append(image_crops(rgb, views["crop"], views["count"], views["mode"],
+                                 views["seed"]))
+    return np.concatenate(stack).astype(np.float32)
+
+
+def per_image(scores, spec):
+    """One score per image from the model's per-view scores: the mean of each image's
+    ``count`` consecutive ones."""
+    return np.asarray(scores, np.float64).reshape(-1, spec["views"]["count"]).mean(axis=1)
