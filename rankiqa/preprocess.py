@@ -3,14 +3,14 @@
 This one file is what a served export needs beside ONNX Runtime or TensorFlow: copy it next to
 the model and its ``preprocess.json`` (written by every graph export), and
 
-    import json, numpy as np, onnxruntime, preprocess
     spec = json.load(open("mine.onnx.preprocess.json"))
-    session = onnxruntime.InferenceSession("mine.onnx")
-    batch = preprocess.batch(["photo.jpg"], spec)            # [photos * views, crop, crop, 3]
-    scores = preprocess.per_image(session.run([spec["output"]["name"]],
-                                              {spec["input"]["name"]: batch})[0], spec)
+    session = onnxruntime.InferenceSession("mine.onnx", providers=["CPUExecutionProvider"])
+    batch = preprocess.batch(["photo.jpg"], spec)  # [photos * views, crop, crop, 3]
+    views = session.run([spec["output"]["name"]], {spec["input"]["name"]: batch})[0]
+    print(preprocess.per_image(views, spec))  # one score per photo: predict's
 
-gives `rankiqa predict`'s scores (tested for every export kind). rankiqa itself places its
+(docs/data-formats.md, "Serving without rankiqa") gives `rankiqa predict`'s scores (tested for
+every export kind). rankiqa itself places its
 views with these functions (`rankiqa.data.views`), so the two cannot drift apart.
 
 Views: ``count`` square views of side ``crop`` placed by ``mode``: grid (spread evenly; one

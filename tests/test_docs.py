@@ -2,6 +2,7 @@
 line shown parses with the real CLI, the Python snippet runs, the models table is the
 registry's, and the text speaks to users, not of how the project was made."""
 
+import json
 import os
 import re
 import shlex
@@ -123,6 +124,32 @@ def test_the_readme_python_snippet_runs(photo_dir, tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "BIQ2021 MOS in [0, 1], higher is better" in out.stdout
+
+
+def test_the_serving_snippet_runs_without_rankiqa(stage_one, photo_dir, tmp_path):
+    """docs/data-formats.md's snippet as written, beside an ONNX export and a copy of
+    rankiqa/preprocess.py, prints predict's score."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    (snippet,) = [b for b in code_blocks(read("docs/data-formats.md"), ("python",))
+                  if "import preprocess" in b]
+    result = CliRunner().invoke(cli.main, ["export-onnx", "--model", stage_one, "--output",
+                                           str(tmp_path / "mine.onnx")])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "preprocess.py").write_text(read(os.path.join("rankiqa", "preprocess.py")))
+    photo = sorted(os.listdir(photo_dir))[0]
+    Image.open(os.path.join(photo_dir, photo)).convert("RGB").save(tmp_path / "photo.jpg")
+    check = snippet + "\nimport sys\nassert 'rankiqa' not in sys.modules\n"
+    out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = CliRunner().invoke(cli.main, ["predict", str(tmp_path / "photo.jpg"), "--model",
+                                           stage_one, "--engine", "tensorflow", "--format",
+                                           "json"])
+    expected = json.loads(result.stdout)["scores"][0]["score"]
+    served = float(out.stdout.strip().strip("[]"))
+    assert abs(served - expected) < 1e-5, (served, expected)
 
 
 # split so that this file does not match itself
