@@ -35,12 +35,18 @@ def test_same_seed_same_bytes_whatever_the_workers(photo_dir, tmp_path):
     assert not filecmp.cmp(tmp_path / "one" / noisy, tmp_path / "other" / noisy, shallow=False)
 
 
-@pytest.fixture
-def dir_with_junk(photo_dir, tmp_path):
+def two_photos(photo_dir, tmp_path):
+    """A folder of copies of two sample photos."""
     src = tmp_path / "src"
     src.mkdir()
     for name in sorted(os.listdir(photo_dir))[:2]:
         (src / name).write_bytes(open(os.path.join(photo_dir, name), "rb").read())
+    return src
+
+
+@pytest.fixture
+def dir_with_junk(photo_dir, tmp_path):
+    src = two_photos(photo_dir, tmp_path)
     (src / "notes.jpg").write_text("not an image")
     return src
 
@@ -60,10 +66,7 @@ def test_skip_bad_counts_skipped_files(dir_with_junk, tmp_path):
 
 
 def test_a_label_file_among_the_photos_is_left_out(photo_dir, tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in sorted(os.listdir(photo_dir))[:2]:
-        (src / name).write_bytes(open(os.path.join(photo_dir, name), "rb").read())
+    src = two_photos(photo_dir, tmp_path)
     (src / "labels.csv").write_text("path,score\n")
     summary = make_rank_data(str(src), str(tmp_path / "out"), ["gblur"])  # no --skip-bad
     assert summary["references"] == 2 and summary["skipped_files"] == []
