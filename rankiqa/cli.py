@@ -842,8 +842,13 @@ def demo_cmd(work_dir, old_work_dir, overrides, finetune_overrides, device):
     click.echo(f"stage one: held-out rank_accuracy {rank['rank_accuracy']:.4f} on photos it "
                f"never saw ({report['groups_in_order']} of {report['groups']} distortion "
                f"ladders in perfect order; {rank['eval_path']})")
+    kept = ft.get("kept") or {}
+    srocc = f"{ft['srocc']:.4f}"
+    if kept.get("srocc") is not None and kept.get("step") != kept.get("last_step"):
+        srocc = (f"{kept['srocc']:.4f} at step {kept['step']}, the run's kept model "
+                 f"({ft['srocc']:.4f} at the last step)")
     click.echo(f"stage two (a smoke test of the chain, not a quality figure): validation srocc "
-               f"{ft['srocc']:.4f} against the {STANDIN_NAME}")
+               f"{srocc} against the {STANDIN_NAME}")
     click.echo(f"report: {report['path']} (training curves; the unseen photos in the model's "
                "order)")
     click.echo("score your own photos with the built-in model (trained on human opinion, "

@@ -22,8 +22,9 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
     """Runs the demo in `work_dir`.
 
     Returns:
-      dict: ``rank`` (stage one's eval.json plus eval_path), ``finetune`` (stage two's) and
-      ``report`` (the report's path and figures).
+      dict: ``rank`` (stage one's eval.json plus eval_path), ``finetune`` (stage two's, with
+      ``kept``: the step and figure of the checkpoint the run keeps as its model) and ``report``
+      (the report's path and figures).
     """
     from rankiqa import report
     from rankiqa.data import lists, mos, standin
@@ -57,8 +58,11 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
     ft_cfg = config_lib.load(config_lib.FinetuneConfig, FINETUNE_CONFIG,
                              [f"data.label_file={labels}", f"init.source={train_dir}",
                               *finetune_overrides], notify)
-    result = finetune.train(ft_cfg, os.path.join(work_dir, "finetune"), device=device, log=log)
+    ft_dir = os.path.join(work_dir, "finetune")
+    result = finetune.train(ft_cfg, ft_dir, device=device, log=log)
     out["finetune"] = _read_eval(result["eval_path"])
+    # the checkpoint the run keeps as its model (train.keep_best), which may be an earlier step
+    out["finetune"]["kept"] = rundir.read_run_info(ft_dir).get("kept")
     path = os.path.join(work_dir, "report.png")
     out["report"] = {"path": path, **report.write_report(train_dir, path, "rankiqa demo")}
     log(f"report: {path}")
