@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 
 def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
-               allow_pickle=False, engine="auto"):
+               allow_pickle=False, engine="auto", normalised=False):
     """A quality model ready to score (`rankiqa.predict.Model`): ``model.score(images)``.
 
     Args:
@@ -25,11 +25,15 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
       allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
       engine: auto (the faster of TensorFlow and ONNX Runtime here, where they agree) |
         tensorflow | onnx.
+      normalised: scores in [0, 1] with higher better, as a fine-tuned model trained on them;
+        default: on its labels' own scale and direction (``model.score_range``,
+        ``model.lower_better``).
     """
     from rankiqa import predict  # TensorFlow loads here, not at `import rankiqa`
 
     return predict.load_model(model, net=net, device=device, batch_size=batch_size,
-                              precision=precision, allow_pickle=allow_pickle, engine=engine)
+                              precision=precision, allow_pickle=allow_pickle, engine=engine,
+                              normalised=normalised)
 
 
 def list_models():

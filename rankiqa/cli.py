@@ -145,6 +145,13 @@ def with_training(overrides, strategy, devices, precision):
     return (*overrides, *(f"train.{k}={v}" for k, v in given.items() if v is not None))
 
 
+def normalised_option(func):
+    return click.option("--normalised", is_flag=True,
+                        help="Scores in [0, 1], higher better, as stage two trains on them "
+                             "[default: a fine-tuned model's labels' own scale and direction, "
+                             "e.g. 1-5 or DMOS 0-100].")(func)
+
+
 def precision_option(func):
     return click.option("--precision", type=click.Choice(device_lib.PRECISIONS),
                         default="fp32", show_default=True,
@@ -445,16 +452,19 @@ def launch_cmd(workers, stall_timeout, command):
               help="summary.json, predictions.csv and scatter.png go here.")
 @click.option("--force", is_flag=True,
               help="Replace an earlier evaluation's files in --output-dir (never an input).")
+@normalised_option
 @device_option
 @precision_option
 @handle_errors
 def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, crop_mode,
-                 crop_size, aggregate, output_dir, force, device, precision):
+                 crop_size, aggregate, output_dir, force, normalised, device, precision):
     """Score a labelled split: SROCC, KROCC, PLCC, RMSE.
 
     The dataset, its split and the views come from the config's data section: --config, or
     else the run's own rankiqa.json (a finetune run records its whole config). With neither
-    (a stage-one run and --set data.label_file=...), the views are the model's own.
+    (a stage-one run and --set data.label_file=...), the views are the model's own. The
+    figures compare normalised scores (higher better); predictions.csv gives each prediction
+    on the model's scale and normalised.
     """
     (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
                                     "CHECKPOINT", "--model CHECKPOINT")
@@ -475,7 +485,7 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
                                 aggregate=aggregate, device=device, log=log,
                                 precision=precision, progress=progress_printer("scored"),
-                                force=force)
+                                force=force, normalised=normalised)
     from rankiqa.metrics import describe_interval
 
     click.echo(f"srocc {summary['srocc']:.4f}{describe_interval(summary['srocc_ci'])} "
@@ -534,7 +544,8 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
     from rankiqa.data import distortions, generate
 
     paths = generate.find_inputs(photos)[0][:count]
-    with scoring.load_scorer(checkpoint, device=device) as scorer:
+    # normalised: a model on DMOS scores better photos lower; the ladders count higher as better
+    with scoring.load_scorer(checkpoint, device=device, normalised=True) as scorer:
         scorer.views = scorer.views.replace(crop_size, crops, crop_mode)
         summary = ladders.evaluate_ladders(scorer, paths, distortions.parse_families(families),
                                            max_side=max_side, log=log)
@@ -595,11 +606,12 @@ def models_cmd():
               help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime "
                    "on the CPU; needs the onnx extra); auto: the faster of the two for this "
                    "model on this machine where their scores agree (measured once, seconds).")
+@normalised_option
 @device_option
 @precision_option
 @handle_errors
 def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, crop_mode,
-                crop_size, batch_size, fmt, output, force, engine, device, precision):
+                crop_size, batch_size, fmt, output, force, engine, normalised, device, precision):
     """Score photos and folders (recursive).
 
     Each photo is scored with the model's own views (the default built-in model unless --model
@@ -619,7 +631,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     rows, problems, used = predict.predict(
         paths, model, net=net, views=lambda own: own.replace(crop_size, crops, crop_mode),
         batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision,
-        engine=engine, progress=progress_printer("scored"))
+        engine=engine, progress=progress_printer("scored"), normalised=normalised)
     for message in problems:
         log(f"skipped: {message}")
     if used.ignored:
@@ -637,9 +649,9 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
 
         rundir.write_atomic(output, data)
     else:
-        stdout = click.get_binary_stream("stdout")
-        stdout.write(data)
-        stdout.flush()
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     log(f"scored {plural(len(rows), 'image')} ({used.views.describe()} each), skipped "
         f"{len(problems)}; scores: {used.scale}; engine {used.engine}")
 
@@ -714,53 +726,60 @@ def export_npy_cmd(old, model, output, force, fmt, include, exclude, all_variabl
     click.echo(out)
 
 
+def describe_export(spec):
+    """An export's line: its tensors and what its scores mean (its preprocess.json)."""
+    return (f"input {spec['input']['name']} [None, H, W, 3] float32 RGB 0-255; output "
+            f"{spec['output']['name']} [None]: {spec['score_scale']}")
+
+
 @main.command("export-pb")
 @export_options("--output", "frozen GraphDef (.pb)")
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
+@normalised_option
 @handle_errors
-def export_pb_cmd(old, model, output, force, net):
+def export_pb_cmd(old, model, output, force, net, normalised):
     """Write a model as a frozen graph (.pb).
 
     The scoring graph with its weights folded in: images in, score out."""
     checkpoint, out = export_paths("export-pb", old, model, output, "--output")
     from rankiqa.tools import export
 
-    input_name, output_name = export.export_pb(checkpoint, out, net, force)
-    click.echo(f"{out}: input {input_name} [None, H, W, 3] float32 RGB 0-255; output "
-               f"{output_name} [None]")
+    spec = export.export_pb(checkpoint, out, net, force, normalised)
+    click.echo(f"{out}: {describe_export(spec)}")
 
 
 @main.command("export-savedmodel")
 @export_options("--output-dir", "SavedModel folder")
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
+@normalised_option
 @handle_errors
-def export_savedmodel_cmd(old, model, output, force, net):
+def export_savedmodel_cmd(old, model, output, force, net, normalised):
     """Write a model as a SavedModel.
 
     Signature serving_default: images -> score."""
     checkpoint, out_dir = export_paths("export-savedmodel", old, model, output, "--output-dir")
     from rankiqa.tools import export
 
-    input_name, output_name = export.export_savedmodel(checkpoint, out_dir, net, force)
-    click.echo(f"{out_dir}: signature serving_default: images ({input_name}) -> score "
-               f"({output_name})")
+    spec = export.export_savedmodel(checkpoint, out_dir, net, force, normalised)
+    click.echo(f"{out_dir}: signature serving_default: images ({spec['input']['name']}) -> "
+               f"score ({spec['output']['name']}): {spec['score_scale']}")
 
 
 @main.command("export-onnx")
 @export_options("--output", "ONNX file")
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @click.option("--opset", type=int, default=13, show_default=True)
+@normalised_option
 @handle_errors
-def export_onnx_cmd(old, model, output, force, net, opset):
+def export_onnx_cmd(old, model, output, force, net, opset, normalised):
     """Write a model as ONNX (needs the onnx extra).
 
     The frozen scoring graph converted by tf2onnx: images in, score out."""
     checkpoint, out = export_paths("export-onnx", old, model, output, "--output")
     from rankiqa.tools import export
 
-    input_name, output_name = export.export_onnx(checkpoint, out, net, opset, force)
-    click.echo(f"{out}: input {input_name} [None, H, W, 3] float32 RGB 0-255; output "
-               f"{output_name} [None]")
+    spec = export.export_onnx(checkpoint, out, net, opset, force, normalised)
+    click.echo(f"{out}: {describe_export(spec)}")
 
 
 @main.command("merge-ckpt")

@@ -165,8 +165,9 @@ class MosDataConfig:
     # more label files of the same kind whose images only ever join the training part (each
     # with its images in its usual folder): more data, a validation part that stays comparable
     extra_train_files: Tuple[str, ...] = ()
-    # the label file's scale, mapped to [0, 1] with higher better for training and every
-    # report: () the dataset's own (rankiqa.data.mos.datasets_map; csv: [0, 1]); e.g. [1, 5]
+    # the label file's scale, mapped to [0, 1] with higher better for training and the figures;
+    # the model's scores come back on it: () the dataset's own (rankiqa.data.mos.datasets_map;
+    # csv: [0, 1]); e.g. [1, 5]
     score_range: Tuple[float, ...] = ()
     # None: the dataset's own; false for DMOS-like scores (lower is better), which are flipped
     higher_is_better: Optional[bool] = None

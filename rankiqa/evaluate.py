@@ -3,7 +3,8 @@
 Writes to the output folder: ``summary.json`` (SROCC, KROCC, PLCC raw and after the
 four-parameter logistic, RMSE; overall and per distortion; for mean-aggregated views, and
 median-aggregated ones where there are more than two views, since the median of two is their
-mean), ``predictions.csv`` (one row per image) and ``scatter.png`` (prediction against MOS).
+mean), ``predictions.csv`` (one row per image: the prediction on the model's scale and
+normalised) and ``scatter.png`` (normalised prediction against normalised MOS).
 """
 
 import csv
@@ -11,7 +12,7 @@ import os
 
 import numpy as np
 
-from rankiqa import metrics, rundir, scoring
+from rankiqa import metrics, rundir, scales, scoring
 from rankiqa.data import mos
 from rankiqa.errors import InputError
 
@@ -69,7 +70,7 @@ EVIDENCE = ("summary.json", "predictions.csv", "scatter.png")  # what evaluate w
 
 def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
              batch_size=64, device="auto", log=print, precision="fp32", progress=None,
-             force=False):
+             force=False, normalised=False):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
     (`rankiqa.data.views.Views`, or a function from the model's own views to those to use;
@@ -78,6 +79,10 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
     progress: optional ``progress(done, total)``, called after each batch of images.
     force: replace an earlier evaluation's files in `output_dir` (never the label file or an
       image being scored, which are refused).
+    normalised: predictions.csv's ``predicted`` in [0, 1], higher better; default: on the
+      model's labels' scale (`rankiqa.scales`). The figures always compare normalised scores
+      (``predicted_normalised`` against ``mos``), so that a model trained on DMOS 0-100 and one
+      trained on MOS 1-5 are measured alike.
 
     Returns:
       the summary dict, also written to ``output_dir/summary.json``.
@@ -91,7 +96,7 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                             f"--output-dir's {name},")
     with rundir.locked(output_dir, "evaluate", log):
         with scoring.load_scorer(model, device=device, batch_size=batch_size,
-                                 precision=precision) as scorer:
+                                 precision=precision, normalised=True) as scorer:
             views = views(scorer.views) if callable(views) else views
             log(f"scoring {len(items)} images ({split}) with {views.describe()} each")
             # an unreadable image raises: a dataset with a hole would give another set's figures
@@ -104,10 +109,12 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                    "crop_size": views.crop, "aggregate": aggregate,
                    "precision": scorer.precision,
                    "score_direction": "normalised MOS in [0, 1], higher is better",
-                   "model_score_scale": scorer.scale}
+                   "model_score_scale": scorer.scale.text}
+        scale = scales.of_model(scorer.info, normalised)
+        summary["predicted"] = scale.as_dict()  # what predictions.csv's `predicted` is on
         predicted = summarise(summary, items, per_view, aggregate)
         write_evidence(output_dir, summary, items, predicted,
-                       f"{data_cfg.dataset} {split}, {model}")
+                       f"{data_cfg.dataset} {split}, {model}", scale)
         return summary
 
 
@@ -134,17 +141,21 @@ def summarise(summary, items, per_view, aggregate):
     return predicted
 
 
-def write_evidence(output_dir, summary, items, predicted, title):
-    """``predictions.csv`` (each image named as the label file lists it), ``scatter.png`` and
-    ``summary.json`` in `output_dir`, each written aside and renamed (`rundir.writing`)."""
+def write_evidence(output_dir, summary, items, predicted, title, scale=None):
+    """``predictions.csv`` (each image named as the label file lists it, ``predicted`` on
+    `scale`, a `rankiqa.scales.Scale`, beside the normalised scores the figures compare),
+    ``scatter.png`` and ``summary.json`` in `output_dir`, each written aside and renamed
+    (`rundir.writing`)."""
+    scaled = predicted if scale is None else scale.from_normalised(np.asarray(predicted))
     with rundir.writing(os.path.join(output_dir, "predictions.csv")) as tmp, \
             open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted"])
-        for it, p in zip(items, predicted):
+        writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted",
+                         "predicted_normalised"])
+        for it, p, normal in zip(items, scaled, predicted):
             writer.writerow([it.listed or it.path, it.reference or "", it.distortion or "",
-                             f"{it.score:.6f}",
-                             it.raw, f"{p:.9g}"])  # exact enough to recompute the metrics
+                             f"{it.score:.6f}", it.raw, f"{p:.9g}",
+                             f"{normal:.9g}"])  # exact enough to recompute the metrics
     target = [it.score for it in items]
     with rundir.writing(os.path.join(output_dir, "scatter.png")) as tmp:
         scatter_png(tmp, predicted, target,

@@ -3,8 +3,10 @@
 A model is a built-in one's name (`rankiqa.models`; the default), a training folder or checkpoint
 prefix, or an ``.npz`` from ``export-npy`` (with its network's name). Each image is scored by the
 mean over the model's own evaluation views (its ``rankiqa.json``) unless other views are asked
-for. Scores are the model's output: after fine-tuning or from a built-in model, normalised MOS in
-[0, 1] with higher better; after stage one only, an uncalibrated ranking score (higher better).
+for. Scores are on the model's scale (`rankiqa.scales`): a fine-tuned model's on its labels' own
+range and direction (``normalised=True``: [0, 1], higher better, as it trained), a built-in
+model's BIQ2021 MOS in [0, 1]; after stage one only, an uncalibrated ranking score (higher
+better).
 
     import rankiqa
     with rankiqa.load_model() as model:          # the default built-in model
@@ -27,21 +29,19 @@ class Model:
     Attributes:
       name: what it was loaded from; views: its own `rankiqa.data.views.Views`; scale: what its
       scores mean; net: the network's name; scorer: its `rankiqa.scoring.Scorer`; engine: what
-      runs it (and why, where ``engine="auto"`` chose); lower_better: False (every rankiqa
-      score is higher for better quality); score_range: ``(0.0, 1.0)`` for a built-in or
-      fine-tuned model (normalised MOS), None where the scale is open (stage one's ranking
-      scores, a model without rankiqa.json).
+      runs it (and why, where ``engine="auto"`` chose); lower_better: True where a lower
+      score is better (a model fine-tuned on DMOS, on its labels' scale); score_range:
+      ``(low, high)`` of its scores (the labels' ``(1.0, 5.0)``, normalised ``(0.0, 1.0)``),
+      None where the scale is open (stage one's ranking scores, a model without rankiqa.json).
     """
-
-    lower_better = False
 
     def __init__(self, scorer, name):
         self.scorer, self.name = scorer, name
-        self.views, self.scale, self.net = scorer.views, scorer.scale, scorer.net_name
+        self.views, self.scale, self.net = scorer.views, scorer.scale.text, scorer.net_name
         kind = "onnx" if isinstance(scorer, scoring.OnnxScorer) else "tensorflow"
         self.engine = f"{kind} ({scorer.engine_note})" if scorer.engine_note else kind
-        normalised = scorer.info.get("stage") in ("builtin", "finetune")
-        self.score_range = (0.0, 1.0) if normalised else None
+        self.score_range = scorer.scale.score_range
+        self.lower_better = not scorer.scale.higher_is_better
 
     def score(self, images, views=None):
         """Scores of paths, PIL images or uint8 arrays (``[H, W, 3]`` or grey ``[H, W]``), each
@@ -67,7 +67,7 @@ class Model:
 
 
 def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
-               allow_pickle=False, engine="auto"):
+               allow_pickle=False, engine="auto", normalised=False):
     """A `Model` from `model`: a built-in model's name (default `rankiqa.models.DEFAULT`), a
     training folder or checkpoint prefix, or an export-npy ``.npz`` (with `net`).
 
@@ -77,9 +77,11 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
       allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
       engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.scoring.OnnxScorer`) |
         auto (the faster of the two here where their scores agree: `scoring.choose_engine`).
+      normalised: scores in [0, 1], higher better; default: the model's labels' scale.
     """
     scorer = scoring.load_scorer(model, net=net, device=device, allow_pickle=allow_pickle,
-                                 batch_size=batch_size, precision=precision, engine=engine)
+                                 batch_size=batch_size, precision=precision, engine=engine,
+                                 normalised=normalised)
     return Model(scorer, scorer.info["ref"])
 
 
@@ -87,17 +89,18 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
 class Used:
     model: str  # the reference it was loaded from (the default model's name when none)
     views: views_lib.Views
-    scale: str  # `rankiqa.scoring.score_scale`
+    scale: str  # what the scores mean (`rankiqa.scales.Scale.text`)
     engine: str  # what ran the network, and why where auto chose it
     ignored: tuple = ()  # files of the folders left out by name (a label file, notes)
 
 
 def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto",
-            allow_pickle=False, precision="fp32", engine="auto", progress=None):
+            allow_pickle=False, precision="fp32", engine="auto", progress=None,
+            normalised=False):
     """Scores every readable image under `paths` (files and folders, recursively).
 
     Args:
-      model, engine: as `load_model`'s.
+      model, engine, normalised: as `load_model`'s.
       views: `rankiqa.data.views.Views`, or a function from the model's own views to those to
         use; None: the model's own.
       progress: optional ``progress(done, total)``, called as files are scored or skipped.
@@ -111,7 +114,7 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
     files, problems = views_lib.list_files(paths, ignored)
     rows = []
     with load_model(model, net=net, device=device, batch_size=batch_size, precision=precision,
-                    allow_pickle=allow_pickle, engine=engine) as loaded:
+                    allow_pickle=allow_pickle, engine=engine, normalised=normalised) as loaded:
         views = views(loaded.views) if callable(views) else (views or loaded.views)
         for k, values in loaded.scorer.iter_scores(files, views, progress=progress):
             if isinstance(values, views_lib.BadImageError):  # reported and skipped

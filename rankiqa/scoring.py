@@ -1,8 +1,9 @@
 """From pixels to scores: the scoring graph and the one `Scorer` every path goes through.
 
 The graph takes float32 RGB images in the uint8 range, ``rankiqa/images`` ``[None, H, W, 3]``,
-applies the network's own preprocessing inside, and returns ``rankiqa/score`` ``[None]``
-(higher is better), so that no caller ever normalises pixels itself.
+applies the network's own preprocessing inside, and returns ``rankiqa/score`` ``[None]`` on the
+model's scale (`rankiqa.scales`: its labels' range and direction, or normalised), so that no
+caller ever normalises pixels or maps scores itself.
 
 A `Scorer` either owns its graph and session (`load_scorer`: ``evaluate``, ``predict``, the
 exports) or is a branch of a training graph that reuses its variables (`Scorer.in_graph`:
@@ -19,7 +20,7 @@ import os
 import numpy as np
 
 from rankiqa import device as device_lib
-from rankiqa import nets, rundir, weights
+from rankiqa import nets, rundir, scales, weights
 from rankiqa.compat import tf
 from rankiqa.data import views as views_lib
 from rankiqa.data.views import BadImageError
@@ -45,8 +46,9 @@ ONNX_CACHE_ENV = "RANKIQA_ONNX_CACHE"
 DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 
-def build_scoring_graph(net_name, pooled_blocks=()):
-    """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score.
+def build_scoring_graph(net_name, pooled_blocks=(), scale=None):
+    """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score, on
+    `scale` (a `rankiqa.scales.Scale`; None: the network's normalised output).
 
     Returns:
       (images ``[None, H, W, 3]``, score ``[None]``, pooled features ``[None, d]`` or None
@@ -55,6 +57,8 @@ def build_scoring_graph(net_name, pooled_blocks=()):
     network_fn = nets.get_network_fn(net_name, pooled_blocks=pooled_blocks)
     images = tf.placeholder(tf.float32, [None, None, None, 3], name=INPUT_NAME)
     score, end_points = network_fn(network_fn.preprocess(images), is_training=False)
+    if scale is not None:  # one multiply-add, none for a normalised scale
+        score = scale.from_normalised(score)
     score = tf.identity(score, name=OUTPUT_NAME)
     return images, score, _pooled_features(end_points, images)
 
@@ -85,7 +89,7 @@ class Scorer:
         self.graph = score.graph
         self.report = None
         self.precision = "fp32"  # fp32 | mixed: how its session computes (`load_scorer`)
-        self.scale = score_scale({})  # what the scores mean (`load_scorer` reads rankiqa.json)
+        self.scale = scales.of_model({})  # what the scores mean (`load_scorer`: rankiqa.json)
         self.info = {}  # the model's run description (`rankiqa.weights.open_model`)
         self.engine_note = None  # why `--engine auto` chose this engine
 
@@ -344,20 +348,6 @@ def _write_cache(path, model):
         return None
 
 
-def score_scale(info):
-    """What a model's scores mean, from its ``rankiqa.json`` (`info`; {} without one)."""
-    if info.get("score_scale"):  # a built-in model states its own
-        return info["score_scale"]
-    if info.get("stage") == "finetune":
-        dataset = (info.get("config") or {}).get("data", {}).get("dataset", "?")
-        return f"normalised MOS in [0, 1] ({dataset}), higher is better"
-    if info.get("stage") == "pretrained":
-        return "an untrained head on pretrained features: the scores mean nothing"
-    if info.get("stage") == "rank":
-        return "uncalibrated ranking score (stage one only), higher is better"
-    return "the model's output (no rankiqa.json: scale unknown), higher is better"
-
-
 def model_views(info, net_name, crop_size=None):
     """The `Views` a model was validated with (its ``rankiqa.json``), else one centre crop at
     the network's default size; `crop_size` overrides the side."""
@@ -366,7 +356,8 @@ def model_views(info, net_name, crop_size=None):
 
 
 def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickle=False,
-                batch_size=64, precision="fp32", engine="tensorflow", pooled_blocks=None):
+                batch_size=64, precision="fp32", engine="tensorflow", pooled_blocks=None,
+                normalised=False):
     """A `Scorer` owning its graph and session, restored once.
 
     Args:
@@ -381,6 +372,8 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
         the graph costs seconds once, each batch then runs faster).
       pooled_blocks: the blocks a pooled head reads; default: the run's own, else the
         network's.
+      normalised: scores in [0, 1], higher better, as the model trained on them; default: on
+        its labels' own scale (`rankiqa.scales.of_model`).
 
     Raises:
       CheckpointError: the weights do not fit the network.
@@ -404,7 +397,8 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
         pooled_blocks = (info.get("config") or {}).get("net", {}).get("pooled_blocks") or ()
     graph = tf.Graph()
     with graph.as_default(), tf.device(device_lib.get_device(device)):
-        images, score, features = build_scoring_graph(net_name, tuple(pooled_blocks))
+        scale = scales.of_model(info, normalised)
+        images, score, features = build_scoring_graph(net_name, tuple(pooled_blocks), scale)
         variables = tf.global_variables()
         init_op = tf.variables_initializer(variables)
     precision = device_lib.resolve_precision(
@@ -421,7 +415,7 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
         raise
     scorer = Scorer(images, score, views, features=features, session=session,
                     net_name=net_name, batch_size=batch_size)
-    scorer.report, scorer.precision, scorer.scale = report, precision, score_scale(info)
+    scorer.report, scorer.precision, scorer.scale = report, precision, scale
     scorer.info = info
     frozen = None  # auto's frozen graph, which the onnx engine then reuses
     if engine == "auto":

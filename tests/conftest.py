@@ -105,6 +105,27 @@ def finetuned(stage_one, label_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def finetuned_dmos(label_file, tmp_path_factory):
+    """A one-step tiny stage-two run on `label_file`'s scores as DMOS 0-100 (lower is better),
+    validated on 2 pyramid views; tests must not write into it."""
+    import dataclasses
+
+    from rankiqa.data import mos
+    from rankiqa.train import finetune
+    from rankiqa_testkit import finetune_config
+
+    items = mos.read_dataset("csv", label_file)
+    dmos = tmp_path_factory.mktemp("dmos") / "dmos.csv"
+    mos.write_generic_csv(str(dmos), [dataclasses.replace(it, score=100 * (1 - it.score))
+                                      for it in items])
+    out = tmp_path_factory.mktemp("finetuned_dmos")
+    finetune.train(finetune_config(str(dmos), **{
+        "train.max_steps": 1, "data.eval_crop_mode": "pyramid", "data.score_range": "[0, 100]",
+        "data.higher_is_better": "false"}), str(out), device="cpu", log=lambda line: None)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def label_file(rank_data, tmp_path_factory):
     """A generic CSV over the rank data, score falling with the level (references kept); each
     pristine image once: 6 references x (4 families x 5 levels + 1) = 126 images."""

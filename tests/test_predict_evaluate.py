@@ -123,3 +123,46 @@ def test_evaluate_names_each_image_as_the_label_file_lists_it(stage_one, label_f
     assert result.exit_code == 0, result.output
     written = [r["path"] for r in csv.DictReader(open(tmp_path / "out" / "predictions.csv"))]
     assert written == [r["path"] for r in rows] and written[0].startswith("..")
+
+
+def test_scores_come_on_the_labels_own_scale_unless_normalised(finetuned_dmos, photo_dir,
+                                                               tmp_path):
+    """A model fine-tuned on DMOS 0-100 (lower better) reports DMOS; --normalised gives the
+    [0, 1], higher-better scores it trained on; evaluate's figures compare the latter."""
+    import rankiqa
+
+    photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))[:3]
+    out = {}
+    for flags in ((), ("--normalised",)):
+        result = CliRunner().invoke(main, ["predict", *photos, "--model", finetuned_dmos,
+                                           "--engine", "tensorflow", "--format", "json", *flags])
+        assert result.exit_code == 0, result.output
+        out[flags] = json.loads(result.stdout)
+    dmos = np.array([r["score"] for r in out[()]["scores"]])
+    normal = np.array([r["score"] for r in out[("--normalised",)]["scores"]])
+    np.testing.assert_allclose(dmos, 100 - 100 * normal, atol=1e-3)
+    assert out[()]["score_scale"] == "the labels' scale, [0, 100] (csv), lower is better"
+    assert out[("--normalised",)]["score_scale"] == ("normalised MOS in [0, 1] (csv), higher is "
+                                                     "better")
+    with rankiqa.load_model(finetuned_dmos, engine="tensorflow") as model:
+        assert model.lower_better is True and model.score_range == (0.0, 100.0)
+        assert model.score(photos[0]) == pytest.approx(dmos[0], abs=1e-4)
+    with rankiqa.load_model(finetuned_dmos, engine="tensorflow", normalised=True) as model:
+        assert model.lower_better is False and model.score_range == (0.0, 1.0)
+        assert model.score(photos[0]) == pytest.approx(normal[0], abs=1e-6)
+    result = CliRunner().invoke(main, ["evaluate", "--model", finetuned_dmos, "--output-dir",
+                                       str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    summary = json.load(open(tmp_path / "e" / "summary.json"))
+    assert summary["predicted"] == {"score_scale": out[()]["score_scale"],
+                                    "score_range": [0.0, 100.0], "higher_is_better": False}
+    rows = list(csv.DictReader(open(tmp_path / "e" / "predictions.csv")))
+    predicted = np.array([float(r["predicted"]) for r in rows])
+    normalised = np.array([float(r["predicted_normalised"]) for r in rows])
+    np.testing.assert_allclose(predicted, 100 - 100 * normalised, atol=1e-3)
+    raw = np.array([float(r["mos_raw"]) for r in rows])
+    np.testing.assert_allclose(raw, 100 - 100 * np.array([float(r["mos"]) for r in rows]),
+                               atol=1e-3)
+    # the figures: normalised against normalised, which is DMOS against DMOS
+    assert summary["srocc"] == pytest.approx(stats.spearmanr(predicted, raw)[0], abs=1e-5)
+    assert summary["plcc"] == pytest.approx(stats.pearsonr(predicted, raw)[0], abs=1e-5)

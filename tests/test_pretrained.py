@@ -223,10 +223,12 @@ def test_own_data_walk_through_on_the_shipped_csv_config(label_file, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "e" / "predictions.csv")))
     assert rows and all(float(r["mos"]) == pytest.approx((float(r["mos_raw"]) - 1) / 4)
                         for r in rows)  # the 1-5 scores, normalised as data.score_range says
+    assert all(float(r["predicted"]) == pytest.approx(1 + 4 * float(r["predicted_normalised"]),
+                                                      abs=1e-6) for r in rows)
     result = invoke(main, ["predict", str(folder / "0.png"), "--model", str(run)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].endswith(
-        ',2 pyramid views of 64²,"normalised MOS in [0, 1] (csv), higher is better"')
+        ',2 pyramid views of 64²,"the labels\' scale, [1, 5] (csv), higher is better"')
 
 
 def test_legacy_torch_reader_honours_strides_and_refuses_code(tmp_path, monkeypatch):

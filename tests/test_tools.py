@@ -513,7 +513,8 @@ SERVE_WITHOUT_RANKIQA = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("run", ["stage_one", "finetuned"])  # random views; pyramid views
+# random views; pyramid views; scores on the labels' own scale (DMOS 0-100, lower better)
+@pytest.mark.parametrize("run", ["stage_one", "finetuned", "finetuned_dmos"])
 def test_every_export_served_without_rankiqa_scores_as_predict(run, request, photo_dir,
                                                                tmp_path):
     pytest.importorskip("onnxruntime")
@@ -529,6 +530,10 @@ def test_every_export_served_without_rankiqa_scores_as_predict(run, request, pho
     assert spec["views"] == {**json.load(open(os.path.join(model, "rankiqa.json")))["views"],
                              "seed": 0}
     assert json.load(open(tmp_path / "saved" / "preprocess.json")) == spec
+    # what the scores mean travels with them
+    assert (spec["score_range"], spec["higher_is_better"]) == {
+        "stage_one": (None, True), "finetuned": ([0.0, 1.0], True),
+        "finetuned_dmos": ([0.0, 100.0], False)}[run]
     serving = tmp_path / "serving"
     serving.mkdir()
     (serving / "preprocess.py").write_text(open(os.path.join(
@@ -544,5 +549,6 @@ def test_every_export_served_without_rankiqa_scores_as_predict(run, request, pho
                     "--format", "json")
     assert result.exit_code == 0, result.output
     expected = [r["score"] for r in json.loads(result.stdout)["scores"]]
-    for kind, scores in json.loads(served.stdout).items():
-        np.testing.assert_allclose(scores, expected, atol=1e-5, err_msg=kind)
+    span = spec["score_range"][1] - spec["score_range"][0] if spec["score_range"] else 1.0
+    for kind, scores in json.loads(served.stdout).items():  # 1e-5 of the normalised scale
+        np.testing.assert_allclose(scores, expected, atol=1e-5 * span, err_msg=kind)

@@ -2,10 +2,12 @@
 
 Every graph export takes float32 RGB images in the uint8 range, ``rankiqa/images:0``
 ``[None, H, W, 3]``, applies the network's preprocessing inside the graph, and returns one
-quality score per image, ``rankiqa/score:0`` ``[None]`` (higher is better). Beside it goes
-``preprocess.json`` (`preprocess_spec`): the views, resize filters, input and output and what
-the scores mean, which `rankiqa.preprocess` (NumPy and Pillow only) reads to feed the model as
-`rankiqa predict` does.
+quality score per view, ``rankiqa/score:0`` ``[None]``, on the model's scale as `rankiqa predict`
+gives it (a fine-tuned model's labels' range and direction; ``normalised=True``: [0, 1], higher
+better). Beside it goes ``preprocess.json`` (`preprocess_spec`): the views, resize filters,
+input and output and what the scores mean (``score_scale``, ``score_range``,
+``higher_is_better``), which `rankiqa.preprocess` (NumPy and Pillow only) reads to feed the
+model as `rankiqa predict` does.
 """
 
 import os
@@ -59,7 +61,7 @@ def preprocess_spec(scorer, model):
                   "shape": [None, views.crop, views.crop, 3], "range": "RGB 0-255"},
         "output": {"name": scorer.score.name, "shape": [None],
                    "per_image": f"the mean of each image's {views.count} consecutive scores"},
-        "score_scale": scorer.scale,
+        **scorer.scale.as_dict(),
     }
 
 
@@ -69,24 +71,25 @@ def _check_outputs(out, checkpoint, force, option, spec_out):
         rundir.check_output(spec_out, [checkpoint], force, f"{option}'s {PREPROCESS_NAME}")
 
 
-def export_pb(checkpoint, out, net=None, force=False):
+def export_pb(checkpoint, out, net=None, force=False, normalised=False):
     """Freezes the scoring graph into a GraphDef (and writes its ``preprocess.json``); returns
-    (input name, output name)."""
+    that spec (`preprocess_spec`)."""
     _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
-    with scoring.load_scorer(checkpoint, net=net) as scorer:
-        frozen, names = scoring.frozen_graph_def(scorer), (scorer.images.name, scorer.score.name)
+    with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
+        frozen = scoring.frozen_graph_def(scorer)
         spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, frozen.SerializeToString())
     rundir.write_json_atomic(preprocess_path(out), spec)
-    return names
+    return spec
 
 
-def export_savedmodel(checkpoint, out_dir, net=None, force=False):
+def export_savedmodel(checkpoint, out_dir, net=None, force=False, normalised=False):
     """A SavedModel with signature ``serving_default``: images -> score, and its
-    ``preprocess.json`` inside."""
+    ``preprocess.json`` inside; returns that spec."""
     rundir.check_output(out_dir, [checkpoint], force, "OUT_DIR")
     # the old export goes only once the new one is complete: a failed --force loses nothing
-    with rundir.writing(out_dir) as tmp, scoring.load_scorer(checkpoint, net=net) as scorer:
+    with rundir.writing(out_dir) as tmp, scoring.load_scorer(
+            checkpoint, net=net, normalised=normalised) as scorer:
         spec = preprocess_spec(scorer, checkpoint)
         with scorer.graph.as_default():
             builder = tf.saved_model.builder.SavedModelBuilder(tmp)
@@ -96,21 +99,19 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False):
                 scorer.session, [tf.saved_model.tag_constants.SERVING],
                 signature_def_map={"serving_default": signature}, strip_default_attrs=True)
             builder.save()
-            names = scorer.images.name, scorer.score.name
         rundir.write_json_atomic(os.path.join(tmp, PREPROCESS_NAME), spec)
-    return names
+    return spec
 
 
-def export_onnx(checkpoint, out, net=None, opset=13, force=False):
+def export_onnx(checkpoint, out, net=None, opset=13, force=False, normalised=False):
     """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.scoring.onnx_model`;
     ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
-    keep their names."""
+    keep their names. Returns the spec written beside it (`preprocess_spec`)."""
     _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
     scoring.require_onnx("tf2onnx")
-    with scoring.load_scorer(checkpoint, net=net) as scorer:
+    with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
         model_proto = scoring.onnx_model(scorer, opset)
-        names = scorer.images.name, scorer.score.name
         spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, model_proto.SerializeToString())
     rundir.write_json_atomic(preprocess_path(out), spec)
-    return names
+    return spec
