@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from rankiqa import checks
 from rankiqa import config as config_lib
 from rankiqa import device as device_lib  # choices only: no TensorFlow until a command needs it
 from rankiqa.data import mos, views as views_lib
@@ -29,6 +30,25 @@ class UserError(click.ClickException):
     """One clear line, exit status 1."""
 
     def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class UsageError(click.UsageError):
+    """A command used wrongly (click's own parse errors included): the usage, the help hint and
+    one ``error:`` line in the style of every other error, exit status 2."""
+
+    def __init__(self, error):
+        message = error.format_message() if isinstance(error, click.ClickException) else error
+        # click says "Missing option '--x'."; every rankiqa line is "error: missing option '--x'"
+        message = message[:1].lower() + message[1:] if message[1:2].islower() else message
+        super().__init__(message.rstrip("."), getattr(error, "ctx", None))
+
+    def show(self, file=None):
+        if self.ctx is not None:
+            flag = max(self.ctx.help_option_names, key=len)  # --help, not -h
+            hint = (f"Try '{self.ctx.command_path} {flag}' for help."
+                    if self.ctx.command.get_help_option(self.ctx) else "")
+            click.echo(f"{self.ctx.get_usage()}\n{hint}\n", err=True)
         click.echo(f"error: {self.format_message()}", err=True)
 
 
@@ -218,11 +238,11 @@ def old_positionals(command, values, flags, given, old_usage, new_usage):
     Returns the filled values; click's usage error (exit status 2) for a role given twice, a
     value too many or one missing."""
     if len(values) > len(flags):
-        raise click.UsageError(f"unexpected extra argument {values[len(flags)]!r}")
+        raise UsageError(f"unexpected extra argument {values[len(flags)]!r}")
     filled = list(given)
     for k, value in enumerate(values):
         if filled[k] is not None:
-            raise click.UsageError(f"{flags[k]} is given twice: as an option and as the "
+            raise UsageError(f"{flags[k]} is given twice: as an option and as the "
                                    f"argument {value!r}")
         filled[k] = value
     if values:
@@ -230,7 +250,7 @@ def old_positionals(command, values, flags, given, old_usage, new_usage):
                "old form still works for now")
     for flag, value in zip(flags, filled):
         if value is None:
-            raise click.UsageError(f"missing option {flag}")
+            raise UsageError(f"missing option '{flag}'")
     return filled
 
 
@@ -239,7 +259,7 @@ def renamed_option(command, old, new, old_value, new_value):
     if old_value is None:
         return new_value
     if new_value is not None:
-        raise click.UsageError(f"{old} and {new} name the same thing; give {new} once")
+        raise UsageError(f"{old} and {new} name the same thing; give {new} once")
     notice(f"`rankiqa {command} {old}` is renamed {new}; it still works for now")
     return old_value
 
@@ -292,7 +312,20 @@ EXAMPLES = {
 
 
 class GroupedCommands(click.Group):
-    """A group whose --help lists its commands under `COMMAND_GROUPS`' headings."""
+    """A group whose --help lists its commands under `COMMAND_GROUPS`' headings, and whose
+    usage errors (click's and rankiqa's) read alike (`UsageError`)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise e if isinstance(e, UsageError) else UsageError(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise e if isinstance(e, UsageError) else UsageError(e) from None
 
     def list_commands(self, ctx):
         return [name for names in COMMAND_GROUPS.values() for name in names]
@@ -377,6 +410,7 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
     cfg = load_config(config_lib.RankConfig, config_path, with_training(
         with_init(overrides, init_source, init_from, init_checkpoint), strategy, devices,
         precision))
+    checks.train_rank(cfg)  # before TensorFlow's seconds of start-up
     from rankiqa.train import rank
 
     result = rank.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
@@ -405,6 +439,7 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
     cfg = load_config(config_lib.FinetuneConfig, config_path, with_training(
         with_init(overrides, init_source, init_from, init_checkpoint, from_scratch), strategy,
         devices, precision))
+    checks.finetune(cfg)  # before TensorFlow's seconds of start-up
     from rankiqa.train import finetune
 
     result = finetune.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
@@ -468,11 +503,11 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     """
     (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
                                     "CHECKPOINT", "--model CHECKPOINT")
-    from rankiqa import evaluate
-
     cfg, has_data_config = load_evaluation_config(checkpoint, config_path, overrides)
     if not cfg.data.label_file:
         raise UserError("evaluate needs data.label_file (in --config or --set)")
+    checks.labels(cfg.data)  # before TensorFlow's seconds of start-up
+    from rankiqa import evaluate
     configured, given = views_lib.from_config(cfg.data), {o.split("=", 1)[0] for o in overrides}
 
     set_by_user = {"crop": "data.crop_size", "count": "data.eval_crops",
@@ -540,6 +575,7 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
     photos = photos[-1]
     if not os.path.exists(photos):
         raise UserError(f"{photos} does not exist")
+    checks.model(checkpoint)  # before TensorFlow's seconds of start-up
     from rankiqa import ladders, scoring
     from rankiqa.data import distortions, generate
 
@@ -617,10 +653,8 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     Each photo is scored with the model's own views (the default built-in model unless --model
     names another); unreadable files are reported and skipped; exit status 1 when none could
     be scored."""
-    from rankiqa import predict
-
     if checkpoint is not None and weights is not None:
-        raise click.UsageError("--checkpoint and --weights name the same thing; give --model once")
+        raise UsageError("--checkpoint and --weights name the same thing; give --model once")
     model = renamed_option("predict", "--checkpoint" if weights is None else "--weights",
                            "--model", checkpoint if weights is None else weights, model)
     if output:
@@ -628,19 +662,19 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
 
         # before scoring, not after: never a photo being scored, never an old output unasked
         rundir.check_output(output, [*paths, model], force, "--output")
+    # before TensorFlow's seconds of start-up: the model exists and there is something to score
+    checks.model(model, net)
+    ignored = []
+    files, problems = views_lib.list_files(paths, ignored)
+    if not files:
+        report_skipped(problems, ignored)
+    from rankiqa import predict
+
     rows, problems, used = predict.predict(
         paths, model, net=net, views=lambda own: own.replace(crop_size, crops, crop_mode),
         batch_size=batch_size, device=device, allow_pickle=allow_pickle, precision=precision,
         engine=engine, progress=progress_printer("scored"), normalised=normalised)
-    for message in problems:
-        log(f"skipped: {message}")
-    if used.ignored:
-        names = ", ".join(os.path.basename(p) for p in used.ignored[:3])
-        log(f"left out {plural(len(used.ignored), 'file')} named as data, not images ({names}"
-            f"{', ...' if len(used.ignored) > 3 else ''}); name one to score it")
-    if not rows:  # nothing to write: an earlier --output stays as it was
-        raise UserError(f"nothing could be scored ({plural(len(problems), 'path')} skipped, "
-                        "each named above)")
+    report_skipped(problems, used.ignored, scored=len(rows))
     text = format_scores(rows, problems, used, fmt)
     # a file name that is not UTF-8 is written as its own bytes, so the row names that file
     data = text.encode("utf-8", "surrogateescape")
@@ -654,6 +688,21 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
         sys.stdout.buffer.flush()
     log(f"scored {plural(len(rows), 'image')} ({used.views.describe()} each), skipped "
         f"{len(problems)}; scores: {used.scale}; engine {used.engine}")
+
+
+def report_skipped(problems, ignored, scored=0):
+    """Names each skipped path and the files left out by name; refuses (exit status 1) when
+    nothing was scored, leaving an earlier --output as it was."""
+    for message in problems:
+        log(f"skipped: {message}")
+    if ignored:
+        names = ", ".join(os.path.basename(p) for p in ignored[:3])
+        log(f"left out {plural(len(ignored), 'file')} named as data, not images ({names}"
+            f"{', ...' if len(ignored) > 3 else ''}); name one to score it")
+    if not scored:
+        raise UserError("nothing could be scored (" + (
+            f"{plural(len(problems), 'path')} skipped, each named above)" if problems else
+            "no image files under the paths given)"))
 
 
 def plural(count, noun):
@@ -701,8 +750,11 @@ def export_options(output_flag, what):
 
 
 def export_paths(command, old, model, output, output_flag):
-    return old_positionals(command, old, ("--model", output_flag), (model, output),
-                           "CHECKPOINT OUT", f"--model CHECKPOINT {output_flag} OUT")
+    """(model, output) of an export, the model checked before TensorFlow starts."""
+    checkpoint, out = old_positionals(command, old, ("--model", output_flag), (model, output),
+                                      "CHECKPOINT OUT", f"--model CHECKPOINT {output_flag} OUT")
+    checks.model(checkpoint)
+    return checkpoint, out
 
 
 @main.command("export-npy")
@@ -796,7 +848,7 @@ def merge_ckpt_cmd(inputs, output_dir, output, prefixes, prefer, force):
     """Merge the variables of several checkpoints into one."""
     output = renamed_option("merge-ckpt", "--output", "--output-dir", output, output_dir)
     if output is None:
-        raise click.UsageError("missing option --output-dir")
+        raise UsageError("missing option '--output-dir'")
     from rankiqa.tools import merge
 
     mapping = {}

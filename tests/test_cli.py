@@ -193,6 +193,64 @@ def test_one_word_per_role_and_the_old_spellings_with_a_notice(stage_one, photo_
     assert "efficientnet-lite2 (efficientnet_lite2)" in finetune_help
 
 
+def test_usage_errors_read_alike_whoever_finds_them():
+    """click's parse errors and rankiqa's own usage errors: the usage, the help hint, one
+    `error:` line in the style of every other error, exit status 2."""
+    cases = {("export-pb",): "error: missing option '--model'",  # rankiqa's own check
+             ("evaluate", "--model", "x"): "error: missing option '--output-dir'",  # click's
+             ("predict",): "error: missing argument 'PATHS...'",
+             ("predict", "x", "--nosuch"): "error: no such option '--nosuch'",
+             ("nosuch",): "error: no such command 'nosuch'"}
+    for args, line in cases.items():
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.splitlines()
+        assert lines[-1] == line, result.stderr
+        assert lines[0].startswith("Usage: main") and "--help' for help." in lines[1]
+        assert "Error:" not in result.stderr
+
+
+BEFORE_TENSORFLOW = """
+import sys
+from click.testing import CliRunner
+from rankiqa.cli import main
+for args, expected in CASES:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and expected in result.stderr, (args, result.output)
+    assert "tensorflow" not in sys.modules, args
+print("ok")
+"""
+
+
+def test_bad_input_is_refused_before_tensorflow_starts(tmp_path):
+    """Seconds of TensorFlow start-up are not spent to say that a path does not exist."""
+    import subprocess
+    import sys
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "labels.csv").write_text("path,score\nmissing.png,0.5\n")
+    missing, train = str(tmp_path / "missing"), str(tmp_path / "run")
+    cases = [
+        (["predict", missing], "nothing could be scored (1 path skipped"),
+        (["predict", str(tmp_path / "empty")], "nothing could be scored (no image files"),
+        (["predict", str(tmp_path / "empty"), "--model", missing], f"model {missing}: no such"),
+        (["evaluate", "--model", missing, "--output-dir", train], f"model {missing}: no such"),
+        (["export-onnx", "--model", missing, "--output", f"{train}.onnx"], "no such training"),
+        (["ladders", str(tmp_path), "--model", missing, "--output-dir", train], "no such"),
+        (["train-rank", "--config", "rank_tiny", "--train-dir", train, "--set",
+          f"data.rank_list={missing}.csv"], "does not exist"),
+        (["finetune", "--config", "finetune_tiny", "--train-dir", train, "--init", "scratch",
+          "--set", f"data.label_file={tmp_path / 'labels.csv'}"], "missing.png"),
+        (["finetune", "--config", "finetune_tiny", "--train-dir", train, "--init", "scratch",
+          "--set", f"data.label_file={missing}.csv"], "does not exist"),
+        (["evaluate", "--model", "biq2021-efficientnet-lite2", "--output-dir", train, "--set",
+          f"data.label_file={tmp_path / 'labels.csv'}"], "missing.png")]
+    script = f"CASES = {cases!r}\n{BEFORE_TENSORFLOW}"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
 def test_the_commands_offer_exactly_the_librarys_choices():
     """Every choice list of the CLI is the library's own: a value the CLI lets through is one
     the library takes, and none it takes is missing."""

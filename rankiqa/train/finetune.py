@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from rankiqa import losses, metrics
+from rankiqa import checks, losses, metrics
 from rankiqa.compat import slim, tf
 from rankiqa.data import lists, mos, pipeline
 from rankiqa.data import views as views_lib
@@ -60,7 +60,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     run starts) says into `train_dir`, resuming from its checkpoint; `skip_bad` leaves out
     unreadable images. Returns `rankiqa.train.stage.train_stage`'s result."""
     data_cfg, transfer = config.data, config.finetune
-    check(config)
+    checks.finetune_config(config)  # the files are read just below
     views = views_lib.from_config(data_cfg)  # checked before minutes of training
     loss_fn = losses.get_regression_loss_fn(config.train.loss)
     rank_loss_fn = losses.get_rank_loss_fn(transfer.rank_loss) if transfer.rank_list else None
@@ -112,19 +112,6 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         extra_init=probe_init if transfer.probe else None, eval_at_start=True,
         run_info={"init": config.init.source, "score": SCORE_SCALE}, best_key="srocc"),
         train_dir, device, log)
-
-
-def check(config):
-    """Refuses, before any work, a config stage two cannot train."""
-    if not config.init.source:
-        raise InputError("finetune needs a start: --init STAGE_ONE_DIR (the stage-one output "
-                         "directory), a pretrained name such as hed-vgg16, or scratch")
-    if not config.data.label_file:
-        raise InputError("finetune needs data.label_file (the dataset's label file)")
-    transfer = config.finetune
-    if transfer.probe_rank_weight and not (transfer.probe and transfer.rank_list):
-        raise InputError("finetune.probe_rank_weight needs finetune.probe and a "
-                         "finetune.rank_list whose groups the probe orders")
 
 
 def load_parts(data_cfg, skip_bad, log):

@@ -5,7 +5,7 @@ shared backbone, one pass over references x levels, the ranking hinge), evaluati
 rank accuracy); the rest (start, weight decay, loop) is `rankiqa.train.stage`.
 """
 
-from rankiqa import losses, metrics
+from rankiqa import checks, losses, metrics
 from rankiqa.data import lists, pipeline
 from rankiqa.data import views as views_lib
 from rankiqa.errors import InputError
@@ -60,8 +60,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
       dict from `loop.run_loop`, plus ``eval_path`` and ``restore_report``.
     """
     data_cfg, train_cfg = config.data, config.train
-    if not data_cfg.rank_list:
-        raise InputError("train-rank needs data.rank_list (make one with `rankiqa make-rank-data`)")
+    checks.train_rank_config(config)  # the rank list is read below
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
     views = views_lib.from_config(data_cfg)
     held_out = []

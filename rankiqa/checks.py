@@ -1,0 +1,63 @@
+"""What each command refuses before TensorFlow starts.
+
+Importing TensorFlow takes 3-10 s on a 2-core CPU. A model that does not exist, a label file
+without its score column, a rank list naming a missing image or photos that are not there are
+named before that, in well under a second: each check reads only what its command reads first
+anyway (a CSV, a rank list, a ``rankiqa.json``). The command itself still checks as it works,
+since files can change in between. NumPy only.
+"""
+
+from rankiqa import models
+from rankiqa.data import lists, mos
+from rankiqa.errors import InputError
+
+
+def model(ref, net=None):
+    """`rankiqa.models.resolve`'s (kind, info) of a model reference, or its InputError."""
+    return models.resolve(ref, net)
+
+
+def labels(data_cfg):
+    """Reads and splits the label file of `data_cfg` (`rankiqa.config.MosDataConfig`): columns,
+    scores, the images' existence and the split (`rankiqa.data.mos.load_splits`)."""
+    mos.load_splits(data_cfg)
+
+
+def rank_list(path, levels=None, distortions=()):
+    """Reads a rank list: its columns, groups and the images' existence."""
+    lists.read_rank_list(path, levels=levels, distortions=distortions)
+
+
+def train_rank_config(config):
+    """Refuses a `rankiqa.config.RankConfig` stage one cannot train: no rank list."""
+    if not config.data.rank_list:
+        raise InputError("train-rank needs data.rank_list (make one with `rankiqa make-rank-data`)")
+
+
+def train_rank(config):
+    """`train_rank_config`, then the rank list it names."""
+    train_rank_config(config)
+    rank_list(config.data.rank_list, config.data.levels, config.data.distortions)
+
+
+def finetune_config(config):
+    """Refuses a `rankiqa.config.FinetuneConfig` stage two cannot train: no start, no label
+    file, a probe weight without its rank groups."""
+    if not config.init.source:
+        raise InputError("finetune needs a start: --init STAGE_ONE_DIR (the stage-one output "
+                         "directory), a pretrained name such as hed-vgg16, or scratch")
+    if not config.data.label_file:
+        raise InputError("finetune needs data.label_file (the dataset's label file)")
+    transfer = config.finetune
+    if transfer.probe_rank_weight and not (transfer.probe and transfer.rank_list):
+        raise InputError("finetune.probe_rank_weight needs finetune.probe and a "
+                         "finetune.rank_list whose groups the probe orders")
+
+
+def finetune(config):
+    """`finetune_config`, then the files it names: the label file and the second loss's rank
+    list."""
+    finetune_config(config)
+    labels(config.data)
+    if config.finetune.rank_list:
+        rank_list(config.finetune.rank_list)
