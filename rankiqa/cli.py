@@ -445,8 +445,19 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
     result = finetune.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
     if result["eval"]:
         e = result["eval"]
-        click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} "
-                   f"(step {result['step']}, {result['eval_path']})")
+        click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} (step "
+                   f"{result['step']}, {result['eval_path']}){kept_note(train_dir, 'srocc')}")
+
+
+def kept_note(train_dir, key):
+    """"; the run's model: ..." where the checkpoint the run keeps as its model is not the last
+    step's (``kept`` in rankiqa.json, `train.keep_best`), else ""."""
+    from rankiqa import rundir
+
+    kept = rundir.read_run_info(train_dir).get("kept") or {}
+    if kept.get(key) is None or kept.get("step") == kept.get("last_step"):
+        return ""
+    return f"; the run's model: step {kept['step']}'s, {key} {kept[key]:.4f} (train.keep_best)"
 
 
 @main.command("launch", context_settings={"ignore_unknown_options": True,
@@ -687,7 +698,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     log(f"scored {plural(len(rows), 'image')} ({used.views.describe()} each), skipped "
-        f"{len(problems)}; scores: {used.scale}; engine {used.engine}")
+        f"{len(problems)}; scores: {used.scale.text}; engine {used.engine}")
 
 
 def report_skipped(problems, ignored, scored=0):
@@ -718,7 +729,7 @@ def format_scores(rows, problems, used, fmt):
 
     if fmt == "json":  # ensure_ascii: any file name, even one that is not UTF-8, stays valid
         return json.dumps({"model": used.model, "views": used.views.as_dict(),
-                           "score_scale": used.scale, "scores": rows, "skipped": problems},
+                           **used.scale.as_dict(), "scores": rows, "skipped": problems},
                           indent=2) + "\n"
     buffer = io.StringIO()
     # a field with a carriage return is quoted too (csv quotes only the line terminator's
@@ -728,7 +739,7 @@ def format_scores(rows, problems, used, fmt):
     writer.writerow(["path", "score", "model", "views", "score_scale"])
     views_text = used.views.describe()
     for r in rows:
-        row = [r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale]
+        row = [r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale.text]
         (quoted if "\r" in r["path"] else writer).writerow(row)
     return buffer.getvalue()
 

@@ -19,7 +19,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from rankiqa import scoring
+from rankiqa import scales, scoring
 from rankiqa.data import views as views_lib
 
 
@@ -89,7 +89,7 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
 class Used:
     model: str  # the reference it was loaded from (the default model's name when none)
     views: views_lib.Views
-    scale: str  # what the scores mean (`rankiqa.scales.Scale.text`)
+    scale: scales.Scale  # what the scores mean: their text, range and direction
     engine: str  # what ran the network, and why where auto chose it
     ignored: tuple = ()  # files of the folders left out by name (a label file, notes)
 
@@ -121,4 +121,4 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
                 problems.append(str(values))
             else:
                 rows.append({"path": files[k], "score": float(values.mean())})
-    return rows, problems, Used(loaded.name, views, loaded.scale, loaded.engine, tuple(ignored))
+    return rows, problems, Used(loaded.name, views, loaded.scorer.scale, loaded.engine, tuple(ignored))

@@ -39,6 +39,7 @@ def test_a_bug_keeps_its_traceback_and_user_errors_are_one_line(monkeypatch, tmp
         raise ValueError("internal invariant broken")
 
     monkeypatch.setattr(rank, "train", broken)
+    monkeypatch.setattr("rankiqa.checks.train_rank", lambda config: None)  # no rank list given
     result = invoke("train-rank", "--train-dir", tmp_path)
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)
     assert "error: internal invariant broken" not in result.stderr

@@ -156,6 +156,10 @@ def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_
     assert json.load(open(tmp_path / "run" / "rankiqa.json"))["kept"]["step"] == best["step"]
     assert any(f"the run's model is step {best['step']}'s checkpoint (best/)" in line
                for line in lines)
+    from rankiqa.cli import kept_note  # finetune's closing line names the kept model too
+
+    assert kept_note(str(tmp_path / "run"), "srocc") == (
+        f"; the run's model: step {best['step']}'s, srocc {best['srocc']:.4f} (train.keep_best)")
     # what every tool scores is the kept model: evaluate gives that step's validation figure
     out = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "run"),
                                     "--output-dir", str(tmp_path / "eval")])
@@ -171,5 +175,6 @@ def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_
     finetune.train(finetune_config(label_file, stage_one, **{**extra, "train.keep_best": "false"}),
                    str(tmp_path / "last"), device="cpu", log=lines.append)
     assert weights.resolve_checkpoint(str(tmp_path / "last")).endswith("last/model.ckpt-6")
+    assert kept_note(str(tmp_path / "last"), "srocc") == ""
     assert any(line.startswith("warning: srocc ") and "the run's model is the last" in line
                for line in lines)

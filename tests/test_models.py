@@ -24,7 +24,7 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
     paths = list_files([photo_dir])[0]
     rows, _, used = predict.predict([photo_dir], stage_one, batch_size=4)
     with rankiqa.load_model(stage_one, batch_size=4) as model:  # batches of 2 images x 2 views
-        assert (model.views, model.scale, model.net) == (used.views, used.scale, "resnet_v2_tiny")
+        assert (model.views, model.scale, model.net) == (used.views, used.scale.text, "resnet_v2_tiny")
         by_path = model.score(paths)
         by_array = model.score([load_image(p) for p in paths])
         by_pil = model.score([Image.open(p) for p in paths[:2]])

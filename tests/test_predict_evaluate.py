@@ -142,6 +142,9 @@ def test_scores_come_on_the_labels_own_scale_unless_normalised(finetuned_dmos, p
     normal = np.array([r["score"] for r in out[("--normalised",)]["scores"]])
     np.testing.assert_allclose(dmos, 100 - 100 * normal, atol=1e-3)
     assert out[()]["score_scale"] == "the labels' scale, [0, 100] (csv), lower is better"
+    assert (out[()]["score_range"], out[()]["higher_is_better"]) == ([0.0, 100.0], False)
+    assert (out[("--normalised",)]["score_range"], out[("--normalised",)]["higher_is_better"]) == (
+        [0.0, 1.0], True)
     assert out[("--normalised",)]["score_scale"] == ("normalised MOS in [0, 1] (csv), higher is "
                                                      "better")
     with rankiqa.load_model(finetuned_dmos, engine="tensorflow") as model:
