@@ -88,6 +88,6 @@ expected = [r["score"] for r in json.load(open("mine_scores.json"))["scores"]]
 low, high = spec["score_range"]
 gap = float(np.max(np.abs(np.asarray(served) - expected)))
 assert gap <= 1e-5 * (high - low), (served, expected)  # 1e-5 of the normalised scale
-print(f"served {list(served)}; predict {expected}; largest gap {gap:.2g}")
+print(f"served {[round(float(s), 6) for s in served]}; predict {expected}; largest gap {gap:.2g}")
 PY
 echo "fresh install: all three steps passed in $(( $(date +%s) - START )) s ($WORK)"
