@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from rankiqa import active as active_lib  # numpy only: the strategies' names
 from rankiqa import checks
 from rankiqa import config as config_lib
 from rankiqa import device as device_lib  # choices only: no TensorFlow until a command needs it
@@ -266,7 +267,7 @@ def renamed_option(command, old, new, old_value, new_value):
 
 # `rankiqa --help` lists the commands as a user thinks of them
 COMMAND_GROUPS = {
-    "Score": ("predict", "models"),
+    "Score": ("predict", "models", "suggest-labels"),
     "Train": ("demo", "make-rank-data", "train-rank", "finetune", "launch"),
     "Evaluate": ("evaluate", "ladders"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
@@ -281,6 +282,9 @@ EXAMPLES = {
                 f"rankiqa predict {DEMO}/photos --model {DEMO}/finetune --format json "
                 "--output runs/scores.json"),
     "models": ("rankiqa models",),
+    "suggest-labels": (f"rankiqa suggest-labels {DEMO}/photos --count 5",
+                       f"rankiqa suggest-labels {DEMO}/photos --labels my_labels.csv --count 5 "
+                       "--strategy uncertainty --output runs/to_label.csv"),
     "demo": ("rankiqa demo", "rankiqa demo --output-dir runs/demo_short --set train.max_steps=400"),
     "make-rank-data": (f"rankiqa make-rank-data {DEMO}/photos --output-dir runs/rank_data "
                        "--distortions live --workers 2",),
@@ -625,6 +629,65 @@ def models_cmd():
                    f"  cost        {m.photos_per_s:g} photos/s with --engine auto on a 2-core CPU "
                    f"(machine D of BENCHMARKS.md); peak memory {m.memory_gb:g} GB\n"
                    f"  reproduce   {m.command}")
+
+
+@main.command("suggest-labels")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PHOTOS")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="The label CSV so far (as finetune reads it); its photos are left out and "
+                   "the choice spreads away from them [default: nothing labelled yet].")
+@functools.partial(model_option, npz=False, default_builtin=True)
+@click.option("--count", type=click.IntRange(min=1), default=25, show_default=True,
+              help="How many photos to suggest.")
+@click.option("--strategy", type=click.Choice(active_lib.STRATEGIES),
+              default=active_lib.DEFAULT, show_default=True,
+              help="random; uncertainty (the photos whose score the model is least sure of); "
+                   "diversity (greedy k-centre on the model's features: the photos least like "
+                   "any labelled one); combined (diversity weighted by uncertainty). The "
+                   "default is the measured best (docs/label-efficiency.md).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The random strategy's draw.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="CSV file (rank,path,reason) [default: stdout].")
+@click.option("--force", is_flag=True, help="Replace an existing --output.")
+@device_option
+@handle_errors
+def suggest_labels_cmd(paths, labels, model, count, strategy, seed, output, force, device):
+    """Which photos to send to raters next.
+
+    Ranks the photos under PHOTOS (files and folders, recursive) that --labels does not already
+    label, best first, and writes the first --count with the reason for each. Label those,
+    add them to the CSV, fine-tune, and ask again."""
+    if labels and not os.path.isfile(labels):
+        raise UserError(f"label file {labels} does not exist")
+    if output:
+        from rankiqa import rundir
+
+        rundir.check_output(output, [*paths, *([labels] if labels else [])], force, "--output")
+    checks.model(model)  # before TensorFlow's seconds of start-up
+    rows, problems = active_lib.suggest(paths, labels, model, count, strategy, seed,
+                                        device=device, log=log,
+                                        progress=progress_printer("scored"))
+    for message in problems:
+        log(f"left out: {message}")
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(["rank", "path", "reason"])
+    writer.writerows([r["rank"], r["path"], r["reason"]] for r in rows)
+    data = buffer.getvalue().encode("utf-8", "surrogateescape")
+    if output:
+        from rankiqa import rundir
+
+        rundir.write_atomic(output, data)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    log(f"suggested {plural(len(rows), 'photo')} by {strategy}"
+        f"{'' if len(problems) == 0 else f', {len(problems)} left out'}")
 
 
 @main.command("predict")

@@ -12,8 +12,7 @@ def invoke(*args):
 
 COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
             "finetune", "inspect-ckpt", "ladders", "launch", "make-rank-data", "merge-ckpt", "models",
-            "predict",
-            "train-rank"]
+            "predict", "suggest-labels", "train-rank"]
 
 
 def test_help_lists_every_command_and_each_has_help():

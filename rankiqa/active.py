@@ -1,0 +1,195 @@
+"""Which photos to send to raters next (active labelling): `rankiqa suggest-labels`.
+
+Opinion scores cost a lab study; a model's features and its own doubts are free. Each strategy
+ranks a pool of unlabelled photos, best first, with the reason for each:
+
+  random       a seeded draw: the baseline every other strategy must beat;
+  uncertainty  the photos whose score the model is least sure of: the spread of its score
+               across a photo's views (RankIQA's authors use ranking uncertainty this way);
+  diversity    greedy k-centre on the pooled features (each standardised over the pool and the
+               labelled photos): each pick the photo farthest from every labelled and already
+               picked photo, so that the labels cover the collection;
+  combined     k-centre whose distances are weighted by the uncertainty's rank (0.5x for the
+               surest photo to 1.5x for the least sure).
+
+`scripts/label_efficiency.py` measures them by simulation on BIQ2021 (docs/label-efficiency.md);
+`DEFAULT` is the measured best. NumPy only.
+"""
+
+import numpy as np
+
+from rankiqa.errors import InputError
+
+STRATEGIES = ("random", "uncertainty", "diversity", "combined")
+DEFAULT = "diversity"
+
+
+def rank_weights(values):
+    """0.5 for the smallest of `values` to 1.5 for the largest, by rank."""
+    order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return order / max(len(values) - 1, 1) + 0.5
+
+
+def k_centre(features, labelled, count, weights=None):
+    """Greedy k-centre: indices of `count` rows of `features` ``[n, d]``, each the row farthest
+    (times its weight) from the rows of `labelled` ``[m, d]`` and the rows picked before it,
+    with that distance. With nothing labelled, the first pick is the row nearest the mean: the
+    most typical photo, then outwards."""
+    x = np.asarray(features, np.float64)
+    weights = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
+    if len(labelled):
+        nearest = np.full(len(x), np.inf)
+        for start in range(0, len(labelled), 1024):  # bounded memory for large labelled sets
+            block = np.asarray(labelled[start:start + 1024], np.float64)
+            nearest = np.minimum(nearest, _distances(x, block).min(1))
+    else:
+        nearest = None
+    picks, reach = [], []
+    for _ in range(min(count, len(x))):
+        if nearest is None:
+            k = int(np.argmin(_distances(x, x.mean(0, keepdims=True))[:, 0]))
+            nearest, distance = np.full(len(x), np.inf), 0.0
+        else:
+            score = np.where(np.isin(np.arange(len(x)), picks), -np.inf, nearest * weights)
+            k = int(np.argmax(score))
+            distance = float(nearest[k])
+        picks.append(k)
+        reach.append(distance)
+        nearest = np.minimum(nearest, _distances(x, x[k:k + 1])[:, 0])
+    return picks, reach
+
+
+def _distances(a, b):
+    """Euclidean distances ``[len(a), len(b)]``."""
+    squared = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+def choose(strategy, count, size, features=None, labelled=None, spread=None, seed=0):
+    """The pool's `count` photos to label next, best first, with a reason each.
+
+    Args:
+      strategy: one of `STRATEGIES`.
+      size: the pool's photo count.
+      features: ``[pool, d]`` pooled features of the pool's photos (diversity, combined).
+      labelled: ``[labelled, d]`` the labelled photos' features (may be empty).
+      spread: ``[pool]`` each photo's score spread across its views (uncertainty, combined).
+
+    Returns:
+      [(pool index, reason)].
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
+    count = min(count, size)
+    if strategy == "random":
+        return [(int(k), f"random draw (seed {seed})")
+                for k in np.random.default_rng(seed).permutation(size)[:count]]
+    if strategy == "uncertainty":
+        order = np.argsort(-np.asarray(spread), kind="stable")[:count]
+        return [(int(k), f"score spread {spread[k]:.4f} across its views") for k in order]
+    features = np.asarray(features, np.float64)
+    labelled = (np.zeros((0, features.shape[1])) if labelled is None
+                else np.asarray(labelled, np.float64))
+    # standardised: raw pooled features mix blocks whose scales differ by orders of magnitude
+    both = np.concatenate([features, labelled])
+    mean, std = both.mean(0), both.std(0) + 1e-8
+    weights = rank_weights(spread) if strategy == "combined" else None
+    picks, reach = k_centre((features - mean) / std, (labelled - mean) / std, count, weights)
+    reasons = []
+    for k, distance in zip(picks, reach):
+        text = (f"feature distance {distance:.3g} to the nearest labelled or chosen photo"
+                if np.isfinite(distance) and distance > 0 else "the most typical photo (nothing "
+                "labelled yet)")
+        if strategy == "combined":
+            text += f"; score spread {spread[k]:.4f}"
+        reasons.append((k, text))
+    return reasons
+
+
+def labelled_paths(label_file):
+    """The photos a label CSV already labels (as `rankiqa finetune` reads it: the common column
+    spellings, paths relative to its folder), resolved."""
+    import os
+
+    from rankiqa.data import mos
+
+    return [os.path.realpath(it.path)
+            for it in mos.read_dataset("csv", label_file, check_files=False)]
+
+
+def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed=0,
+            device="auto", log=print, progress=None):
+    """The photos under `paths` (files and folders) that `label_file` does not label, ranked
+    for labelling by `strategy`, the first `count` of them.
+
+    Args:
+      model: the model whose views, scores and pooled features judge the photos (a built-in
+        model's name, default `rankiqa.models.DEFAULT`, or a training folder).
+      progress: optional ``progress(done, total)`` as photos are scored.
+
+    Returns:
+      (rows ``[{"rank", "path", "reason"}]``, problems ``[message]`` for photos left out:
+      unreadable files, and photos of `paths` that `label_file` already labels).
+
+    Raises:
+      InputError: nothing left to choose from, or a strategy the model cannot serve.
+    """
+    import os
+
+    from rankiqa.data import views as views_lib
+
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
+    files, problems = views_lib.list_files(paths)
+    labelled = labelled_paths(label_file) if label_file else []
+    known = set(labelled)
+    pool, seen = [], set()
+    for path in files:
+        real = os.path.realpath(path)
+        if real in known:
+            problems.append(f"{path}: already labelled in {label_file}")
+        elif real not in seen:  # one photo under two spellings is one photo
+            seen.add(real)
+            pool.append(path)
+    if not pool:
+        raise InputError(f"no unlabelled photo to choose from: {len(files)} photos found under "
+                         f"the paths given, {len(files) - len(pool)} of them labelled in "
+                         f"{label_file} or unreadable")
+    if len(pool) < count:
+        log(f"notice: the pool holds {len(pool)} unlabelled photos, fewer than --count "
+            f"{count}: all of them are ranked")
+    from rankiqa import scoring  # TensorFlow starts here
+
+    needs_features = strategy in ("diversity", "combined")
+    with scoring.load_scorer(model, device=device, normalised=True) as scorer:
+        if needs_features and scorer.features is None:
+            raise InputError(f"--strategy {strategy} needs a model with pooled features; "
+                             f"{scorer.info.get('ref')} has none (use --strategy uncertainty "
+                             "or random)")
+        tensor = "features" if needs_features else "score"
+        readable, values = [], []  # one pass reads every photo once: its features or scores
+        for k, value in scorer.iter_scores(pool, tensor=tensor, progress=progress):
+            if isinstance(value, views_lib.BadImageError):
+                problems.append(str(value))
+            else:
+                readable.append(pool[k])
+                values.append(value)
+        if not readable:
+            raise InputError(f"none of the {len(pool)} unlabelled photos could be read")
+        spread = features = labelled_features = None
+        if strategy in ("uncertainty", "combined"):  # the spread of a photo's view scores
+            per_view = np.stack(values) if tensor == "score" else scorer.values(readable)
+            spread = per_view.std(1)
+        if needs_features:
+            features = np.stack(values).mean(1)  # a photo's features: the mean over its views
+            inside = [p for p in labelled if os.path.isfile(p)]
+            if len(inside) < len(labelled):
+                log(f"notice: {len(labelled) - len(inside)} labelled photos are missing; "
+                    "diversity is measured against the others")
+            labelled_features = (scorer.values(inside, tensor="features").mean(1) if inside
+                                 else np.zeros((0, features.shape[1])))
+    picks = choose(strategy, count, len(readable), features=features, labelled=labelled_features,
+                   spread=spread, seed=seed)
+    rows = [{"rank": n, "path": readable[k], "reason": reason}
+            for n, (k, reason) in enumerate(picks, start=1)]
+    return rows, problems

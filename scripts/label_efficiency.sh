@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Where learning from rankings pays: validation SROCC, PLCC and ladder pair accuracy against the
+# number of labelled photos N (docs/label-efficiency.md). The default model's backbone and views
+# (EfficientNet-Lite2, the 2-view pyramid at 224²), its frozen features extracted once:
+#   - 100 training photos of biq2021-train stand for the unlabelled collection: their synthetic
+#     blur, noise, JPEG and contrast ladders (400 rank groups) are the rankings; none of their
+#     MOS is used, and they are never drawn as labelled photos;
+#   - the labelled photos are drawn (seeded) from the other 5,300 training photos
+#     (biq2021-train's training part and biq2021-train-more);
+#   - every figure is on the 600-photo validation part (seed 2021) and the ladders of 20 of its
+#     photos, which nothing is fitted on.
+#   bash scripts/label_efficiency.sh [RUN_DIR]   (resumable: each part already written is kept)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+cd "$ROOT"
+RUN="${1:-runs/label_efficiency}"
+SHARED="${SHARED:-../shared/data}"
+CONFIG=configs/finetune_biq2021_efficientnet.yaml
+mkdir -p "$RUN"
+python scripts/biq2021_references.py "$SHARED" "$RUN/unlabelled.txt" --config "$CONFIG" \
+  --count 100 --no-kodak
+python scripts/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config "$CONFIG" \
+  --count 20 --part val --no-kodak
+[[ -f "$RUN/rank_data/rank_list.csv" ]] || \
+  rankiqa make-rank-data "$RUN/unlabelled.txt" --output-dir "$RUN/rank_data" --workers 2 \
+    --max-side 512 --distortions gblur,wn,jpeg,contrast --force
+python scripts/probe_features.py "$CONFIG" "$RUN/features" --views 2 \
+  --rank-list "$RUN/rank_data/rank_list.csv" --ladder-photos "$RUN/ladder_photos.txt" \
+  --set data.label_file="$SHARED/biq2021-train/mos.csv" \
+  --set "data.extra_train_files=[$SHARED/biq2021-train-more/mos.csv]"
+python scripts/label_efficiency.py "$RUN/features" --unlabelled "$RUN/unlabelled.txt" \
+  --plot "$RUN/label_efficiency.png" | tee "$RUN/label_efficiency.md"

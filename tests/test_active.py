@@ -1,0 +1,106 @@
+"""Active labelling: the strategies (numpy) and `rankiqa suggest-labels` on tiny data."""
+
+import csv
+import io
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rankiqa import active
+from rankiqa.cli import main
+from rankiqa.errors import InputError
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_k_centre_covers_the_pool_away_from_what_is_labelled():
+    # two tight clusters and one far point; the labelled photo sits in the first cluster
+    pool = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [10.1, 0.0], [0.0, 50.0]])
+    picks, reach = active.k_centre(pool, np.array([[0.05, 0.0]]), 3)
+    assert picks[:2] == [4, 3] and reach[0] == pytest.approx(np.hypot(0.05, 50))
+    assert len(set(picks)) == 3 and reach == sorted(reach, reverse=True)
+    # nothing labelled: the most typical photo first (nearest the mean), then outwards
+    picks, reach = active.k_centre(pool, np.zeros((0, 2)), 2)
+    assert picks[0] == int(np.argmin(np.linalg.norm(pool - pool.mean(0), axis=1)))
+    assert reach[0] == 0 and picks[1] == 4
+    # weights: a less sure photo wins over a slightly farther sure one
+    picks, _ = active.k_centre(np.array([[0.0], [10.0], [9.0]]), np.array([[0.0]]), 1,
+                               weights=[1.0, 0.5, 1.5])
+    assert picks == [2]
+
+
+def test_every_strategy_ranks_distinct_photos_with_a_reason():
+    rng = np.random.default_rng(0)
+    features, spread = rng.normal(size=(30, 4)), rng.uniform(size=30)
+    for strategy in active.STRATEGIES:
+        picks = active.choose(strategy, 5, 30, features=features, labelled=features[:0],
+                              spread=spread)
+        assert len({k for k, _ in picks}) == 5 and all(reason for _, reason in picks)
+    by_doubt = [k for k, _ in active.choose("uncertainty", 3, 30, spread=spread)]
+    assert by_doubt == list(np.argsort(-spread)[:3])
+    assert len(active.choose("random", 50, 30)) == 30  # a pool smaller than the count: all
+    with pytest.raises(InputError, match="unknown strategy 'best'"):
+        active.choose("best", 5, 30)
+
+
+def rows_of(result):
+    assert result.exit_code == 0, result.output
+    return list(csv.DictReader(io.StringIO(result.stdout)))
+
+
+def test_suggest_labels_leaves_out_what_is_labelled_and_says_why(stage_one, photo_dir,
+                                                                   tmp_path):
+    photos = sorted(os.listdir(photo_dir))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,score\n" + "".join(f"{os.path.join(photo_dir, p)},0.5\n"
+                                                for p in photos[:2]))
+    # the same folder twice and one photo under another spelling: each photo once
+    again = os.path.join(photo_dir, ".", photos[3])
+    result = invoke("suggest-labels", photo_dir, photo_dir, again, "--labels", labels,
+                    "--model", stage_one, "--count", 3)
+    rows = rows_of(result)
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    chosen = {os.path.basename(r["path"]) for r in rows}
+    assert len(chosen) == 3 and not chosen & set(photos[:2])
+    assert all(r["reason"].startswith("feature distance ") for r in rows)  # diversity, default
+    assert result.stderr.count("already labelled in") == 2 * 2  # each labelled photo, per folder
+    # one label, a pool smaller than --count: every unlabelled photo, with a notice
+    labels.write_text(f"image,mos\n{os.path.join(photo_dir, photos[0])},0.5\n")
+    for strategy in ("uncertainty", "combined", "random"):
+        result = invoke("suggest-labels", photo_dir, "--labels", labels, "--model", stage_one,
+                        "--count", 10, "--strategy", strategy)
+        rows = rows_of(result)
+        assert len(rows) == 5 and "fewer than --count 10: all of them are ranked" in result.stderr
+    assert rows_of(invoke("suggest-labels", photo_dir, "--labels", labels, "--model", stage_one,
+                          "--count", 10, "--strategy", "random")) == rows  # seeded
+    # no label at all: the most typical photo first
+    rows = rows_of(invoke("suggest-labels", photo_dir, "--model", stage_one, "--count", 2))
+    assert rows[0]["reason"] == "the most typical photo (nothing labelled yet)"
+
+
+def test_suggest_labels_refuses_with_one_line(stage_one, photo_dir, tmp_path):
+    every = tmp_path / "every.csv"
+    every.write_text("path,score\n" + "".join(f"{os.path.join(photo_dir, p)},0.5\n"
+                                               for p in os.listdir(photo_dir)))
+    result = invoke("suggest-labels", photo_dir, "--labels", every, "--model", stage_one)
+    assert result.exit_code == 1 and result.stderr.splitlines()[-1].startswith(
+        "error: no unlabelled photo to choose from: 6 photos found")
+    result = invoke("suggest-labels", photo_dir, "--labels", tmp_path / "none.csv")
+    assert result.exit_code == 1 and "label file" in result.stderr and "does not exist" in (
+        result.stderr)
+    (tmp_path / "empty").mkdir()
+    result = invoke("suggest-labels", tmp_path / "empty", "--model", stage_one)
+    assert result.exit_code == 1 and "no unlabelled photo to choose from" in result.stderr
+    # an output never replaces an input, and an earlier one only with --force
+    target = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    result = invoke("suggest-labels", photo_dir, "--model", stage_one, "--output", target)
+    assert result.exit_code == 1 and "input" in result.stderr
+    (tmp_path / "out.csv").write_text("earlier\n")
+    result = invoke("suggest-labels", photo_dir, "--model", stage_one, "--output",
+                    tmp_path / "out.csv")
+    assert result.exit_code == 1 and (tmp_path / "out.csv").read_text() == "earlier\n"
+    assert "Traceback" not in result.output
