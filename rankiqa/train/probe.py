@@ -36,7 +36,7 @@ def _ridge(x, y, alphas):
     return [eigvec @ (projected / (eigval + alpha)) for alpha in alphas]
 
 
-def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
+def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None, standardise=True):
     """Standardised ridge regression, its alpha chosen by `folds`-fold cross-validated SROCC.
 
     Args:
@@ -44,6 +44,8 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
       targets: ``[n]`` quality scores.
       alphas: candidate L2 penalties.
       groups: ``[n]`` image ids, so that the views of one image stay in one fold.
+      standardise: scale each feature to unit variance first (False: centre only, for features
+        already on one scale, such as principal components, whose spread is the signal).
 
     Returns:
       dict: ``mean``, ``std`` (``[d]``), ``weights`` (``[d]``, on standardised features),
@@ -62,9 +64,12 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
     fold_of = dict(zip(unique, np.random.default_rng(seed).permutation(len(unique)) % folds))
     fold = np.array([fold_of[g] for g in groups])
     predictions = np.zeros((len(alphas), len(y)))
+    def scale(rows):
+        return rows.mean(0), (rows.std(0) + 1e-8 if standardise else np.ones(x.shape[1]))
+
     for k in range(folds):
         tr, te = fold != k, fold == k
-        mean, std = x[tr].mean(0), x[tr].std(0) + 1e-8
+        mean, std = scale(x[tr])
         xt = (x[tr] - mean) / std
         for a, w in enumerate(_ridge(xt, y[tr] - y[tr].mean(), alphas)):
             predictions[a, te] = ((x[te] - mean) / std) @ w + y[tr].mean()
@@ -74,7 +79,7 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None):
         per_target = [y[groups == g].mean() for g in unique]
         cv.append(float(stats.spearmanr(per_group, per_target)[0]))
     best = int(np.argmax(cv))
-    mean, std = x.mean(0), x.std(0) + 1e-8
+    mean, std = scale(x)
     (weights,) = _ridge((x - mean) / std, y - y.mean(), [alphas[best]])
     return {"mean": mean, "std": std, "weights": weights, "bias": float(y.mean()),
             "alpha": float(alphas[best]), "cv_srocc": dict(zip(map(float, alphas), cv))}
