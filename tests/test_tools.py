@@ -54,6 +54,26 @@ def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):
     np.testing.assert_array_equal(from_file, checkpoint_scores(stage_one, crops))
 
 
+def test_weights_carry_what_scoring_them_needs(stage_one, finetuned_dmos, tmp_path):
+    """export-npy writes OUT.preprocess.json too: the network, the views, and what its raw
+    output means (a fine-tuned model's labels' scale beside it)."""
+    for name, model in (("rank", stage_one), ("dmos", finetuned_dmos)):
+        out = tmp_path / f"{name}.npz"
+        assert invoke("export-npy", "--model", model, "--output", out).exit_code == 0
+        spec = json.load(open(f"{out}.preprocess.json"))
+        info = json.load(open(os.path.join(model, "rankiqa.json")))
+        assert spec["network"] == "resnet_v2_tiny" and spec["views"] == {**info["views"],
+                                                                          "seed": 0}
+        assert f"--model {out} --net resnet_v2_tiny" in spec["load"]
+    assert (spec["score_range"], spec["higher_is_better"]) == ([0.0, 1.0], True)
+    assert spec["labels_scale"] == {"score_scale": "the labels' scale, [0, 100] (csv), lower is "
+                                    "better", "score_range": [0.0, 100.0],
+                                    "higher_is_better": False}
+    # an earlier export and its spec are replaced only with --force
+    result = invoke("export-npy", "--model", stage_one, "--output", tmp_path / "dmos.npz")
+    assert result.exit_code == 1 and "--force" in result.stderr
+
+
 def test_npy_dict_form_and_scope_filters(stage_one, tmp_path):
     out = tmp_path / "head.npy"
     result = invoke("export-npy", "--model", stage_one, "--output", out, "--format", "npy", "--include",

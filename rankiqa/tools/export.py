@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from rankiqa import rundir, scoring, weights
+from rankiqa import rundir, scales, scoring, weights
 from rankiqa.data import views as views_lib
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
@@ -23,9 +23,9 @@ from rankiqa.errors import InputError
 def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only=True,
                   force=False):
     """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (a pickled dict, as the RankIQA
-    write-up's tools save it; loading needs ``allow_pickle=True``). Returns the arrays
-    written."""
-    rundir.check_output(out, [checkpoint], force, "OUT")
+    write-up's tools save it; loading needs ``allow_pickle=True``), and beside them
+    ``OUT.preprocess.json`` (`arrays_spec`). Returns the arrays written."""
+    _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
     if fmt not in ("npz", "npy"):
         raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
     _, arrays = weights.model_arrays(checkpoint, include, exclude, model_only)
@@ -34,10 +34,35 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
             np.savez(tmp, **arrays)
         else:
             np.save(tmp, arrays, allow_pickle=True)
+    rundir.write_json_atomic(preprocess_path(out), arrays_spec(checkpoint, out))
     return arrays
 
 
+def arrays_spec(model, out):
+    """What weights alone need to score as `rankiqa predict` does: the network, the views and
+    resize filters of a graph export's spec (`preprocess_spec`), and what the network's output
+    means. Weights carry no scoring graph: its output is the normalised score the model
+    trained on; ``labels_scale`` maps it to the labels' own (`rankiqa.scales`)."""
+    _, info = weights.open_model(model)
+    views = scoring.model_views(info, info["net"]) if info.get("net") else None
+    labels = scales.of_model(info)
+    return {
+        "format": 1, "model": info.get("ref") or model, "network": info.get("net"),
+        "views": {**views.as_dict(), "seed": views_lib.VIEW_SEED} if views else None,
+        "resize": RESIZE,
+        "input": None, "output": None,
+        "load": f"rankiqa predict PHOTOS --model {out} --net {info.get('net') or 'NET'}, or "
+                "rankiqa.weights.load_into(session, path) in a graph of that network",
+        **scales.of_model(info, normalised=True).as_dict(),
+        "labels_scale": labels.as_dict() if not labels.is_normalised else None,
+    }
+
+
 PREPROCESS_NAME = "preprocess.json"
+# how views are resized (`rankiqa.preprocess`): Pillow's default for the pyramid, bicubic, misses
+# `predict` by up to 0.028
+RESIZE = {"upscale": "bicubic, the shorter side to the crop when smaller",
+          "pyramid": "bilinear (Pillow, reducing_gap None)"}
 
 
 def preprocess_path(out):
@@ -55,8 +80,7 @@ def preprocess_spec(scorer, model):
     return {
         "format": 1, "model": scorer.info.get("ref") or model,
         "views": {**views.as_dict(), "seed": views_lib.VIEW_SEED},
-        "resize": {"upscale": "bicubic, the shorter side to the crop when smaller",
-                   "pyramid": "bilinear (Pillow, reducing_gap None)"},
+        "resize": RESIZE,
         "input": {"name": scorer.images.name, "dtype": "float32",
                   "shape": [None, views.crop, views.crop, 3], "range": "RGB 0-255"},
         "output": {"name": scorer.score.name, "shape": [None],
