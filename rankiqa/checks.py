@@ -49,6 +49,9 @@ def finetune_config(config):
     if not config.data.label_file:
         raise InputError("finetune needs data.label_file (the dataset's label file)")
     transfer = config.finetune
+    if transfer.probe_rank_rule not in ("", "labels"):
+        raise InputError(f"unknown finetune.probe_rank_rule {transfer.probe_rank_rule!r}; "
+                         "choose from '' (probe_rank_weight as set) and 'labels'")
     if transfer.probe_rank_weight and not (transfer.probe and transfer.rank_list):
         raise InputError("finetune.probe_rank_weight needs finetune.probe and a "
                          "finetune.rank_list whose groups the probe orders")

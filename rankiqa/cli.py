@@ -641,10 +641,13 @@ def models_cmd():
               help="How many photos to suggest.")
 @click.option("--strategy", type=click.Choice(active_lib.STRATEGIES),
               default=active_lib.DEFAULT, show_default=True,
-              help="random; uncertainty (the photos whose score the model is least sure of); "
-                   "diversity (greedy k-centre on the model's features: the photos least like "
-                   "any labelled one); combined (diversity weighted by uncertainty). The "
-                   "default is the measured best (docs/label-efficiency.md).")
+              help="typical (the most typical photo of each of the largest clusters of the "
+                   "model's features that hold no labelled photo: TypiClust); random; "
+                   "uncertainty (the photos whose score the model is least sure of); diversity "
+                   "(greedy k-centre: the photos least like any labelled one); combined "
+                   "(diversity weighted by uncertainty). The default is the measured best: on "
+                   "BIQ2021 it reached random choice's figure with 37 % fewer labels "
+                   "(docs/label-efficiency.md).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="The random strategy's draw.")
 @click.option("--output", type=click.Path(dir_okay=False),

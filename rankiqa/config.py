@@ -214,6 +214,11 @@ class TransferConfig:
     # sample; their features cost levels x probe_crops forward passes each) by rank_margin,
     # the mean squared hinge weighted by this against the mean squared error; 0: plain ridge
     probe_rank_weight: float = 0.0
+    # "labels": the weight chosen from the number N of labelled training photos by the rule the
+    # label-efficiency study measured (rankiqa.train.probe.weight_for_labels: 24 at 25 photos,
+    # 3 at 100, 0.13 at 800), where finetune.rank_list gives rank groups (plain ridge
+    # without them); "": probe_rank_weight as set
+    probe_rank_rule: str = ""
     probe_rank_groups: int = 400  # rank groups the ranking-aware probe orders
 
 

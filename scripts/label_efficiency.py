@@ -6,7 +6,9 @@ over seeded draws, for each method:
                    cross-validated SROCC among the N);
   MOS + ranking    the ranking-aware probe (probe.fit_ranked) at each weight of --weights, its
                    rank groups the unlabelled photos' synthetic ladders (no MOS of theirs);
-                   "best weight" is the weight with the highest mean validation SROCC at that N;
+                   "best weight" is the weight with the highest mean validation SROCC at that N,
+                   "the rule's weight" probe.weight_for_labels(N), what finetune uses with
+                   finetune.probe_rank_rule: labels;
   ranking only     N = 0: the squared hinge alone on the unlabelled ladders (no opinion score).
 
 With --active, the simulation of `rankiqa suggest-labels` instead: from 25 labelled photos,
@@ -120,6 +122,10 @@ def study(parts, unlabelled, draws, weights, log):
             fit = fit_mos(x, y, standardise=False)  # the projection keeps the features' scale
             rows.setdefault(("MOS only", n), []).append(measure(fit, val, ladder))
             flat = x.reshape(-1, x.shape[-1])
+            rule = probe.weight_for_labels(n)  # finetune.probe_rank_rule: labels
+            ranked = probe.fit_ranked(flat, np.repeat(y, x.shape[1]), groups, fit, rule, MARGIN)
+            rows.setdefault(("MOS + ranking, the rule's weight", n), []).append(
+                measure(ranked, val, ladder))
             for weight in weights:
                 ranked = probe.fit_ranked(flat, np.repeat(y, x.shape[1]), groups, fit, weight,
                                           MARGIN)
@@ -154,9 +160,11 @@ def table(rows, weights):
             lines.append(f"| 0 | {method} | 1 | {cell(results, 0)} | {cell(results, 1)} | "
                          f"{cell(results, 2)} |")
     for n in sizes:
-        for method in ("MOS only", f"MOS + ranking, weight {best[n]:g}"):
+        for method in ("MOS only", "MOS + ranking, the rule's weight",
+                       f"MOS + ranking, weight {best[n]:g}"):
             results = rows[(method, n)]
-            label = method if method == "MOS only" else f"{method} (best of {len(weights)})"
+            label = (f"{method} ({probe.weight_for_labels(n):.3g})" if "rule" in method else
+                     method if method == "MOS only" else f"{method} (best of {len(weights)})")
             lines.append(f"| {n} | {label} | {len(results)} | {cell(results, 0)} | "
                          f"{cell(results, 1)} | {cell(results, 2)} |")
     lines += ["", "Every weight (mean validation SROCC / ladder pair accuracy):", "",
@@ -205,17 +213,18 @@ def plot(rows, best, path):
     fig.savefig(path, dpi=110)
 
 
-def simulate(parts, unlabelled, seeds, log, start=25, step=25, stop=400):
+def simulate(parts, unlabelled, seeds, log, strategies=active.STRATEGIES, start=25, step=25,
+             stop=400):
     """{strategy: {N: [validation SROCC per seed]}} of the active-labelling simulation."""
     train, val = parts["train"], parts["val"]
     pool = np.flatnonzero([os.path.realpath(p) not in unlabelled for p in train["paths"]])
     x, y = train["features"][pool], train["scores"][pool]  # [n, views, d]
     centre = x.mean(1)  # a photo's features: the mean over its views
-    out = {strategy: {} for strategy in active.STRATEGIES}
+    out = {strategy: {} for strategy in strategies}
     for seed in range(seeds):
         begin = time.time()
         initial = list(np.random.default_rng(seed).permutation(len(pool))[:start])
-        for strategy in active.STRATEGIES:
+        for strategy in strategies:
             chosen = list(initial)
             while True:
                 fit = fit_mos(x[chosen], y[chosen])
@@ -276,12 +285,14 @@ def main(argv=None):
     parser.add_argument("--unlabelled", required=True,
                         help="the list of photos the rank groups were made from")
     parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--weights", default="0.1,0.3,1,3")
+    parser.add_argument("--weights", default="0.1,0.3,1,3,10,30")
     parser.add_argument("--components", type=int, default=1024)
     parser.add_argument("--plot", help="write the SROCC and ladder plot here (PNG)")
     parser.add_argument("--active", action="store_true",
                         help="the active-labelling simulation instead of the N study")
     parser.add_argument("--seeds", type=int, default=5, help="--active: starting draws")
+    parser.add_argument("--strategies", default=",".join(active.STRATEGIES),
+                        help="--active: the strategies to simulate (random among them)")
     args = parser.parse_args(argv)
     parts = {name: load(args.features_dir, name) for name in ("train", "val", "ladders", "rank")}
     with open(args.unlabelled, encoding="utf-8") as f:
@@ -289,7 +300,8 @@ def main(argv=None):
     weights = [float(w) for w in args.weights.split(",")]
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.active:
-        out = simulate(parts, unlabelled, args.seeds, log)  # the features suggest-labels sees
+        out = simulate(parts, unlabelled, args.seeds, log,  # the features suggest-labels sees
+                       args.strategies.split(","))
         print(active_table(out))
         if args.plot:
             plot_active(out, args.plot)

@@ -40,6 +40,11 @@ def test_every_strategy_ranks_distinct_photos_with_a_reason():
         picks = active.choose(strategy, 5, 30, features=features, labelled=features[:0],
                               spread=spread)
         assert len({k for k, _ in picks}) == 5 and all(reason for _, reason in picks)
+    # typical: one photo per cluster, the densest, clusters without a labelled photo first
+    blobs = np.concatenate([rng.normal(size=(10, 4)) * 0.1 + centre for centre in
+                            (0.0, 5.0, 10.0)])
+    picks, _ = active.typical(blobs, blobs[:1], 2)
+    assert sorted(k // 10 for k in picks) == [1, 2]
     by_doubt = [k for k, _ in active.choose("uncertainty", 3, 30, spread=spread)]
     assert by_doubt == list(np.argsort(-spread)[:3])
     assert len(active.choose("random", 50, 30)) == 30  # a pool smaller than the count: all
@@ -61,16 +66,16 @@ def test_suggest_labels_leaves_out_what_is_labelled_and_says_why(stage_one, phot
     # the same folder twice and one photo under another spelling: each photo once
     again = os.path.join(photo_dir, ".", photos[3])
     result = invoke("suggest-labels", photo_dir, photo_dir, again, "--labels", labels,
-                    "--model", stage_one, "--count", 3)
+                    "--model", stage_one, "--count", 3, "--strategy", "diversity")
     rows = rows_of(result)
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     chosen = {os.path.basename(r["path"]) for r in rows}
     assert len(chosen) == 3 and not chosen & set(photos[:2])
-    assert all(r["reason"].startswith("feature distance ") for r in rows)  # diversity, default
+    assert all(r["reason"].startswith("feature distance ") for r in rows)
     assert result.stderr.count("already labelled in") == 2 * 2  # each labelled photo, per folder
     # one label, a pool smaller than --count: every unlabelled photo, with a notice
     labels.write_text(f"image,mos\n{os.path.join(photo_dir, photos[0])},0.5\n")
-    for strategy in ("uncertainty", "combined", "random"):
+    for strategy in ("uncertainty", "combined", "typical", "random"):
         result = invoke("suggest-labels", photo_dir, "--labels", labels, "--model", stage_one,
                         "--count", 10, "--strategy", strategy)
         rows = rows_of(result)
@@ -78,8 +83,12 @@ def test_suggest_labels_leaves_out_what_is_labelled_and_says_why(stage_one, phot
     assert rows_of(invoke("suggest-labels", photo_dir, "--labels", labels, "--model", stage_one,
                           "--count", 10, "--strategy", "random")) == rows  # seeded
     # no label at all: the most typical photo first
-    rows = rows_of(invoke("suggest-labels", photo_dir, "--model", stage_one, "--count", 2))
+    rows = rows_of(invoke("suggest-labels", photo_dir, "--model", stage_one, "--count", 2,
+                          "--strategy", "diversity"))
     assert rows[0]["reason"] == "the most typical photo (nothing labelled yet)"
+    # the default is the measured best (docs/label-efficiency.md): typical
+    rows = rows_of(invoke("suggest-labels", photo_dir, "--model", stage_one, "--count", 2))
+    assert all(r["reason"].startswith("the most typical photo of a cluster") for r in rows)
 
 
 def test_suggest_labels_refuses_with_one_line(stage_one, photo_dir, tmp_path):

@@ -178,6 +178,36 @@ def test_finetune_ranked_probe_orders_rank_groups(stage_one, label_file, rank_da
                for line in lines)
 
 
+def test_the_ranking_weight_follows_the_number_of_labels(stage_one, label_file, rank_data,
+                                                         tmp_path):
+    """finetune.probe_rank_rule: labels: the weight the label-efficiency study measured as best
+    for N labelled photos; without a rank list the probe stays plain ridge."""
+    assert [round(probe.weight_for_labels(n), 3) for n in (1, 25, 100, 400, 10000)] == [
+        30.0, 24.0, 3.0, 0.375, 0.1]
+    with pytest.raises(ValueError, match="at least one labelled photo"):
+        probe.weight_for_labels(0)
+    common = {"finetune.probe": True, "finetune.probe_folds": 2, "train.max_steps": 0,
+              "finetune.frozen_batch_norm": True, "finetune.probe_rank_rule": "labels"}
+    lines = []
+    finetune.train(finetune_config(label_file, stage_one, **common, **{
+        "finetune.rank_list": rank_data, "finetune.probe_rank_groups": 5}),
+        str(tmp_path / "ranked"), device="cpu", log=lines.append)
+    train = int(next(line for line in lines if " training, " in line).split(": ")[1].split()[0])
+    weight = probe.weight_for_labels(train)
+    assert json.load(open(tmp_path / "ranked" / "probe.json"))["rank"]["weight"] == weight
+    assert f"probe: ranking weight {weight:.3g} for {train} labelled training photos" in (
+        "\n".join(lines))
+    lines = []
+    finetune.train(finetune_config(label_file, stage_one, **common), str(tmp_path / "plain"),
+                   device="cpu", log=lines.append)
+    assert "rank" not in json.load(open(tmp_path / "plain" / "probe.json"))
+    assert not any("ranking weight" in line for line in lines)
+    with pytest.raises(ValueError, match="unknown finetune.probe_rank_rule 'size'"):
+        finetune.train(finetune_config(label_file, stage_one, **{
+            **common, "finetune.probe_rank_rule": "size"}), str(tmp_path / "bad"),
+            device="cpu", log=lambda line: None)
+
+
 def test_ranked_probe_needs_the_probe_and_a_rank_list(stage_one, label_file, tmp_path):
     cfg = finetune_config(label_file, stage_one, **{"finetune.probe": True,
                                                     "finetune.probe_rank_weight": 1.0})

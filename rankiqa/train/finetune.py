@@ -8,6 +8,7 @@ pretrained package, or scratch), weight decay and the loop are `rankiqa.train.st
 with stage one.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -68,9 +69,15 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
 
     # ---- data: a seeded split (by reference where the dataset has them), rank groups beside
     def data(log):
+        nonlocal transfer
         parts.update(load_parts(data_cfg, skip_bad, log))
         rank_groups[:] = (load_rank_groups(transfer.rank_list, data_cfg.crop_size, skip_bad, log)
                           if transfer.rank_list else [])
+        if transfer.probe_rank_rule == "labels" and transfer.rank_list and transfer.probe:
+            weight = probe.weight_for_labels(len(parts["train"]))
+            transfer = dataclasses.replace(transfer, probe_rank_weight=weight)
+            log(f"probe: ranking weight {weight:.3g} for {len(parts['train'])} labelled training "
+                "photos (finetune.probe_rank_rule: labels; docs/label-efficiency.md)")
         return build_dataset(config, parts["train"], rank_groups), data_cfg.batch_size
 
     # ---- loss: regression on normalised scores by a fresh one-score head, plus stage one's

@@ -85,6 +85,17 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None, standardi
             "alpha": float(alphas[best]), "cv_srocc": dict(zip(map(float, alphas), cv))}
 
 
+def weight_for_labels(labelled):
+    """The ranking-aware probe's weight for `labelled` training photos: ``3 * (100 / N)^1.5``
+    within [0.1, 30] (24 at 25, 8.5 at 50, 3 at 100, 1.1 at 200, 0.38 at 400, 0.13 at 800).
+    The label-efficiency study (docs/label-efficiency.md) found the validation-SROCC-best
+    weight falling this way: 30 at 25 labelled photos, 10 at 50, 3 at 100, 1 at 200, 0.1-0.3
+    from 400."""
+    if labelled < 1:
+        raise InputError("the ranking weight's rule needs at least one labelled photo")
+    return float(np.clip(3.0 * (100.0 / labelled) ** 1.5, 0.1, 30.0))
+
+
 def ranking_pairs(group_features):
     """``[pairs, d]`` differences (cleaner minus more distorted) of every level pair of every
     group, from ``[groups, levels, d]`` features (level 0 the reference)."""
