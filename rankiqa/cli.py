@@ -639,7 +639,7 @@ def models_cmd():
 @functools.partial(model_option, npz=False, default_builtin=True)
 @click.option("--count", type=click.IntRange(min=1), default=25, show_default=True,
               help="How many photos to suggest.")
-@click.option("--strategy", type=click.Choice(active_lib.STRATEGIES),
+@click.option("--strategy", "selection", type=click.Choice(active_lib.STRATEGIES),
               default=active_lib.DEFAULT, show_default=True,
               help="typical (the most typical photo of each of the largest clusters of the "
                    "model's features that hold no labelled photo: TypiClust); random; "
@@ -655,7 +655,7 @@ def models_cmd():
 @click.option("--force", is_flag=True, help="Replace an existing --output.")
 @device_option
 @handle_errors
-def suggest_labels_cmd(paths, labels, model, count, strategy, seed, output, force, device):
+def suggest_labels_cmd(paths, labels, model, count, selection, seed, output, force, device):
     """Which photos to send to raters next.
 
     Ranks the photos under PHOTOS (files and folders, recursive) that --labels does not already
@@ -668,7 +668,7 @@ def suggest_labels_cmd(paths, labels, model, count, strategy, seed, output, forc
 
         rundir.check_output(output, [*paths, *([labels] if labels else [])], force, "--output")
     checks.model(model)  # before TensorFlow's seconds of start-up
-    rows, problems = active_lib.suggest(paths, labels, model, count, strategy, seed,
+    rows, problems = active_lib.suggest(paths, labels, model, count, selection, seed,
                                         device=device, log=log,
                                         progress=progress_printer("scored"))
     for message in problems:
@@ -681,15 +681,8 @@ def suggest_labels_cmd(paths, labels, model, count, strategy, seed, output, forc
     writer.writerow(["rank", "path", "reason"])
     writer.writerows([r["rank"], r["path"], r["reason"]] for r in rows)
     data = buffer.getvalue().encode("utf-8", "surrogateescape")
-    if output:
-        from rankiqa import rundir
-
-        rundir.write_atomic(output, data)
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    log(f"suggested {plural(len(rows), 'photo')} by {strategy}"
+    emit(output, data)
+    log(f"suggested {plural(len(rows), 'photo')} by {selection}"
         f"{'' if len(problems) == 0 else f', {len(problems)} left out'}")
 
 
@@ -755,14 +748,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     text = format_scores(rows, problems, used, fmt)
     # a file name that is not UTF-8 is written as its own bytes, so the row names that file
     data = text.encode("utf-8", "surrogateescape")
-    if output:
-        from rankiqa import rundir
-
-        rundir.write_atomic(output, data)
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+    emit(output, data)
     log(f"scored {plural(len(rows), 'image')} ({used.views.describe()} each), skipped "
         f"{len(problems)}; scores: {used.scale.text}; engine {used.engine}")
 
@@ -780,6 +766,19 @@ def report_skipped(problems, ignored, scored=0):
         raise UserError("nothing could be scored (" + (
             f"{plural(len(problems), 'path')} skipped, each named above)" if problems else
             "no image files under the paths given)"))
+
+
+def emit(output, data):
+    """`data` (bytes) to the file `output`, written aside and renamed (`rundir.write_atomic`),
+    or to stdout as they are (a file name that is not UTF-8 keeps its own bytes)."""
+    if output:
+        from rankiqa import rundir
+
+        rundir.write_atomic(output, data)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
 
 
 def plural(count, noun):

@@ -47,3 +47,17 @@ def model_values(ckpt_dir, scope="resnet_v2/"):
     reader = tf.train.load_checkpoint(ckpt_dir)
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(ckpt_dir)
             if n.startswith(scope) and is_model_variable(n)}
+
+
+def import_script(name):
+    """The module of ``scripts/NAME.py`` (scripts are not a package)."""
+    import importlib
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)

@@ -254,14 +254,14 @@ def test_bad_input_is_refused_before_tensorflow_starts(tmp_path):
 def test_the_commands_offer_exactly_the_librarys_choices():
     """Every choice list of the CLI is the library's own: a value the CLI lets through is one
     the library takes, and none it takes is missing."""
-    from rankiqa import device, scoring
+    from rankiqa import active, device, scoring
     from rankiqa.data import mos, views
     from rankiqa.train import distribute
 
     library = {"device": device.DEVICES, "precision": device.PRECISIONS,
                "strategy": distribute.STRATEGIES, "engine": scoring.ENGINES,
                "aggregate": scoring.AGGREGATES, "crop_mode": views.VIEW_MODES,
-               "split": mos.SPLITS}
+               "split": mos.SPLITS, "selection": active.STRATEGIES}
     seen = set()
     for command in main.commands.values():
         for param in command.params:

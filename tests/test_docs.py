@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from rankiqa import cli
+from rankiqa_testkit import import_script
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 PAGES = ["README.md", "BENCHMARKS.md"] + sorted(
@@ -25,12 +26,7 @@ def read(page):
 
 
 def _make_docs():
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import make_docs
-    finally:
-        sys.path.pop(0)
-    return make_docs
+    return import_script("make_docs")
 
 
 @pytest.mark.parametrize("page", ["docs/cli.md", "docs/configuration.md"])

@@ -2,20 +2,14 @@
 the documentation's tables hold."""
 
 import os
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from rankiqa_testkit import import_script
 
 
 def _study():
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import label_efficiency
-    finally:
-        sys.path.pop(0)
-    return label_efficiency
+    return import_script("label_efficiency")
 
 
 def write_features(folder, rng, photos=420, dims=12):
