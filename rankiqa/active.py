@@ -20,8 +20,12 @@ ranks a pool of unlabelled photos, best first, with the reason for each:
 `DEFAULT` is the measured best. NumPy only.
 """
 
+import os
+
 import numpy as np
 
+from rankiqa.data import mos
+from rankiqa.data import views as views_lib
 from rankiqa.errors import InputError
 
 STRATEGIES = ("random", "uncertainty", "diversity", "combined", "typical")
@@ -178,10 +182,6 @@ def choose(strategy, count, size, features=None, labelled=None, spread=None, see
 def labelled_paths(label_file):
     """The photos a label CSV already labels (as `rankiqa finetune` reads it: the common column
     spellings, paths relative to its folder), resolved."""
-    import os
-
-    from rankiqa.data import mos
-
     return [os.path.realpath(it.path)
             for it in mos.read_dataset("csv", label_file, check_files=False)]
 
@@ -203,10 +203,6 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
     Raises:
       InputError: nothing left to choose from, or a strategy the model cannot serve.
     """
-    import os
-
-    from rankiqa.data import views as views_lib
-
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
     files, problems = views_lib.list_files(paths)
