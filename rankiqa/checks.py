@@ -8,7 +8,7 @@ since files can change in between. NumPy only.
 """
 
 from rankiqa import models
-from rankiqa.data import lists, mos
+from rankiqa.data import lists, mos, teacher
 from rankiqa.errors import InputError
 
 
@@ -58,9 +58,11 @@ def finetune_config(config):
 
 
 def finetune(config):
-    """`finetune_config`, then the files it names: the label file and the second loss's rank
-    list."""
+    """`finetune_config`, then the files it names: the label file, the second loss's rank
+    list and the teacher table."""
     finetune_config(config)
     labels(config.data)
     if config.finetune.rank_list:
         rank_list(config.finetune.rank_list)
+    if config.finetune.teacher_table:
+        teacher.read_table(config.finetune.teacher_table)

@@ -268,7 +268,7 @@ def renamed_option(command, old, new, old_value, new_value):
 # `rankiqa --help` lists the commands as a user thinks of them
 COMMAND_GROUPS = {
     "Score": ("predict", "models", "suggest-labels"),
-    "Train": ("demo", "make-rank-data", "train-rank", "finetune", "launch"),
+    "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "launch"),
     "Evaluate": ("evaluate", "ladders"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
     "Tools": ("merge-ckpt", "inspect-ckpt"),
@@ -291,6 +291,8 @@ EXAMPLES = {
     "train-rank": (f"rankiqa train-rank --config rank_tiny --set "
                    f"data.rank_list={DEMO}/rank_data/rank_list.csv --set train.max_steps=300 "
                    "--train-dir runs/rank",),
+    "teach": (f"rankiqa teach --config finetune_tiny --set data.label_file={DEMO}/standin_mos.csv "
+              f"--model {DEMO}/finetune --extra-views 2 --folds 2 --output-dir runs/teach",),
     "finetune": (f"rankiqa finetune --config finetune_tiny --init {DEMO}/rank --set "
                  f"data.label_file={DEMO}/standin_mos.csv --set train.max_steps=100 "
                  "--train-dir runs/finetune",),
@@ -421,6 +423,47 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
     if result["eval"]:
         click.echo(f"held-out rank_accuracy {result['eval']['rank_accuracy']:.4f} "
                    f"(step {result['step']}, {result['eval_path']})")
+
+
+@main.command("teach")
+@functools.partial(config_options, example="data.label_file=my_labels.csv")
+@click.option("--model", metavar="NAME|RUN|CKPT", default="biq2021-efficientnet-dinov2",
+              show_default=True,
+              help="The teacher: a built-in model's name or a training folder whose head is "
+                   "linear on pooled features (its head is fitted again, fold by fold).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Where teacher.csv, teach.json and the cached features go; a killed run "
+                   "resumes here.")
+@click.option("--extra-views", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Random views per photo (a scale, a place and a flip each) beside the "
+                   "teacher's own.")
+@click.option("--exclude", "exclude_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A list of photos (one path per line, e.g. ladder photos) to leave out "
+                   "(repeatable).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Cross-fitting folds: each photo is scored by a head fitted without it.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**31 - 1), default=0, show_default=True,
+              help="The folds' and the random views' draw.")
+@device_option
+@handle_errors
+def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_files, folds, seed,
+              device):
+    """Teacher targets for a student: a model's scores for many views of the training photos.
+
+    The training part of the config's split (never a validation photo) is viewed the
+    teacher's own way plus --extra-views random ways; each photo's views are scored by a head
+    fitted on the teacher's features without that photo. Writes OUTPUT_DIR/teacher.csv (path,
+    view, scale, y, x, flip, score, fold), which finetune.teacher_table reads."""
+    cfg = load_config(config_lib.FinetuneConfig, config_path, overrides)
+    checks.model(model)
+    for name in exclude_files:
+        if not os.path.isfile(name):
+            raise UserError(f"--exclude list {name} does not exist")
+    from rankiqa.train import teach
+
+    teach.teach(cfg.data, output_dir, model=model, extra_views=extra_views,
+                exclude_files=exclude_files, folds=folds, seed=seed,
+                alphas=cfg.finetune.probe_alphas, device=device, log=log)
 
 
 @main.command("finetune")

@@ -220,6 +220,13 @@ class TransferConfig:
     # without them); "": probe_rank_weight as set
     probe_rank_rule: str = ""
     probe_rank_groups: int = 400  # rank groups the ranking-aware probe orders
+    # a teacher's judgement as a third signal (a student learns the views of
+    # `rankiqa teach`'s teacher.csv, each placed as the teacher saw it): regression on the
+    # teacher's score of every cached view beside the MOS regression and the ranking hinge
+    teacher_table: str = ""  # "": no teacher
+    teacher_weight: float = 1.0  # the teacher regression's weight beside the MOS regression
+    teacher_views_per_batch: int = 16  # teacher views per step, beside data.batch_size photos
+    mos_weight: float = 1.0  # the MOS regression's weight (0: the teacher and ranking only)
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,8 @@ RANGES = {
     "finetune.probe_folds": (2, None), "finetune.rank_weight": (0, None),
     "finetune.rank_references_per_batch": (1, None), "finetune.rank_margin": (0, None),
     "finetune.probe_rank_weight": (0, None), "finetune.probe_rank_groups": (1, None),
+    "finetune.teacher_weight": (0, None), "finetune.teacher_views_per_batch": (1, None),
+    "finetune.mos_weight": (0, None),
 }
 
 

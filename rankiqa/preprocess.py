@@ -100,6 +100,26 @@ def pyramid_crops(image, crop, crops, max_pixels=None):
     return np.stack(views)
 
 
+def placed_view(image, crop, scale, y=0.5, x=0.5, flip=False, max_pixels=None):
+    """One ``[crop, crop, 3]`` uint8 view of `image` by a view spec (what ``rankiqa teach``
+    records for each view it scores, so that training can place the very same view):
+    `scale` in [0, 1] says how far the image is shrunk, from native resolution (0) to its
+    shorter side at `crop` (1, the whole picture), geometrically between; `y`, `x` in [0, 1]
+    where the crop sits (0.5, 0.5: the centre, as `pyramid_crops` places it); `flip` mirrors
+    it left to right. ``pyramid`` view k of n is ``scale = k / (n - 1)`` at the centre."""
+    image = ensure_min_side(image, crop, max_pixels)
+    h, w = image.shape[:2]
+    factor = (crop / min(h, w)) ** scale
+    size = (max(crop, int(round(w * factor))), max(crop, int(round(h * factor))))
+    scaled = image if size == (w, h) else np.asarray(
+        Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
+    # floor: y = x = 0.5 gives crop_corners' centre, (h - crop) // 2, for odd margins too
+    top = int(np.floor(y * (scaled.shape[0] - crop)))
+    left = int(np.floor(x * (scaled.shape[1] - crop)))
+    view = scaled[top:top + crop, left:left + crop]
+    return view[:, ::-1] if flip else view
+
+
 def image_crops(image, crop, crops, mode="grid", seed=0, max_pixels=None):
     """``[crops, crop, crop, 3]`` uint8 views of one image (upscaled first if it is too small)."""
     if mode == "pyramid":

@@ -93,3 +93,22 @@ def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deter
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def teacher_dataset(paths, specs, scores, crop_size, batch_size, seed=0, deterministic=True):
+    """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])``: the views a
+    teacher scored (`rankiqa teach`), each placed by its spec ``(scale, y, x, flip)`` from the
+    decoded photo (`rankiqa.preprocess.placed_view`), the very pixels the teacher saw."""
+    def place(path, spec):
+        view = tf.numpy_function(
+            lambda p, s: views.spec_view(p.decode("utf-8", "surrogateescape"), s, crop_size),
+            [path, spec], tf.uint8, stateful=False)
+        view.set_shape([crop_size, crop_size, 3])
+        return view
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(specs, np.float32),
+                                             np.asarray(scores, np.float32)))
+    ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(lambda p, v, s: (place(p, v), s), num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)

@@ -338,6 +338,21 @@ def image_crops(image, crop, crops, mode="grid", seed=0):
 crop_corners = preprocess.crop_corners
 
 
+def spec_view(path, spec, crop):
+    """The ``[crop, crop, 3]`` uint8 view of the photo at `path` by a view spec ``(scale, y, x,
+    flip)`` (`rankiqa.preprocess.placed_view`), decoded as every command decodes.
+
+    Raises:
+      BadImageError: the photo cannot be read, or its upscale would be over `MAX_PIXELS`.
+    """
+    scale, y, x, flip = (float(v) for v in spec)
+    try:
+        return preprocess.placed_view(load_image(path), crop, scale, y, x, flip >= 0.5,
+                                      MAX_PIXELS)
+    except preprocess.TooLarge as e:
+        raise BadImageError(f"{path}: {e}") from None
+
+
 @dataclass(frozen=True)
 class Views:
     """How a model looks at an image at evaluation: `count` views of side `crop` by `mode`."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from rankiqa import checks, losses, metrics
 from rankiqa.compat import slim, tf
-from rankiqa.data import lists, mos, pipeline
+from rankiqa.data import lists, mos, pipeline, teacher as teacher_lib
 from rankiqa.data import views as views_lib
 from rankiqa.errors import InputError
 from rankiqa.train import probe, stage
@@ -65,7 +65,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     views = views_lib.from_config(data_cfg)  # checked before minutes of training
     loss_fn = losses.get_regression_loss_fn(config.train.loss)
     rank_loss_fn = losses.get_rank_loss_fn(transfer.rank_loss) if transfer.rank_list else None
-    parts, rank_groups = {}, []
+    parts, rank_groups, teacher = {}, [], {}
 
     # ---- data: a seeded split (by reference where the dataset has them), rank groups beside
     def data(log):
@@ -78,25 +78,34 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
             transfer = dataclasses.replace(transfer, probe_rank_weight=weight)
             log(f"probe: ranking weight {weight:.3g} for {len(parts['train'])} labelled training "
                 "photos (finetune.probe_rank_rule: labels; docs/label-efficiency.md)")
-        return build_dataset(config, parts["train"], rank_groups), data_cfg.batch_size
+        if transfer.teacher_table:
+            teacher.update(load_teacher(transfer.teacher_table, parts, log))
+        return build_dataset(config, parts["train"], rank_groups, teacher), data_cfg.batch_size
 
-    # ---- loss: regression on normalised scores by a fresh one-score head, plus stage one's
-    # ranking hinge on the rank groups, scored in the same pass
+    # ---- loss: regression on normalised scores by a fresh one-score head, plus the teacher's
+    # scores of its views and stage one's ranking hinge on the rank groups, all scored in one
+    # pass (one batch-norm batch; each signal weighted by its config key)
     def loss(network_fn, batch):
-        levels = len(rank_groups[0].paths) if rank_groups else 0
-        (images, targets), rank_images = batch if levels else (batch, None)
-        if levels:
-            images = tf.concat([images, rank_images], axis=0)
-        scores, _ = network_fn(network_fn.preprocess(images),
+        images, targets = batch["images"], batch["targets"]
+        parts_ = [images] + [batch[k] for k in ("teacher_images", "rank_images") if k in batch]
+        scores, _ = network_fn(network_fn.preprocess(tf.concat(parts_, axis=0)),
                                is_training=not transfer.frozen_batch_norm)
-        regression_loss = loss_fn(scores[:tf.shape(targets)[0]], targets)
-        if not levels:
-            return regression_loss, {"loss": regression_loss}
-        rank_scores = tf.reshape(scores[tf.shape(targets)[0]:], [-1, levels])
-        rank_loss = rank_loss_fn(rank_scores, transfer.rank_margin)
-        return regression_loss + transfer.rank_weight * rank_loss, {
-            "loss": regression_loss, "rank_loss": rank_loss,
-            "rank_accuracy": losses.ranking_accuracy(rank_scores)}
+        at = tf.shape(targets)[0]
+        regression_loss = loss_fn(scores[:at], targets)
+        total, scalars = transfer.mos_weight * regression_loss, {"loss": regression_loss}
+        if "teacher_images" in batch:
+            end = at + tf.shape(batch["teacher_targets"])[0]
+            teacher_loss = loss_fn(scores[at:end], batch["teacher_targets"])
+            total += transfer.teacher_weight * teacher_loss
+            scalars["teacher_loss"] = teacher_loss
+            at = end
+        if "rank_images" in batch:
+            rank_scores = tf.reshape(scores[at:], [-1, len(rank_groups[0].paths)])
+            rank_loss = rank_loss_fn(rank_scores, transfer.rank_margin)
+            total += transfer.rank_weight * rank_loss
+            scalars.update(rank_loss=rank_loss,
+                           rank_accuracy=losses.ranking_accuracy(rank_scores))
+        return total, scalars
 
     # ---- the probe: the head fitted on the frozen features of the restored backbone, last
     def probe_init(scorer, network_fn, train_dir, chief, log):
@@ -110,7 +119,9 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
 
     batches = ((data_cfg.batch_size, "data.batch_size"),) + (
         ((transfer.rank_references_per_batch, "finetune.rank_references_per_batch"),)
-        if transfer.rank_list else ())
+        if transfer.rank_list else ()) + (
+        ((transfer.teacher_views_per_batch, "finetune.teacher_views_per_batch"),)
+        if transfer.teacher_table else ())
     return stage.train_stage(config, stage.Stage(
         name="finetune", command="finetune", batches=batches, views=views, data=data, loss=loss,
         evaluation=lambda scorer, log: build_mos_evaluator(scorer, parts["val"], log),
@@ -141,18 +152,48 @@ def load_parts(data_cfg, skip_bad, log):
     return parts
 
 
-def build_dataset(config, train_items, rank_groups):
-    """Labelled batches, zipped with rank batches when there are rank groups."""
+def load_teacher(table, parts, log):
+    """The teacher's views (`rankiqa.data.teacher.read_table`), refused when one is of a validation
+    or test photo: the student would learn the photos it is then judged on."""
+    paths, specs, scores = teacher_lib.read_table(table)
+    held_out = {os.path.realpath(it.path) for it in parts["val"] + parts["test"]}
+    leaked = sorted({p for p in paths if os.path.realpath(p) in held_out})
+    if leaked:
+        raise InputError(f"{table}: {len(leaked)} of its photos are in the validation or test "
+                         f"part (e.g. {leaked[0]}); teach on this config's training part")
+    # a teacher's photo that cannot be read is refused now, not at the step that draws it
+    views_lib.refuse_or_skip(views_lib.check_images(sorted(set(paths)), table), False,
+                             "teacher", log)
+    log(f"third signal: the teacher's scores of {len(paths)} views of "
+        f"{len(set(paths))} photos ({table})")
+    return {"paths": paths, "specs": specs, "scores": scores}
+
+
+def build_dataset(config, train_items, rank_groups, teacher=None):
+    """``{"images", "targets"}`` labelled batches, with ``teacher_images``/``teacher_targets``
+    from the teacher's views and ``rank_images`` from the rank groups where there are any."""
     data_cfg, train_cfg, transfer = config.data, config.train, config.finetune
-    dataset = pipeline.mos_dataset([it.path for it in train_items],
-                                   [it.score for it in train_items], data_cfg.crop_size,
-                                   data_cfg.batch_size, seed=train_cfg.seed,
-                                   cache=data_cfg.cache_decoded,
-                                   deterministic=train_cfg.deterministic,
-                                   random_scale=data_cfg.random_scale)
-    if not rank_groups:
-        return dataset
-    return tf.data.Dataset.zip((dataset, pipeline.rank_dataset(
-        rank_groups, data_cfg.crop_size, transfer.rank_references_per_batch,
-        seed=train_cfg.seed, cache=data_cfg.cache_decoded,
-        deterministic=train_cfg.deterministic)))
+    streams = {"labelled": pipeline.mos_dataset(
+        [it.path for it in train_items], [it.score for it in train_items], data_cfg.crop_size,
+        data_cfg.batch_size, seed=train_cfg.seed, cache=data_cfg.cache_decoded,
+        deterministic=train_cfg.deterministic, random_scale=data_cfg.random_scale)}
+    if teacher:
+        streams["teacher"] = pipeline.teacher_dataset(
+            teacher["paths"], teacher["specs"], teacher["scores"], data_cfg.crop_size,
+            transfer.teacher_views_per_batch, seed=train_cfg.seed,
+            deterministic=train_cfg.deterministic)
+    if rank_groups:
+        streams["rank"] = pipeline.rank_dataset(
+            rank_groups, data_cfg.crop_size, transfer.rank_references_per_batch,
+            seed=train_cfg.seed, cache=data_cfg.cache_decoded,
+            deterministic=train_cfg.deterministic)
+
+    def named(batches):
+        out = dict(zip(("images", "targets"), batches["labelled"]))
+        if "teacher" in batches:
+            out.update(zip(("teacher_images", "teacher_targets"), batches["teacher"]))
+        if "rank" in batches:
+            out["rank_images"] = batches["rank"]
+        return out
+
+    return tf.data.Dataset.zip(streams).map(named)

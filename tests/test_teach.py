@@ -1,0 +1,174 @@
+"""`rankiqa teach` (teacher targets, cross-fitted) and the student's third signal."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from rankiqa import preprocess
+from rankiqa.data import teacher as teacher_lib
+from rankiqa.errors import InputError
+from rankiqa_testkit import finetune_config, model_values
+
+
+def test_a_pyramid_view_spec_places_the_pixels_pyramid_views_do(rng):
+    for h, w in [(512, 512), (513, 700), (300, 225), (100, 77), (1000, 333)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for count in (1, 2, 3, 4):
+            pyramid = preprocess.pyramid_crops(image, 64, count)
+            for k in range(count):
+                view = preprocess.placed_view(image, 64, k / max(1, count - 1))
+                np.testing.assert_array_equal(view, pyramid[k])
+    image = rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)
+    corner = preprocess.placed_view(image, 64, 0.0, y=1.0, x=0.0, flip=True)
+    np.testing.assert_array_equal(corner, image[16:80, 0:64][:, ::-1])
+
+
+def test_view_specs_start_with_the_own_views_and_repeat_per_photo():
+    from rankiqa.train import teach
+
+    specs = teach.view_specs(3, 2, seed=0, index=7)
+    assert specs[:3] == [(0.0, 0.5, 0.5, 0), (0.5, 0.5, 0.5, 0), (1.0, 0.5, 0.5, 0)]
+    assert len(specs) == 5 and all(0 <= v <= 1 for s in specs[3:] for v in s)
+    assert teach.view_specs(3, 2, seed=0, index=7) == specs  # made again from (seed, index)
+    assert teach.view_specs(3, 2, seed=0, index=8)[3:] != specs[3:]
+    assert teach.view_specs(3, 2, seed=1, index=7)[3:] != specs[3:]
+
+
+def test_cross_fitting_scores_each_photo_by_a_head_that_never_saw_it(rng):
+    from rankiqa.train import teach
+
+    photos, views, d = 40, 4, 6
+    features = rng.normal(size=(photos, views, d))
+    targets = features[:, :2].mean(axis=1) @ rng.normal(size=d) + 0.1 * rng.normal(size=photos)
+    scores, fold, report = teach.cross_fit(features, targets, own=2, folds=4, seed=0,
+                                           alphas=(1.0,))
+    assert scores.shape == (photos, views) and sorted(set(fold)) == [0, 1, 2, 3]
+    assert report["oof_srocc"] > 0.8  # the features do predict the targets
+    moved = targets.copy()
+    moved[0] += 100.0  # photo 0's own label: its own scores must not move, the others' do
+    again, _, _ = teach.cross_fit(features, moved, own=2, folds=4, seed=0, alphas=(1.0,))
+    np.testing.assert_allclose(again[0], scores[0], rtol=1e-9, atol=1e-9)
+    assert not np.allclose(again[fold != fold[0]], scores[fold != fold[0]])
+    np.testing.assert_allclose(again[fold == fold[0]], scores[fold == fold[0]], atol=1e-9)
+
+
+def teach_tiny(finetuned, label_file, out, extra_views=1, lines=None, **extra):
+    from rankiqa.train import teach
+
+    cfg = finetune_config(label_file, **extra)
+    log = (lines.append if lines is not None else lambda line: None)
+    return teach.teach(cfg.data, str(out), model=finetuned, extra_views=extra_views, folds=2,
+                       device="cpu", log=log)
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_teach_scores_every_training_view_never_a_validation_photo(finetuned, label_file,
+                                                                   tmp_path):
+    from rankiqa.data import mos
+
+    report = teach_tiny(finetuned, label_file, tmp_path / "t", extra_views=2)
+    rows = read_rows(tmp_path / "t" / "teacher.csv")
+    parts = mos.load_splits(finetune_config(label_file).data)
+    train = {it.path for it in parts["train"]}
+    assert {r["path"] for r in rows} == train
+    assert len(rows) == report["rows"] == len(train) * (3 + 2)  # 3 own pyramid views + 2
+    assert [r["view"] for r in rows[:5]] == ["0", "1", "2", "3", "4"]
+    assert all(np.isfinite(float(r["score"])) for r in rows)
+    assert set(r["fold"] for r in rows) == {"0", "1"}
+    paths, specs, scores = teacher_lib.read_table(str(tmp_path / "t" / "teacher.csv"))
+    assert specs.shape == (len(rows), 4) and len(paths) == len(scores) == len(rows)
+
+
+def test_teach_resumes_its_shards_and_refuses_another_plan(finetuned, label_file, tmp_path,
+                                                           monkeypatch):
+    from rankiqa.train import teach
+
+    monkeypatch.setattr(teach, "SHARD_PHOTOS", 16)
+    out = tmp_path / "t"
+    teach_tiny(finetuned, label_file, out)
+    first = (out / "teacher.csv").read_text()
+    shards = sorted(os.listdir(out / "features"))
+    assert len(shards) > 1
+    os.remove(out / "features" / shards[-1])  # a kill before the last shard was written
+    os.remove(out / "teacher.csv")
+    lines = []
+    teach_tiny(finetuned, label_file, out, lines=lines)
+    assert any(f"resuming: {len(shards) - 1} of {len(shards)}" in line for line in lines)
+    assert (out / "teacher.csv").read_text() == first
+    with pytest.raises(InputError, match="extra_views"):
+        teach_tiny(finetuned, label_file, out, extra_views=3)
+
+
+def test_exclude_leaves_listed_photos_out(finetuned, label_file, tmp_path):
+    from rankiqa.data import mos
+
+    train = [it.path for it in mos.load_splits(finetune_config(label_file).data)["train"]]
+    listed = tmp_path / "ladder_photos.txt"
+    listed.write_text("\n".join(train[:3]) + "\n")
+    from rankiqa.train import teach
+
+    teach.teach(finetune_config(label_file).data, str(tmp_path / "t"), model=finetuned,
+                extra_views=0, exclude_files=[str(listed)], folds=2, device="cpu",
+                log=lambda line: None)
+    paths = {r["path"] for r in read_rows(tmp_path / "t" / "teacher.csv")}
+    assert paths == set(train[3:])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("path,scale,y,x,flip\na.png,0,0.5,0.5,0\n", "no column score"),
+    ("path,scale,y,x,flip,score\na.png,0,0.5,0.5,0,high\n", "line 2: .* must be numbers"),
+    ("path,scale,y,x,flip,score\na.png,1.5,0.5,0.5,0,0.3\n", "line 2: .* lie in"),
+    ("path,scale,y,x,flip,score\na.png,0,0.5,0.5,0,nan\n", "line 2: .* finite"),
+    ("path,scale,y,x,flip,score\n", "no views"),
+])
+def test_a_bad_teacher_table_is_refused_with_its_line(tmp_path, content, message):
+    table = tmp_path / "teacher.csv"
+    table.write_text(content)
+    with pytest.raises(InputError, match=message):
+        teacher_lib.read_table(str(table))
+    with pytest.raises(InputError, match="does not exist"):
+        teacher_lib.read_table(str(tmp_path / "none.csv"))
+
+
+def test_the_student_learns_from_the_teacher_and_not_from_validation_photos(
+        finetuned, label_file, stage_one, tmp_path):
+    from rankiqa.data import mos
+    from rankiqa.train import finetune
+
+    teach_tiny(finetuned, label_file, tmp_path / "t")
+    table = str(tmp_path / "t" / "teacher.csv")
+    runs = {}
+    # the MOS regression and weight decay off: only the teacher can move the body
+    for weight in (0.0, 1.0):
+        lines = []
+        train_dir = tmp_path / f"student_{weight:g}"
+        finetune.train(finetune_config(label_file, stage_one, **{
+            "finetune.teacher_table": table, "finetune.teacher_weight": weight,
+            "finetune.mos_weight": 0.0, "finetune.teacher_views_per_batch": 4,
+            "net.weight_decay": 0.0, "train.max_steps": 2}), str(train_dir), device="cpu",
+            log=lines.append)
+        runs[weight] = model_values(str(train_dir))
+        assert any("teacher's scores of" in line for line in lines)
+        assert any("teacher_loss" in line for line in lines)
+    body = [n for n in runs[0.0] if "/logits/" not in n and "moving_" not in n]
+    assert all(np.array_equal(runs[0.0][n], model_values(stage_one)[n]) for n in body)
+    assert any(not np.array_equal(runs[1.0][n], runs[0.0][n]) for n in body)
+
+    rows = read_rows(table)
+    val = mos.load_splits(finetune_config(label_file).data)["val"][0].path
+    rows[0]["path"] = val
+    leaked = tmp_path / "leaked.csv"
+    with open(leaked, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(InputError, match="validation or test part"):
+        finetune.train(finetune_config(label_file, stage_one, **{
+            "finetune.teacher_table": str(leaked)}), str(tmp_path / "leak"), device="cpu",
+            log=lambda line: None)
