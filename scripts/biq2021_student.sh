@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The BIQ2021 student (docs/recipes.md, "A network trained to rank"): the default model's
+# network and views, trained from three signals at once, resumable step by step.
+#   bash scripts/biq2021_student.sh [RUN_DIR] [--set key=value ...]
+# Steps (each skipped or resumed when its output is there; its wall time is printed):
+#   1. references: 300 BIQ2021 training photos + Kodak for rank data; 20 validation photos for
+#      the ladders (never taught on)
+#   2. make-rank-data: 5 families x 5 levels of each reference
+#   3. teach: biq2021-efficientnet-dinov2's cross-fitted scores of 5 views (its 3 own + 2
+#      random) of each of the 5,400 training photos (the recipe's main cost, ~30 min alone)
+#   4. train: configs/finetune_biq2021_student.yaml: MOS + teacher + ranking hinge, the top
+#      of the network trained, its head held
+#   5. head: the head fitted again by ridge on the trained network's features (the probe)
+#   6. evaluate on the 600 validation photos and ladders on the 20 photos
+# --set goes to step 4 (scripts/biq2021_student_ablation.sh turns signals off).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+cd "$ROOT"
+RUN="${1:-runs/biq2021_student}"
+shift || true
+CONFIG=configs/finetune_biq2021_student.yaml
+SHARED="${SHARED:-../shared/data}"
+# the teacher and rank data are shared by every run of the ablation (TEACH_DIR to move them)
+BASE="${TEACH_DIR:-$RUN}"
+mkdir -p "$RUN" "$BASE"
+step() {  # step NAME COMMAND...: runs it and prints its wall time
+  local name="$1" start=$SECONDS
+  shift
+  "$@"
+  echo "step $name: $((SECONDS - start)) s" | tee -a "$RUN/steps.txt"
+}
+step references python scripts/biq2021_references.py "$SHARED" "$BASE/references.txt" \
+  --config "$CONFIG" --count 300
+python scripts/biq2021_references.py "$SHARED" "$BASE/ladder_photos.txt" --config "$CONFIG" \
+  --count 20 --part val --no-kodak
+[[ -f "$BASE/rank_data/rank_list.csv" ]] || step rank-data rankiqa make-rank-data \
+  "$BASE/references.txt" --output-dir "$BASE/rank_data" --workers 2 --max-side 512 \
+  --distortions gblur,wn,jpeg,contrast,mean_shift --force
+[[ -f "$BASE/teach/teacher.csv" ]] || step teach rankiqa teach --config "$CONFIG" \
+  --model biq2021-efficientnet-dinov2 --output-dir "$BASE/teach" \
+  --exclude "$BASE/ladder_photos.txt" --extra-views 2
+step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
+  --set finetune.teacher_table="$BASE/teach/teacher.csv" \
+  --set finetune.rank_list="$BASE/rank_data/rank_list.csv" "$@"
+# the head fitted again by ridge on the trained network's features (the probe, no step): the
+# quality head reads pooled statistics standardised by the start's spread, and a trained
+# network moves features whose spread is tiny far more than that spread
+step head rankiqa finetune --config "$CONFIG" --init "$RUN/train" --train-dir "$RUN/finetune" \
+  --set 'init.exclude_scopes=[efficientnet_lite2/logits]' --set finetune.probe=true \
+  --set train.max_steps=0
+step evaluate rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
+step ladders rankiqa ladders "$BASE/ladder_photos.txt" --model "$RUN/finetune" \
+  --output-dir "$RUN/ladders"

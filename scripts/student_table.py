@@ -1,0 +1,53 @@
+"""The student's ablation table (docs/recipes.md, "A network trained to rank") from the
+folders scripts/biq2021_student_ablation.sh writes: one markdown row per model, with
+validation SROCC and PLCC, ladder pair accuracy overall and per family, and wall time.
+
+    python scripts/student_table.py RUN_DIR
+"""
+
+import json
+import os
+import sys
+
+FAMILIES = ("gblur", "wn", "jpeg", "contrast")
+# (folder under RUN_DIR, what the row is)
+ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`), the start"),
+        ("reference/teacher", "the teacher (`biq2021-efficientnet-dinov2`), 3 views, 11x the cost"),
+        ("ablation/mos", "MOS only"),
+        ("ablation/mos_teacher", "MOS + teacher"),
+        ("ablation/mos_rank", "MOS + ranking"),
+        ("ablation/all", "all three (the recipe)"))
+
+
+def row(run, folder, what):
+    base = os.path.join(run, folder)
+    with open(os.path.join(base, "eval", "summary.json")) as f:
+        e = json.load(f)
+    with open(os.path.join(base, "ladders", "ladders.json")) as f:
+        lad = json.load(f)
+    seconds = 0
+    if os.path.exists(os.path.join(base, "steps.txt")):
+        with open(os.path.join(base, "steps.txt")) as f:
+            seconds = sum(int(line.split()[-2]) for line in f if line.startswith("step "))
+    families = " / ".join(f"{lad['families'][k]['pair_accuracy']:.3f}" for k in FAMILIES)
+    wall = f"{seconds / 60:.0f} min" if seconds else "—"
+    return (f"| {what} | {e['srocc']:.4f} | {e['plcc']:.4f} | {lad['pair_accuracy']:.3f} | "
+            f"{families} | {wall} |")
+
+
+def main(run):
+    lines = ["| model | validation SROCC | PLCC | ladders | blur / noise / JPEG / contrast | "
+             "wall time |", "|---|---|---|---|---|---|"]
+    for folder, what in ROWS:
+        if os.path.exists(os.path.join(run, folder, "ladders", "ladders.json")):
+            lines.append(row(run, folder, what))
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(run, "ablation.md"), "w") as f:
+        f.write(table)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/student_table.py RUN_DIR")
+    main(sys.argv[1])
