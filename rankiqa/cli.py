@@ -442,12 +442,16 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
                    "(repeatable).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Cross-fitting folds: each photo is scored by a head fitted without it.")
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True),
+              help="The heads' ridge penalty, e.g. the one the teacher's own probe chose "
+                   "(probe.json) [default: each fold's chosen from finetune.probe_alphas by "
+                   "cross-validation, minutes per fold for thousands of features].")
 @click.option("--seed", type=click.IntRange(min=0, max=2**31 - 1), default=0, show_default=True,
               help="The folds' and the random views' draw.")
 @device_option
 @handle_errors
-def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_files, folds, seed,
-              device):
+def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_files, folds, alpha,
+              seed, device):
     """Teacher targets for a student: a model's scores for many views of the training photos.
 
     The training part of the config's split (never a validation photo) is viewed the
@@ -463,7 +467,7 @@ def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_fi
 
     teach.teach(cfg.data, output_dir, model=model, extra_views=extra_views,
                 exclude_files=exclude_files, folds=folds, seed=seed,
-                alphas=cfg.finetune.probe_alphas, device=device, log=log)
+                alphas=(alpha,) if alpha else cfg.finetune.probe_alphas, device=device, log=log)
 
 
 @main.command("finetune")

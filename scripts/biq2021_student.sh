@@ -36,9 +36,11 @@ python scripts/biq2021_references.py "$SHARED" "$BASE/ladder_photos.txt" --confi
 [[ -f "$BASE/rank_data/rank_list.csv" ]] || step rank-data rankiqa make-rank-data \
   "$BASE/references.txt" --output-dir "$BASE/rank_data" --workers 2 --max-side 512 \
   --distortions gblur,wn,jpeg,contrast,mean_shift --force
+# --alpha: the penalty the combined recipe's probe chose by cross-validation (docs/recipes.md);
+# choosing it again per fold would cost ~5 min per fold on 6,544 features
 [[ -f "$BASE/teach/teacher.csv" ]] || step teach rankiqa teach --config "$CONFIG" \
   --model biq2021-efficientnet-dinov2 --output-dir "$BASE/teach" \
-  --exclude "$BASE/ladder_photos.txt" --extra-views 2
+  --exclude "$BASE/ladder_photos.txt" --extra-views 2 --alpha 10000
 step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
   --set finetune.teacher_table="$BASE/teach/teacher.csv" \
   --set finetune.rank_list="$BASE/rank_data/rank_list.csv" "$@"

@@ -36,22 +36,35 @@ def test_view_specs_start_with_the_own_views_and_repeat_per_photo():
     assert teach.view_specs(3, 2, seed=1, index=7)[3:] != specs[3:]
 
 
-def test_cross_fitting_scores_each_photo_by_a_head_that_never_saw_it(rng):
+@pytest.mark.parametrize("alphas", [(1.0,), (0.1, 1.0, 10.0)])
+def test_cross_fitting_scores_each_photo_by_a_head_that_never_saw_it(rng, alphas):
     from rankiqa.train import teach
 
     photos, views, d = 40, 4, 6
     features = rng.normal(size=(photos, views, d))
     targets = features[:, :2].mean(axis=1) @ rng.normal(size=d) + 0.1 * rng.normal(size=photos)
     scores, fold, report = teach.cross_fit(features, targets, own=2, folds=4, seed=0,
-                                           alphas=(1.0,))
+                                           alphas=alphas)
     assert scores.shape == (photos, views) and sorted(set(fold)) == [0, 1, 2, 3]
     assert report["oof_srocc"] > 0.8  # the features do predict the targets
+    assert len(report["alphas"]) == 4 and set(report["alphas"]) <= set(alphas)
     moved = targets.copy()
     moved[0] += 100.0  # photo 0's own label: its own scores must not move, the others' do
-    again, _, _ = teach.cross_fit(features, moved, own=2, folds=4, seed=0, alphas=(1.0,))
+    again, _, _ = teach.cross_fit(features, moved, own=2, folds=4, seed=0, alphas=alphas)
     np.testing.assert_allclose(again[0], scores[0], rtol=1e-9, atol=1e-9)
     assert not np.allclose(again[fold != fold[0]], scores[fold != fold[0]])
     np.testing.assert_allclose(again[fold == fold[0]], scores[fold == fold[0]], atol=1e-9)
+
+
+def test_a_given_penalty_fits_as_the_probe_fits_with_it(rng):
+    from rankiqa.train import probe, teach
+
+    x = rng.normal(size=(60, 5)) * [1, 2, 3, 0.5, 10]
+    y = x @ rng.normal(size=5) + rng.normal(size=60)
+    fixed = teach.fixed_ridge(x, y, 3.0)
+    fitted = probe.fit_ridge(x, y, (3.0,), folds=3)
+    for key in ("mean", "std", "weights", "bias"):
+        np.testing.assert_allclose(fixed[key], fitted[key], rtol=1e-8, atol=1e-10)
 
 
 def teach_tiny(finetuned, label_file, out, extra_views=1, lines=None, **extra):
