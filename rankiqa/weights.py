@@ -101,7 +101,10 @@ def write_checkpoint_index(folder, prefixes):
     """Rewrites the ``checkpoint`` index with names relative to `folder` (newest last), so the
     folder can be copied or moved and still restores its own weights."""
     names = [os.path.basename(p) for p in prefixes]
-    tf.train.update_checkpoint_state(folder, names[-1], names)
+    # an absolute folder: given a relative one, TF takes the names as relative to the working
+    # directory and writes them relative to the folder ("../../model.ckpt-0"), which
+    # tf.train.latest_checkpoint then cannot find
+    tf.train.update_checkpoint_state(os.path.abspath(folder), names[-1], names)
 
 
 def resolve_checkpoint(path):

@@ -178,3 +178,16 @@ def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_
     assert kept_note(str(tmp_path / "last"), "srocc") == ""
     assert any(line.startswith("warning: srocc ") and "the run's model is the last" in line
                for line in lines)
+
+
+def test_a_run_in_a_relative_folder_indexes_its_own_checkpoints(stage_one, label_file, tmp_path,
+                                                                 monkeypatch):
+    """TensorFlow's own readers (tf.train.latest_checkpoint) find the run's checkpoints
+    whatever folder the command ran from."""
+    monkeypatch.chdir(tmp_path)
+    finetune.train(finetune_config(label_file, stage_one, **{"train.max_steps": 2}),
+                   os.path.join("runs", "nested", "ft"), device="cpu", log=lambda line: None)
+    with open(tmp_path / "runs" / "nested" / "ft" / "checkpoint") as f:
+        assert ".." not in f.read()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "runs" / "nested" / "ft"))
+    assert latest and latest.endswith("model.ckpt-2")
