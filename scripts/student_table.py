@@ -10,6 +10,8 @@ import os
 import sys
 
 FAMILIES = ("gblur", "wn", "jpeg", "contrast")
+# a row's own steps; references, rank data and the teacher are made once and shared by every row
+ROW_STEPS = ("train", "head", "evaluate", "ladders")
 # (folder under RUN_DIR, what the row is)
 ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`), the start"),
         ("reference/teacher", "the teacher (`biq2021-efficientnet-dinov2`), 3 views, 11x the cost"),
@@ -28,7 +30,8 @@ def row(run, folder, what):
     seconds = 0
     if os.path.exists(os.path.join(base, "steps.txt")):
         with open(os.path.join(base, "steps.txt")) as f:
-            seconds = sum(int(line.split()[-2]) for line in f if line.startswith("step "))
+            seconds = sum(int(line.split()[-2]) for line in f
+                          if line.split(":")[0].split()[-1] in ROW_STEPS)
     families = " / ".join(f"{lad['families'][k]['pair_accuracy']:.3f}" for k in FAMILIES)
     wall = f"{seconds / 60:.0f} min" if seconds else "—"
     return (f"| {what} | {e['srocc']:.4f} | {e['plcc']:.4f} | {lad['pair_accuracy']:.3f} | "
