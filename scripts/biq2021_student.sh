@@ -12,7 +12,7 @@
 #      of the network trained, its head held
 #   5. head: the head fitted again by ridge on the trained network's features (the probe)
 #   6. evaluate on the 600 validation photos and ladders on the 20 photos
-# --set goes to step 4 (scripts/biq2021_student_ablation.sh turns signals off).
+# --set goes to steps 4 and 5 (scripts/biq2021_student_ablation.sh turns signals off).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$ROOT"
@@ -49,7 +49,7 @@ step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
 # network moves features whose spread is tiny far more than that spread
 step head rankiqa finetune --config "$CONFIG" --init "$RUN/train" --train-dir "$RUN/finetune" \
   --set 'init.exclude_scopes=[efficientnet_lite2/logits]' --set finetune.probe=true \
-  --set train.max_steps=0
+  --set train.max_steps=0 "$@"
 step evaluate rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
 step ladders rankiqa ladders "$BASE/ladder_photos.txt" --model "$RUN/finetune" \
   --output-dir "$RUN/ladders"

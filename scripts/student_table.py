@@ -18,7 +18,8 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
         ("ablation/mos", "MOS only"),
         ("ablation/mos_teacher", "MOS + teacher"),
         ("ablation/mos_rank", "MOS + ranking"),
-        ("ablation/all", "all three (the recipe)"))
+        ("ablation/all", "all three"),
+        ("ablation/all_weighted", "all three, teacher weight 4, ranking weight 0.1"))
 
 
 def row(run, folder, what):
