@@ -88,16 +88,9 @@ def pyramid_crops(image, crop, crops, max_pixels=None):
     at geometrically spaced scales between. Fine detail (noise, blur, compression) shows at full
     resolution, composition and exposure in the whole picture; photos keep their subject near
     the centre, where off-centre crops often hold intentionally blurred background."""
-    image = ensure_min_side(image, crop, max_pixels)
-    h, w = image.shape[:2]
-    views = []
-    for scale in np.geomspace(1.0, crop / min(h, w), crops) if crops > 1 else [1.0]:
-        size = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
-        scaled = image if size == (w, h) else np.asarray(
-            Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
-        (y, x), = crop_corners(scaled.shape[0], scaled.shape[1], crop, 1)  # the centre
-        views.append(scaled[y:y + crop, x:x + crop])
-    return np.stack(views)
+    image = ensure_min_side(image, crop, max_pixels)  # once, not per view
+    return np.stack([placed_view(image, crop, k / (crops - 1) if crops > 1 else 0.0)
+                     for k in range(crops)])
 
 
 def placed_view(image, crop, scale, y=0.5, x=0.5, flip=False, max_pixels=None):
@@ -106,7 +99,8 @@ def placed_view(image, crop, scale, y=0.5, x=0.5, flip=False, max_pixels=None):
     `scale` in [0, 1] says how far the image is shrunk, from native resolution (0) to its
     shorter side at `crop` (1, the whole picture), geometrically between; `y`, `x` in [0, 1]
     where the crop sits (0.5, 0.5: the centre, as `pyramid_crops` places it); `flip` mirrors
-    it left to right. ``pyramid`` view k of n is ``scale = k / (n - 1)`` at the centre."""
+    it left to right. ``pyramid`` view k of n is ``scale = k / (n - 1)`` at the centre
+    (`pyramid_crops`)."""
     image = ensure_min_side(image, crop, max_pixels)
     h, w = image.shape[:2]
     factor = (crop / min(h, w)) ** scale

@@ -101,7 +101,8 @@ def teacher_dataset(paths, specs, scores, crop_size, batch_size, seed=0, determi
     decoded photo (`rankiqa.preprocess.placed_view`), the very pixels the teacher saw."""
     def place(path, spec):
         view = tf.numpy_function(
-            lambda p, s: views.spec_view(p.decode("utf-8", "surrogateescape"), s, crop_size),
+            lambda p, s: views.spec_views(p.decode("utf-8", "surrogateescape"), [s],
+                                          crop_size)[0],
             [path, spec], tf.uint8, stateful=False)
         view.set_shape([crop_size, crop_size, 3])
         return view

@@ -338,17 +338,19 @@ def image_crops(image, crop, crops, mode="grid", seed=0):
 crop_corners = preprocess.crop_corners
 
 
-def spec_view(path, spec, crop):
-    """The ``[crop, crop, 3]`` uint8 view of the photo at `path` by a view spec ``(scale, y, x,
-    flip)`` (`rankiqa.preprocess.placed_view`), decoded as every command decodes.
+def spec_views(path, specs, crop):
+    """``[len(specs), crop, crop, 3]`` uint8: the photo at `path`, decoded once as every
+    command decodes, viewed by each view spec ``(scale, y, x, flip)``
+    (`rankiqa.preprocess.placed_view`).
 
     Raises:
       BadImageError: the photo cannot be read, or its upscale would be over `MAX_PIXELS`.
     """
-    scale, y, x, flip = (float(v) for v in spec)
+    image = load_image(path)
     try:
-        return preprocess.placed_view(load_image(path), crop, scale, y, x, flip >= 0.5,
-                                      MAX_PIXELS)
+        return np.stack([preprocess.placed_view(image, crop, *map(float, spec[:3]),
+                                                float(spec[3]) >= 0.5, MAX_PIXELS)
+                         for spec in specs])
     except preprocess.TooLarge as e:
         raise BadImageError(f"{path}: {e}") from None
 

@@ -87,8 +87,8 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     # pass (one batch-norm batch; each signal weighted by its config key)
     def loss(network_fn, batch):
         images, targets = batch["images"], batch["targets"]
-        parts_ = [images] + [batch[k] for k in ("teacher_images", "rank_images") if k in batch]
-        scores, _ = network_fn(network_fn.preprocess(tf.concat(parts_, axis=0)),
+        inputs = [images] + [batch[k] for k in ("teacher_images", "rank_images") if k in batch]
+        scores, _ = network_fn(network_fn.preprocess(tf.concat(inputs, axis=0)),
                                is_training=not transfer.frozen_batch_norm)
         at = tf.shape(targets)[0]
         regression_loss = loss_fn(scores[:at], targets)
@@ -162,8 +162,10 @@ def load_teacher(table, parts, log):
         raise InputError(f"{table}: {len(leaked)} of its photos are in the validation or test "
                          f"part (e.g. {leaked[0]}); teach on this config's training part")
     # a teacher's photo that cannot be read is refused now, not at the step that draws it
-    views_lib.refuse_or_skip(views_lib.check_images(sorted(set(paths)), table), False,
-                             "teacher", log)
+    # (the labelled ones load_parts has just checked)
+    checked = {os.path.realpath(it.path) for it in parts["all"]}
+    unchecked = sorted({p for p in paths if os.path.realpath(p) not in checked})
+    views_lib.refuse_or_skip(views_lib.check_images(unchecked, table), False, "teacher", log)
     log(f"third signal: the teacher's scores of {len(paths)} views of "
         f"{len(set(paths))} photos ({table})")
     return {"paths": paths, "specs": specs, "scores": scores}

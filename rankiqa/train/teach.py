@@ -48,11 +48,6 @@ def view_specs(own, extra, seed, index):
     return specs
 
 
-def place_views(path, specs, crop):
-    """``[len(specs), crop, crop, 3]`` uint8: the photo at `path` viewed by each spec."""
-    return np.stack([views_lib.spec_view(path, spec, crop) for spec in specs])
-
-
 def training_photos(data_cfg, exclude_files=()):
     """The training part of `data_cfg`'s split (`rankiqa.data.mos.load_splits`) minus every
     photo an `exclude_files` list names (one path per line, as ladders take them)."""
@@ -60,10 +55,8 @@ def training_photos(data_cfg, exclude_files=()):
     excluded = set()
     for name in exclude_files:
         excluded |= {os.path.realpath(p) for p in views_lib.read_path_list(name)}
-    held_out = {os.path.realpath(it.path) for it in parts["val"] + parts["test"]}
+    # the split itself refuses a photo in both the training and a held-out part
     photos = [it for it in parts["train"] if os.path.realpath(it.path) not in excluded]
-    if any(os.path.realpath(it.path) in held_out for it in photos):  # the split guards this too
-        raise InputError("a validation or test photo is in the training part")
     if not photos:
         raise InputError("no training photo is left to teach on")
     return photos
@@ -146,7 +139,7 @@ def _features(scorer, photos, specs, crop, output_dir, log):
     with concurrent.futures.ThreadPoolExecutor(scoring.DECODE_THREADS) as pool:
         for start in todo:
             chunk = range(start, min(start + SHARD_PHOTOS, len(photos)))
-            crops = list(pool.map(lambda k: place_views(photos[k].path, specs[k], crop), chunk))
+            crops = list(pool.map(lambda k: views_lib.spec_views(photos[k].path, specs[k], crop), chunk))
             per_photo = len(specs[chunk[0]])
             values = scorer.run(scorer.features, np.concatenate(crops).astype(np.float32))
             shard = values.reshape(len(chunk), per_photo, -1)
