@@ -6,7 +6,9 @@
 # Rows (default: all five, in this order): mos, mos_teacher, mos_rank, all (each signal at
 # weight 1); all_weighted: all three with the teacher weighted 4 and the ranking hinge 0.1, the
 # recipe's config (the candidate the first four pointed to: the teacher's loss is ~5x smaller
-# than the MOS loss, the hinge at 1 cost SROCC).
+# than the MOS loss, the hinge at 1 cost SROCC); whole: all_weighted with the whole network
+# trained (stem, blocks 0-20, head conv; the quality head held as in every row), not run by
+# default.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="${1:-runs/biq2021_student}"
@@ -22,7 +24,13 @@ for row in "${ROWS[@]}"; do
     mos_rank) off=(--set "$NO_TEACHER" --set finetune.rank_weight=1) ;;
     all) off=(--set finetune.teacher_weight=1 --set finetune.rank_weight=1) ;;
     all_weighted) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
-    *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted" >&2
+    whole)
+      scopes="efficientnet_lite2/stem,efficientnet_lite2/head"
+      for b in $(seq 0 20); do scopes+=",efficientnet_lite2/block_$b"; done
+      off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
+           --set "finetune.trainable_scopes=[$scopes]") ;;
+    *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted," \
+            "whole" >&2
        exit 2 ;;
   esac
   [[ -f "$RUN/ablation/$row/eval/summary.json" ]] || \

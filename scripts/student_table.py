@@ -19,7 +19,8 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
         ("ablation/mos_teacher", "MOS + teacher"),
         ("ablation/mos_rank", "MOS + ranking"),
         ("ablation/all", "all three"),
-        ("ablation/all_weighted", "all three, teacher weight 4, ranking weight 0.1"))
+        ("ablation/all_weighted", "all three, teacher weight 4, ranking weight 0.1"),
+        ("ablation/whole", "the same, the whole network trained"))
 
 
 def row(run, folder, what):

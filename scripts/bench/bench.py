@@ -15,6 +15,8 @@
                                          # predict img/s, peak RSS (one process per backbone)
     python scripts/bench/bench.py p10    # the default model: ONNX Runtime / TensorFlow, auto
     python scripts/bench/bench.py p11    # predict's whole path on 200 photos / the bare network
+    python scripts/bench/bench.py p12    # built-in models side by side: photos/s, peak RSS,
+                                         # each engine (the ranked student / the default)
 
 Sample data (the photos scikit-image ships and ranking data made from them) is written once under
 --work-dir (default runs/bench) and reused.
@@ -616,6 +618,68 @@ def p11(args):
               f"decoding alone {out[engine + '_decode_photos_s']:.1f} photos/s on one thread")
 
 
+def p12(args):
+    """Built-in models side by side (--models, comma-separated): photos/s of
+    `rankiqa.load_model(NAME, engine=ENGINE).score` on --count of the shared BIQ2021 JPEGs (or
+    --photos) for each engine (tensorflow, onnx, auto: what predict uses), each model and
+    engine in a process of its own so that each peak RSS is its own; --repeats rounds, the
+    models taking turns within each, so that drift on a shared machine hits every one alike.
+    ONNX conversions and auto's choice are made once beforehand (a first load converts and
+    measures, and peaks higher) in a cache under --work-dir."""
+    from rankiqa import models, scoring
+
+    names = args.models.split(",")
+    for name in names:
+        models.get(name)
+    env = {**os.environ, scoring.ONNX_CACHE_ENV: tempfile.mkdtemp(dir=args.work_dir)}
+    one = [sys.executable, __file__, "p12-one", "--count", str(args.count)]
+    one += ["--photos", args.photos] if args.photos else []
+
+    def child(name, engine):
+        done = subprocess.run(one + ["--models", name, "--engine", engine], env=env, check=True,
+                              stdout=subprocess.PIPE, text=True)
+        return json.loads(done.stdout.splitlines()[-1])
+
+    for name in names:
+        child(name, "auto")  # converts, measures both engines once, caches the choice
+    runs = {(name, engine): [] for engine in ("tensorflow", "onnx", "auto") for name in names}
+    for _ in range(args.repeats):
+        for key in runs:
+            runs[key].append(child(*key))
+    out = {"id": "P12", "photos": runs[next(iter(runs))][0]["photos"], "repeats": args.repeats,
+           "tf": tf.__version__, "models": {}}
+    for (name, engine), rs in runs.items():
+        out["models"].setdefault(name, {})[engine] = {
+            "photos_s": statistics.median(r["photos_s"] for r in rs),
+            "peak_rss_gb": max(r["peak_rss_gb"] for r in rs)}
+    shutil.rmtree(env[scoring.ONNX_CACHE_ENV])
+    print(json.dumps(out))
+    first = out["models"][names[0]]
+    for name in names:
+        for engine, r in out["models"][name].items():
+            print(f"P12 {name}, {engine}: {r['photos_s']:.1f} photos/s "
+                  f"({r['photos_s'] / first[engine]['photos_s']:.2f} of {names[0]}'s), peak RSS "
+                  f"{r['peak_rss_gb']:.2f} GB ({r['peak_rss_gb'] / first[engine]['peak_rss_gb']:.2f}"
+                  f"), {out['photos']} photos, median of {args.repeats}")
+
+
+def p12_one(args):
+    """One model, one engine (a child of p12): its photos/s and this process's peak RSS."""
+    import rankiqa
+
+    folder = args.photos or SHARED_PHOTOS
+    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                   if n.lower().endswith((".jpg", ".jpeg", ".png")))[:args.count]
+    with rankiqa.load_model(args.models, engine=args.engine) as model:
+        model.score(paths[:8])  # warm up
+        start = time.perf_counter()
+        model.score(paths)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"model": args.models, "engine": args.engine, "photos": len(paths),
+                      "photos_s": len(paths) / seconds,
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -629,10 +693,11 @@ def main():
                            batch=16, repeats=5, warmup=1),
                 "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2),
                 "p10": dict(batch=16, repeats=5, warmup=2),
-                "p11": dict(batch=64, repeats=3, warmup=0)}
+                "p11": dict(batch=64, repeats=3, warmup=0),
+                "p12": dict(count=64, repeats=3), "p12-one": dict(count=64)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
                      ("cores", cores), ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10),
-                     ("p11", p11)):
+                     ("p11", p11), ("p12", p12), ("p12-one", p12_one)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
@@ -646,9 +711,14 @@ def main():
         p.add_argument("--equal-batch", action="store_true")
         p.add_argument("--no-cache", action="store_true", help="p2: decode every step")
         p.add_argument("--seconds", type=float, default=5.0, help="cores: length of each run")
-        p.add_argument("--count", type=int, default=200, help="p11: photos")
-        p.add_argument("--photos", help="p3, p11: a folder of photos [default: p3 the sample "
-                                        "photos, p11 the shared BIQ2021 training images]")
+        p.add_argument("--count", type=int, default=200, help="p11, p12: photos")
+        p.add_argument("--models", default="biq2021-efficientnet-lite2,"
+                                            "biq2021-efficientnet-lite2-ranked",
+                       help="p12: built-in models, the first the reference")
+        p.add_argument("--engine", default="tensorflow", help="p12-one")
+        p.add_argument("--photos", help="p3, p11, p12: a folder of photos [default: p3 the "
+                                        "sample photos, p11 and p12 the shared BIQ2021 "
+                                        "training images]")
         p.set_defaults(fn=fn, **defaults[name])
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
