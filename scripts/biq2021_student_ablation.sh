@@ -3,32 +3,31 @@
 # scripts/biq2021_student.sh with each signal on or off, on one teacher and one rank data
 # (RUN_DIR/teach, RUN_DIR/rank_data), then the table of every row.
 #   bash scripts/biq2021_student_ablation.sh [RUN_DIR] [ROW ...]
-# Rows (default: all five, in this order): mos, mos_teacher, mos_rank, all (each signal at
-# weight 1); all_weighted: all three with the teacher weighted 4 and the ranking hinge 0.1, the
-# recipe's config (the candidate the first four pointed to: the teacher's loss is ~5x smaller
-# than the MOS loss, the hinge at 1 cost SROCC); whole: all_weighted with the whole network
-# trained (stem, blocks 0-20, head conv; the quality head held as in every row), not run by
-# default.
+# Rows (default: all six, in this order), the top two stages trained (blocks 15-20 and the
+# head conv): mos, mos_teacher, mos_rank, all (each signal at weight 1); all_weighted: all three
+# with the teacher weighted 4 and the ranking hinge 0.1 (the candidate the first four pointed
+# to: the teacher's loss is ~5x smaller than the MOS loss, the hinge at 1 cost SROCC); whole:
+# all_weighted with the whole network trained, the recipe's config. The quality head is held
+# in every row.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="${1:-runs/biq2021_student}"
 shift || true
 ROWS=("$@")
-[[ ${#ROWS[@]} -gt 0 ]] || ROWS=(mos mos_teacher mos_rank all all_weighted)
+[[ ${#ROWS[@]} -gt 0 ]] || ROWS=(mos mos_teacher mos_rank all all_weighted whole)
 NO_TEACHER='finetune.teacher_table=""'
 NO_RANK='finetune.rank_list=""'
+TOP="finetune.trainable_scopes=[efficientnet_lite2/head"
+for b in $(seq 15 20); do TOP+=",efficientnet_lite2/block_$b"; done
+TOP+="]"
 for row in "${ROWS[@]}"; do
   case "$row" in
-    mos) off=(--set "$NO_TEACHER" --set "$NO_RANK") ;;
-    mos_teacher) off=(--set "$NO_RANK" --set finetune.teacher_weight=1) ;;
-    mos_rank) off=(--set "$NO_TEACHER" --set finetune.rank_weight=1) ;;
-    all) off=(--set finetune.teacher_weight=1 --set finetune.rank_weight=1) ;;
-    all_weighted) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
-    whole)
-      scopes="efficientnet_lite2/stem,efficientnet_lite2/head"
-      for b in $(seq 0 20); do scopes+=",efficientnet_lite2/block_$b"; done
-      off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-           --set "finetune.trainable_scopes=[$scopes]") ;;
+    mos) off=(--set "$TOP" --set "$NO_TEACHER" --set "$NO_RANK") ;;
+    mos_teacher) off=(--set "$TOP" --set "$NO_RANK" --set finetune.teacher_weight=1) ;;
+    mos_rank) off=(--set "$TOP" --set "$NO_TEACHER" --set finetune.rank_weight=1) ;;
+    all) off=(--set "$TOP" --set finetune.teacher_weight=1 --set finetune.rank_weight=1) ;;
+    all_weighted) off=(--set "$TOP" --set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
+    whole) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
     *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted," \
             "whole" >&2
        exit 2 ;;

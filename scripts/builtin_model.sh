@@ -13,6 +13,11 @@
 #         biq2021-efficientnet-dinov2: EfficientNet-Lite2 + DINOv2 ViT-S/14 under one head, the
 #           combined recipe's final model (scripts/biq2021_combined.sh: the ranking-aware probe
 #           on its rank data; the script also evaluates it and measures its ladders).
+#         biq2021-efficientnet-lite2-ranked: the default model's network and views, the whole
+#           network trained from MOS, the combined model's scores and the ranking hinge
+#           (scripts/biq2021_student.sh, ~1 h alone; TEACH_DIR reuses a teacher and rank data);
+#           it ships whole as its difference from the wheel's weights in float16, checked here
+#           to score the 600 validation photos within 1e-3 of float32.
 # It prints the head's digest; copy the head beside rankiqa/models/__init__.py to ship it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
@@ -30,20 +35,64 @@ case "$NAME" in
     HEAD=vgg_16/logits ;;
   biq2021-efficientnet-dinov2)
     HEAD=efficientnet_vit/logits ;;
+  biq2021-efficientnet-lite2-ranked)
+    HEAD="" ;;  # the whole network, stored below
   *) echo "error: unknown built-in model $NAME (biq2021-efficientnet-lite2, biq2021-hed-vgg16," \
-          "biq2021-efficientnet-dinov2)" >&2
+          "biq2021-efficientnet-dinov2, biq2021-efficientnet-lite2-ranked)" >&2
      exit 2 ;;
 esac
 if [[ "$NAME" == biq2021-efficientnet-dinov2 ]]; then
   # its probe needs the recipe's rank data; the recipe's final model is the probe
   bash scripts/biq2021_combined.sh "$RUN"
   MODEL="$RUN/finetune"
+elif [[ "$NAME" == biq2021-efficientnet-lite2-ranked ]]; then
+  bash scripts/biq2021_student.sh "$RUN"
+  MODEL="$RUN/finetune"
 else
   rankiqa finetune "${ARGS[@]}" --train-dir "$RUN/probe" \
     --set data.label_file="$SHARED/biq2021-train/mos.csv" --set train.max_steps=0
   MODEL="$RUN/probe"
 fi
-rankiqa export-npy --model "$MODEL" --include "$HEAD" --output "$RUN/head.npz" --force
+if [[ "$NAME" == biq2021-efficientnet-lite2-ranked ]]; then
+  # the whole network trained: each array the wheel holds stored as its difference from the
+  # wheel's in float16 (half the bytes; float16 of the values themselves moved the scores by
+  # 2e-3), the head as values (models.BuiltinModel.stored_as_difference); checked against
+  # float32 on the validation photos
+  rankiqa export-npy --model "$MODEL" --output "$RUN/float32.npz" --force
+  python - "$RUN" <<'PY'
+import sys
+import numpy as np
+from rankiqa import pretrained
+run = sys.argv[1]
+wheel = pretrained.get_pretrained_arrays("efficientnet-lite2", "efficientnet_lite2")
+with np.load(f"{run}/float32.npz") as data:
+    arrays = {name: data[name] for name in data.files}
+stored = {n: (a - wheel[n]).astype(np.float16) if n in wheel else a for n, a in arrays.items()}
+np.savez(f"{run}/head.npz", **stored)
+np.savez(f"{run}/float16.npz", **{n: wheel[n] + s if n in wheel else s for n, s in stored.items()})
+PY
+  python scripts/biq2021_references.py "$SHARED" "$RUN/val_photos.txt" \
+    --config configs/finetune_biq2021_student.yaml --count 600 --part val --no-kodak
+  mapfile -t VAL < "$RUN/val_photos.txt"
+  for precision in float32 float16; do
+    rankiqa predict "${VAL[@]}" --model "$RUN/$precision.npz" --net efficientnet_lite2 \
+      --crops 2 --crop-mode pyramid --crop-size 224 --engine tensorflow \
+      --output "$RUN/val_$precision.csv" --force
+  done
+  python - "$RUN" <<'PY'
+import csv
+import sys
+run = sys.argv[1]
+a, b = ([float(r["score"]) for r in csv.DictReader(open(f"{run}/val_{p}.csv"))]
+        for p in ("float32", "float16"))
+diff = max(abs(x - y) for x, y in zip(a, b))
+print(f"float16 weights: {len(a)} validation photos within {diff:.2g} of float32")
+if len(a) != 600 or diff > 1e-3:
+    sys.exit("error: float16 storage moves the scores by more than 1e-3")
+PY
+else
+  rankiqa export-npy --model "$MODEL" --include "$HEAD" --output "$RUN/head.npz" --force
+fi
 python - "$RUN/head.npz" <<'PY'
 import sys
 import numpy as np

