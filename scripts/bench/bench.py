@@ -578,6 +578,13 @@ SHARED_PHOTOS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "share
                              "biq2021-train", "images")
 
 
+def photo_paths(args):
+    """The first --count photos of --photos, else of the shared BIQ2021 training images."""
+    folder = args.photos or SHARED_PHOTOS
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if n.lower().endswith((".jpg", ".jpeg", ".png")))[:args.count]
+
+
 def p11(args):
     """`rankiqa predict`'s scoring path on real photos (--count of the shared BIQ2021 JPEGs,
     512², or --photos): photos/s through `Scorer.iter_scores` (decode, views and the network,
@@ -587,9 +594,7 @@ def p11(args):
     from rankiqa import models, scoring
     from rankiqa.data import views as views_lib
 
-    folder = args.photos or SHARED_PHOTOS
-    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                   if n.lower().endswith((".jpg", ".jpeg", ".png")))[:args.count]
+    paths = photo_paths(args)
     out = {"id": "P11", "model": models.DEFAULT, "photos": len(paths), "batch": args.batch,
            "decode_threads": scoring.DECODE_THREADS, "tf": tf.__version__}
     for engine in ("tensorflow", "onnx"):
@@ -667,9 +672,7 @@ def p12_one(args):
     """One model, one engine (a child of p12): its photos/s and this process's peak RSS."""
     import rankiqa
 
-    folder = args.photos or SHARED_PHOTOS
-    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                   if n.lower().endswith((".jpg", ".jpeg", ".png")))[:args.count]
+    paths = photo_paths(args)
     with rankiqa.load_model(args.models, engine=args.engine) as model:
         model.score(paths[:8])  # warm up
         start = time.perf_counter()
