@@ -62,14 +62,14 @@ if [[ "$NAME" == biq2021-efficientnet-lite2-ranked ]]; then
   python - "$RUN" <<'PY'
 import sys
 import numpy as np
-from rankiqa import pretrained
+from rankiqa import models, pretrained
 run = sys.argv[1]
 wheel = pretrained.get_pretrained_arrays("efficientnet-lite2", "efficientnet_lite2")
 with np.load(f"{run}/float32.npz") as data:
     arrays = {name: data[name] for name in data.files}
-stored = {n: (a - wheel[n]).astype(np.float16) if n in wheel else a for n, a in arrays.items()}
+stored = models.to_differences(arrays, wheel)
 np.savez(f"{run}/head.npz", **stored)
-np.savez(f"{run}/float16.npz", **{n: wheel[n] + s if n in wheel else s for n, s in stored.items()})
+np.savez(f"{run}/float16.npz", **models.from_differences(stored, wheel))
 PY
   python scripts/biq2021_references.py "$SHARED" "$RUN/val_photos.txt" \
     --config configs/finetune_biq2021_student.yaml --count 600 --part val --no-kodak

@@ -78,8 +78,7 @@ class BuiltinModel:
         wheel = pretrained.get_pretrained_arrays(self.backbone, self.net)
         trained = self.head_arrays()
         if self.stored_as_difference:
-            trained = {name: wheel[name] + value if name in wheel else value
-                       for name, value in trained.items()}
+            trained = from_differences(trained, wheel)
         return {**wheel, **trained}
 
     def table_row(self):
@@ -106,6 +105,19 @@ def arrays_digest(arrays):
     for name in sorted(arrays):
         digest.update(name.encode() + np.asarray(arrays[name]).astype("<f4").tobytes())
     return digest.hexdigest()
+
+
+def to_differences(arrays, wheel):
+    """`BuiltinModel.stored_as_difference`'s file: each array `wheel` holds as its difference
+    from the wheel's in float16, the rest as they are."""
+    return {name: (value - wheel[name]).astype(np.float16) if name in wheel else value
+            for name, value in arrays.items()}
+
+
+def from_differences(stored, wheel):
+    """The arrays `to_differences` stored, in float32."""
+    return {name: wheel[name] + value if name in wheel else value
+            for name, value in stored.items()}
 
 
 BIQ2021_SCALE = "BIQ2021 MOS in [0, 1], higher is better"
