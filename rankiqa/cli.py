@@ -447,25 +447,31 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
               help="The heads' ridge penalty, e.g. the one the teacher's own probe chose "
                    "(probe.json) [default: each fold's chosen from finetune.probe_alphas by "
                    "cross-validation, minutes per fold for thousands of features].")
+@click.option("--rank-list", type=click.Path(exists=True, dir_okay=False),
+              help="Rank data (make-rank-data's rank_list.csv) made from training photos: its "
+                   "every image is scored too, on the teacher's own views, by the head of its "
+                   "reference photo's fold.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**31 - 1), default=0, show_default=True,
               help="The folds' and the random views' draw.")
 @device_option
 @handle_errors
 def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_files, folds, alpha,
-              seed, device):
+              rank_list, seed, device):
     """Teacher targets for a student: a model's scores for many views of the training photos.
 
     The training part of the config's split (never a validation photo) is viewed the
     teacher's own way plus --extra-views random ways; each photo's views are scored by a head
-    fitted on the teacher's features without that photo. Writes OUTPUT_DIR/teacher.csv (path,
-    view, scale, y, x, flip, score, fold), which finetune.teacher_table reads."""
+    fitted on the teacher's features without that photo (with --rank-list, the rank data's
+    distorted copies too). Writes OUTPUT_DIR/teacher.csv (path, view, scale, y, x, flip,
+    score, fold), which finetune.teacher_table reads."""
     cfg = load_config(config_lib.FinetuneConfig, config_path, overrides)
     checks.model(model)
     from rankiqa.train import teach
 
     teach.teach(cfg.data, output_dir, model=model, extra_views=extra_views,
                 exclude_files=exclude_files, folds=folds, seed=seed,
-                alphas=(alpha,) if alpha else cfg.finetune.probe_alphas, device=device, log=log)
+                alphas=(alpha,) if alpha else cfg.finetune.probe_alphas, rank_list=rank_list,
+                device=device, log=log)
 
 
 @main.command("finetune")

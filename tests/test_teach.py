@@ -1,6 +1,7 @@
 """`rankiqa teach` (teacher targets, cross-fitted) and the student's third signal."""
 
 import csv
+import dataclasses
 import os
 
 import numpy as np
@@ -43,14 +44,14 @@ def test_cross_fitting_scores_each_photo_by_a_head_that_never_saw_it(rng, alphas
     photos, views, d = 40, 4, 6
     features = rng.normal(size=(photos, views, d))
     targets = features[:, :2].mean(axis=1) @ rng.normal(size=d) + 0.1 * rng.normal(size=photos)
-    scores, fold, report = teach.cross_fit(features, targets, own=2, folds=4, seed=0,
+    scores, fold, report, _ = teach.cross_fit(features, targets, own=2, folds=4, seed=0,
                                            alphas=alphas)
     assert scores.shape == (photos, views) and sorted(set(fold)) == [0, 1, 2, 3]
     assert report["oof_srocc"] > 0.8  # the features do predict the targets
     assert len(report["alphas"]) == 4 and set(report["alphas"]) <= set(alphas)
     moved = targets.copy()
     moved[0] += 100.0  # photo 0's own label: its own scores must not move, the others' do
-    again, _, _ = teach.cross_fit(features, moved, own=2, folds=4, seed=0, alphas=alphas)
+    again, _, _, _ = teach.cross_fit(features, moved, own=2, folds=4, seed=0, alphas=alphas)
     np.testing.assert_allclose(again[0], scores[0], rtol=1e-9, atol=1e-9)
     assert not np.allclose(again[fold != fold[0]], scores[fold != fold[0]])
     np.testing.assert_allclose(again[fold == fold[0]], scores[fold == fold[0]], atol=1e-9)
@@ -185,3 +186,95 @@ def test_the_student_learns_from_the_teacher_and_not_from_validation_photos(
         finetune.train(finetune_config(label_file, stage_one, **{
             "finetune.teacher_table": str(leaked)}), str(tmp_path / "leak"), device="cpu",
             log=lambda line: None)
+
+
+def rank_data_of(references, out):
+    """Rank data (blur and noise, 5 levels) of the photos `references` lists."""
+    from rankiqa.data.generate import make_rank_data
+
+    listed = out.parent / f"{out.name}_references.txt"
+    listed.write_text("\n".join(references) + "\n")
+    return make_rank_data(str(listed), str(out), families=("gblur", "wn"), seed=0)["rank_list"]
+
+
+def test_rank_images_are_scored_by_the_head_of_their_reference_photos_fold(
+        finetuned, label_file, photo_dir, tmp_path):
+    from rankiqa.data import generate, lists, mos
+    from rankiqa.train import teach
+
+    cfg = finetune_config(label_file)
+    train = [it.path for it in mos.load_splits(cfg.data)["train"]]
+    outside = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])  # a Kodak-like photo
+    rank_list = rank_data_of([train[0], train[1], outside], tmp_path / "rank")
+    out = tmp_path / "t"
+    report = teach.teach(cfg.data, str(out), model=finetuned, extra_views=1, folds=2,
+                         rank_list=rank_list, device="cpu", log=lambda line: None)
+    rows = read_rows(out / "teacher.csv")
+    groups = lists.read_rank_list(rank_list)
+    images = {p for g in groups for p in g.paths}
+    rank_rows = [r for r in rows if r["path"] in images]
+    assert len(images) == 3 * (1 + 2 * 5) == report["rank"]["images"]
+    assert len(rank_rows) == 3 * len(images)  # the teacher's own 3 views, no random ones
+    assert len(rows) == report["rows"] == len(train) * 4 + len(rank_rows)
+    assert {r["scale"] for r in rank_rows} == {"0.0", "0.5", "1.0"}
+    assert set(report["rank"]["families"]) == {"gblur", "wn"}
+    assert 0 <= report["rank"]["pair_accuracy"] <= 1
+    photo_fold = {r["path"]: r["fold"] for r in rows if r["path"] in train}
+    sources = generate.reference_sources(rank_list)
+    copies = {p for g in groups if sources[g.reference] == os.path.realpath(train[0])
+              for p in g.paths}
+    assert len(copies) == 11 and {r["fold"] for r in rank_rows if r["path"] in copies} == {
+        photo_fold[train[0]]}
+
+    # the reference photo's own label moved: its distorted copies' scores must not move (their
+    # head never saw it), the other fold's images' do
+    items = mos.read_dataset("csv", label_file)
+    moved = tmp_path / "moved.csv"
+    mos.write_generic_csv(str(moved), [
+        dataclasses.replace(it, score=1.0 - it.score) if it.path == train[0] else it
+        for it in items])
+    teach.teach(finetune_config(str(moved)).data, str(out), model=finetuned, extra_views=1,
+                folds=2, rank_list=rank_list, device="cpu", log=lambda line: None)
+    again = {(r["path"], r["view"]): r for r in read_rows(out / "teacher.csv")}
+    for r in rank_rows:
+        after = again[(r["path"], r["view"])]
+        if r["path"] in copies:
+            assert after["score"] == r["score"]
+    assert any(again[(r["path"], r["view"])]["score"] != r["score"] for r in rank_rows
+               if r["fold"] != photo_fold[train[0]])
+
+
+def test_rank_data_of_a_held_out_photo_is_refused(finetuned, label_file, tmp_path):
+    from rankiqa.data import mos
+    from rankiqa.train import teach
+
+    cfg = finetune_config(label_file)
+    parts = mos.load_splits(cfg.data)
+    rank_list = rank_data_of([parts["train"][0].path, parts["val"][0].path], tmp_path / "rank")
+    with pytest.raises(InputError, match="validation, test or excluded photo"):
+        teach.teach(cfg.data, str(tmp_path / "t"), model=finetuned, extra_views=0, folds=2,
+                    rank_list=rank_list, device="cpu", log=lambda line: None)
+    assert not (tmp_path / "t").exists()  # refused before any feature was computed
+
+
+def test_rank_references_are_found_again_from_an_older_manifest(photo_dir, tmp_path):
+    import json
+
+    from rankiqa.data import generate
+
+    photos = [os.path.join(photo_dir, p) for p in sorted(os.listdir(photo_dir))[:2]]
+    rank_list = rank_data_of(photos, tmp_path / "rank")
+    sources = generate.reference_sources(rank_list)
+    assert sorted(sources.values()) == sorted(os.path.realpath(p) for p in photos)
+    manifest = tmp_path / "rank" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["sources"]  # rank data made before manifests listed their sources
+    manifest.write_text(json.dumps(data))
+    assert generate.reference_sources(rank_list) == sources
+    data["source"] = str(tmp_path / "gone.txt")
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="source list cannot be read again"):
+        generate.reference_sources(rank_list)
+    manifest.unlink()
+    with pytest.raises(InputError, match="no manifest.json"):
+        generate.reference_sources(rank_list)

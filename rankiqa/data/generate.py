@@ -117,6 +117,31 @@ def _collect(jobs, results, skip_bad, progress):
     return rows, bad, skipped_families
 
 
+def reference_sources(rank_list):
+    """``{reference name: real path of its source photo}`` of the rank data `rank_list`
+    belongs to, from its manifest.json (the names `make_rank_data` gave its sources).
+
+    Raises:
+      InputError: no manifest beside the list, or its source list is gone or changed.
+    """
+    folder = os.path.dirname(os.path.abspath(rank_list))
+    path = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{rank_list}: no manifest.json beside it names its references' source "
+                         "photos (make-rank-data writes one)")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if "sources" in manifest:
+        return {name: os.path.realpath(p) for name, p in manifest["sources"].items()}
+    # rank data made before the manifest listed its sources: the names again from the source
+    try:
+        paths, _ = find_inputs(manifest["source"])
+    except (KeyError, FileNotFoundError) as e:
+        raise InputError(f"{path}: its source list cannot be read again ({e}); the references' "
+                         "photos are unknown") from None
+    return {name: os.path.realpath(p) for name, p in zip(_reference_names(paths), paths)}
+
+
 def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, seed=0, workers=1,
                    max_side=0, skip_bad=False, force=False, progress=None):
     """Generates ranking data from the photos in `src_dir` into `out_dir`.
@@ -167,11 +192,15 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         if not rows:
             raise BadImageError(f"SRC_DIR {src_dir}: no usable reference image")
         lists.write_rank_list(os.path.join(partial, lists.RANK_LIST_NAME), rows)
+        used = {r[0] for r in rows}
         summary = {
             "source": os.path.abspath(src_dir), "seed": seed, "families": list(families),
-            "max_side": max_side, "references": len({r[0] for r in rows}),
+            "max_side": max_side, "references": len(used),
             "groups": len({(r[0], r[1]) for r in rows}), "images": len({r[3] for r in rows}),
             "skipped_files": bad, "skipped_families": skipped_families,
+            # which photo each reference is (`reference_sources`): a teacher must not score a
+            # distorted copy of a photo with a head fitted on that photo
+            "sources": {n: os.path.abspath(p) for p, n in zip(paths, names) if n in used},
         }
         with open(os.path.join(partial, "manifest.json"), "w") as f:
             json.dump(summary, f, indent=2)
