@@ -207,9 +207,16 @@ def test_rank_images_are_scored_by_the_head_of_their_reference_photos_fold(
     outside = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])  # a Kodak-like photo
     rank_list = rank_data_of([train[0], train[1], outside], tmp_path / "rank")
     out = tmp_path / "t"
+    teach.teach(cfg.data, str(out), model=finetuned, extra_views=1, folds=2, device="cpu",
+                log=lambda line: None)
+    photo_rows = read_rows(out / "teacher.csv")
+    lines = []  # a rank list added to a finished folder: only the rank images' features are new
     report = teach.teach(cfg.data, str(out), model=finetuned, extra_views=1, folds=2,
-                         rank_list=rank_list, device="cpu", log=lambda line: None)
+                         rank_list=rank_list, device="cpu", log=lines.append)
+    assert any("resuming: 1 of 1 feature shards of photos done" in line for line in lines)
+    assert any("features of rank images 33/33" in line for line in lines)
     rows = read_rows(out / "teacher.csv")
+    assert rows[:len(photo_rows)] == photo_rows
     groups = lists.read_rank_list(rank_list)
     images = {p for g in groups for p in g.paths}
     rank_rows = [r for r in rows if r["path"] in images]
