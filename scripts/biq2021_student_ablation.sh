@@ -9,7 +9,9 @@
 # to: the teacher's loss is ~5x smaller than the MOS loss, the hinge at 1 cost SROCC); whole:
 # all_weighted with the whole network trained, the recipe's config; whole_pass: whole for
 # 1,600 steps, one pass over the teacher's 27,000 views (cosine over them, evaluated with the
-# held head every 400); whole_rank_teacher: whole with the teacher's scores of every image of
+# held head every 400), and, its --set reaching the recipe's step 5 too, after the ridge refit
+# 1,600 more steps of the MOS alone under the refitted head (step 5 has no teacher or rank
+# list); whole_rank_teacher: whole with the teacher's scores of every image of
 # the rank data (each reference and its distorted copies, the teacher's own 3 views) beside
 # its scores of the photos (RUN_DIR/teach_rank). The quality head is held in every row.
 set -euo pipefail

@@ -21,7 +21,8 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
         ("ablation/all", "all three"),
         ("ablation/all_weighted", "all three, teacher weight 4, ranking weight 0.1"),
         ("ablation/whole", "the same, the whole network trained"),
-        ("ablation/whole_pass", "the same, 1,600 steps: one pass over the teacher's views"),
+        ("ablation/whole_pass", "the whole network, 1,600 steps (one pass over the teacher's "
+         "views); head refitted, then 1,600 steps of MOS alone under it"),
         ("ablation/whole_rank_teacher",
          "the whole network, the teacher also scoring the rank data's 8,424 images"))
 
