@@ -42,7 +42,7 @@ if [[ " ${ROWS[*]} " == *" whole_rank_teacher "* && ! -f "$RUN/teach_rank/teache
     --rank-list "$RUN/rank_data/rank_list.csv"
   echo "step teach-rank: $((SECONDS - start)) s" | tee -a "$RUN/teach_rank/steps.txt"
 fi
-# every row but whole_pass: 400 steps and the ridge fit alone in step 5
+# every row but whole_pass*: 400 steps and the ridge fit alone in step 5
 SHORT=(--set train.max_steps=400 --set optim.lr_decay_steps=400 --set train.eval_every=200)
 OWN_VIEWS="$RUN/teach/teacher_own_views.csv"
 if [[ " ${ROWS[*]} " == *" whole_own_views "* && ! -f "$OWN_VIEWS" ]]; then
