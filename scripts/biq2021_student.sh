@@ -3,11 +3,7 @@
 # network and views, trained from three signals at once, resumable step by step.
 #   bash scripts/biq2021_student.sh [RUN_DIR] [--set key=value ...]
 # Steps (each skipped or resumed when its output is there; its wall time is printed):
-#   1. references: 300 BIQ2021 training photos + Kodak for rank data; 20 validation photos for
-#      the ladders (never taught on)
-#   2. make-rank-data: 5 families x 5 levels of each reference
-#   3. teach: biq2021-efficientnet-dinov2's cross-fitted scores of 5 views (its 3 own + 2
-#      random) of each of the 5,400 training photos (40 min alone on machine C)
+#   1-3. references, rank data and the teacher's scores (scripts/biq2021_student_data.sh)
 #   4. train: configs/finetune_biq2021_student.yaml: MOS + teacher + ranking hinge, the whole
 #      network trained for one pass over the teacher's views (1,600 steps), its head held
 #   5. head: the head fitted again by ridge on the trained network's features (the probe), then
@@ -21,7 +17,6 @@ cd "$ROOT"
 RUN="${1:-runs/biq2021_student}"
 shift || true
 CONFIG=configs/finetune_biq2021_student.yaml
-SHARED="${SHARED:-../shared/data}"
 # the teacher and rank data are shared by every run of the ablation (TEACH_DIR to move them)
 BASE="${TEACH_DIR:-$RUN}"
 mkdir -p "$RUN" "$BASE"
@@ -31,18 +26,7 @@ step() {  # step NAME COMMAND...: runs it and prints its wall time
   "$@"
   echo "step $name: $((SECONDS - start)) s" | tee -a "$RUN/steps.txt"
 }
-step references python scripts/biq2021_references.py "$SHARED" "$BASE/references.txt" \
-  --config "$CONFIG" --count 300
-python scripts/biq2021_references.py "$SHARED" "$BASE/ladder_photos.txt" --config "$CONFIG" \
-  --count 20 --part val --no-kodak
-[[ -f "$BASE/rank_data/rank_list.csv" ]] || step rank-data rankiqa make-rank-data \
-  "$BASE/references.txt" --output-dir "$BASE/rank_data" --workers 2 --max-side 512 \
-  --distortions gblur,wn,jpeg,contrast,mean_shift --force
-# --alpha: the penalty the combined recipe's probe chose by cross-validation (docs/recipes.md);
-# choosing it again per fold would cost ~5 min per fold on 6,544 features
-[[ -f "$BASE/teach/teacher.csv" ]] || step teach rankiqa teach --config "$CONFIG" \
-  --model biq2021-efficientnet-dinov2 --output-dir "$BASE/teach" \
-  --exclude "$BASE/ladder_photos.txt" --extra-views 2 --alpha 10000
+bash scripts/biq2021_student_data.sh "$BASE"
 step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
   --set finetune.teacher_table="$BASE/teach/teacher.csv" \
   --set finetune.rank_list="$BASE/rank_data/rank_list.csv" "$@"

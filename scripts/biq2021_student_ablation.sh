@@ -29,6 +29,8 @@ TOP="finetune.trainable_scopes=[efficientnet_lite2/head"
 for b in $(seq 15 20); do TOP+=",efficientnet_lite2/block_$b"; done
 TOP+="]"
 source scripts/setup_env.sh
+# references, rank data and the teacher, before the rows that read them
+bash scripts/biq2021_student_data.sh "$RUN"
 if [[ " ${ROWS[*]} " == *" whole_rank_teacher "* && ! -f "$RUN/teach_rank/teacher.csv" ]]; then
   # the recipe's teach step with --rank-list; the photos' features (40 min) are the recipe's,
   # linked rather than computed again, so only the rank images' are new (~30 min alone)
@@ -74,7 +76,12 @@ for row in "${ROWS[@]}"; do
     whole_pass) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
                 mos_steps=1600 ;;
     whole_pass_mos3200)
-      # whole_pass's trained network (its step 4, linked), then a MOS stage twice as long
+      # whole_pass's trained network (its step 4, linked), then a MOS stage twice as long;
+      # without it, step 4 would train into whole_pass's folder through the link
+      if [[ ! -f "$RUN/ablation/whole_pass/eval/summary.json" ]]; then
+        echo "row $row reuses row whole_pass's trained network: run whole_pass first" >&2
+        exit 2
+      fi
       mkdir -p "$RUN/ablation/$row"
       [[ -e "$RUN/ablation/$row/train" ]] || ln -s ../whole_pass/train "$RUN/ablation/$row/train"
       off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
