@@ -27,6 +27,7 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
          "the whole network, the teacher also scoring the rank data's 8,424 images"),
         ("ablation/whole_own_views", "the whole network, the teacher's 3 own views of each photo "
          "alone"),
+        ("ablation/whole_bn_batch", "the whole network, batch norm on batch statistics"),
         ("ablation/whole_pass_mos3200",
          "the recipe's trained network, head refitted, then 3,200 steps of MOS alone"))
 
