@@ -52,6 +52,10 @@ def finetune_config(config):
     if transfer.probe_rank_rule not in ("", "labels"):
         raise InputError(f"unknown finetune.probe_rank_rule {transfer.probe_rank_rule!r}; "
                          "choose from '' (probe_rank_weight as set) and 'labels'")
+    if transfer.rank_batch_norm not in ("batch", "moving"):
+        raise InputError(f"unknown finetune.rank_batch_norm {transfer.rank_batch_norm!r}; "
+                         "choose from batch (the rank images in the photos' batch) and moving "
+                         "(the rank images on the moving statistics)")
     if transfer.probe_rank_weight and not (transfer.probe and transfer.rank_list):
         raise InputError("finetune.probe_rank_weight needs finetune.probe and a "
                          "finetune.rank_list whose groups the probe orders")

@@ -209,6 +209,11 @@ class TransferConfig:
     rank_references_per_batch: int = 2  # groups per step, each with all its levels
     rank_loss: str = "operator"  # rankiqa.losses.rank_losses_map
     rank_margin: float = 0.05  # in score units: scores are normalised MOS in [0, 1]
+    # with frozen_batch_norm false, how the rank images are normalised while training: "batch":
+    # in one pass with the photos (their batch's statistics, which tell the hinge how the
+    # images of a group differ from each other); "moving": in a second pass on the moving
+    # statistics, as every image is at evaluation (a second forward pass of their size)
+    rank_batch_norm: str = "batch"
     # the ranking-aware probe (rankiqa.train.probe.fit_ranked): the ridge head refitted so that
     # it also orders every level pair of `probe_rank_groups` groups of rank_list (a seeded
     # sample; their features cost levels x probe_crops forward passes each) by rank_margin,

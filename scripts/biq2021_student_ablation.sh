@@ -3,7 +3,7 @@
 # scripts/biq2021_student.sh with each signal on or off, on one teacher and one rank data
 # (RUN_DIR/teach, RUN_DIR/rank_data), then the table of every row.
 #   bash scripts/biq2021_student_ablation.sh [RUN_DIR] [ROW ...]
-# Rows (default: all twelve, in this order). Every row but whole_pass* trains 400 steps and has
+# Rows (default: all fourteen, in this order). Every row but whole_pass* trains 400 steps and has
 # step 5 fit the head by ridge alone. The top two stages trained (blocks 15-20 and the head
 # conv): mos, mos_teacher, mos_rank, all (each signal at weight 1); all_weighted: all three
 # with the teacher weighted 4 and the ranking hinge 0.1 (the candidate the first four pointed
@@ -16,8 +16,10 @@
 # photos (RUN_DIR/teach_rank); whole_own_views: whole with the teacher's 3 own views of each
 # photo alone (its 2 random ones left out); whole_bn_batch: whole with batch norm on each
 # batch's statistics while training (its moving averages updated: the recipe freezes them);
-# whole_pass_bn_batch: whole_pass so, its MOS stage too; whole_pass_mos3200: whole_pass's
-# trained network, then a MOS stage of 3,200 steps. The quality head is held in every row.
+# whole_bn_moving: whole_bn_batch with the rank images in a pass of their own on the moving
+# statistics (finetune.rank_batch_norm: moving); whole_pass_bn_batch, whole_pass_bn_moving:
+# whole_pass so, its MOS stage too; whole_pass_mos3200: whole_pass's trained network, then a
+# MOS stage of 3,200 steps. The quality head is held in every row.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="${1:-runs/biq2021_student}"
@@ -25,7 +27,8 @@ shift || true
 ROWS=("$@")
 [[ ${#ROWS[@]} -gt 0 ]] || ROWS=(mos mos_teacher mos_rank all all_weighted whole whole_pass
                                 whole_rank_teacher whole_own_views whole_bn_batch
-                                whole_pass_bn_batch whole_pass_mos3200)
+                                whole_bn_moving whole_pass_bn_batch whole_pass_bn_moving
+                                whole_pass_mos3200)
 NO_TEACHER='finetune.teacher_table=""'
 NO_RANK='finetune.rank_list=""'
 TOP="finetune.trainable_scopes=[efficientnet_lite2/head"
@@ -78,11 +81,18 @@ for row in "${ROWS[@]}"; do
                           --set finetune.teacher_table="$OWN_VIEWS") ;;
     whole_bn_batch) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
                          --set finetune.frozen_batch_norm=false) ;;
+    whole_bn_moving) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
+                          --set finetune.frozen_batch_norm=false
+                          --set finetune.rank_batch_norm=moving) ;;
     whole_pass) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
                 mos_steps=1600 ;;
     whole_pass_bn_batch) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
                               --set finetune.frozen_batch_norm=false)
                          mos_steps=1600 ;;
+    whole_pass_bn_moving) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
+                               --set finetune.frozen_batch_norm=false
+                               --set finetune.rank_batch_norm=moving)
+                          mos_steps=1600 ;;
     whole_pass_mos3200)
       # whole_pass's trained network (its step 4, linked), then a MOS stage twice as long;
       # without it, step 4 would train into whole_pass's folder through the link
@@ -96,7 +106,7 @@ for row in "${ROWS[@]}"; do
       mos_steps=3200 ;;
     *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted," \
             "whole, whole_pass, whole_rank_teacher, whole_own_views, whole_bn_batch," \
-            "whole_pass_bn_batch, whole_pass_mos3200" >&2
+            "whole_bn_moving, whole_pass_bn_batch, whole_pass_bn_moving, whole_pass_mos3200" >&2
        exit 2 ;;
   esac
   [[ "$row" == whole_pass* ]] || off+=("${SHORT[@]}")

@@ -28,7 +28,9 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
         ("ablation/whole_own_views", "the whole network, the teacher's 3 own views of each photo "
          "alone"),
         ("ablation/whole_bn_batch", "the whole network, batch norm on batch statistics"),
+        ("ablation/whole_bn_moving", "the same, the rank images on the moving statistics"),
         ("ablation/whole_pass_bn_batch", "the recipe, batch norm on batch statistics"),
+        ("ablation/whole_pass_bn_moving", "the same, the rank images on the moving statistics"),
         ("ablation/whole_pass_mos3200",
          "the recipe's trained network, head refitted, then 3,200 steps of MOS alone"))
 

@@ -135,6 +135,36 @@ def test_second_ranking_loss_keeps_regression_and_trains_on_rank_groups(stage_on
     assert max(np.abs(plain[n] - weight10[n]).max() for n in plain) > 1e-3
 
 
+def test_rank_images_on_moving_statistics_leave_the_photos_batch_alone(stage_one, label_file,
+                                                                        rank_data, tmp_path):
+    """Batch norm on batch statistics: in one pass (rank_batch_norm batch) the rank images
+    change the photos' normalisation, so even at weight 0 the weights move off the
+    regression-only ones; in their own pass on the moving statistics (moving) they do not
+    (to float rounding), and the hinge still trains the network at a positive weight."""
+    common = {"finetune.frozen_batch_norm": "false", "data.cache_decoded": "false"}
+    log = lambda line: None  # noqa: E731
+    finetune.train(finetune_config(label_file, stage_one, **common), str(tmp_path / "plain"),
+                   device="cpu", log=log)
+    plain = model_values(str(tmp_path / "plain"))
+    moved = {}
+    for mode, weight in (("batch", 0.0), ("moving", 0.0), ("moving", 10.0)):
+        run = str(tmp_path / f"{mode}{weight:g}")
+        finetune.train(finetune_config(label_file, stage_one, **common, **{
+            "finetune.rank_list": rank_data, "finetune.rank_weight": weight,
+            "finetune.rank_batch_norm": mode}), run, device="cpu", log=log)
+        values = model_values(run)
+        moved[mode, weight] = max(np.abs(plain[n] - values[n]).max() for n in plain)
+    assert moved["moving", 0.0] < 1e-5
+    assert moved["batch", 0.0] > 1e-3
+    assert moved["moving", 10.0] > 1e-3
+
+
+def test_an_unknown_rank_batch_norm_is_refused(stage_one, label_file, tmp_path):
+    cfg = finetune_config(label_file, stage_one, **{"finetune.rank_batch_norm": "frozen"})
+    with pytest.raises(InputError, match="finetune.rank_batch_norm 'frozen'.*batch.*moving"):
+        finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)
+
+
 def test_second_ranking_loss_refuses_a_missing_list(stage_one, label_file, tmp_path):
     cfg = finetune_config(label_file, stage_one, **{"finetune.rank_list": str(tmp_path / "no.csv")})
     with pytest.raises(InputError, match="no.csv"):
