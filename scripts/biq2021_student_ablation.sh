@@ -3,7 +3,7 @@
 # scripts/biq2021_student.sh with each signal on or off, on one teacher and one rank data
 # (RUN_DIR/teach, RUN_DIR/rank_data), then the table of every row.
 #   bash scripts/biq2021_student_ablation.sh [RUN_DIR] [ROW ...]
-# Rows (default: all fourteen, in this order). Every row but whole_pass* trains 400 steps and has
+# Rows (default: all fifteen, in this order). Every row but whole_pass* trains 400 steps and has
 # step 5 fit the head by ridge alone. The top two stages trained (blocks 15-20 and the head
 # conv): mos, mos_teacher, mos_rank, all (each signal at weight 1); all_weighted: all three
 # with the teacher weighted 4 and the ranking hinge 0.1 (the candidate the first four pointed
@@ -19,7 +19,9 @@
 # whole_bn_moving: whole_bn_batch with the rank images in a pass of their own on the moving
 # statistics (finetune.rank_batch_norm: moving); whole_pass_bn_batch, whole_pass_bn_moving:
 # whole_pass so, its MOS stage too; whole_pass_mos3200: whole_pass's trained network, then a
-# MOS stage of 3,200 steps. The quality head is held in every row.
+# MOS stage of 3,200 steps; whole_bn_moving_mos1600: whole_bn_moving's trained network, then
+# the recipe's MOS stage (1,600 steps, batch norm as in its training). The quality head is held
+# in every row.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="${1:-runs/biq2021_student}"
@@ -28,7 +30,7 @@ ROWS=("$@")
 [[ ${#ROWS[@]} -gt 0 ]] || ROWS=(mos mos_teacher mos_rank all all_weighted whole whole_pass
                                 whole_rank_teacher whole_own_views whole_bn_batch
                                 whole_bn_moving whole_pass_bn_batch whole_pass_bn_moving
-                                whole_pass_mos3200)
+                                whole_pass_mos3200 whole_bn_moving_mos1600)
 NO_TEACHER='finetune.teacher_table=""'
 NO_RANK='finetune.rank_list=""'
 TOP="finetune.trainable_scopes=[efficientnet_lite2/head"
@@ -66,6 +68,16 @@ with open(sys.argv[2] + ".tmp", "w", newline="") as f:
 PY
   mv "$OWN_VIEWS.tmp" "$OWN_VIEWS"
 fi
+reuse_network() {  # reuse_network ROW: this row's step 4 is ROW's trained network, linked
+  # (step 4 then finds it trained); without ROW's run, step 4 would train into ROW's folder
+  # through the link
+  if [[ ! -f "$RUN/ablation/$1/eval/summary.json" ]]; then
+    echo "row $row reuses row $1's trained network: run $1 first" >&2
+    exit 2
+  fi
+  mkdir -p "$RUN/ablation/$row"
+  [[ -e "$RUN/ablation/$row/train" ]] || ln -s "../$1/train" "$RUN/ablation/$row/train"
+}
 for row in "${ROWS[@]}"; do
   mos_steps=0
   case "$row" in
@@ -94,19 +106,18 @@ for row in "${ROWS[@]}"; do
                                --set finetune.rank_batch_norm=moving)
                           mos_steps=1600 ;;
     whole_pass_mos3200)
-      # whole_pass's trained network (its step 4, linked), then a MOS stage twice as long;
-      # without it, step 4 would train into whole_pass's folder through the link
-      if [[ ! -f "$RUN/ablation/whole_pass/eval/summary.json" ]]; then
-        echo "row $row reuses row whole_pass's trained network: run whole_pass first" >&2
-        exit 2
-      fi
-      mkdir -p "$RUN/ablation/$row"
-      [[ -e "$RUN/ablation/$row/train" ]] || ln -s ../whole_pass/train "$RUN/ablation/$row/train"
+      reuse_network whole_pass
       off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
       mos_steps=3200 ;;
+    whole_bn_moving_mos1600)
+      reuse_network whole_bn_moving
+      off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
+           --set finetune.frozen_batch_norm=false --set finetune.rank_batch_norm=moving)
+      mos_steps=1600 ;;
     *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted," \
             "whole, whole_pass, whole_rank_teacher, whole_own_views, whole_bn_batch," \
-            "whole_bn_moving, whole_pass_bn_batch, whole_pass_bn_moving, whole_pass_mos3200" >&2
+            "whole_bn_moving, whole_pass_bn_batch, whole_pass_bn_moving, whole_pass_mos3200," \
+            "whole_bn_moving_mos1600" >&2
        exit 2 ;;
   esac
   [[ "$row" == whole_pass* ]] || off+=("${SHORT[@]}")

@@ -32,7 +32,10 @@ ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`),
         ("ablation/whole_pass_bn_batch", "the recipe, batch norm on batch statistics"),
         ("ablation/whole_pass_bn_moving", "the same, the rank images on the moving statistics"),
         ("ablation/whole_pass_mos3200",
-         "the recipe's trained network, head refitted, then 3,200 steps of MOS alone"))
+         "the recipe's trained network, head refitted, then 3,200 steps of MOS alone"),
+        ("ablation/whole_bn_moving_mos1600", "the whole network, batch norm on batch "
+         "statistics, the rank images on the moving ones, 400 steps; head refitted, then 1,600 "
+         "steps of MOS alone under it"))
 
 
 def row(run, folder, what):
