@@ -84,20 +84,18 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
 
     # ---- loss: regression on normalised scores by a fresh one-score head, plus the teacher's
     # scores of its views and stage one's ranking hinge on the rank groups, all scored in one
-    # pass (one batch-norm batch; each signal weighted by its config key), the rank images in a
-    # second pass on the moving statistics where finetune.rank_batch_norm says "moving"
+    # pass (one batch-norm batch; each signal weighted by its config key; rank images apart
+    # on the moving statistics where finetune.rank_batch_norm says "moving")
     def loss(network_fn, batch):
         images, targets = batch["images"], batch["targets"]
         training = not transfer.frozen_batch_norm
         apart = "rank_images" in batch and training and transfer.rank_batch_norm == "moving"
         inputs = [images] + [batch[k] for k in ("teacher_images", "rank_images")
                              if k in batch and not (apart and k == "rank_images")]
-        scores, _ = network_fn(network_fn.preprocess(tf.concat(inputs, axis=0)),
-                               is_training=training)
+        scores, _ = network_fn(network_fn.preprocess(tf.concat(inputs, axis=0)), training)
         if apart:  # the same variables; inference mode neither reads nor updates batch statistics
-            rank_scores, _ = network_fn(network_fn.preprocess(batch["rank_images"]),
-                                        is_training=False, reuse=True)
-            scores = tf.concat([scores, rank_scores], axis=0)
+            scores = tf.concat([scores, network_fn(network_fn.preprocess(
+                batch["rank_images"]), is_training=False, reuse=True)[0]], axis=0)
         at = tf.shape(targets)[0]
         regression_loss = loss_fn(scores[:at], targets)
         total, scalars = transfer.mos_weight * regression_loss, {"loss": regression_loss}
