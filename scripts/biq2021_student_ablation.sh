@@ -78,6 +78,10 @@ reuse_network() {  # reuse_network ROW: this row's step 4 is ROW's trained netwo
   mkdir -p "$RUN/ablation/$row"
   [[ -e "$RUN/ablation/$row/train" ]] || ln -s "../$1/train" "$RUN/ablation/$row/train"
 }
+# the weights of every whole* row (the last row of the first table), and the batch-norm modes
+WEIGHTS=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
+BN_BATCH=(--set finetune.frozen_batch_norm=false)
+BN_MOVING=("${BN_BATCH[@]}" --set finetune.rank_batch_norm=moving)
 for row in "${ROWS[@]}"; do
   mos_steps=0
   case "$row" in
@@ -85,35 +89,19 @@ for row in "${ROWS[@]}"; do
     mos_teacher) off=(--set "$TOP" --set "$NO_RANK" --set finetune.teacher_weight=1) ;;
     mos_rank) off=(--set "$TOP" --set "$NO_TEACHER" --set finetune.rank_weight=1) ;;
     all) off=(--set "$TOP" --set finetune.teacher_weight=1 --set finetune.rank_weight=1) ;;
-    all_weighted) off=(--set "$TOP" --set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
-    whole) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1) ;;
-    whole_rank_teacher) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                             --set finetune.teacher_table="$RUN/teach_rank/teacher.csv") ;;
-    whole_own_views) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                          --set finetune.teacher_table="$OWN_VIEWS") ;;
-    whole_bn_batch) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                         --set finetune.frozen_batch_norm=false) ;;
-    whole_bn_moving) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                          --set finetune.frozen_batch_norm=false
-                          --set finetune.rank_batch_norm=moving) ;;
-    whole_pass) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
-                mos_steps=1600 ;;
-    whole_pass_bn_batch) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                              --set finetune.frozen_batch_norm=false)
-                         mos_steps=1600 ;;
-    whole_pass_bn_moving) off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-                               --set finetune.frozen_batch_norm=false
-                               --set finetune.rank_batch_norm=moving)
-                          mos_steps=1600 ;;
-    whole_pass_mos3200)
-      reuse_network whole_pass
-      off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
-      mos_steps=3200 ;;
+    all_weighted) off=(--set "$TOP" "${WEIGHTS[@]}") ;;
+    whole) off=("${WEIGHTS[@]}") ;;
+    whole_rank_teacher)
+      off=("${WEIGHTS[@]}" --set finetune.teacher_table="$RUN/teach_rank/teacher.csv") ;;
+    whole_own_views) off=("${WEIGHTS[@]}" --set finetune.teacher_table="$OWN_VIEWS") ;;
+    whole_bn_batch) off=("${WEIGHTS[@]}" "${BN_BATCH[@]}") ;;
+    whole_bn_moving) off=("${WEIGHTS[@]}" "${BN_MOVING[@]}") ;;
+    whole_pass) off=("${WEIGHTS[@]}"); mos_steps=1600 ;;
+    whole_pass_bn_batch) off=("${WEIGHTS[@]}" "${BN_BATCH[@]}"); mos_steps=1600 ;;
+    whole_pass_bn_moving) off=("${WEIGHTS[@]}" "${BN_MOVING[@]}"); mos_steps=1600 ;;
+    whole_pass_mos3200) reuse_network whole_pass; off=("${WEIGHTS[@]}"); mos_steps=3200 ;;
     whole_bn_moving_mos1600)
-      reuse_network whole_bn_moving
-      off=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1
-           --set finetune.frozen_batch_norm=false --set finetune.rank_batch_norm=moving)
-      mos_steps=1600 ;;
+      reuse_network whole_bn_moving; off=("${WEIGHTS[@]}" "${BN_MOVING[@]}"); mos_steps=1600 ;;
     *) echo "unknown row $row; choose from mos, mos_teacher, mos_rank, all, all_weighted," \
             "whole, whole_pass, whole_rank_teacher, whole_own_views, whole_bn_batch," \
             "whole_bn_moving, whole_pass_bn_batch, whole_pass_bn_moving, whole_pass_mos3200," \
