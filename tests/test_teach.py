@@ -285,3 +285,28 @@ def test_rank_references_are_found_again_from_an_older_manifest(photo_dir, tmp_p
     manifest.unlink()
     with pytest.raises(InputError, match="no manifest.json"):
         generate.reference_sources(rank_list)
+
+
+@pytest.mark.parametrize("frozen_batch_norm,rank_batch_norm", [("true", "batch"),
+                                                               ("false", "moving")])
+def test_the_students_three_signals_train_bit_identically_twice(
+        finetuned, label_file, stage_one, rank_data, tmp_path, frozen_batch_norm,
+        rank_batch_norm):
+    """train.deterministic with all three signals (the MOS, the teacher's views, the rank
+    groups), random scales and either batch-norm handling: the same command twice gives the
+    same weights; another seed other ones."""
+    from rankiqa.train import finetune
+
+    teach_tiny(finetuned, label_file, tmp_path / "t")
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        finetune.train(finetune_config(label_file, stage_one, **{
+            "finetune.teacher_table": str(tmp_path / "t" / "teacher.csv"),
+            "finetune.teacher_views_per_batch": 4, "finetune.rank_list": rank_data,
+            "finetune.rank_references_per_batch": 1, "data.random_scale": "true",
+            "finetune.frozen_batch_norm": frozen_batch_norm,
+            "finetune.rank_batch_norm": rank_batch_norm, "train.seed": seed,
+            "train.max_steps": 4}), str(tmp_path / name), device="cpu", log=lambda line: None)
+        runs[name] = model_values(str(tmp_path / name))
+    assert all(np.array_equal(runs["a"][n], runs["b"][n]) for n in runs["a"])
+    assert not all(np.array_equal(runs["a"][n], runs["c"][n]) for n in runs["a"])
