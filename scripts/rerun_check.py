@@ -63,7 +63,7 @@ def main(argv):
     print(f"{'bit-identical' if same else 'not bit-identical'}: {report['differing']} of "
           f"{report['variables']} variables differ, at most {report['max_difference']:.3g} "
           f"({report['max_in']})")
-    return 0 if same else 1
+    return int(not same)
 
 
 if __name__ == "__main__":
