@@ -11,28 +11,21 @@ pipelines, per-element seeded crops); what is left is the float arithmetic of Te
 kernels, which docs/training.md ("Reproducible runs") measures.
 """
 
-import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 
-
-def model_values(ckpt_dir):
-    """``{name: array}`` of a run's model variables (no optimizer slots, no step counter)."""
-    from rankiqa.compat import tf
-    from rankiqa.weights import is_model_variable
-
-    reader = tf.train.load_checkpoint(ckpt_dir)
-    return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(ckpt_dir)
-            if is_model_variable(n)}
+from rankiqa import rundir
 
 
 def compare(first, second):
-    """The comparison of two runs' weights: variables, how many differ, the largest
-    difference and the variable it is in."""
-    a, b = model_values(first), model_values(second)
+    """The comparison of two runs' model weights (no optimizer slots, no step counter):
+    variables, how many differ, the largest difference and the variable it is in."""
+    from rankiqa.weights import model_arrays
+
+    (_, a), (_, b) = model_arrays(first), model_arrays(second)
     if sorted(a) != sorted(b):
         raise SystemExit(f"{first} and {second} hold different variables: not the same command")
     gaps = {n: float(np.abs(a[n].astype(np.float64) - b[n]).max()) if a[n].size else 0.0
@@ -57,8 +50,7 @@ def main(argv):
         subprocess.run([sys.executable, "-m", "rankiqa", "finetune", *args, "--train-dir", run],
                        check=True)
     report = {"command": ["rankiqa", "finetune", *args], **compare(*runs)}
-    with open(os.path.join(work_dir, "rerun.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    rundir.write_json_atomic(os.path.join(work_dir, "rerun.json"), report)
     same = report["differing"] == 0
     print(f"{'bit-identical' if same else 'not bit-identical'}: {report['differing']} of "
           f"{report['variables']} variables differ, at most {report['max_difference']:.3g} "
