@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
                allow_pickle=False, engine="auto", normalised=False):
-    """A quality model ready to score (`rankiqa.predict.Model`): ``model.score(images)``.
+    """A quality model ready to score (`rankiqa.serve.predict.Model`): ``model.score(images)``.
 
     Args:
       model: a built-in model's name (`list_models`; None: the default one), a training folder
@@ -29,7 +29,7 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
         default: on its labels' own scale and direction (``model.score_range``,
         ``model.lower_better``).
     """
-    from rankiqa import predict  # TensorFlow loads here, not at `import rankiqa`
+    from rankiqa.serve import predict  # TensorFlow loads here, not at `import rankiqa`
 
     return predict.load_model(model, net=net, device=device, batch_size=batch_size,
                               precision=precision, allow_pickle=allow_pickle, engine=engine,
@@ -38,6 +38,6 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
 
 def list_models():
     """The built-in models' names, the default first (`rankiqa models` describes each)."""
-    from rankiqa import models  # numpy only
+    from rankiqa.weights import builtin  # numpy only
 
-    return [models.DEFAULT] + sorted(n for n in models.BUILTIN if n != models.DEFAULT)
+    return [builtin.DEFAULT] + sorted(n for n in builtin.BUILTIN if n != builtin.DEFAULT)

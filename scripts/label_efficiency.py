@@ -12,7 +12,7 @@ over seeded draws, for each method:
   ranking only     N = 0: the squared hinge alone on the unlabelled ladders (no opinion score).
 
 With --active, the simulation of `rankiqa suggest-labels` instead: from 25 labelled photos,
-25 more per round chosen by each strategy of rankiqa.active (the head refitted by ridge each
+25 more per round chosen by each strategy of rankiqa.serve.active (the head refitted by ridge each
 round; a photo's uncertainty is the spread of that head's score across its views), up to 400;
 validation SROCC after each round, mean ± sd over seeds, and the labels each strategy needs to
 reach random choice's SROCC at 400.
@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from rankiqa import active, ladders, metrics
+from rankiqa import metrics
+from rankiqa.serve import active, ladders
 from rankiqa.errors import InputError
 from rankiqa.train import probe
 

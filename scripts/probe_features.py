@@ -6,7 +6,7 @@ For a stage-two config with a pretrained start, writes to OUT_DIR one .npz per p
                        label file plus its extra training files), their scores and paths;
   rank.npz             features [groups, levels, views, d] of the first --rank-groups groups of
                        RANK_LIST (reference + distortion levels, mildest first);
-  ladders.npz          features [photos * families, 6, views, d] of ladders (rankiqa.ladders)
+  ladders.npz          features [photos * families, 6, views, d] of ladders (rankiqa.serve.ladders)
                        made from the photos of LADDER_PHOTOS.
 Views: `--views` pyramid views of the config's crop (3: native centre, an intermediate scale,
 the whole picture; views 0 and 2 are exactly the 2-view pyramid the recipes use).
@@ -25,9 +25,10 @@ import time
 import numpy as np
 
 from rankiqa import config as config_lib
-from rankiqa import ladders, rundir
+from rankiqa.run import rundir
+from rankiqa.serve import ladders
 from rankiqa.data import lists, mos, views as views_lib
-from rankiqa.scoring import load_scorer
+from rankiqa.serve.scoring import load_scorer
 
 
 def features_of(scorer, items, what):

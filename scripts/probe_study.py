@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from rankiqa import ladders, metrics
+from rankiqa import metrics
+from rankiqa.serve import ladders
 from rankiqa.train import probe
 
 ALPHAS = (1e3, 3e3, 1e4, 3e4, 1e5)

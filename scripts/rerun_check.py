@@ -17,13 +17,13 @@ import sys
 
 import numpy as np
 
-from rankiqa import rundir
+from rankiqa.run import rundir
 
 
 def compare(first, second):
     """The comparison of two runs' model weights (no optimizer slots, no step counter):
     variables, how many differ, the largest difference and the variable it is in."""
-    from rankiqa.weights import model_arrays
+    from rankiqa.weights.restore import model_arrays
 
     (_, a), (_, b) = model_arrays(first), model_arrays(second)
     if sorted(a) != sorted(b):

@@ -42,7 +42,7 @@ def finetune_config(label_file, init="scratch", **extra):
 def model_values(ckpt_dir, scope="resnet_v2/"):
     """``{name: array}`` of a checkpoint's model variables under `scope`."""
     from rankiqa.compat import tf
-    from rankiqa.weights import is_model_variable
+    from rankiqa.weights.restore import is_model_variable
 
     reader = tf.train.load_checkpoint(ckpt_dir)
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(ckpt_dir)

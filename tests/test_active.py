@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rankiqa import active
+from rankiqa.serve import active
 from rankiqa.cli import main
 from rankiqa.errors import InputError
 

@@ -38,7 +38,7 @@ def test_a_bug_keeps_its_traceback_and_user_errors_are_one_line(monkeypatch, tmp
         raise ValueError("internal invariant broken")
 
     monkeypatch.setattr(rank, "train", broken)
-    monkeypatch.setattr("rankiqa.checks.train_rank", lambda config: None)  # no rank list given
+    monkeypatch.setattr("rankiqa.run.checks.train_rank", lambda config: None)  # no rank list given
     result = invoke("train-rank", "--train-dir", tmp_path)
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)
     assert "error: internal invariant broken" not in result.stderr
@@ -254,7 +254,8 @@ def test_bad_input_is_refused_before_tensorflow_starts(tmp_path):
 def test_the_commands_offer_exactly_the_librarys_choices():
     """Every choice list of the CLI is the library's own: a value the CLI lets through is one
     the library takes, and none it takes is missing."""
-    from rankiqa import active, device, scoring
+    from rankiqa.run import device
+    from rankiqa.serve import active, scoring
     from rankiqa.data import mos, views
     from rankiqa.train import distribute
 

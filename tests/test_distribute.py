@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from rankiqa_testkit import finetune_config, model_values, tiny_rank_overrides
-from rankiqa import cli, cluster, rundir
+from rankiqa import cli
+from rankiqa.run import cluster, rundir
 from rankiqa import config as config_lib
 from rankiqa.errors import InputError
 
@@ -176,7 +177,7 @@ def test_mirrored_on_two_devices_equals_one_device(rank_data, start, tmp_path):
 
 def test_mirrored_finetune_equals_one_device_and_restores_in_one_process(label_file, start,
                                                                           tmp_path):
-    from rankiqa import scoring
+    from rankiqa.serve import scoring
     from rankiqa.train import finetune
 
     values = {}
@@ -206,7 +207,7 @@ def launch_cmd(workers, train_dir, overrides, command="train-rank", timeout=120)
 
 def test_two_workers_equal_one_process_and_the_chief_checkpoint_scores(rank_data, start,
                                                                       tmp_path):
-    from rankiqa import predict
+    from rankiqa.serve import predict
     from rankiqa.train import rank
 
     overrides = rank_config(rank_data, **{"init.source": start, "init.exclude_scopes": "[]",
@@ -321,8 +322,8 @@ def test_a_dead_worker_stops_the_job_and_a_relaunch_resumes(rank_data, tmp_path)
 
 
 def test_mixed_precision_trains_and_scores_close_to_fp32(rank_data, stage_one, tmp_path):
-    from rankiqa import device as device_lib
-    from rankiqa import predict
+    from rankiqa.run import device as device_lib
+    from rankiqa.serve import predict
     from rankiqa.train import loop, rank
 
     config = device_lib.session_config("mixed")

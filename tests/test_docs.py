@@ -100,12 +100,12 @@ def test_every_help_ends_with_examples():
 
 
 def test_the_readme_models_table_is_the_registrys():
-    from rankiqa import models
+    from rankiqa.weights import builtin
 
     text = read("README.md")
-    assert models.TABLE_HEADER in text
-    rows = text.split(models.TABLE_HEADER, 1)[1].split("\n\n", 1)[0].strip().splitlines()
-    assert rows == [m.table_row() for m in models.BUILTIN.values()]
+    assert builtin.TABLE_HEADER in text
+    rows = text.split(builtin.TABLE_HEADER, 1)[1].split("\n\n", 1)[0].strip().splitlines()
+    assert rows == [m.table_row() for m in builtin.BUILTIN.values()]
 
 
 def test_the_readme_python_snippet_runs(photo_dir, tmp_path):

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rankiqa import weights
+from rankiqa.weights import restore
 from rankiqa.cli import main
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 from rankiqa.train import finetune
-from rankiqa.weights import CheckpointError
+from rankiqa.weights.restore import CheckpointError
 from rankiqa_testkit import finetune_config, model_values
 
 
@@ -181,7 +181,7 @@ def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_
     best = max(history, key=lambda h: h["srocc"])
     assert best["srocc"] - history[-1]["srocc"] > 0.1, history  # else this tests nothing
     assert result["kept"] == {"step": best["step"], "srocc": best["srocc"]}
-    assert weights.resolve_checkpoint(str(tmp_path / "run")) == str(
+    assert restore.resolve_checkpoint(str(tmp_path / "run")) == str(
         tmp_path / "run" / "best" / f"model.ckpt-{best['step']}")
     assert json.load(open(tmp_path / "run" / "rankiqa.json"))["kept"]["step"] == best["step"]
     assert any(f"the run's model is step {best['step']}'s checkpoint (best/)" in line
@@ -204,7 +204,7 @@ def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_
     lines = []
     finetune.train(finetune_config(label_file, stage_one, **{**extra, "train.keep_best": "false"}),
                    str(tmp_path / "last"), device="cpu", log=lines.append)
-    assert weights.resolve_checkpoint(str(tmp_path / "last")).endswith("last/model.ckpt-6")
+    assert restore.resolve_checkpoint(str(tmp_path / "last")).endswith("last/model.ckpt-6")
     assert kept_note(str(tmp_path / "last"), "srocc") == ""
     assert any(line.startswith("warning: srocc ") and "the run's model is the last" in line
                for line in lines)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rankiqa import ladders
+from rankiqa.serve import ladders
 from rankiqa.cli import main
 from rankiqa.data.views import Views
 

@@ -12,7 +12,7 @@ PACKAGE = os.path.join(os.path.dirname(__file__), "..", "rankiqa")
 
 
 @pytest.mark.parametrize("code", [
-    "import rankiqa.data.generate, rankiqa.rundir, rankiqa.models, rankiqa.device",
+    "import rankiqa.data.generate, rankiqa.run.rundir, rankiqa.weights.builtin, rankiqa.run.device",
     "from rankiqa.cli import main; main(['--help'])",
     "from rankiqa.cli import main; main(['models'])",
     "from rankiqa.cli import main; main(['predict', '--help'])",

@@ -1,4 +1,4 @@
-"""The Python API (`rankiqa.load_model`) and the built-in models (`rankiqa.models`)."""
+"""The Python API (`rankiqa.load_model`) and the built-in models (`rankiqa.weights.builtin`)."""
 
 import importlib.util
 import os
@@ -9,7 +9,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import rankiqa
-from rankiqa import models, nets, predict
+from rankiqa import nets
+from rankiqa.serve import predict
+from rankiqa.weights import builtin
 from rankiqa.cli import main
 from rankiqa.data import samples
 from rankiqa.data.views import list_files, load_image
@@ -59,19 +61,19 @@ def test_an_unknown_model_names_the_built_in_ones(tmp_path):
 def test_models_lists_each_built_in_model_with_its_figures_and_command():
     result = invoke("models")
     assert result.exit_code == 0, result.output
-    for m in models.BUILTIN.values():
+    for m in builtin.BUILTIN.values():
         assert m.name in result.stdout and m.validation in result.stdout
         assert m.command in result.stdout and m.licence in result.stdout
-    assert f"{models.DEFAULT}  (default)" in result.stdout
+    assert f"{builtin.DEFAULT}  (default)" in result.stdout
 
 
 def test_shipped_heads_are_the_arrays_their_script_wrote():
     """Each head's digest is the one `scripts/builtin_model.sh` printed when it was made (the
     script takes ~50 minutes: too long for the suite); a changed file is refused at load."""
-    for m in models.BUILTIN.values():
+    for m in builtin.BUILTIN.values():
         with np.load(m.head_path) as data:
             arrays = {name: data[name] for name in data.files}
-        assert models.arrays_digest(arrays) == m.head_sha256, m.name
+        assert builtin.arrays_digest(arrays) == m.head_sha256, m.name
         scope = nets.get_network_fn(m.net).scope  # vgg_16_pooled builds under vgg_16
         trained = tuple(f"{scope}/{s}/" for s in m.trained_scopes)
         assert arrays and all(name.startswith(trained) for name in arrays)
@@ -79,18 +81,18 @@ def test_shipped_heads_are_the_arrays_their_script_wrote():
         # a head alone: well under a megabyte; trained blocks with it: at most 16 MB a model
         limit = 1_000_000 if m.trained_scopes == ("logits",) else 16_000_000
         assert os.path.getsize(m.head_path) < limit
-    heads = [m for m in models.BUILTIN.values() if m.trained_scopes == ("logits",)]
+    heads = [m for m in builtin.BUILTIN.values() if m.trained_scopes == ("logits",)]
     assert sum(os.path.getsize(m.head_path) for m in heads) <= 5 * 2 ** 20
 
 
 def test_a_changed_head_is_refused(tmp_path, monkeypatch):
-    m = models.BUILTIN[models.DEFAULT]
+    m = builtin.BUILTIN[builtin.DEFAULT]
     with np.load(m.head_path) as data:
         arrays = {name: data[name] for name in data.files}
     name = sorted(arrays)[0]
     arrays[name] = arrays[name] + 1
     np.savez(tmp_path / m.head_file, **arrays)
-    monkeypatch.setattr(models, "HERE", str(tmp_path))
+    monkeypatch.setattr(builtin, "HERE", str(tmp_path))
     with pytest.raises(InputError, match="does not hold the arrays built-in model"):
         m.head_arrays()
     data = open(m.head_path, "rb").read()
@@ -117,20 +119,20 @@ def test_predict_with_no_model_scores_with_the_default_built_in_model(tmp_path):
     import csv
 
     (path, score, model, views, scale), = list(csv.reader(result.stdout.splitlines()))[1:]
-    assert (path, model, views) == (photo, models.DEFAULT, "2 pyramid views of 224²")
+    assert (path, model, views) == (photo, builtin.DEFAULT, "2 pyramid views of 224²")
     assert scale == "BIQ2021 MOS in [0, 1], higher is better"
     assert float(score) == pytest.approx(ASTRONAUT_SCORE, abs=1e-4)
     # the export commands take the name too: served without training anything
-    result = invoke("export-npy", "--model", models.DEFAULT, "--output", tmp_path / "m.npz",
+    result = invoke("export-npy", "--model", builtin.DEFAULT, "--output", tmp_path / "m.npz",
                     "--include", "efficientnet_lite2/logits")
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "m.npz") as data:
-        assert sorted(data.files) == sorted(models.BUILTIN[models.DEFAULT].head_arrays())
+        assert sorted(data.files) == sorted(builtin.BUILTIN[builtin.DEFAULT].head_arrays())
 
 
 @needs_efficientnet
 def test_evaluate_a_built_in_model_on_your_own_labels(label_file, tmp_path):
-    result = invoke("evaluate", "--model", models.DEFAULT, "--set", f"data.label_file={label_file}",
+    result = invoke("evaluate", "--model", builtin.DEFAULT, "--set", f"data.label_file={label_file}",
                     "--set", "data.val_fraction=0.5", "--output-dir", tmp_path / "e")
     assert result.exit_code == 0, result.output
     import json
@@ -171,7 +173,7 @@ def test_the_vgg_built_in_model_scores_a_known_photo_as_recorded():
 
 
 def test_without_the_pretrained_extra_one_line_names_the_install(monkeypatch, photo_dir):
-    from rankiqa import pretrained
+    from rankiqa.weights import pretrained
 
     def missing(*args, **kwargs):
         raise pretrained.PretrainedUnavailable(
@@ -195,7 +197,7 @@ needs_both = pytest.mark.skipif(
 def test_the_combined_built_in_model_ranks_distorted_copies_below_the_photo():
     """The ranking-aware probe's promise: a blurred, noisy or compressed copy of a photo scores
     lower (its ladders: 0.959 of pairs ordered on 20 validation photos)."""
-    from rankiqa import ladders
+    from rankiqa.serve import ladders
 
     photo = load_image(os.path.join(samples.skimage_data_dir(), "astronaut.png"))
     copies = [ladders.ladder(photo, family, seed=0)[3] for family in ("gblur", "wn", "jpeg")]
@@ -214,7 +216,7 @@ def test_list_models_names_the_default_first_without_tensorflow():
                           "print('tensorflow' in sys.modules)"], capture_output=True, text=True,
                          timeout=120)
     names, loaded = out.stdout.strip().splitlines()
-    assert eval(names) == [models.DEFAULT] + sorted(set(models.BUILTIN) - {models.DEFAULT})
+    assert eval(names) == [builtin.DEFAULT] + sorted(set(builtin.BUILTIN) - {builtin.DEFAULT})
     assert loaded == "False"
 
 
@@ -227,9 +229,10 @@ def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_be
     network trained, stored in float16; its arrays replace the wheel's, it puts distorted copies
     below the photo (its ladders: see `rankiqa models`), and ONNX Runtime scores as
     TensorFlow."""
-    from rankiqa import ladders, pretrained
+    from rankiqa.serve import ladders
+    from rankiqa.weights import pretrained
 
-    m = models.get(RANKED)
+    m = builtin.get(RANKED)
     wheel = pretrained.get_pretrained_arrays(m.backbone, m.net)
     stored = m.head_arrays()
     assert all(a.dtype == np.float32 for a in stored.values())  # float16 on disk only
@@ -253,5 +256,5 @@ def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_be
     np.testing.assert_allclose(scores["onnx"], scores["tensorflow"], atol=1e-5)
     original, *distorted = scores["tensorflow"]
     assert 0 < original < 1 and all(s < original for s in distorted)
-    with rankiqa.load_model(models.DEFAULT, engine="tensorflow") as model:
+    with rankiqa.load_model(builtin.DEFAULT, engine="tensorflow") as model:
         assert abs(model.score(photo) - original) > 1e-3  # not the default model under a new name

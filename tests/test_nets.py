@@ -113,7 +113,8 @@ def test_pooled_blocks_are_checked():
 def test_a_runs_pooled_blocks_reach_scoring(label_file, tmp_path):
     """Scoring builds the head a run trained (rankiqa.json), not the network's default, whose
     head would not fit the checkpoint."""
-    from rankiqa import rundir, scoring
+    from rankiqa.run import rundir
+    from rankiqa.serve import scoring
     from rankiqa.data.views import Views
     from rankiqa_testkit import finetune_config
 

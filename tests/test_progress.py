@@ -1,4 +1,4 @@
-from rankiqa import progress
+from rankiqa.run import progress
 
 
 def test_durations_and_time_left():

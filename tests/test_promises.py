@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from rankiqa import rundir
+from rankiqa.run import rundir
 from rankiqa.cli import main
 from rankiqa_testkit import tiny_rank_overrides
 
@@ -325,7 +325,8 @@ EAGER_HOST = '''
 import sys
 import tensorflow as tf
 import rankiqa
-from rankiqa import config as config_lib, rundir  # noqa: F401 - what once switched modes
+from rankiqa import config as config_lib  # noqa: F401 - what once switched modes
+from rankiqa.run import rundir
 from rankiqa.train import rank
 
 stage_one, photo, rank_list, train_dir = sys.argv[1:]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rankiqa import config as config_lib
-from rankiqa import rundir, weights
+from rankiqa.run import rundir
+from rankiqa.weights import restore
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 from rankiqa.train import finetune, rank
@@ -61,7 +62,7 @@ def test_a_copied_or_moved_run_folder_is_its_own(rank_data, tmp_path):
     assert not np.array_equal(model_values(str(tmp_path / "a"))["resnet_v2/conv1/weights"],
                               model_values(str(tmp_path / "copy"))["resnet_v2/conv1/weights"])
     os.rename(tmp_path / "a", tmp_path / "moved")
-    assert weights.latest_checkpoint(str(tmp_path / "moved")).endswith("moved/model.ckpt-3")
+    assert restore.latest_checkpoint(str(tmp_path / "moved")).endswith("moved/model.ckpt-3")
 
 
 def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path):
@@ -87,7 +88,7 @@ def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path)
     assert [h["step"] for h in history] == [3, 6, 9, 12]  # 9 redone, none lost or repeated
     left = sorted(os.listdir(run))
     assert not [p for p in left if "temp" in p or ".tmp-" in p]
-    assert [s for s, _ in weights.checkpoints_on_disk(str(run))] == [12, 9]  # pruned to keep
+    assert [s for s, _ in restore.checkpoints_on_disk(str(run))] == [12, 9]  # pruned to keep
 
 
 def test_checkpoints_that_cannot_be_read_are_never_silently_replaced(rank_data, stage_one,
@@ -221,7 +222,7 @@ def test_a_rerun_with_another_config_is_refused_with_the_keys_named(rank_data, t
                                          ".*train into a new --train-dir"):
         train(rank_data, run, **{"train.max_steps": 6, "optim.lr": 0.5})
     assert (run / rundir.RUN_INFO_NAME).read_text() == record  # nothing rewritten
-    assert weights.latest_checkpoint(str(run)).endswith("model.ckpt-3")
+    assert restore.latest_checkpoint(str(run)).endswith("model.ckpt-3")
     # how long and how often it trains may change: it resumes, saying so
     result, lines = train(rank_data, run, **{"train.max_steps": 6, "train.margin": 2.0,
                                              "train.log_every": 1})
@@ -245,4 +246,4 @@ def test_a_run_never_starts_from_inside_its_own_folder(rank_data, label_file, tm
                                          f"its checkpoints as its own.*--init {run} starts"):
         finetune.train(finetune_config(label_file), str(run), device="cpu", log=lambda line: None)
     assert (run / rundir.RUN_INFO_NAME).read_text() == record
-    assert weights.latest_checkpoint(str(run)).endswith("model.ckpt-3")
+    assert restore.latest_checkpoint(str(run)).endswith("model.ckpt-3")

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from rankiqa import nets, scoring
+from rankiqa import nets
+from rankiqa.serve import scoring
 from rankiqa.compat import tf
 from rankiqa.data import views as views_lib
 from rankiqa.data.views import Views, load_image

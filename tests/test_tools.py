@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 from click.testing import CliRunner
 
-from rankiqa import nets, scoring, weights
+from rankiqa import nets
+from rankiqa.serve import scoring
+from rankiqa.weights import restore
 from rankiqa.cli import main
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
@@ -42,13 +44,13 @@ def test_npz_round_trip_gives_identical_scores(stage_one, crops, tmp_path):
     out = tmp_path / "weights.npz"
     result = invoke("export-npy", "--model", stage_one, "--output", out)
     assert result.exit_code == 0, result.output
-    arrays = weights.load_arrays(str(out))
+    arrays = restore.load_arrays(str(out))
     assert "resnet_v2/logits/weights" in arrays
     assert not any("Adam" in n or "global_step" in n for n in arrays)  # model variables only
     with tf.Graph().as_default(), tf.Session() as sess:
         images, score, _ = scoring.build_scoring_graph("resnet_v2_tiny")
         sess.run(tf.global_variables_initializer())
-        report = weights.load_into(sess, arrays)
+        report = restore.load_into(sess, arrays)
         assert not report.missing and not report.shape_mismatch and not report.unused
         from_file = sess.run(score, {images: crops})
     np.testing.assert_array_equal(from_file, checkpoint_scores(stage_one, crops))
@@ -91,7 +93,7 @@ def test_init_report_names_mismatches(tmp_path):
         a = tf.Variable(np.zeros(3, np.float32), name="a")
         tf.Variable(np.zeros(2, np.float32), name="b")
         sess.run(tf.global_variables_initializer())
-        report = weights.load_into(sess, {"a": np.ones(3, np.float32),
+        report = restore.load_into(sess, {"a": np.ones(3, np.float32),
                                           "b": np.ones(4, np.float32), "c": np.ones(1)})
         assert report.restored == [("a", "a")] and report.unused == ["c"]
         assert report.shape_mismatch == [("b", (2,), (4,))]
@@ -254,7 +256,7 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
                                                            monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
-    from rankiqa import predict, scoring
+    from rankiqa.serve import predict, scoring
 
     onnx_cache = tmp_path / "onnx_cache"  # this test's alone: others convert models too
     monkeypatch.setenv(scoring.ONNX_CACHE_ENV, str(onnx_cache))
@@ -310,7 +312,7 @@ def planted_onnx_model():
 def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     """A model is converted once: later loads read the cached conversion (the converter is not
     called), a damaged cache file is converted again, and "off" leaves the cache alone."""
-    from rankiqa import predict, scoring
+    from rankiqa.serve import predict, scoring
     from rankiqa.data.views import list_files
 
     photos, _ = list_files([photo_dir])
@@ -352,7 +354,8 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
 def test_an_export_fed_by_views_batch_scores_as_predict(stage_one, photo_dir, tmp_path):
     """The README's snippet: the model's views from rankiqa.json, `Views.batch`, the mean of
     each image's views."""
-    from rankiqa import predict, rundir
+    from rankiqa.run import rundir
+    from rankiqa.serve import predict
     from rankiqa.data.views import Views, list_files
 
     result = invoke("export-pb", "--model", stage_one, "--output", tmp_path / "m.pb")
@@ -418,7 +421,7 @@ def test_tools_on_finetune_and_foreign_checkpoints(stage_one, finetuned, crops, 
         sess.run(tf.global_variables_initializer())
         tf.train.Saver().save(sess, str(foreign / "model.ckpt"))
     assert invoke("export-npy", "--model", foreign, "--output", tmp_path / "f.npz").exit_code == 0
-    arrays = weights.load_arrays(str(tmp_path / "f.npz"))
+    arrays = restore.load_arrays(str(tmp_path / "f.npz"))
     assert arrays["other/table"].dtype == np.int64 and arrays["other/scale"] == 2.5
     result = invoke("inspect-ckpt", foreign)
     assert "other/table\t[2, 3]\tint64\t6" in result.stdout
@@ -493,7 +496,7 @@ def test_merge_into_a_relative_folder_and_of_garbage(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     merged = tmp_path / "out" / "merged"
     assert '"model.ckpt"' in (merged / "checkpoint").read_text()  # not ../../model.ckpt
-    assert weights.resolve_checkpoint(os.path.join("out", "merged")).endswith("model.ckpt")
+    assert restore.resolve_checkpoint(os.path.join("out", "merged")).endswith("model.ckpt")
     assert len(tf.train.list_variables(str(merged))) == len(tf.train.list_variables(one))
     (tmp_path / "garbage").write_bytes(b"\0" * 100)
     result = invoke("merge-ckpt", tmp_path / "garbage", one, "--output-dir", tmp_path / "g")

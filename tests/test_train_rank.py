@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from rankiqa import rundir
+from rankiqa.run import rundir
 from rankiqa.compat import slim, tf
 from rankiqa.train import loop
 from rankiqa_testkit import tiny_rank_overrides
@@ -146,7 +146,8 @@ def test_trainable_scopes_train_only_those_scopes(rank_data, tmp_path):
 def test_held_out_accuracy_is_the_scorers_views_of_every_level(rank_data, tmp_path):
     """eval.json's rank_accuracy equals scoring each held-out image with the saved model and
     the run's views (centre_random, one seed for every level), then ranking per group."""
-    from rankiqa import metrics, scoring
+    from rankiqa import metrics
+    from rankiqa.serve import scoring
     from rankiqa.data import lists
     from rankiqa.data.views import load_image
 

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from rankiqa import scoring, weights
+from rankiqa.serve import scoring
+from rankiqa.weights import restore
 from rankiqa.compat import slim, tf
 from rankiqa_testkit import model_values
 
@@ -25,7 +26,7 @@ def test_every_source_loads_the_same_values(stage_one, tmp_path, kind):
         np.savez(source, **expected)
     with tf.Graph().as_default(), tf.Session() as sess:
         variables = tiny_graph()
-        init_fn, report = weights.build_init(source, variables, exclude_scopes=["resnet_v2/logits"])
+        init_fn, report = restore.build_init(source, variables, exclude_scopes=["resnet_v2/logits"])
         sess.run(tf.global_variables_initializer())
         init_fn(sess)
         got = {v.op.name: sess.run(v) for v in variables}
@@ -40,16 +41,16 @@ def test_every_source_loads_the_same_values(stage_one, tmp_path, kind):
 
 
 def test_scratch_and_unknown_sources(tmp_path):
-    assert weights.build_init("scratch") == (None, None)
+    assert restore.build_init("scratch") == (None, None)
     with pytest.raises(ValueError, match="not 'scratch', a checkpoint, training folder or .npz "
                                          r"file, a built-in model \(\['biq2021-.*\]\) or a "
                                          r"pretrained start \(choose from \['dinov2-vits14', "
                                          r"'efficientnet-lite0', 'efficientnet-lite2', "
                                          r"'efficientnet-lite2\+dinov2-vits14', 'hed-vgg16'\]\)"):
-        weights.build_init(str(tmp_path / "nothing"))
+        restore.build_init(str(tmp_path / "nothing"))
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ValueError, match="is a folder with no checkpoint in it"):
-        weights.build_init(str(tmp_path / "empty"))
+        restore.build_init(str(tmp_path / "empty"))
 
 
 def test_missing_and_misfit_variables_are_named_or_allowed(stage_one, tmp_path):
@@ -59,12 +60,12 @@ def test_missing_and_misfit_variables_are_named_or_allowed(stage_one, tmp_path):
     np.savez(tmp_path / "w.npz", **values)
     with tf.Graph().as_default():
         variables = tiny_graph()
-        with pytest.raises(weights.CheckpointError,
+        with pytest.raises(restore.CheckpointError,
                            match=r"does not fit the model: 1 variables missing, 0 of another "
                                  r"shape \(e.g. \['resnet_v2/conv1/weights'\]\); set "
                                  "init.ignore_missing"):
-            weights.build_init(str(tmp_path / "w.npz"), variables)
-        _, report = weights.build_init(str(tmp_path / "w.npz"), variables, allow_missing=True)
+            restore.build_init(str(tmp_path / "w.npz"), variables)
+        _, report = restore.build_init(str(tmp_path / "w.npz"), variables, allow_missing=True)
     assert report.missing == ["resnet_v2/conv1/weights"]
     assert report.unused == ["resnet_v2/extra/weights"]
     assert "  not in source (left at initialiser): resnet_v2/conv1/weights" in report.lines()
@@ -78,15 +79,15 @@ def test_pickles_are_read_only_when_allowed(tmp_path):
             return (open, (str(marker), "w"))
 
     np.save(tmp_path / "evil.npy", np.array({"x": Payload()}, dtype=object), allow_pickle=True)
-    with pytest.raises(weights.CheckpointError, match="holds a pickle, which can run code"):
-        weights.load_arrays(str(tmp_path / "evil.npy"))
+    with pytest.raises(restore.CheckpointError, match="holds a pickle, which can run code"):
+        restore.load_arrays(str(tmp_path / "evil.npy"))
     assert not marker.exists()
     np.save(tmp_path / "plain.npy", np.zeros(3))
-    with pytest.raises(weights.CheckpointError, match="a single array, not a saved dict"):
-        weights.load_arrays(str(tmp_path / "plain.npy"))
+    with pytest.raises(restore.CheckpointError, match="a single array, not a saved dict"):
+        restore.load_arrays(str(tmp_path / "plain.npy"))
     (tmp_path / "junk.npz").write_bytes(b"not numpy")
-    with pytest.raises(weights.CheckpointError, match="junk.npz: not a NumPy file"):
-        weights.load_arrays(str(tmp_path / "junk.npz"))
+    with pytest.raises(restore.CheckpointError, match="junk.npz: not a NumPy file"):
+        restore.load_arrays(str(tmp_path / "junk.npz"))
 
 
 def damaged_npz_files(folder):
@@ -122,13 +123,13 @@ def damaged_npz_files(folder):
     ("huge", r"member 'a' claims \[100000, 100000\] float32 \(40,000,000,000 bytes\) in 144:")])
 def test_a_damaged_npz_is_one_error_naming_it(tmp_path, what, message):
     path = damaged_npz_files(tmp_path)[what]
-    with pytest.raises(weights.CheckpointError, match=message) as caught:
-        weights.load_arrays(str(path))
+    with pytest.raises(restore.CheckpointError, match=message) as caught:
+        restore.load_arrays(str(path))
     assert str(path) in str(caught.value)
 
 
 def test_non_model_variables_are_one_list():
     for name in ("global_step", "resnet_v2/conv1/weights/Adam", "beta1_power",
                  "resnet_v2/logits/weights/Momentum"):
-        assert not weights.is_model_variable(name)
-    assert weights.is_model_variable("resnet_v2/block1/unit_1/bottleneck_v2/conv1/weights")
+        assert not restore.is_model_variable(name)
+    assert restore.is_model_variable("resnet_v2/block1/unit_1/bottleneck_v2/conv1/weights")

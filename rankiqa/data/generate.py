@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from rankiqa import rundir
+from rankiqa.run import rundir
 from rankiqa.data import distortions as distortions_lib
 from rankiqa.data import lists, views
 from rankiqa.data.views import BadImageError

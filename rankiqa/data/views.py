@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rankiqa import preprocess, rundir
+from rankiqa import preprocess
+from rankiqa.run import rundir
 from rankiqa.errors import InputError
 
 VIEW_MODES = preprocess.VIEW_MODES

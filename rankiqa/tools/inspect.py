@@ -3,8 +3,8 @@
 import numpy as np
 
 from rankiqa.compat import tf
-from rankiqa import weights
-from rankiqa.weights import CheckpointError, resolve_checkpoint
+from rankiqa.weights import restore
+from rankiqa.weights.restore import CheckpointError, resolve_checkpoint
 
 
 def inspect_checkpoint(checkpoint):
@@ -28,4 +28,4 @@ def read_tensor(checkpoint, name):
         close = [n for n in sorted(reader.get_variable_to_shape_map()) if name.split("/")[-1] in n]
         raise CheckpointError(f"{prefix} has no tensor {name!r}"
                               + (f"; similar: {close[:5]}" if close else ""))
-    return weights.read_tensor(reader, name, prefix)
+    return restore.read_tensor(reader, name, prefix)

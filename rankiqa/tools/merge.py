@@ -12,10 +12,11 @@ import os
 
 import numpy as np
 
-from rankiqa import rundir, weights
+from rankiqa.run import rundir
+from rankiqa.weights import restore
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
-from rankiqa.weights import CheckpointError
+from rankiqa.weights.restore import CheckpointError
 
 MERGED_NAME = "model.ckpt"
 
@@ -57,7 +58,7 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     if prefer is not None and prefer not in inputs:
         raise InputError(f"--prefer {prefer} is not among the inputs")
     rundir.check_output(output, inputs, force, "--output-dir")
-    readers = {item: weights.checkpoint_source(item) for item in dict.fromkeys(inputs)}
+    readers = {item: restore.checkpoint_source(item) for item in dict.fromkeys(inputs)}
     merged, source, clashes = {}, {}, []
     for item in inputs:
         occurrence = seen[item] = seen.get(item, -1) + 1

@@ -8,7 +8,7 @@ runs keep their numbers to the last bit.
 - ``mirrored``: `tf.distribute.MirroredStrategy` over this machine's GPUs (or, for testing,
   logical CPU devices), graph mode, a plain session.
 - ``multi_worker``: `tf.distribute.MultiWorkerMirroredStrategy` (synchronous all-reduce) over the
-  workers ``TF_CONFIG`` names (`rankiqa.cluster`); each process starts a `tf.distribute.Server`
+  workers ``TF_CONFIG`` names (`rankiqa.run.cluster`); each process starts a `tf.distribute.Server`
   with the very session config the strategy updated (with another config every worker hangs
   in the variable initialiser, silently).
 
@@ -25,9 +25,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from rankiqa import cluster as cluster_lib
-from rankiqa import device as device_lib
-from rankiqa.cluster import Cluster
+from rankiqa.run import cluster as cluster_lib
+from rankiqa.run import device as device_lib
+from rankiqa.run.cluster import Cluster
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 
@@ -123,8 +123,8 @@ def get_placement(strategy="auto", devices=0, device="auto", precision="fp32"):
         every GPU when there are several, else one device) | one_device | mirrored |
         multi_worker.
       devices: replicas on this machine for mirrored (0: every GPU).
-      device: auto | cpu | gpu (`rankiqa.device.get_device`).
-      precision: fp32 | mixed | auto (`rankiqa.device.resolve_precision`).
+      device: auto | cpu | gpu (`rankiqa.run.device.get_device`).
+      precision: fp32 | mixed | auto (`rankiqa.run.device.resolve_precision`).
 
     Raises:
       InputError: an unknown strategy, devices that are not there, a bad ``TF_CONFIG``.

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from rankiqa import checks, losses, metrics
+from rankiqa import losses, metrics
+from rankiqa.run import checks
 from rankiqa.compat import slim, tf
 from rankiqa.data import lists, mos, pipeline, teacher as teacher_lib
 from rankiqa.data import views as views_lib

@@ -11,10 +11,11 @@ import os
 import tempfile
 import time
 
-from rankiqa import rundir, weights
+from rankiqa.run import rundir
+from rankiqa.weights import restore
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError, RankiqaError
-from rankiqa.progress import duration, time_left
+from rankiqa.run.progress import duration, time_left
 from rankiqa.train import distribute
 
 
@@ -63,7 +64,7 @@ def build_init_fn(init_cfg, network_fn, log, report_path=None):
     source = init_cfg.source
     exclude = (init_cfg.exclude_scopes if init_cfg.exclude_scopes is not None
                else (network_fn.head_scope,))
-    load, report = weights.build_init(
+    load, report = restore.build_init(
         source, exclude_scopes=exclude, source_scope=init_cfg.source_scope,
         scope=network_fn.scope, official_scope=network_fn.official_scope,
         net_name=network_fn.name, allow_missing=init_cfg.ignore_missing)
@@ -162,11 +163,11 @@ def select_trainable(trainable_scopes, option):
     if not trainable_scopes:
         return None, None
     variables = [v for v in tf.trainable_variables()
-                 if weights.in_scopes(v.op.name, trainable_scopes)]
+                 if restore.in_scopes(v.op.name, trainable_scopes)]
     if not variables:
         raise InputError(f"{option} {list(trainable_scopes)} match no trainable variable")
     update_ops = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
-                  if weights.in_scopes(op.name, trainable_scopes)]
+                  if restore.in_scopes(op.name, trainable_scopes)]
     return variables, update_ops
 
 
@@ -285,7 +286,7 @@ def warn_if_worse(history, key, log):
 class Best:
     """The run's best validated checkpoint (``train.keep_best``), in ``RUN/best/``: saved at
     each evaluation better on `key` than every earlier one (a tie keeps the earlier), one
-    kept; `rankiqa.weights.resolve_checkpoint` makes it the run's model. Every worker saves
+    kept; `rankiqa.weights.restore.resolve_checkpoint` makes it the run's model. Every worker saves
     (saving mirrored variables runs collectives), the others aside. At a resume, a best
     checkpoint beyond the resumed step (of the steps the kill undid) is dropped."""
 
@@ -293,7 +294,7 @@ class Best:
         self.sess, self.saver, self.chief, self.key = sess, saver, chief, key
         self.folder = os.path.join(train_dir, rundir.BEST_NAME)
         self.best = None
-        found = weights.checkpoints_on_disk(self.folder) if os.path.isdir(self.folder) else []
+        found = restore.checkpoints_on_disk(self.folder) if os.path.isdir(self.folder) else []
         kept = [p for s, p in found if resumed_at is not None and s <= resumed_at][:1]
         for _, prefix in found:
             if prefix not in kept and chief:
@@ -317,7 +318,7 @@ class Best:
             os.makedirs(self.folder, exist_ok=True)
             self.saver.save(self.sess, os.path.join(self.folder, rundir.CHECKPOINT_NAME),
                             global_step=at, write_meta_graph=False)
-            weights.write_checkpoint_index(self.folder, self.saver.last_checkpoints)
+            restore.write_checkpoint_index(self.folder, self.saver.last_checkpoints)
         else:
             with tempfile.TemporaryDirectory(prefix="rankiqa-worker-") as aside:
                 self.saver.save(self.sess, os.path.join(aside, rundir.CHECKPOINT_NAME),
@@ -328,7 +329,7 @@ class Best:
 def start(sess, saver, train_dir, init_fn, log):
     """Resumes from `train_dir`'s newest readable checkpoint, else initialises and runs
     `init_fn`; returns (the checkpoint resumed from or None, the global step)."""
-    latest = weights.latest_checkpoint(train_dir, verify=True, log=log)
+    latest = restore.latest_checkpoint(train_dir, verify=True, log=log)
     if not latest:
         sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
         if init_fn is not None:
@@ -338,7 +339,7 @@ def start(sess, saver, train_dir, init_fn, log):
     step = int(sess.run(tf.train.get_or_create_global_step()))
     log(f"resumed from {latest} at step {step}")
     # the checkpoints before the kill count towards keep_checkpoints again
-    saver.recover_last_checkpoints([p for _, p in reversed(weights.checkpoints_on_disk(
+    saver.recover_last_checkpoints([p for _, p in reversed(restore.checkpoints_on_disk(
         train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
     return latest, step
 
@@ -430,7 +431,7 @@ class Checkpoints:
         self.last = self.saver.save(self.sess, self.prefix, global_step=at,
                                     write_meta_graph=False)
         rundir.fault_point(f"before-index:{at}")
-        weights.write_checkpoint_index(self.train_dir, self.saver.last_checkpoints)
+        restore.write_checkpoint_index(self.train_dir, self.saver.last_checkpoints)
         self.last_step = at
 
     def describe_last(self):

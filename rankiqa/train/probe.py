@@ -15,9 +15,10 @@ standardisation is then written into the batch-norm statistics, or folded into t
 import numpy as np
 from scipy import stats
 
-from rankiqa import rundir, weights
+from rankiqa.run import rundir
+from rankiqa.weights import restore
 from rankiqa.errors import InputError
-from rankiqa.progress import Progress
+from rankiqa.run.progress import Progress
 
 BN_EPSILON = 0.001  # slim.batch_norm's default epsilon, which the head uses
 
@@ -207,7 +208,7 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
     Runs after the start is restored, so the features are those fine-tuning begins from.
 
     Args:
-      scorer: a `rankiqa.scoring.Scorer` branch of the training graph with ``features``.
+      scorer: a `rankiqa.serve.scoring.Scorer` branch of the training graph with ``features``.
       paths, targets: the training images and their scores.
       head_variables: the head's model variables (``weights``, ``biases``, and the batch-norm
         ones of a normalising head).
@@ -247,7 +248,7 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
                                         seed, log)
             report["rank"] = fit["rank"]
         by_name = {v.op.name: v for v in head.values()}
-        weights.assign([(by_name[name], value) for name, value in head_values(fit, head).items()],
+        restore.assign([(by_name[name], value) for name, value in head_values(fit, head).items()],
                        sess)
         if report_path:
             rundir.write_json_atomic(report_path, {

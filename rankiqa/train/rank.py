@@ -5,7 +5,8 @@ shared backbone, one pass over references x levels, the ranking hinge), evaluati
 rank accuracy); the rest (start, weight decay, loop) is `rankiqa.train.stage`.
 """
 
-from rankiqa import checks, losses, metrics
+from rankiqa import losses, metrics
+from rankiqa.run import checks
 from rankiqa.data import lists, pipeline
 from rankiqa.data import views as views_lib
 from rankiqa.errors import InputError

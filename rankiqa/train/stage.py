@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
 from rankiqa import config as config_lib
-from rankiqa import nets, rundir, weights
+from rankiqa import nets
+from rankiqa.run import rundir
+from rankiqa.weights import restore
 from rankiqa.compat import tf
 from rankiqa.config import to_dict
 from rankiqa.errors import InputError
-from rankiqa.scoring import Scorer
+from rankiqa.serve.scoring import Scorer
 from rankiqa.train import distribute, loop
 
 RESTORE_REPORT_NAME = "restore_report.json"
@@ -162,7 +164,7 @@ def check_rerun(train_dir, stage, config, log):
     that changes what it learns (any key but `RESUMABLE`), is refused with the keys named;
     resumable changes go on with a notice each."""
     recorded = rundir.find_run_info(train_dir) if os.path.isdir(train_dir) else {}
-    if not recorded or not weights.checkpoints_on_disk(train_dir):
+    if not recorded or not restore.checkpoints_on_disk(train_dir):
         return  # a fresh start
     if recorded.get("stage") != stage.name:
         raise InputError(f"{train_dir} holds a {recorded.get('stage')} run; {stage.command} "
@@ -207,7 +209,7 @@ def build_train_op(config, placement, network_fn, stage, total_loss, parts):
     scopes, option = stage.trainable
     variables_to_train, update_ops = loop.select_trainable(scopes, option)
     multipliers = {v: stage.head_lr_multiplier for v in tf.trainable_variables()
-                   if weights.in_scopes(v.op.name, [network_fn.head_scope])
+                   if restore.in_scopes(v.op.name, [network_fn.head_scope])
                    and (variables_to_train is None or v in variables_to_train)}
     return loop.build_train_op(
         total_loss, config.optim, tf.train.get_or_create_global_step(),

@@ -22,13 +22,15 @@ import time
 
 import numpy as np
 
-from rankiqa import metrics, rundir, scoring
+from rankiqa import metrics
+from rankiqa.run import rundir
+from rankiqa.serve import scoring
 from rankiqa.data import generate, lists, mos
 from rankiqa.data.teacher import TABLE_COLUMNS
 from rankiqa.data import views as views_lib
 from rankiqa.config import TransferConfig
 from rankiqa.errors import InputError
-from rankiqa.progress import Progress
+from rankiqa.run.progress import Progress
 from rankiqa.train import probe
 
 TABLE_NAME = "teacher.csv"

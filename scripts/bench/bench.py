@@ -41,7 +41,7 @@ import numpy as np
 
 from rankiqa import losses, nets, siamese
 from rankiqa.compat import slim, tf
-from rankiqa.device import session_config
+from rankiqa.run.device import session_config
 
 
 def median_time(fn, warmup, repeats):
@@ -248,7 +248,7 @@ def p3(args):
 def p4(args):
     """predict images/s: checkpoint graph, frozen .pb, SavedModel, ONNX Runtime;
     batched (--batch images per run) and one image per run."""
-    from rankiqa import scoring
+    from rankiqa.serve import scoring
     from rankiqa.tools import export
 
     work = tempfile.mkdtemp(dir=args.work_dir)
@@ -446,7 +446,7 @@ def p7(args):
 
 def p8(args):
     """mixed / fp32 img/s: train-rank (the real command and input pipeline) and scoring."""
-    from rankiqa import scoring
+    from rankiqa.serve import scoring
 
     refs = args.references
     train = {}
@@ -483,7 +483,7 @@ def p9(args):
     """One backbone at --crop²: a whole-network training step (Adam, batch --batch, L2 on
     random targets) and a scoring step (inference, batch --batch), img/s, and this process's
     peak RSS (run one backbone per process)."""
-    from rankiqa import scoring
+    from rankiqa.serve import scoring
 
     rng = np.random.default_rng(0)
     crops = rng.uniform(0, 255, (args.batch, args.crop, args.crop, 3)).astype(np.float32)
@@ -524,17 +524,18 @@ def p10(args):
     graph's session) and `--engine onnx` (ONNX Runtime on the converted graph); the seconds
     each takes to load (the onnx engine converts the graph, or reads its cached conversion), and
     the largest score difference."""
-    from rankiqa import models, scoring
+    from rankiqa.serve import scoring
+    from rankiqa.weights import builtin
 
     rng = np.random.default_rng(0)
     photos = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
-    out = {"id": "P10", "model": models.DEFAULT, "batch": args.batch, "tf": tf.__version__}
+    out = {"id": "P10", "model": builtin.DEFAULT, "batch": args.batch, "tf": tf.__version__}
     scores = {}
     # an empty conversion cache: the onnx load below converts; the load after it reads the cache
     os.environ[scoring.ONNX_CACHE_ENV] = tempfile.mkdtemp(dir=args.work_dir)
     for engine in ("tensorflow", "onnx"):
         start = time.perf_counter()
-        with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch,
+        with scoring.load_scorer(builtin.DEFAULT, batch_size=2 * args.batch,
                                  engine=engine) as scorer:
             out[f"{engine}_load_s"] = time.perf_counter() - start
             views = scorer.views
@@ -543,14 +544,14 @@ def p10(args):
             out[f"{engine}_photos_s"] = args.batch / seconds
             scores[engine] = scorer.score_batch(crops)
     start = time.perf_counter()
-    with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch, engine="onnx") as scorer:
+    with scoring.load_scorer(builtin.DEFAULT, batch_size=2 * args.batch, engine="onnx") as scorer:
         out["onnx_cached_load_s"] = time.perf_counter() - start
         assert scorer.cached, "the conversion was not cached"
     # predict's default: auto measures both engines once (kept in the cache), then the chosen
     # one runs; loaded twice, so the second load shows the cost with the choice cached
     for load in ("auto_load_s", "auto_cached_load_s"):
         start = time.perf_counter()
-        with scoring.load_scorer(models.DEFAULT, batch_size=2 * args.batch,
+        with scoring.load_scorer(builtin.DEFAULT, batch_size=2 * args.batch,
                                  engine="auto") as scorer:
             out[load] = time.perf_counter() - start
             out["auto_choice"] = scorer.engine_note
@@ -560,7 +561,7 @@ def p10(args):
     out["views"] = views.as_dict()
     out["max_score_difference"] = float(np.abs(scores["onnx"] - scores["tensorflow"]).max())
     print(json.dumps(out))
-    print(f"P10 {models.DEFAULT}, {views.describe()} per photo, {args.batch} photos per run: "
+    print(f"P10 {builtin.DEFAULT}, {views.describe()} per photo, {args.batch} photos per run: "
           f"TensorFlow {out['tensorflow_photos_s']:.1f} photos/s (loaded in "
           f"{out['tensorflow_load_s']:.1f} s), ONNX Runtime {out['onnx_photos_s']:.1f} photos/s "
           f"(loaded and converted in {out['onnx_load_s']:.1f} s, from the conversion cache in "
@@ -591,14 +592,15 @@ def p11(args):
     overlapped), divided by the same network's bare photos/s on those photos' views decoded
     beforehand, the two taking turns in one process run; for each engine, with the default
     built-in model."""
-    from rankiqa import models, scoring
+    from rankiqa.serve import scoring
+    from rankiqa.weights import builtin
     from rankiqa.data import views as views_lib
 
     paths = photo_paths(args)
-    out = {"id": "P11", "model": models.DEFAULT, "photos": len(paths), "batch": args.batch,
+    out = {"id": "P11", "model": builtin.DEFAULT, "photos": len(paths), "batch": args.batch,
            "decode_threads": scoring.DECODE_THREADS, "tf": tf.__version__}
     for engine in ("tensorflow", "onnx"):
-        with scoring.load_scorer(models.DEFAULT, batch_size=args.batch, engine=engine) as scorer:
+        with scoring.load_scorer(builtin.DEFAULT, batch_size=args.batch, engine=engine) as scorer:
             start = time.perf_counter()
             crops = np.concatenate([scorer.views.apply(views_lib.load_image(p))
                                     for p in paths]).astype(np.float32)
@@ -617,7 +619,7 @@ def p11(args):
     print(json.dumps(out))
     for engine in ("tensorflow", "onnx"):
         r = out[engine]
-        print(f"P11 {models.DEFAULT} on {len(paths)} photos ({scorer.views.describe()} each), "
+        print(f"P11 {builtin.DEFAULT} on {len(paths)} photos ({scorer.views.describe()} each), "
               f"{engine}: predict path {r['predict_photos_s']:.1f} photos/s, bare network "
               f"{r['bare_photos_s']:.1f} photos/s on pre-decoded views: {r['ratio']:.2f}; "
               f"decoding alone {out[engine + '_decode_photos_s']:.1f} photos/s on one thread")
@@ -631,11 +633,12 @@ def p12(args):
     models taking turns within each, so that drift on a shared machine hits every one alike.
     ONNX conversions and auto's choice are made once beforehand (a first load converts and
     measures, and peaks higher) in a cache under --work-dir."""
-    from rankiqa import models, scoring
+    from rankiqa.serve import scoring
+    from rankiqa.weights import builtin
 
     names = args.models.split(",")
     for name in names:
-        models.get(name)
+        builtin.get(name)
     env = {**os.environ, scoring.ONNX_CACHE_ENV: tempfile.mkdtemp(dir=args.work_dir)}
     one = [sys.executable, __file__, "p12-one", "--count", str(args.count)]
     one += ["--photos", args.photos] if args.photos else []

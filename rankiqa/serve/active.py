@@ -193,7 +193,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
 
     Args:
       model: the model whose views, scores and pooled features judge the photos (a built-in
-        model's name, default `rankiqa.models.DEFAULT`, or a training folder).
+        model's name, default `rankiqa.weights.builtin.DEFAULT`, or a training folder).
       progress: optional ``progress(done, total)`` as photos are scored.
 
     Returns:
@@ -223,7 +223,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
     if len(pool) < count:
         log(f"notice: the pool holds {len(pool)} unlabelled photos, fewer than --count "
             f"{count}: all of them are ranked")
-    from rankiqa import scoring  # TensorFlow starts here
+    from rankiqa.serve import scoring  # TensorFlow starts here
 
     needs_features = strategy in ("diversity", "combined", "typical")
     with scoring.load_scorer(model, device=device, normalised=True) as scorer:

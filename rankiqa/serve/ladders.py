@@ -17,7 +17,7 @@ import os
 import numpy as np
 from scipy import stats
 
-from rankiqa import rundir
+from rankiqa.run import rundir
 from rankiqa.data import distortions, views
 from rankiqa.data.views import BadImageError
 from rankiqa.errors import InputError

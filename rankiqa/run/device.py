@@ -13,8 +13,8 @@ DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("fp32", "mixed", "auto")
 # how a training step is placed (`rankiqa.train.distribute.get_placement`)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# what runs a scoring graph (`rankiqa.scoring.load_scorer`): auto picks the faster of the two
-# for the model on this machine where their scores agree (`rankiqa.scoring.choose_engine`)
+# what runs a scoring graph (`rankiqa.serve.scoring.load_scorer`): auto picks the faster of the two
+# for the model on this machine where their scores agree (`rankiqa.serve.scoring.choose_engine`)
 ENGINES = ("auto", "tensorflow", "onnx")
 
 

@@ -1,7 +1,7 @@
 """`rankiqa launch --workers N -- COMMAND ...`: a multi-worker job of N local processes.
 
 Each worker runs ``python -m rankiqa COMMAND ...`` with its own ``TF_CONFIG`` (a cluster of N
-tasks on free loopback ports, `rankiqa.cluster.local_tf_configs`); their output is streamed with
+tasks on free loopback ports, `rankiqa.run.cluster.local_tf_configs`); their output is streamed with
 a ``[worker K]`` prefix. Synchronous all-reduce has no elasticity: when one worker dies the
 others wait in their next collective forever. So when a worker fails, or no worker prints a line
 for `stall_timeout` seconds, every worker is stopped and the launch fails with one line naming
@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from rankiqa import cluster
+from rankiqa.run import cluster
 from rankiqa.errors import InputError, RankiqaError
 
 GRACE_SECONDS = 5  # between SIGTERM and SIGKILL when stopping the workers
