@@ -61,7 +61,7 @@ def main(argv=None):
     scorer = load_scorer(config.init.source, net=config.net.name,
                          pooled_blocks=config.net.pooled_blocks)
     scorer.views = view
-    print(f"{config.init.source}: {len(scorer.report.restored)} arrays restored; "
+    print(f"{config.init.source}: {len(scorer.model.report.restored)} arrays restored; "
           f"{view.describe()}", flush=True)
 
     def save(name, **arrays):

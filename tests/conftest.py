@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item, call):
 def onnx_cache(tmp_path_factory):
     """This test run's caches (child processes inherit them), never the user's ~/.cache: the
     onnx engine's conversions (returned) and every other (the image checks)."""
-    from rankiqa.serve.scoring import ONNX_CACHE_ENV
+    from rankiqa.serve.engines import ONNX_CACHE_ENV
 
     folder = tmp_path_factory.mktemp("onnx_cache")
     caches = {ONNX_CACHE_ENV: str(folder), "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}

@@ -191,7 +191,7 @@ def test_mirrored_finetune_equals_one_device_and_restores_in_one_process(label_f
     for name, value in values["one_device"].items():
         np.testing.assert_allclose(values["mirrored"][name], value, atol=1e-5, err_msg=name)
     with scoring.load_scorer(str(tmp_path / "mirrored"), device="cpu") as scorer:
-        assert scorer.report.missing == [] and scorer.views.count == 2
+        assert scorer.model.report.missing == [] and scorer.views.count == 2
 
 
 # --------------------------------------------------------------------------- several machines

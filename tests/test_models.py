@@ -48,7 +48,7 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
     if model.engine.startswith("tensorflow"):
         assert model.scorer.session._closed
     else:
-        assert model.scorer.ort_session is None
+        assert model.scorer.onnx.session is None
 
 
 def test_an_unknown_model_names_the_built_in_ones(tmp_path):

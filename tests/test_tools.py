@@ -10,7 +10,7 @@ from PIL import Image
 from click.testing import CliRunner
 
 from rankiqa import nets
-from rankiqa.serve import scoring
+from rankiqa.serve import engines, scoring
 from rankiqa.weights import restore
 from rankiqa.cli import main
 from rankiqa.compat import tf
@@ -256,10 +256,10 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
                                                            monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
-    from rankiqa.serve import predict, scoring
+    from rankiqa.serve import predict
 
     onnx_cache = tmp_path / "onnx_cache"  # this test's alone: others convert models too
-    monkeypatch.setenv(scoring.ONNX_CACHE_ENV, str(onnx_cache))
+    monkeypatch.setenv(engines.ONNX_CACHE_ENV, str(onnx_cache))
     outputs = {}
     for engine in ("tensorflow", "onnx"):
         result = invoke("predict", photo_dir, "--model", stage_one, "--engine", engine,
@@ -272,8 +272,8 @@ def test_predict_with_the_onnx_engine_scores_as_tensorflow(stage_one, photo_dir,
     np.testing.assert_allclose([r["score"] for r in onnx_rows], [r["score"] for r in tf_rows],
                                rtol=1e-4, atol=1e-5)
     with predict.load_model(stage_one, engine="onnx") as model:
-        assert isinstance(model.scorer, scoring.OnnxScorer)
-        assert model.scorer.session is None or model.scorer.session._closed  # TF let go
+        assert model.scorer.model.engine == "onnx" and model.scorer.onnx is not None
+        assert model.scorer.session is None  # TF let go
         with pytest.raises(InputError, match="the onnx engine computes scores only"):
             model.scorer.run(model.scorer.features, np.zeros((1, 8, 8, 3), np.float32))
     result = invoke("predict", photo_dir, "--model", stage_one, "--engine", "onnx",
@@ -312,7 +312,7 @@ def planted_onnx_model():
 def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     """A model is converted once: later loads read the cached conversion (the converter is not
     called), a damaged cache file is converted again, and "off" leaves the cache alone."""
-    from rankiqa.serve import predict, scoring
+    from rankiqa.serve import predict
     from rankiqa.data.views import list_files
 
     photos, _ = list_files([photo_dir])
@@ -320,12 +320,12 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     assert len(cached) == 1  # the CLI run above converted the model and kept it
     with predict.load_model(stage_one, engine="onnx") as model:
         first = model.score(photos)
-    real_convert = scoring.onnx_model
-    monkeypatch.setattr(scoring, "onnx_model", lambda *a, **k: pytest.fail("converted again"))
+    real_convert = engines.onnx_model
+    monkeypatch.setattr(engines, "onnx_model", lambda *a, **k: pytest.fail("converted again"))
     with predict.load_model(stage_one, engine="onnx") as model:
-        assert model.scorer.cached == str(cached[0])
+        assert model.scorer.onnx.cached == str(cached[0])
         np.testing.assert_array_equal(model.score(photos), first)
-    monkeypatch.setattr(scoring, "onnx_model", real_convert)
+    monkeypatch.setattr(engines, "onnx_model", real_convert)
     cached[0].write_bytes(b"not a model")
     with predict.load_model(stage_one, engine="onnx") as model:
         np.testing.assert_array_equal(model.score(photos), first)
@@ -339,15 +339,15 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     # a damaged file in a cache that cannot be written: converted in memory, and said so
     cached[0].write_bytes(b"damaged")
     with monkeypatch.context() as patch:
-        patch.setattr(scoring.rundir, "write_atomic", lambda *a: (_ for _ in ()).throw(
+        patch.setattr(engines.rundir, "write_atomic", lambda *a: (_ for _ in ()).throw(
             PermissionError(30, "Read-only file system")))
         with predict.load_model(stage_one, engine="onnx") as model:
             np.testing.assert_array_equal(model.score(photos), first)
-            assert model.scorer.cached is None and "converted in memory" in model.engine
-    monkeypatch.setenv(scoring.ONNX_CACHE_ENV, "off")
+            assert model.scorer.onnx.cached is None and "converted in memory" in model.engine
+    monkeypatch.setenv(engines.ONNX_CACHE_ENV, "off")
     cached[0].unlink()
     with predict.load_model(stage_one, engine="onnx") as model:
-        assert model.scorer.cached is None
+        assert model.scorer.onnx.cached is None
     assert not list(folder.glob("*"))
 
 
@@ -464,21 +464,21 @@ def test_merge_one_checkpoint_under_two_scopes(tmp_path):
 def test_auto_engine_measures_once_and_takes_the_faster_where_scores_agree(
         stage_one, photo_dir, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    monkeypatch.setenv(scoring.ONNX_CACHE_ENV, str(tmp_path / "cache"))  # this test's alone
+    monkeypatch.setenv(engines.ONNX_CACHE_ENV, str(tmp_path / "cache"))  # this test's alone
     with scoring.load_scorer(stage_one, engine="auto") as scorer:
-        chosen, note = type(scorer), scorer.engine_note
+        chosen, note = scorer.model.engine, scorer.model.engine_note
     (path,) = [str(p) for p in (tmp_path / "cache").glob("*.engine.json")]
     record = json.load(open(path))
     faster = "onnx" if record["onnx_views_s"] > record["tensorflow_views_s"] else "tensorflow"
     expected = faster if record["agree"] else "tensorflow"
     assert record["agree"] and record["max_difference"] <= 1e-5  # the tiny net: they agree
-    assert (chosen is scoring.OnnxScorer) == (expected == "onnx")
+    assert chosen == expected and (scorer.onnx is not None) == (expected == "onnx")
     assert note.startswith(f"auto: {expected} (onnx runs ")
     # measured once: the next load reads the record
-    monkeypatch.setattr(scoring, "_measure_engines",
+    monkeypatch.setattr(engines, "_measure_engines",
                         lambda *args, **kwargs: pytest.fail("measured again"))
     with scoring.load_scorer(stage_one, engine="auto") as scorer:
-        assert type(scorer) is chosen
+        assert scorer.model.engine == chosen
     # where the scores do not agree, TensorFlow, however fast ONNX Runtime is
     json.dump({**record, "agree": False, "onnx_views_s": 1e9}, open(path, "w"))
     result = invoke("predict", photo_dir, "--model", stage_one)

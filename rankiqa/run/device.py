@@ -14,7 +14,7 @@ PRECISIONS = ("fp32", "mixed", "auto")
 # how a training step is placed (`rankiqa.train.distribute.get_placement`)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # what runs a scoring graph (`rankiqa.serve.scoring.load_scorer`): auto picks the faster of the two
-# for the model on this machine where their scores agree (`rankiqa.serve.scoring.choose_engine`)
+# for the model on this machine where their scores agree (`rankiqa.serve.engines.choose_engine`)
 ENGINES = ("auto", "tensorflow", "onnx")
 
 

@@ -229,7 +229,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
     with scoring.load_scorer(model, device=device, normalised=True) as scorer:
         if needs_features and scorer.features is None:
             raise InputError(f"--strategy {strategy} needs a model with pooled features; "
-                             f"{scorer.info.get('ref')} has none (use --strategy uncertainty "
+                             f"{scorer.model.ref} has none (use --strategy uncertainty "
                              "or random)")
         tensor = "features" if needs_features else "score"
         readable, values = [], []  # one pass reads every photo once: its features or scores

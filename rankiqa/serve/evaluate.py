@@ -106,13 +106,13 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
         if aggregate == "median" and views.count <= 2:
             log(f"notice: the median of {views.count} views is their mean")
             aggregate = "mean"
-        summary = {"checkpoint": model, "net": scorer.net_name, "dataset": data_cfg.dataset,
+        summary = {"checkpoint": model, "net": scorer.model.net, "dataset": data_cfg.dataset,
                    "split": split, "crops": views.count, "crop_mode": views.mode,
                    "crop_size": views.crop, "aggregate": aggregate,
-                   "precision": scorer.precision,
+                   "precision": scorer.model.precision,
                    "score_direction": "normalised MOS in [0, 1], higher is better",
-                   "model_score_scale": scorer.scale.text}
-        scale = scales.of_model(scorer.info, normalised)
+                   "model_score_scale": scorer.model.scale.text}
+        scale = scales.of_model(scorer.model.description, normalised)
         summary["predicted"] = scale.as_dict()  # what predictions.csv's `predicted` is on
         predicted = summarise(summary, items, per_view, aggregate)
         write_evidence(output_dir, summary, items, predicted,

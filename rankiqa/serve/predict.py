@@ -37,11 +37,11 @@ class Model:
 
     def __init__(self, scorer, name):
         self.scorer, self.name = scorer, name
-        self.views, self.scale, self.net = scorer.views, scorer.scale.text, scorer.net_name
-        kind = "onnx" if isinstance(scorer, scoring.OnnxScorer) else "tensorflow"
-        self.engine = f"{kind} ({scorer.engine_note})" if scorer.engine_note else kind
-        self.score_range = scorer.scale.score_range
-        self.lower_better = not scorer.scale.higher_is_better
+        self.views, self.scale, self.net = scorer.views, scorer.model.scale.text, scorer.model.net
+        kind, note = scorer.model.engine, scorer.model.engine_note
+        self.engine = f"{kind} ({note})" if note else kind
+        self.score_range = scorer.model.scale.score_range
+        self.lower_better = not scorer.model.scale.higher_is_better
 
     def score(self, images, views=None):
         """Scores of paths, PIL images or uint8 arrays (``[H, W, 3]`` or grey ``[H, W]``), each
@@ -75,14 +75,14 @@ def load_model(model=None, net=None, device="auto", batch_size=64, precision="fp
       batch_size: views per session run.
       precision: fp32 | mixed | auto (`rankiqa.run.device.resolve_precision`).
       allow_pickle: let `model` be a pickled ``.npy`` dict (a pickle can run code).
-      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.serve.scoring.OnnxScorer`) |
-        auto (the faster of the two here where their scores agree: `scoring.choose_engine`).
+      engine: tensorflow | onnx (ONNX Runtime on the CPU: `rankiqa.serve.engines.OnnxRunner`) |
+        auto (the faster of the two here where their scores agree: `engines.choose_engine`).
       normalised: scores in [0, 1], higher better; default: the model's labels' scale.
     """
     scorer = scoring.load_scorer(model, net=net, device=device, allow_pickle=allow_pickle,
                                  batch_size=batch_size, precision=precision, engine=engine,
                                  normalised=normalised)
-    return Model(scorer, scorer.info["ref"])
+    return Model(scorer, scorer.model.ref)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,4 +121,4 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
                 problems.append(str(values))
             else:
                 rows.append({"path": files[k], "score": float(values.mean())})
-    return rows, problems, Used(loaded.name, views, loaded.scorer.scale, loaded.engine, tuple(ignored))
+    return rows, problems, Used(loaded.name, views, loaded.scorer.model.scale, loaded.engine, tuple(ignored))

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from rankiqa.run import rundir
-from rankiqa.serve import scales, scoring
+from rankiqa.serve import engines, scales, scoring
 from rankiqa.weights import restore
 from rankiqa.data import views as views_lib
 from rankiqa.compat import tf
@@ -80,14 +80,14 @@ def preprocess_spec(scorer, model):
     """What a served export needs to score as `rankiqa predict` does (`rankiqa.preprocess`)."""
     views = scorer.views
     return {
-        "format": 1, "model": scorer.info.get("ref") or model,
+        "format": 1, "model": scorer.model.description.get("ref") or model,
         "views": {**views.as_dict(), "seed": views_lib.VIEW_SEED},
         "resize": RESIZE,
         "input": {"name": scorer.images.name, "dtype": "float32",
                   "shape": [None, views.crop, views.crop, 3], "range": "RGB 0-255"},
         "output": {"name": scorer.score.name, "shape": [None],
                    "per_image": f"the mean of each image's {views.count} consecutive scores"},
-        **scorer.scale.as_dict(),
+        **scorer.model.scale.as_dict(),
     }
 
 
@@ -102,7 +102,7 @@ def export_pb(checkpoint, out, net=None, force=False, normalised=False):
     that spec (`preprocess_spec`)."""
     _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
     with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
-        frozen = scoring.frozen_graph_def(scorer)
+        frozen = engines.frozen_graph_def(scorer)
         spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, frozen.SerializeToString())
     rundir.write_json_atomic(preprocess_path(out), spec)
@@ -130,13 +130,13 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False, normalised=Fal
 
 
 def export_onnx(checkpoint, out, net=None, opset=13, force=False, normalised=False):
-    """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.serve.scoring.onnx_model`;
+    """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.serve.engines.onnx_model`;
     ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
     keep their names. Returns the spec written beside it (`preprocess_spec`)."""
     _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
-    scoring.require_onnx("tf2onnx")
+    engines.require_onnx("tf2onnx")
     with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
-        model_proto = scoring.onnx_model(scorer, opset)
+        model_proto = engines.onnx_model(scorer, opset)
         spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, model_proto.SerializeToString())
     rundir.write_json_atomic(preprocess_path(out), spec)

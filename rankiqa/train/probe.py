@@ -224,7 +224,7 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
     """
     if scorer.features is None:
         raise InputError(f"finetune.probe needs a network that exposes its pooled features; "
-                         f"{scorer.net_name} does not")
+                         f"{scorer.model.net} does not")
     head = {v.op.name.rsplit("/", 1)[-1]: v for v in head_variables}
     if not {"weights", "biases"} <= set(head):
         raise InputError(f"finetune.probe needs a linear head; found "

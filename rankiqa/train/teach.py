@@ -116,14 +116,14 @@ def teach(data_cfg, output_dir, model=None, extra_views=2, exclude_files=(), fol
         scorer = scoring.load_scorer(model, device=device, normalised=True)
         with scorer:
             if scorer.features is None:
-                raise InputError(f"the teacher {scorer.info.get('ref') or model} exposes no pooled "
+                raise InputError(f"the teacher {scorer.model.ref or model} exposes no pooled "
                                  "features; teach with a model whose head is linear on them")
             own = scorer.views
             if own.mode != "pyramid" and own.count > 1:
                 raise InputError(f"teach places the teacher's own views as a pyramid; its views "
                                  f"are {own.describe()}")
             specs = [view_specs(own.count, extra_views, seed, k) for k in range(len(photos))]
-            plan = {"model": scorer.info.get("ref") or model, "views": own.as_dict(),
+            plan = {"model": scorer.model.description.get("ref") or model, "views": own.as_dict(),
                     "extra_views": extra_views, "seed": seed,
                     "photos": [it.path for it in photos]}
             _check_plan(output_dir, plan)

@@ -524,7 +524,7 @@ def p10(args):
     graph's session) and `--engine onnx` (ONNX Runtime on the converted graph); the seconds
     each takes to load (the onnx engine converts the graph, or reads its cached conversion), and
     the largest score difference."""
-    from rankiqa.serve import scoring
+    from rankiqa.serve import engines, scoring
     from rankiqa.weights import builtin
 
     rng = np.random.default_rng(0)
@@ -532,7 +532,7 @@ def p10(args):
     out = {"id": "P10", "model": builtin.DEFAULT, "batch": args.batch, "tf": tf.__version__}
     scores = {}
     # an empty conversion cache: the onnx load below converts; the load after it reads the cache
-    os.environ[scoring.ONNX_CACHE_ENV] = tempfile.mkdtemp(dir=args.work_dir)
+    os.environ[engines.ONNX_CACHE_ENV] = tempfile.mkdtemp(dir=args.work_dir)
     for engine in ("tensorflow", "onnx"):
         start = time.perf_counter()
         with scoring.load_scorer(builtin.DEFAULT, batch_size=2 * args.batch,
@@ -546,7 +546,7 @@ def p10(args):
     start = time.perf_counter()
     with scoring.load_scorer(builtin.DEFAULT, batch_size=2 * args.batch, engine="onnx") as scorer:
         out["onnx_cached_load_s"] = time.perf_counter() - start
-        assert scorer.cached, "the conversion was not cached"
+        assert scorer.onnx.cached, "the conversion was not cached"
     # predict's default: auto measures both engines once (kept in the cache), then the chosen
     # one runs; loaded twice, so the second load shows the cost with the choice cached
     for load in ("auto_load_s", "auto_cached_load_s"):
@@ -554,10 +554,10 @@ def p10(args):
         with scoring.load_scorer(builtin.DEFAULT, batch_size=2 * args.batch,
                                  engine="auto") as scorer:
             out[load] = time.perf_counter() - start
-            out["auto_choice"] = scorer.engine_note
+            out["auto_choice"] = scorer.model.engine_note
             seconds = median_time(lambda: scorer.score_batch(crops), args.warmup, args.repeats)
             out["auto_photos_s"] = args.batch / seconds
-    shutil.rmtree(os.environ.pop(scoring.ONNX_CACHE_ENV))
+    shutil.rmtree(os.environ.pop(engines.ONNX_CACHE_ENV))
     out["views"] = views.as_dict()
     out["max_score_difference"] = float(np.abs(scores["onnx"] - scores["tensorflow"]).max())
     print(json.dumps(out))
@@ -633,13 +633,13 @@ def p12(args):
     models taking turns within each, so that drift on a shared machine hits every one alike.
     ONNX conversions and auto's choice are made once beforehand (a first load converts and
     measures, and peaks higher) in a cache under --work-dir."""
-    from rankiqa.serve import scoring
+    from rankiqa.serve import engines
     from rankiqa.weights import builtin
 
     names = args.models.split(",")
     for name in names:
         builtin.get(name)
-    env = {**os.environ, scoring.ONNX_CACHE_ENV: tempfile.mkdtemp(dir=args.work_dir)}
+    env = {**os.environ, engines.ONNX_CACHE_ENV: tempfile.mkdtemp(dir=args.work_dir)}
     one = [sys.executable, __file__, "p12-one", "--count", str(args.count)]
     one += ["--photos", args.photos] if args.photos else []
 
@@ -660,7 +660,7 @@ def p12(args):
         out["models"].setdefault(name, {})[engine] = {
             "photos_s": statistics.median(r["photos_s"] for r in rs),
             "peak_rss_gb": max(r["peak_rss_gb"] for r in rs)}
-    shutil.rmtree(env[scoring.ONNX_CACHE_ENV])
+    shutil.rmtree(env[engines.ONNX_CACHE_ENV])
     print(json.dumps(out))
     first = out["models"][names[0]]
     for name in names:

@@ -1,0 +1,245 @@
+"""What runs a scoring graph besides TensorFlow's session: ONNX Runtime on the graph converted by
+tf2onnx, the verified cache of conversions, and `--engine auto`'s choice between the two.
+
+A converted model is kept once per machine (`onnx_cache_path`: named by the digest of the
+frozen graph and the converter) and used only when its bytes are the ones this user wrote
+(`_read_verified`). `choose_engine` measures both engines on the model's own views, once per
+model and machine, and takes ONNX Runtime only where it is faster and agrees with TensorFlow.
+Everything here takes a TensorFlow `rankiqa.serve.scoring.Scorer` (its session, graph and
+named tensors) and never imports that module: scoring builds on engines, not the reverse.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+
+from rankiqa.compat import tf
+from rankiqa.errors import InputError
+from rankiqa.run import device as device_lib
+from rankiqa.run import rundir
+
+# what runs the scoring graph: TensorFlow's session, ONNX Runtime on the graph converted by
+# tf2onnx, or auto: the faster of the two for this model on this machine where they agree
+# (`choose_engine`). Which is faster depends on the CPU (BENCHMARKS P10, EfficientNet-Lite2:
+# ONNX Runtime 2.4-2.6x TensorFlow's photos/s without AVX-512, 1.26x with it).
+ENGINES = device_lib.ENGINES
+# auto takes ONNX Runtime only where its scores stay this close to TensorFlow's (relative to
+# the scores' spread, plus this much absolute): float32 kernels round differently
+AUTO_TOLERANCE = 1e-5
+ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
+# where the onnx engine keeps converted models; "off" converts at every load
+ONNX_CACHE_ENV = "RANKIQA_ONNX_CACHE"
+OPSET = 13
+
+
+class OnnxRunner:
+    """A TensorFlow scorer's graph frozen, converted (`onnx_model`) and run by ONNX Runtime on
+    the CPU. A model is converted once per machine: the conversion is kept in a cache
+    (`onnx_cache_path`), and ``cached`` names the file (None with the cache off or not
+    writable; ``note`` then says so). Scores only: pooled features stay with TensorFlow.
+
+    Args:
+      scorer: a TensorFlow `rankiqa.serve.scoring.Scorer` owning its session.
+      frozen: its frozen graph, where the caller has one (`frozen_graph_def`).
+    """
+
+    def __init__(self, scorer, opset=OPSET, frozen=None):
+        onnxruntime = require_onnx("onnxruntime")
+        self.input_name, self.output_name = scorer.images.name, scorer.score.name
+        self.note = None
+        frozen = frozen_graph_def(scorer) if frozen is None else frozen
+        path = onnx_cache_path(frozen, scorer, opset)
+        model = _read_verified(path) if path else None
+        if model is not None:
+            self.session, self.cached = _ort_session(onnxruntime, model), path
+            return
+        model = onnx_model(scorer, opset, frozen).SerializeToString()
+        self.session = _ort_session(onnxruntime, model)
+        self.cached = _write_cache(path, model) if path else None
+        if path and self.cached is None:
+            self.note = (f"converted in memory: the ONNX cache {os.path.dirname(path)} cannot "
+                         "be written")
+
+    def run(self, crops, batch_size):
+        """Scores ``[N]`` of ``crops: [N, H, W, 3]``, `batch_size` crops per run."""
+        if len(crops) == 0:
+            return np.zeros((0,), np.float32)
+        return np.concatenate([
+            self.session.run([self.output_name], {
+                self.input_name: np.asarray(crops[i:i + batch_size], np.float32)})[0]
+            for i in range(0, len(crops), batch_size)])
+
+    def close(self):
+        self.session = None
+
+
+def require_onnx(*modules):
+    """The first of `modules` (tf2onnx, onnxruntime), each imported, or one clear error."""
+    import importlib
+
+    try:
+        return [importlib.import_module(m) for m in modules][0]
+    except ImportError as e:
+        raise InputError(f"ONNX needs {e.name}: {ONNX_INSTALL}") from None
+
+
+def frozen_graph_def(scorer):
+    """`scorer`'s graph with its variables folded into constants (for .pb and ONNX)."""
+    return tf.graph_util.convert_variables_to_constants(
+        scorer.session, scorer.graph.as_graph_def(), [scorer.score.op.name])
+
+
+def onnx_model(scorer, opset=OPSET, frozen=None):
+    """`scorer`'s frozen graph (`frozen`, else frozen now) as an ONNX ModelProto (tf2onnx); the
+    input and output keep their names. ONNX Runtime's float32 kernels round differently from
+    TensorFlow's (absolute differences near 2e-4 on resnet_v2_50): compare with a relative
+    tolerance."""
+    tf2onnx = require_onnx("tf2onnx")
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen_graph_def(scorer) if frozen is None else frozen,
+        input_names=[scorer.images.name], output_names=[scorer.score.name], opset=opset)
+    return proto
+
+
+def onnx_cache_path(frozen, scorer, opset=OPSET):
+    """Where the onnx engine keeps `frozen` converted, or None with the cache off: a file named
+    by the digest of the frozen graph (weights included) and of the converter's version and
+    opset, so a changed model or converter can never be served an old conversion. The folder is
+    ``$RANKIQA_ONNX_CACHE`` (``off``: no cache), else ``$XDG_CACHE_HOME/rankiqa/onnx`` or
+    ``~/.cache/rankiqa/onnx``. Converting costs about as much as loading the model (P10).
+    A cached file is used only when its bytes are the ones this user wrote there
+    (`_read_verified`): a shared cache cannot swap the model."""
+    folder = os.environ.get(ONNX_CACHE_ENV)
+    if folder == "off":
+        return None
+    folder = folder or rundir.cache_dir("onnx")
+    tf2onnx = require_onnx("tf2onnx")
+    digest = hashlib.sha256(frozen.SerializeToString(deterministic=True))
+    digest.update(f"|tf2onnx {tf2onnx.__version__}|opset {opset}|{scorer.images.name}|"
+                  f"{scorer.score.name}".encode())
+    return os.path.join(folder, f"{digest.hexdigest()}.onnx")
+
+
+def _ort_session(onnxruntime, model):
+    return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def _verified_record(path):
+    """Where this user keeps the SHA-256 of a conversion they wrote to the cache at `path`:
+    under their own cache folder, never beside the (possibly shared) ONNX cache, so a file
+    planted in that cache cannot bring its own record."""
+    return rundir.cache_dir("onnx-verified", os.path.basename(path) + ".sha256")
+
+
+def _read_verified(path):
+    """The cached conversion's bytes when their SHA-256 is the one this user recorded on
+    writing it; None when it is missing, changed, damaged or someone else's (convert again)."""
+    try:
+        with open(path, "rb") as f:
+            model = f.read()
+        with open(_verified_record(path)) as f:
+            recorded = f.read().strip()
+    except OSError:
+        return None
+    return model if hashlib.sha256(model).hexdigest() == recorded else None
+
+
+def _write_cache(path, model):
+    """Keeps a converted model (`rundir.write_atomic`) and the digest it is checked against
+    when read (`_read_verified`); returns `path`, or None when the folder cannot be written
+    (the next load converts again)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        rundir.write_atomic(path, model)
+        record = _verified_record(path)
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        rundir.write_atomic(record, hashlib.sha256(model).hexdigest())
+        return path
+    except OSError:
+        return None
+
+
+def choose_engine(scorer, device="auto", precision="fp32"):
+    """(engine, a note saying why, the frozen graph or None) for `--engine auto`: ONNX Runtime
+    where it is installed, computes what TensorFlow does (scores within `AUTO_TOLERANCE`) and scores this model's views
+    faster on this machine; else TensorFlow. Measured once per model, machine and version (a
+    few seconds: the conversion and a few batches each) and kept beside the onnx engine's
+    conversions (`onnx_cache_path`, ``.engine.json``)."""
+    if device == "gpu" or precision == "mixed":
+        return "tensorflow", "auto: tensorflow (the onnx engine computes float32 on the CPU)", None
+    try:
+        require_onnx("tf2onnx", "onnxruntime")
+    except InputError:
+        return "tensorflow", "auto: tensorflow (the onnx extra is not installed)", None
+    frozen = frozen_graph_def(scorer)
+    path = onnx_cache_path(frozen, scorer)
+    record_path = path and path[:-len(".onnx")] + ".engine.json"
+    record = record_path and _read_record(record_path, scorer.batch_size)
+    if not record:
+        record = _measure_engines(scorer, frozen)
+        if record_path:
+            try:
+                rundir.write_json_atomic(record_path, record)
+            except OSError:
+                pass  # measured again next time
+    speedup = record["onnx_views_s"] / record["tensorflow_views_s"]
+    if not record["agree"]:
+        return "tensorflow", (f"auto: tensorflow (onnx scores differ by up to "
+                              f"{record['max_difference']:.2g})"), frozen
+    engine = "onnx" if speedup > 1 else "tensorflow"
+    return engine, f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here)", frozen
+
+
+def _read_record(path, batch_size):
+    try:
+        record = rundir.read_json(path)
+    except (OSError, ValueError):
+        return None
+    machine = _machine()
+    return record if record.get("machine") == machine and record.get(
+        "batch_size") == batch_size else None
+
+
+def _machine():
+    """What decides which engine is faster: the CPU's model and flags, the cores, the
+    runtimes' versions."""
+    import platform
+
+    import onnxruntime
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = sorted({line.strip() for line in f if line.startswith(("model name", "flags"))})
+    except OSError:
+        cpu = [platform.processor()]
+    digest = hashlib.sha256("\n".join(cpu).encode()).hexdigest()[:16]
+    return f"{digest}|{os.cpu_count()} cpus|tf {tf.__version__}|ort {onnxruntime.__version__}"
+
+
+def _measure_engines(scorer, frozen, rounds=3):
+    """Views/s of both engines on one batch of random views of the model's size, taken in
+    turns; and whether their scores agree."""
+    import time
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (scorer.batch_size, scorer.views.crop, scorer.views.crop, 3))
+    crops = crops.astype(np.float32)
+    onnx = OnnxRunner(scorer, frozen=frozen)
+    runners = {"tensorflow": scorer.score_batch,
+               "onnx": lambda batch: onnx.run(batch, scorer.batch_size)}
+    scores = {name: run(crops) for name, run in runners.items()}  # warm up
+    seconds = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(crops)
+            seconds[name].append(time.perf_counter() - start)
+    onnx.close()
+    difference = float(np.abs(scores["onnx"] - scores["tensorflow"]).max())
+    spread = float(np.ptp(scores["tensorflow"])) or 1.0
+    return {"machine": _machine(), "batch_size": scorer.batch_size,
+            "tensorflow_views_s": len(crops) / float(np.median(seconds["tensorflow"])),
+            "onnx_views_s": len(crops) / float(np.median(seconds["onnx"])),
+            "max_difference": difference,
+            "agree": difference <= AUTO_TOLERANCE * (1 + spread)}
