@@ -78,12 +78,16 @@ def pairwise_hinge_loss(scores, margin, name="pairwise_hinge_loss"):
 
 
 def ranking_accuracy(scores, name="ranking_accuracy"):
-    """Share of pairs i<j ordered correctly (``s_i > s_j``); ``scores: [references, levels]``."""
+    """`rankiqa.metrics.pair_accuracy` in the graph (the training progress line's figure):
+    the share of pairs i<j with ``s_i > s_j``, a tie counting half; ``scores: [references,
+    levels]``."""
     with tf.name_scope(name):
         levels = scores.shape.as_list()[-1]
         i, j = pair_indices(levels)
-        correct = tf.greater(tf.gather(scores, i, axis=1), tf.gather(scores, j, axis=1))
-        return tf.reduce_mean(tf.cast(correct, tf.float32))
+        better, worse = tf.gather(scores, i, axis=1), tf.gather(scores, j, axis=1)
+        right = tf.cast(tf.greater(better, worse), tf.float32)
+        tied = tf.cast(tf.equal(better, worse), tf.float32)
+        return tf.reduce_mean(right + 0.5 * tied)
 
 
 # name -> loss(scores [references, levels], margin); chosen by `train.loss` in the config.

@@ -123,8 +123,33 @@ def describe_interval(ci):
     return "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def rank_accuracy(scores):
-    """Share of pairs i<j with s_i > s_j in ``scores: [references, levels]`` (numpy)."""
-    s = np.asarray(scores, dtype=np.float64)
-    i, j = np.triu_indices(s.shape[1], k=1)
-    return float(np.mean(s[:, i] > s[:, j]))
+def ordered_share(differences):
+    """The share of pair differences (the better image's score minus the worse one's) that
+    order the pair rightly: positive counts 1, a tie counts half (chance is 0.5 whatever a
+    network's resolution, and a network that scores everything alike scores 0.5, not 0)."""
+    d = np.asarray(differences, np.float64)
+    return float(np.mean((d > 0) + 0.5 * (d == 0)))
+
+
+def pair_accuracy(groups):
+    """The one pair accuracy: of each group's level pairs i < j (level i the better, level 0
+    the reference), the share its scores order so (`ordered_share`: ties half), then the mean
+    over groups. Stage one's held-out ranks, `rankiqa ladders`, teach's rank groups and the
+    probes all count it here; `rankiqa.losses.ranking_accuracy` is its in-graph twin.
+
+    Args:
+      groups: ``[groups, levels]`` scores (a ragged list of groups too), or one group
+        ``[levels]``.
+    """
+    if len(groups) and np.ndim(groups[0]) == 0:  # one group
+        groups = [groups]
+    if len(groups) == 0:
+        raise InputError("a pair accuracy needs at least one group")
+    per_group = []
+    for scores in groups:
+        s = np.asarray(scores, np.float64)
+        if len(s) < 2:
+            raise InputError(f"a group of {len(s)} level has no pair to order")
+        i, j = np.triu_indices(len(s), k=1)
+        per_group.append(ordered_share(s[i] - s[j]))
+    return float(np.mean(per_group))

@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from rankiqa import metrics
-from rankiqa.serve import active, ladders
+from rankiqa.serve import active
 from rankiqa.errors import InputError
 from rankiqa.train import probe
 
@@ -73,7 +73,7 @@ def scores_of(fit, features):
 def measure(fit, val, ladder):
     summary = metrics.summary(scores_of(fit, val["features"]), val["scores"])
     return (summary["srocc"], summary["plcc"],
-            float(np.mean([ladders.pair_accuracy(s) for s in scores_of(fit, ladder["features"])])))
+            float(np.mean([metrics.pair_accuracy(s) for s in scores_of(fit, ladder["features"])])))
 
 
 def fit_mos(x, y, standardise=True):

@@ -43,11 +43,11 @@ def scores_of(fit, features, view_ids):
 def measure(fit, val, ladder, view_ids):
     summary = metrics.summary(scores_of(fit, val["features"], view_ids), val["scores"])
     ladder_scores = scores_of(fit, ladder["features"], view_ids)  # [ladders, levels]
-    per_family = {f: float(np.mean([ladders.pair_accuracy(s) for s, g in
+    per_family = {f: float(np.mean([metrics.pair_accuracy(s) for s, g in
                                     zip(ladder_scores, ladder["families"]) if g == f]))
                   for f in ladders.DEFAULT_FAMILIES}
     return {"srocc": summary["srocc"], "plcc": summary["plcc"],
-            "ladders": float(np.mean([ladders.pair_accuracy(s) for s in ladder_scores])),
+            "ladders": float(np.mean([metrics.pair_accuracy(s) for s in ladder_scores])),
             "families": per_family}
 
 
@@ -100,7 +100,7 @@ def study_ranking(directory, rank_weights, margin, view_ids=(0, 2)):
 
     def held_accuracy(f):
         s = scores_of(f, rank["features"][held][:, :, view_ids], list(range(v)))
-        return float(np.mean([ladders.pair_accuracy(g) for g in s]))
+        return float(np.mean([metrics.pair_accuracy(g) for g in s]))
 
     print(line("0 (ridge)", fit, measure(fit, val, ladder, view_ids),
                f" {held_accuracy(fit):.3f} |"), flush=True)

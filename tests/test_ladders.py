@@ -5,15 +5,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from rankiqa import metrics
 from rankiqa.serve import ladders
 from rankiqa.cli import main
 from rankiqa.data.views import Views
-
-
-def test_pair_accuracy_counts_ordered_pairs_and_half_ties():
-    assert ladders.pair_accuracy([5, 4, 3, 2, 1, 0]) == 1.0
-    assert ladders.pair_accuracy([0, 1, 2, 3, 4, 5]) == 0.0
-    assert ladders.pair_accuracy([2, 1, 1]) == pytest.approx((1 + 1 + 0.5) / 3)
 
 
 class DetailScorer:
@@ -43,7 +38,7 @@ def test_ladders_command_on_a_stage_one_model(stage_one, photo_dir, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "ladders.json").read_text())
     assert set(summary["families"]) == {"gblur", "wn"} and summary["photos"] == 2
-    accuracy = np.mean([ladders.pair_accuracy(r["scores"]) for r in summary["scores"]])
+    accuracy = np.mean([metrics.pair_accuracy(r["scores"]) for r in summary["scores"]])
     assert f"pair accuracy {accuracy:.4f} (2 photos" in result.stdout
     # the model's own views (rankiqa.json), as predict uses
     assert summary["views"] == {"crop": 48, "count": 2, "mode": "centre_random"}

@@ -76,12 +76,12 @@ def test_losses_vanish_when_ordered_with_margin():
     assert run(lambda s: losses.pairwise_hinge_loss(s, 10.0), scores) == 0.0
 
 
-def test_ranking_accuracy_tensor_and_numpy_agree(rng):
-    scores = rng.normal(size=(7, 6))
-    expected = np.mean([scores[r, i] > scores[r, j] for r in range(7)
-                        for i in range(6) for j in range(i + 1, 6)])
+def test_ranking_accuracy_tensor_and_numpy_agree_ties_included(rng):
+    scores = rng.integers(0, 4, size=(7, 6)).astype(np.float64)  # many ties
+    expected = np.mean([(scores[r, i] > scores[r, j]) + 0.5 * (scores[r, i] == scores[r, j])
+                        for r in range(7) for i in range(6) for j in range(i + 1, 6)])
     assert run(losses.ranking_accuracy, scores) == pytest.approx(expected)
-    assert metrics.rank_accuracy(scores) == pytest.approx(expected)
+    assert metrics.pair_accuracy(scores) == pytest.approx(expected)
 
 
 def test_unknown_loss_names_the_choices():

@@ -3,6 +3,7 @@ import pytest
 from scipy import stats
 
 from rankiqa import metrics
+from rankiqa.errors import InputError
 
 
 def test_metrics_equal_scipy(rng):
@@ -77,3 +78,32 @@ def test_correlation_intervals_cover_the_true_value_about_95_percent_of_the_time
     assert 0.92 <= covered["plcc"] / 400 <= 0.98, covered
     assert 0.92 <= covered["srocc"] / 400 <= 0.98, covered
     assert metrics.summary([1, 2, 3], [1, 3, 2])["srocc_ci"] is None  # three images: undefined
+
+
+def test_pair_accuracy_counts_ordered_pairs_and_half_ties():
+    assert metrics.pair_accuracy([5, 4, 3, 2, 1, 0]) == 1.0
+    assert metrics.pair_accuracy([0, 1, 2, 3, 4, 5]) == 0.0
+    assert metrics.pair_accuracy([2, 1, 1]) == pytest.approx((1 + 1 + 0.5) / 3)
+    assert metrics.pair_accuracy([[1, 1, 1], [1, 1, 1]]) == 0.5  # alike: chance, not 0
+    # per group, then the mean over groups: a short group weighs as much as a long one
+    assert metrics.pair_accuracy([[2, 1], [0, 1, 2]]) == pytest.approx((1.0 + 0.0) / 2)
+    assert metrics.ordered_share([1.0, -1.0, 0.0, 2.0]) == pytest.approx(2.5 / 4)
+    with pytest.raises(InputError, match="at least one group"):
+        metrics.pair_accuracy([])
+    with pytest.raises(InputError, match="no pair to order"):
+        metrics.pair_accuracy([[1.0]])
+
+
+def test_teach_and_ladders_count_pairs_as_metrics_does():
+    from rankiqa.data.lists import RankGroup
+    from rankiqa.train import teach
+
+    groups = [RankGroup("a", "gblur", ("a0", "a1", "a2")),
+              RankGroup("b", "gblur", ("b0", "b1", "b2")), RankGroup("c", "wn", ("c0", "c1", "c2"))]
+    scores = {"a0": 3, "a1": 2, "a2": 2, "b0": 0, "b1": 1, "b2": 2, "c0": 1, "c1": 0, "c2": 0}
+    result = teach.ladder_accuracy(groups, scores)
+    rows = [[scores[p] for p in g.paths] for g in groups]
+    assert result["pair_accuracy"] == metrics.pair_accuracy(rows)
+    assert result["families"] == {"gblur": metrics.pair_accuracy(rows[:2]),
+                                  "wn": metrics.pair_accuracy(rows[2:])}
+    assert result["families"]["gblur"] == pytest.approx((2.5 / 3 + 0.0) / 2)

@@ -17,6 +17,7 @@ import os
 import numpy as np
 from scipy import stats
 
+from rankiqa import metrics
 from rankiqa.run import rundir
 from rankiqa.data import distortions, views
 from rankiqa.data.views import BadImageError
@@ -30,13 +31,6 @@ def ladder(image, family, seed):
     rng = np.random.default_rng([seed, sum(map(ord, family))])
     _, values = distortions.get_distortion(family)
     return [image] + [distortions.distort(image, family, k, rng) for k in range(1, len(values) + 1)]
-
-
-def pair_accuracy(scores):
-    """Share of pairs (i < j) with ``scores[i] > scores[j]``; ties count half."""
-    scores = np.asarray(scores, np.float64)
-    i, j = np.triu_indices(len(scores), k=1)
-    return float(np.mean((scores[i] > scores[j]) + 0.5 * (scores[i] == scores[j])))
 
 
 def evaluate_ladders(scorer, paths, families=DEFAULT_FAMILIES, max_side=512, seed=0, log=print):
@@ -63,7 +57,7 @@ def evaluate_ladders(scorer, paths, families=DEFAULT_FAMILIES, max_side=512, see
             if np.array_equal(copies[-1], copies[0]):
                 continue  # e.g. desaturating a grey photo: nothing to rank
             scores = scorer.score_items(copies)
-            per_family[family]["pair_accuracy"].append(pair_accuracy(scores))
+            per_family[family]["pair_accuracy"].append(metrics.pair_accuracy(scores))
             per_family[family]["srocc"].append(
                 float(-stats.spearmanr(np.arange(len(scores)), scores)[0]))
             rows.append({"photo": path, "family": family, "scores": [float(s) for s in scores]})
@@ -72,7 +66,7 @@ def evaluate_ladders(scorer, paths, families=DEFAULT_FAMILIES, max_side=512, see
     if not rows:
         raise InputError(f"no ladder could be made ({len(skipped)} photos unreadable)")
     summary = {
-        "pair_accuracy": float(np.mean([pair_accuracy(r["scores"]) for r in rows])),
+        "pair_accuracy": metrics.pair_accuracy([r["scores"] for r in rows]),
         "families": {f: {"pair_accuracy": float(np.mean(v["pair_accuracy"])),
                          "srocc": float(np.nanmean(v["srocc"])),
                          "ladders": len(v["pair_accuracy"])}

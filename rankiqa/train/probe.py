@@ -15,6 +15,7 @@ standardisation is then written into the batch-norm statistics, or folded into t
 import numpy as np
 from scipy import stats
 
+from rankiqa import metrics
 from rankiqa.run import rundir
 from rankiqa.weights import restore
 from rankiqa.errors import InputError
@@ -148,7 +149,7 @@ def fit_ranked(features, targets, group_features, fit, weight, margin, max_itera
                 + fit["alpha"] * np.sum(w ** 2))
 
     w, active, iterations = fit["weights"], None, 0
-    before = float(np.mean(d @ w > 0))
+    before = metrics.ordered_share(d @ w)
     for iterations in range(1, max_iterations + 1):
         now = d @ w < margin
         if active is not None and np.array_equal(now, active):
@@ -163,7 +164,7 @@ def fit_ranked(features, targets, group_features, fit, weight, margin, max_itera
     result = dict(fit, weights=w)
     result["rank"] = {"weight": float(weight), "margin": float(margin), "pairs": int(len(d)),
                       "pair_accuracy_before": before,
-                      "pair_accuracy": float(np.mean(d @ w > 0)),
+                      "pair_accuracy": metrics.ordered_share(d @ w),
                       "active_pairs": int(np.sum(d @ w < margin)), "iterations": iterations}
     return result
 

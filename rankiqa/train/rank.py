@@ -30,8 +30,8 @@ def build_rank_evaluator(scorer, groups, log):
         per_family = {}
         for family in sorted({g.distortion for g in groups}):
             rows = [k for k, g in enumerate(groups) if g.distortion == family]
-            per_family[family] = metrics.rank_accuracy(all_scores[rows])
-        accuracy = metrics.rank_accuracy(all_scores)
+            per_family[family] = metrics.pair_accuracy(all_scores[rows])
+        accuracy = metrics.pair_accuracy(all_scores)
         result = {"step": step, "rank_accuracy": accuracy, "per_distortion": per_family,
                   "held_out_references": sorted({g.reference for g in groups}),
                   "groups": len(groups), "crops": views.count, "crop_size": views.crop,

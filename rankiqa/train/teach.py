@@ -180,20 +180,13 @@ def _reference_folds(references, photos, fold, folds):
 
 
 def ladder_accuracy(groups, scores):
-    """``{"pair_accuracy", "families": {family: pair_accuracy}}``: of each group's level
-    pairs, the share a score orders as the levels (level 0 the best), as `rankiqa ladders`
-    counts them."""
-    counts = {}
+    """``{"pair_accuracy", "families": {family: pair_accuracy}}`` of the rank groups under
+    `scores` (``{path: score}``), counted as every pair accuracy is (`metrics.pair_accuracy`)."""
+    rows = {}
     for group in groups:
-        values = [scores[p] for p in group.paths]
-        right = sum(values[i] > values[j] for i in range(len(values))
-                    for j in range(i + 1, len(values)))
-        total = len(values) * (len(values) - 1) // 2
-        done = counts.setdefault(group.distortion, [0, 0])
-        done[0] += right
-        done[1] += total
-    return {"pair_accuracy": sum(r for r, _ in counts.values()) / sum(t for _, t in counts.values()),
-            "families": {k: r / t for k, (r, t) in counts.items()}}
+        rows.setdefault(group.distortion, []).append([scores[p] for p in group.paths])
+    return {"pair_accuracy": metrics.pair_accuracy([r for family in rows.values() for r in family]),
+            "families": {k: metrics.pair_accuracy(v) for k, v in rows.items()}}
 
 
 def _check_plan(output_dir, plan, name=PLAN_NAME):
