@@ -19,7 +19,9 @@ from rankiqa.serve import active as active_lib  # numpy only: the strategies' na
 from rankiqa.run import checks
 from rankiqa import config as config_lib
 from rankiqa.run import device as device_lib  # choices only: no TensorFlow until a command needs it
-from rankiqa.data import mos, views as views_lib
+from rankiqa.data import mos
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
 from rankiqa.errors import RankiqaError
 
 # File-system errors carry the path in their message: the user can act on them.
@@ -358,7 +360,7 @@ def main(max_pixels, debug, verbose):
     if verbose:  # read by rankiqa.compat (VERBOSE_ENV) when TensorFlow is first imported
         os.environ["RANKIQA_VERBOSE"] = "1"
     if max_pixels:
-        views_lib.set_max_pixels(max_pixels)
+        images_lib.set_max_pixels(max_pixels)
 
 
 @main.command("make-rank-data")
@@ -789,7 +791,7 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     # before TensorFlow's seconds of start-up: the model exists and there is something to score
     checks.model(model, net)
     ignored = []
-    files, problems = views_lib.list_files(paths, ignored)
+    files, problems = images_lib.list_files(paths, ignored)
     if not files:
         report_skipped(problems, ignored)
     from rankiqa.serve import predict

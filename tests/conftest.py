@@ -49,11 +49,11 @@ def onnx_cache(tmp_path_factory):
 def pixel_limit():
     """`rankiqa --max-pixels` sets a process-wide limit (Pillow's too); a test that runs it
     in this process must not leave it to the next."""
-    from rankiqa.data import views
+    from rankiqa.data import images as images_lib
 
-    before = views.MAX_PIXELS, Image.MAX_IMAGE_PIXELS
+    before = images_lib.MAX_PIXELS, Image.MAX_IMAGE_PIXELS
     yield
-    views.MAX_PIXELS, Image.MAX_IMAGE_PIXELS = before
+    images_lib.MAX_PIXELS, Image.MAX_IMAGE_PIXELS = before
 
 
 @pytest.fixture(scope="session")

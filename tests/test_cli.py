@@ -256,7 +256,8 @@ def test_the_commands_offer_exactly_the_librarys_choices():
     the library takes, and none it takes is missing."""
     from rankiqa.run import device
     from rankiqa.serve import active, scoring
-    from rankiqa.data import mos, views
+    from rankiqa.data import mos
+    from rankiqa.preprocessing import views
     from rankiqa.train import distribute
 
     library = {"device": device.DEVICES, "precision": device.PRECISIONS,

@@ -124,7 +124,7 @@ def test_the_readme_python_snippet_runs(photo_dir, tmp_path):
 
 def test_the_serving_snippet_runs_without_rankiqa(stage_one, photo_dir, tmp_path):
     """docs/data-formats.md's snippet as written, beside an ONNX export and a copy of
-    rankiqa/preprocess.py, prints predict's score."""
+    rankiqa/preprocessing/preprocess.py, prints predict's score."""
     pytest.importorskip("onnxruntime")
     from PIL import Image
 
@@ -133,7 +133,7 @@ def test_the_serving_snippet_runs_without_rankiqa(stage_one, photo_dir, tmp_path
     result = CliRunner().invoke(cli.main, ["export-onnx", "--model", stage_one, "--output",
                                            str(tmp_path / "mine.onnx")])
     assert result.exit_code == 0, result.output
-    (tmp_path / "preprocess.py").write_text(read(os.path.join("rankiqa", "preprocess.py")))
+    (tmp_path / "preprocess.py").write_text(read(os.path.join("rankiqa", "preprocessing", "preprocess.py")))
     photo = sorted(os.listdir(photo_dir))[0]
     Image.open(os.path.join(photo_dir, photo)).convert("RGB").save(tmp_path / "photo.jpg")
     check = snippet + "\nimport sys\nassert 'rankiqa' not in sys.modules\n"

@@ -2,13 +2,12 @@ import json
 import os
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from rankiqa import metrics
 from rankiqa.serve import ladders
 from rankiqa.cli import main
-from rankiqa.data.views import Views
+from rankiqa.preprocessing.views import Views
 
 
 class DetailScorer:

@@ -14,7 +14,7 @@ from rankiqa.serve import predict
 from rankiqa.weights import builtin
 from rankiqa.cli import main
 from rankiqa.data import samples
-from rankiqa.data.views import list_files, load_image
+from rankiqa.data.images import list_files, load_image
 from rankiqa.errors import InputError
 
 

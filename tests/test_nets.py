@@ -115,7 +115,7 @@ def test_a_runs_pooled_blocks_reach_scoring(label_file, tmp_path):
     head would not fit the checkpoint."""
     from rankiqa.run import rundir
     from rankiqa.serve import scoring
-    from rankiqa.data.views import Views
+    from rankiqa.preprocessing.views import Views
     from rankiqa_testkit import finetune_config
 
     # what a finetune run with these blocks leaves: its checkpoint and its rankiqa.json

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rankiqa import nets
+from rankiqa.preprocessing import normalise
 from rankiqa.weights import pretrained, restore
 from rankiqa.compat import slim, tf
 from rankiqa_testkit import finetune_config
@@ -70,7 +71,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 def test_vgg_preprocessing_is_bgr_minus_mean():
     with tf.Graph().as_default(), tf.Session() as sess:
-        out = sess.run(nets.preprocess_vgg(tf.constant([[[[10.0, 20.0, 30.0]]]])))
+        out = sess.run(normalise.caffe_vgg(tf.constant([[[[10.0, 20.0, 30.0]]]])))
     np.testing.assert_allclose(out[0, 0, 0], [30 - 104.007, 20 - 116.669, 10 - 122.679], rtol=1e-6)
 
 

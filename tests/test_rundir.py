@@ -119,7 +119,7 @@ def test_finetune_from_a_truncated_start_reports_nothing_as_restored(stage_one, 
 def test_bad_images_are_all_named_before_the_first_step_or_skipped(rank_data, label_file,
                                                                    stage_one, tmp_path):
     from rankiqa.data import mos
-    from rankiqa.data.views import BadImageError
+    from rankiqa.data.images import BadImageError
 
     data = tmp_path / "data"
     shutil.copytree(os.path.dirname(rank_data), data)

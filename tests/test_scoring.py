@@ -10,8 +10,9 @@ import pytest
 from rankiqa import nets
 from rankiqa.serve import scoring
 from rankiqa.compat import tf
-from rankiqa.data import views as views_lib
-from rankiqa.data.views import Views, load_image
+from rankiqa.data import images as images_lib
+from rankiqa.data.images import load_image
+from rankiqa.preprocessing.views import Views
 
 
 def test_loaded_scorer_uses_the_models_own_views(stage_one):
@@ -95,12 +96,12 @@ def test_iter_scores_reports_a_bad_item_in_place_and_goes_on(stage_one, photo_di
     with scoring.load_scorer(stage_one, batch_size=4) as scorer:
         got = list(scorer.iter_scores(items))
         expected = scorer.values([paths[0], paths[1]])
-        with pytest.raises(views_lib.BadImageError, match="broken.png"):
+        with pytest.raises(images_lib.BadImageError, match="broken.png"):
             scorer.values(items)
         with pytest.raises(ValueError, match="image 1: expected a path"):
             scorer.values([paths[0], np.zeros((4, 4), np.float64)])
     assert [k for k, _ in got] == [0, 1, 2]
-    assert isinstance(got[1][1], views_lib.BadImageError)
+    assert isinstance(got[1][1], images_lib.BadImageError)
     np.testing.assert_array_equal(np.stack([got[0][1], got[2][1]]), expected)
 
 

@@ -313,7 +313,7 @@ def check_onnx_cache(stage_one, photo_dir, folder, monkeypatch):
     """A model is converted once: later loads read the cached conversion (the converter is not
     called), a damaged cache file is converted again, and "off" leaves the cache alone."""
     from rankiqa.serve import predict
-    from rankiqa.data.views import list_files
+    from rankiqa.data.images import list_files
 
     photos, _ = list_files([photo_dir])
     cached = sorted(folder.glob("*.onnx"))
@@ -356,7 +356,8 @@ def test_an_export_fed_by_views_batch_scores_as_predict(stage_one, photo_dir, tm
     each image's views."""
     from rankiqa.run import rundir
     from rankiqa.serve import predict
-    from rankiqa.data.views import Views, list_files
+    from rankiqa.data.images import list_files
+    from rankiqa.preprocessing.views import Views
 
     result = invoke("export-pb", "--model", stage_one, "--output", tmp_path / "m.pb")
     assert result.exit_code == 0 and result.stdout.startswith(f"{tmp_path / 'm.pb'}: input ")
@@ -541,6 +542,7 @@ SERVE_WITHOUT_RANKIQA = textwrap.dedent('''
 def test_every_export_served_without_rankiqa_scores_as_predict(run, request, photo_dir,
                                                                tmp_path):
     pytest.importorskip("onnxruntime")
+    from rankiqa.preprocessing import preprocess
     model = request.getfixturevalue(run)
     for command, out in (("export-onnx", "--output"), ("export-pb", "--output"),
                          ("export-savedmodel", "--output-dir")):
@@ -559,8 +561,7 @@ def test_every_export_served_without_rankiqa_scores_as_predict(run, request, pho
         "finetuned_dmos": ([0.0, 100.0], False)}[run]
     serving = tmp_path / "serving"
     serving.mkdir()
-    (serving / "preprocess.py").write_text(open(os.path.join(
-        os.path.dirname(scoring.__file__), "preprocess.py")).read())
+    (serving / "preprocess.py").write_text(open(preprocess.__file__).read())
     (serving / "serve.py").write_text(SERVE_WITHOUT_RANKIQA)
     photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))[:6]
     Image.open(photos[0]).convert("RGB").resize((20, 30)).save(tmp_path / "small.png")

@@ -90,12 +90,12 @@ def test_official_imagenet_names_are_mapped_and_head_skipped(rank_data, tmp_path
     """A checkpoint written under slim's official names (resnet_v2_50/..., 1001 classes)."""
     from tf_slim.nets import resnet_utils, resnet_v2
 
-    from rankiqa import nets
+    from rankiqa.nets import resnet
 
     official = tmp_path / "official"
     with tf.Graph().as_default(), tf.Session() as sess:
         with slim.arg_scope(resnet_utils.resnet_arg_scope()):
-            resnet_v2.resnet_v2(tf.zeros([1, 32, 32, 3]), nets._resnet_v2_tiny_blocks(),
+            resnet_v2.resnet_v2(tf.zeros([1, 32, 32, 3]), resnet._resnet_v2_tiny_blocks(),
                                 num_classes=1001, scope="resnet_v2_50")
         sess.run(tf.global_variables_initializer())
         conv1 = sess.run(slim.get_unique_variable("resnet_v2_50/conv1/weights"))
@@ -149,7 +149,7 @@ def test_held_out_accuracy_is_the_scorers_views_of_every_level(rank_data, tmp_pa
     from rankiqa import metrics
     from rankiqa.serve import scoring
     from rankiqa.data import lists
-    from rankiqa.data.views import load_image
+    from rankiqa.data.images import load_image
 
     train(rank_data, tmp_path, **{"train.max_steps": 3, "train.eval_every": 0})
     evaluation = json.load(open(tmp_path / "eval.json"))

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from rankiqa.data import samples, views
-from rankiqa.data.views import Views
+from rankiqa.data import samples
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import training
+from rankiqa.preprocessing import preprocess
+from rankiqa.preprocessing import views
+from rankiqa.preprocessing.views import Views
 
 
 def photo(h=96, w=128, seed=0):
@@ -13,8 +17,8 @@ def photo(h=96, w=128, seed=0):
 
 
 def test_grid_crops_spread_over_the_image_and_one_is_the_centre():
-    assert views.crop_corners(96, 128, 32, 1) == [(32, 48)]
-    assert views.crop_corners(96, 128, 32, 4) == [(0, 0), (0, 96), (64, 0), (64, 96)]
+    assert preprocess.crop_corners(96, 128, 32, 1) == [(32, 48)]
+    assert preprocess.crop_corners(96, 128, 32, 4) == [(0, 0), (0, 96), (64, 0), (64, 96)]
 
 
 def test_pyramid_goes_from_native_centre_to_the_whole_picture():
@@ -44,13 +48,13 @@ def test_unknown_view_mode_and_empty_views_are_refused():
 
 
 def test_centre_random_starts_at_the_centre_and_is_seeded():
-    corners = views.crop_corners(96, 128, 32, 3, "centre_random", seed=1234)
+    corners = preprocess.crop_corners(96, 128, 32, 3, "centre_random", seed=1234)
     assert corners[0] == (32, 48)
-    assert corners == views.crop_corners(96, 128, 32, 3, "centre_random", seed=1234)
-    assert corners[1:] != views.crop_corners(96, 128, 32, 3, "centre_random", seed=1)[1:]
+    assert corners == preprocess.crop_corners(96, 128, 32, 3, "centre_random", seed=1234)
+    assert corners[1:] != preprocess.crop_corners(96, 128, 32, 3, "centre_random", seed=1)[1:]
     # random mode draws the same corners as centre_random after its centre
-    assert views.crop_corners(96, 128, 32, 2, "random", seed=5) == \
-        views.crop_corners(96, 128, 32, 3, "centre_random", seed=5)[1:]
+    assert preprocess.crop_corners(96, 128, 32, 2, "random", seed=5) == \
+        preprocess.crop_corners(96, 128, 32, 3, "centre_random", seed=5)[1:]
 
 
 def test_views_batch_files_with_the_one_view_seed(tmp_path):
@@ -68,13 +72,13 @@ def test_views_batch_files_with_the_one_view_seed(tmp_path):
 
 def test_load_image_names_bad_files_and_shrinks(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
-    with pytest.raises(views.BadImageError, match=r"bad\.jpg: not a readable image"):
-        views.load_image(str(tmp_path / "bad.jpg"))
+    with pytest.raises(images_lib.BadImageError, match=r"bad\.jpg: not a readable image"):
+        images_lib.load_image(str(tmp_path / "bad.jpg"))
     Image.fromarray(photo(60, 120)).save(tmp_path / "big.png")
-    assert views.load_image(str(tmp_path / "big.png"), max_side=40).shape == (20, 40, 3)
+    assert images_lib.load_image(str(tmp_path / "big.png"), max_side=40).shape == (20, 40, 3)
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "x.png").write_bytes(b"")
-    files, problems = views.list_files([str(tmp_path), str(tmp_path / "nope.png")])
+    files, problems = images_lib.list_files([str(tmp_path), str(tmp_path / "nope.png")])
     assert [os.path.basename(f) for f in files] == ["bad.jpg", "big.png"]
     assert problems == [f"{tmp_path / 'nope.png'}: no such file or folder"]
 
@@ -91,8 +95,8 @@ def test_training_and_evaluation_upscale_alike():
         im.thumbnail((30, 30))
         image = np.asarray(im)[:20]
     with tf.Graph().as_default(), tf.Session() as sess:
-        trained = sess.run(views.upscale_to(tf.constant(image), 40))
-        large = sess.run(views.upscale_to(tf.constant(photo(50, 60)), 40))
+        trained = sess.run(training.upscale_to(tf.constant(image), 40))
+        large = sess.run(training.upscale_to(tf.constant(photo(50, 60)), 40))
     evaluated = views.ensure_min_side(image, 40)
     assert trained.shape == evaluated.shape == (40, 60, 3) and trained.dtype == np.uint8
     differences = np.abs(trained.astype(int) - evaluated.astype(int))
@@ -124,18 +128,18 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
     with tf.Graph().as_default(), tf.Session() as sess:
         path = tf.placeholder(tf.string)
-        decoded = views.decode_image(path)
+        decoded = training.decode_image(path)
         for name in ("g16.png", "l.png", "p.png", "la.png", "rgba.png", "rgb.jpg",
                      "progressive.jpg", "l.jpg", "cmyk.jpg", "rotated.jpg"):
-            ours = views.load_image(str(tmp_path / name))
+            ours = images_lib.load_image(str(tmp_path / name))
             theirs = sess.run(decoded, {path: str(tmp_path / name)})
             np.testing.assert_array_equal(ours, theirs, err_msg=name)
         # TensorFlow's default (fast) IDCT is what the training path must not use
         fast = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
         assert np.any(sess.run(fast, {path: str(tmp_path / "rgb.jpg")})
-                      != views.load_image(str(tmp_path / "rgb.jpg")))
-    assert views.load_image(str(tmp_path / "rotated.jpg")).shape == (24, 30, 3)  # not rotated
-    grey = views.load_image(str(tmp_path / "g16.png"))
+                      != images_lib.load_image(str(tmp_path / "rgb.jpg")))
+    assert images_lib.load_image(str(tmp_path / "rotated.jpg")).shape == (24, 30, 3)  # not rotated
+    grey = images_lib.load_image(str(tmp_path / "g16.png"))
     with Image.open(tmp_path / "g16.png") as im:
         g16 = np.asarray(im).astype(np.int64)
     np.testing.assert_array_equal(grey, np.repeat((g16 >> 8)[..., None], 3, axis=-1).astype(
@@ -144,15 +148,15 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
 
 def test_decompression_bombs_are_bad_images(tmp_path, monkeypatch):
     Image.fromarray(photo(60, 80)).save(tmp_path / "big.png")
-    monkeypatch.setattr(views, "MAX_PIXELS", 1000)
-    with pytest.raises(views.BadImageError, match=r"big.png: 80x60 pixels, over the limit of "
+    monkeypatch.setattr(images_lib, "MAX_PIXELS", 1000)
+    with pytest.raises(images_lib.BadImageError, match=r"big.png: 80x60 pixels, over the limit of "
                                                   r"1,000 \(--max-pixels\)"):
-        views.load_image(str(tmp_path / "big.png"))
+        images_lib.load_image(str(tmp_path / "big.png"))
 
 
 def test_the_image_check_cache_of_a_test_run_is_its_own():
     """The tests write their caches under their own XDG_CACHE_HOME (conftest), never a
     user's ~/.cache."""
     home_cache = os.path.join(os.path.expanduser("~"), ".cache")
-    assert views._cache_file("list.csv").startswith(os.environ["XDG_CACHE_HOME"] + os.sep)
-    assert not views._cache_file("list.csv").startswith(home_cache + os.sep)
+    assert images_lib._cache_file("list.csv").startswith(os.environ["XDG_CACHE_HOME"] + os.sep)
+    assert not images_lib._cache_file("list.csv").startswith(home_cache + os.sep)

@@ -18,8 +18,9 @@ from PIL import Image
 
 from rankiqa.run import rundir
 from rankiqa.data import distortions as distortions_lib
-from rankiqa.data import lists, views
-from rankiqa.data.views import BadImageError
+from rankiqa.data import lists
+from rankiqa.data import images as images_lib
+from rankiqa.data.images import BadImageError
 from rankiqa.errors import InputError
 
 # PNG is lossless, so JPEG/JP2K artefacts survive; level 1 of 9 costs ~3x less time than 6
@@ -32,10 +33,10 @@ def find_inputs(src_dir):
     and a message for each other entry (a FIFO, a device: never opened); or, if `src_dir` is
     a text file, the paths it lists (one per line, relative to the file's folder)."""
     if os.path.isfile(src_dir):
-        return views.read_path_list(src_dir), []
+        return images_lib.read_path_list(src_dir), []
     if not os.path.isdir(src_dir):
         raise FileNotFoundError(f"SRC_DIR {src_dir} is neither a folder nor a list file")
-    files, problems = views.list_files([src_dir])
+    files, problems = images_lib.list_files([src_dir])
     return sorted(files), problems
 
 
@@ -59,9 +60,9 @@ def _process_family(job):
     `_rng`, so the bytes do not depend on which worker made them). The reference's first
     family also writes the pristine copy. Returns (rows, skipped: bool, error)."""
     path, name, out_root, family, first, seed, max_side, max_pixels = job
-    views.set_max_pixels(max_pixels)  # a spawned worker starts with the default
+    images_lib.set_max_pixels(max_pixels)  # a spawned worker starts with the default
     try:
-        image = views.load_image(path, max_side)
+        image = images_lib.load_image(path, max_side)
     except BadImageError as e:
         return [], False, str(e)
     if min(image.shape[:2]) < 8:
@@ -181,7 +182,7 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
     with rundir.writing(out_dir) as partial:  # a half-written folder is never taken for one
         os.makedirs(partial)
         # one job per reference and family: many small jobs keep every worker busy to the end
-        jobs = [(p, n, partial, f, k == 0, seed, max_side, views.MAX_PIXELS)
+        jobs = [(p, n, partial, f, k == 0, seed, max_side, images_lib.MAX_PIXELS)
                 for p, n in zip(paths, names) for k, f in enumerate(families)]
         if progress:
             progress(0, len(paths))
@@ -230,7 +231,7 @@ def _run_jobs(jobs, workers):
 def _pixels(path):
     """Image area from the header alone (0 for unreadable files: they fail fast anyway)."""
     try:
-        w, h = views.image_size(path)
+        w, h = images_lib.image_size(path)
     except BadImageError:
         w = h = 0  # they fail fast anyway
     return w * h

@@ -1,4 +1,4 @@
-"""tf.data input pipelines for training; the views themselves live in `rankiqa.data.views`.
+"""tf.data input pipelines for training; the views themselves live in `rankiqa.preprocessing.views`.
 
 Rank batches are *references x levels*: ``images: [references * levels, crop, crop, 3]`` uint8,
 level-major within each reference (rows r*L .. r*L+L-1 are reference r, pristine first), so that
@@ -10,7 +10,9 @@ content.
 import numpy as np
 
 from rankiqa.compat import tf
-from rankiqa.data import views
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import training
+from rankiqa.preprocessing import views
 from rankiqa.data.lists import ListError
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
@@ -19,7 +21,7 @@ AUTOTUNE = tf.data.experimental.AUTOTUNE
 def check_sizes(groups, crop_size):
     """Raises ListError naming the first pristine image smaller than `crop_size` (header read only)."""
     for g in groups:
-        w, h = views.image_size(g.paths[0])
+        w, h = images_lib.image_size(g.paths[0])
         if min(w, h) < crop_size:
             raise ListError(f"{g.paths[0]} is {w}x{h}, smaller than crop_size {crop_size}; "
                             "lower data.crop_size or use larger references")
@@ -27,7 +29,7 @@ def check_sizes(groups, crop_size):
 
 def _decode_group(paths):
     # All levels of a group share the reference's size; tf.stack checks it at run time.
-    return tf.stack([views.decode_image(paths[k]) for k in range(paths.shape[0])])
+    return tf.stack([training.decode_image(paths[k]) for k in range(paths.shape[0])])
 
 
 def _element_seeds(ds, seed):
@@ -71,7 +73,7 @@ def rank_dataset(groups, crop_size, references_per_batch, seed=0, cache=True,
         ds = ds.cache().shuffle(len(groups), seed=seed, reshuffle_each_iteration=True).repeat()
     # A crop is a slice: cheaper than handing it to another thread, so it runs inline; the
     # training step keeps both cores (on 2 cores a parallel map here cost ~10% of a tiny step).
-    ds = _element_seeds(ds, seed).map(lambda g, s: views.crop_and_flip_group(g, crop_size, s))
+    ds = _element_seeds(ds, seed).map(lambda g, s: training.crop_and_flip_group(g, crop_size, s))
     ds = ds.batch(references_per_batch, drop_remainder=True)
     ds = ds.map(lambda b: tf.reshape(b, [references_per_batch * levels, crop_size, crop_size, 3]))
     return _with_single_threaded_ops(ds.prefetch(AUTOTUNE))
@@ -80,16 +82,16 @@ def rank_dataset(groups, crop_size, references_per_batch, seed=0, cache=True,
 def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deterministic=True,
                 random_scale=False):
     """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])`` batches:
-    one training view per image per visit (`rankiqa.data.views.crop_and_flip`)."""
+    one training view per image per visit (`rankiqa.preprocessing.training.crop_and_flip`)."""
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(scores, np.float32)))
     if not cache:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(lambda p, s: (views.decode_image(p), s), num_parallel_calls=AUTOTUNE,
+    ds = ds.map(lambda p, s: (training.decode_image(p), s), num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
     if cache:
         ds = ds.cache().shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = _element_seeds(ds, seed).map(
-        lambda item, s: (views.crop_and_flip(item[0], crop_size, s, random_scale), item[1]),
+        lambda item, s: (training.crop_and_flip(item[0], crop_size, s, random_scale), item[1]),
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
@@ -98,7 +100,7 @@ def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deter
 def teacher_dataset(paths, specs, scores, crop_size, batch_size, seed=0, deterministic=True):
     """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])``: the views a
     teacher scored (`rankiqa teach`), each placed by its spec ``(scale, y, x, flip)`` from the
-    decoded photo (`rankiqa.preprocess.placed_view`), the very pixels the teacher saw."""
+    decoded photo (`rankiqa.preprocessing.preprocess.placed_view`), the very pixels the teacher saw."""
     def place(path, spec):
         view = tf.numpy_function(
             lambda p, s: views.spec_views(p.decode("utf-8", "surrogateescape"), [s],

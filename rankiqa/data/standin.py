@@ -9,7 +9,8 @@ agrees with people.
 import numpy as np
 
 from rankiqa.compat import tf
-from rankiqa.data import mos, views
+from rankiqa.data import mos
+from rankiqa.preprocessing import training
 
 STANDIN_NAME = "MS-SSIM stand-in (full-reference metric, not human opinion)"
 
@@ -20,8 +21,8 @@ def msssim_items(groups):
     with tf.Graph().as_default():
         reference = tf.placeholder(tf.string, [])
         distorted = tf.placeholder(tf.string, [])
-        ref_image = tf.cast(views.decode_image(reference), tf.float32)
-        dist_image = tf.cast(views.decode_image(distorted), tf.float32)
+        ref_image = tf.cast(training.decode_image(reference), tf.float32)
+        dist_image = tf.cast(training.decode_image(distorted), tf.float32)
         score = tf.image.ssim_multiscale(ref_image, dist_image, max_val=255.0)
         with tf.Session() as sess:
             for g in groups:

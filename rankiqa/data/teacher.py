@@ -1,6 +1,6 @@
 """A teacher table (``rankiqa teach``'s teacher.csv): one row per view a teacher scored,
 ``path, view, scale, y, x, flip, score, fold``; the view spec ``(scale, y, x, flip)`` is
-`rankiqa.preprocess.placed_view`'s, so that a student sees the very pixels the teacher saw.
+`rankiqa.preprocessing.preprocess.placed_view`'s, so that a student sees the very pixels the teacher saw.
 NumPy only: `rankiqa.run.checks` reads it before TensorFlow starts."""
 
 import csv

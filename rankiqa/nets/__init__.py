@@ -23,10 +23,10 @@ from typing import Callable, Optional, Tuple
 
 from rankiqa.compat import slim
 from rankiqa.errors import InputError
-from rankiqa.nets import combined, efficientnet, preprocessing, resnet, vgg, vit
-from rankiqa.nets.preprocessing import caffe_vgg as preprocess_vgg  # noqa: F401 (public)
-from rankiqa.nets.resnet import RESNET_SCOPE, _resnet_v2_tiny_blocks  # noqa: F401 (tests)
+from rankiqa.nets import combined, efficientnet, resnet, vgg, vit
+from rankiqa.nets.resnet import RESNET_SCOPE
 from rankiqa.nets.vgg import VGG_SCOPE
+from rankiqa.preprocessing import normalise
 
 @dataclasses.dataclass(frozen=True)
 class Network:
@@ -44,27 +44,27 @@ class Network:
 
 
 networks_map = {
-    "resnet_v2_50": Network(resnet.resnet_v2_50, resnet.arg_scope, preprocessing.inception,
+    "resnet_v2_50": Network(resnet.resnet_v2_50, resnet.arg_scope, normalise.inception,
                             RESNET_SCOPE, 224, official_scope="resnet_v2_50"),
-    "resnet_v2_101": Network(resnet.resnet_v2_101, resnet.arg_scope, preprocessing.inception,
+    "resnet_v2_101": Network(resnet.resnet_v2_101, resnet.arg_scope, normalise.inception,
                              RESNET_SCOPE, 224, official_scope="resnet_v2_101"),
-    "resnet_v2_tiny": Network(resnet.resnet_v2_tiny, resnet.arg_scope, preprocessing.inception,
+    "resnet_v2_tiny": Network(resnet.resnet_v2_tiny, resnet.arg_scope, normalise.inception,
                               RESNET_SCOPE, 64),
-    "vgg_16": Network(vgg.vgg_16, vgg.arg_scope, preprocessing.caffe_vgg, VGG_SCOPE, 224,
+    "vgg_16": Network(vgg.vgg_16, vgg.arg_scope, normalise.caffe_vgg, VGG_SCOPE, 224,
                       official_scope="vgg_16"),
-    "vgg_16_pooled": Network(vgg.vgg_16_pooled, vgg.arg_scope, preprocessing.caffe_vgg,
+    "vgg_16_pooled": Network(vgg.vgg_16_pooled, vgg.arg_scope, normalise.caffe_vgg,
                              VGG_SCOPE, 224, pooled_blocks=vgg.POOLED_BLOCKS),
     # 224², not the 260² lite2 was trained at: the recipes' native-scale crops (measured there)
     "efficientnet_lite0": Network(efficientnet.efficientnet_lite0, efficientnet.arg_scope,
-                                  preprocessing.imagenet_mean_std, "efficientnet_lite0", 224,
+                                  normalise.imagenet_mean_std, "efficientnet_lite0", 224,
                                   pooled_blocks=efficientnet.POOLED_BLOCKS),
     "efficientnet_lite2": Network(efficientnet.efficientnet_lite2, efficientnet.arg_scope,
-                                  preprocessing.imagenet_mean_std, "efficientnet_lite2", 224,
+                                  normalise.imagenet_mean_std, "efficientnet_lite2", 224,
                                   pooled_blocks=efficientnet.POOLED_BLOCKS),
-    "vit_s14": Network(vit.vit_s14, vit.arg_scope, preprocessing.imagenet_mean_std, "vit_s14",
+    "vit_s14": Network(vit.vit_s14, vit.arg_scope, normalise.imagenet_mean_std, "vit_s14",
                        224, pooled_blocks=vit.POOLED_BLOCKS),
     "efficientnet_vit": Network(combined.efficientnet_vit, combined.arg_scope,
-                                preprocessing.imagenet_mean_std, combined.SCOPE, 224,
+                                normalise.imagenet_mean_std, combined.SCOPE, 224,
                                 pooled_blocks=combined.POOLED_BLOCKS),
 }
 

@@ -108,7 +108,7 @@ def read_json(path):
 
 def write_run_info(train_dir, stage, config, net, crop_size, views, **extra):
     """Writes ``rankiqa.json``: the stage, network, training crop, evaluation views
-    (`rankiqa.data.views.Views`: what scoring uses by default) and the config as plain data."""
+    (`rankiqa.preprocessing.views.Views`: what scoring uses by default) and the config as plain data."""
     info = {"stage": stage, "net": net, "crop_size": crop_size, "views": views.as_dict(),
             "config": to_dict(config), **extra}
     write_json_atomic(os.path.join(train_dir, RUN_INFO_NAME), info)

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from rankiqa.data import mos
-from rankiqa.data import views as views_lib
+from rankiqa.data import images as images_lib
 from rankiqa.errors import InputError
 
 STRATEGIES = ("random", "uncertainty", "diversity", "combined", "typical")
@@ -205,7 +205,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
-    files, problems = views_lib.list_files(paths)
+    files, problems = images_lib.list_files(paths)
     labelled = labelled_paths(label_file) if label_file else []
     known = set(labelled)
     pool, seen = [], set()
@@ -234,7 +234,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
         tensor = "features" if needs_features else "score"
         readable, values = [], []  # one pass reads every photo once: its features or scores
         for k, value in scorer.iter_scores(pool, tensor=tensor, progress=progress):
-            if isinstance(value, views_lib.BadImageError):
+            if isinstance(value, images_lib.BadImageError):
                 problems.append(str(value))
             else:
                 readable.append(pool[k])

@@ -162,8 +162,8 @@ def _write_cache(path, model):
 
 def choose_engine(scorer, device="auto", precision="fp32"):
     """(engine, a note saying why, the frozen graph or None) for `--engine auto`: ONNX Runtime
-    where it is installed, computes what TensorFlow does (scores within `AUTO_TOLERANCE`) and scores this model's views
-    faster on this machine; else TensorFlow. Measured once per model, machine and version (a
+    where it is installed, computes what TensorFlow does (scores within `AUTO_TOLERANCE`) and
+    scores this model's views faster on this machine; else TensorFlow. Measured once per model, machine and version (a
     few seconds: the conversion and a few batches each) and kept beside the onnx engine's
     conversions (`onnx_cache_path`, ``.engine.json``)."""
     if device == "gpu" or precision == "mixed":

@@ -75,8 +75,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
              force=False, normalised=False):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
-    (`rankiqa.data.views.Views`, or a function from the model's own views to those to use;
-    random views drawn from `rankiqa.data.views.VIEW_SEED`, as every command draws them).
+    (`rankiqa.preprocessing.views.Views`, or a function from the model's own views to those to use;
+    random views drawn from `rankiqa.preprocessing.views.VIEW_SEED`, as every command draws them).
 
     progress: optional ``progress(done, total)``, called after each batch of images.
     force: replace an earlier evaluation's files in `output_dir` (never the label file or an

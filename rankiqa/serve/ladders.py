@@ -19,8 +19,9 @@ from scipy import stats
 
 from rankiqa import metrics
 from rankiqa.run import rundir
-from rankiqa.data import distortions, views
-from rankiqa.data.views import BadImageError
+from rankiqa.data import distortions
+from rankiqa.data import images as images_lib
+from rankiqa.data.images import BadImageError
 from rankiqa.errors import InputError
 
 DEFAULT_FAMILIES = ("gblur", "wn", "jpeg", "contrast")
@@ -48,7 +49,7 @@ def evaluate_ladders(scorer, paths, families=DEFAULT_FAMILIES, max_side=512, see
     rows, skipped = [], []
     for n, path in enumerate(paths):
         try:
-            image = views.load_image(path, max_side)
+            image = images_lib.load_image(path, max_side)
         except BadImageError as e:
             skipped.append(str(e))
             continue

@@ -20,14 +20,15 @@ import numpy as np
 from PIL import Image
 
 from rankiqa.serve import scales, scoring
-from rankiqa.data import views as views_lib
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
 
 
 class Model:
     """A quality model ready to score: one graph and one session, reused by every call.
 
     Attributes:
-      name: what it was loaded from; views: its own `rankiqa.data.views.Views`; scale: what its
+      name: what it was loaded from; views: its own `rankiqa.preprocessing.views.Views`; scale: what its
       scores mean; net: the network's name; scorer: its `rankiqa.serve.scoring.Scorer`; engine: what
       runs it (and why, where ``engine="auto"`` chose); lower_better: True where a lower
       score is better (a model fine-tuned on DMOS, on its labels' scale); score_range:
@@ -46,7 +47,7 @@ class Model:
     def score(self, images, views=None):
         """Scores of paths, PIL images or uint8 arrays (``[H, W, 3]`` or grey ``[H, W]``), each
         the mean over `views` (default: the model's own; random views drawn as every command
-        draws them, `rankiqa.data.views.VIEW_SEED`).
+        draws them, `rankiqa.preprocessing.views.VIEW_SEED`).
 
         Returns:
           a float for one image; float32 ``[len(images)]`` for a list (or ``[N, H, W, 3]``).
@@ -101,23 +102,23 @@ def predict(paths, model=None, net=None, views=None, batch_size=64, device="auto
 
     Args:
       model, engine, normalised: as `load_model`'s.
-      views: `rankiqa.data.views.Views`, or a function from the model's own views to those to
+      views: `rankiqa.preprocessing.views.Views`, or a function from the model's own views to those to
         use; None: the model's own.
       progress: optional ``progress(done, total)``, called as files are scored or skipped.
 
     Returns:
       (rows ``[{"path", "score"}]``, problems ``[message]`` for files that were skipped,
       `Used`: the views used and what the scores mean, and the files of the folders that were
-      left out by name, `rankiqa.data.views.NOT_IMAGES`).
+      left out by name, `rankiqa.data.images.NOT_IMAGES`).
     """
     ignored = []
-    files, problems = views_lib.list_files(paths, ignored)
+    files, problems = images_lib.list_files(paths, ignored)
     rows = []
     with load_model(model, net=net, device=device, batch_size=batch_size, precision=precision,
                     allow_pickle=allow_pickle, engine=engine, normalised=normalised) as loaded:
         views = views(loaded.views) if callable(views) else (views or loaded.views)
         for k, values in loaded.scorer.iter_scores(files, views, progress=progress):
-            if isinstance(values, views_lib.BadImageError):  # reported and skipped
+            if isinstance(values, images_lib.BadImageError):  # reported and skipped
                 problems.append(str(values))
             else:
                 rows.append({"path": files[k], "score": float(values.mean())})

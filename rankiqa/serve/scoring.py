@@ -24,8 +24,9 @@ import numpy as np
 
 from rankiqa import nets
 from rankiqa.compat import tf
-from rankiqa.data import views as views_lib
-from rankiqa.data.views import BadImageError
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
+from rankiqa.data.images import BadImageError
 from rankiqa.errors import InputError, RankiqaError
 from rankiqa.run import device as device_lib
 from rankiqa.run import rundir
@@ -146,11 +147,11 @@ class Scorer:
 
         Items are decoded and their views placed in `DECODE_THREADS` threads while the network
         runs on the batch before; a batch holds ``batch_size // views.count`` items. Random
-        views are drawn from `rankiqa.data.views.VIEW_SEED`, as in every command.
+        views are drawn from `rankiqa.preprocessing.views.VIEW_SEED`, as in every command.
 
         Args:
-          items: paths, PIL images or uint8 arrays (`rankiqa.data.views.as_image`).
-          views: `rankiqa.data.views.Views`; default: the scorer's own.
+          items: paths, PIL images or uint8 arrays (`rankiqa.data.images.as_image`).
+          views: `rankiqa.preprocessing.views.Views`; default: the scorer's own.
           tensor: ``score`` (values ``[views.count]``) or ``features`` (``[views.count, d]``).
           session: default: the scorer's own.
           progress: optional ``progress(done, total)``, after each batch.
@@ -172,7 +173,7 @@ class Scorer:
             placed = []
             for k in range(start, min(start + per_batch, len(items))):
                 try:
-                    image = views_lib.as_image(items[k], k)
+                    image = images_lib.as_image(items[k], k)
                 except BadImageError as e:
                     placed.append(e)
                     continue

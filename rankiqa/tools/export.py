@@ -6,7 +6,7 @@ quality score per view, ``rankiqa/score:0`` ``[None]``, on the model's scale as 
 gives it (a fine-tuned model's labels' range and direction; ``normalised=True``: [0, 1], higher
 better). Beside it goes ``preprocess.json`` (`preprocess_spec`): the views, resize filters,
 input and output and what the scores mean (``score_scale``, ``score_range``,
-``higher_is_better``), which `rankiqa.preprocess` (NumPy and Pillow only) reads to feed the
+``higher_is_better``), which `rankiqa.preprocessing.preprocess` (NumPy and Pillow only) reads to feed the
 model as `rankiqa predict` does.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from rankiqa.run import rundir
 from rankiqa.serve import engines, scales, scoring
 from rankiqa.weights import restore
-from rankiqa.data import views as views_lib
+from rankiqa.preprocessing import views as views_lib
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
 
@@ -61,7 +61,7 @@ def arrays_spec(model, out):
 
 
 PREPROCESS_NAME = "preprocess.json"
-# how views are resized (`rankiqa.preprocess`): Pillow's default for the pyramid, bicubic, misses
+# how views are resized (`rankiqa.preprocessing.preprocess`): Pillow's default for the pyramid, bicubic, misses
 # `predict` by up to 0.028
 RESIZE = {"upscale": "bicubic, the shorter side to the crop when smaller",
           "pyramid": "bilinear (Pillow, reducing_gap None)"}
@@ -77,7 +77,7 @@ def preprocess_path(out):
 
 
 def preprocess_spec(scorer, model):
-    """What a served export needs to score as `rankiqa predict` does (`rankiqa.preprocess`)."""
+    """What a served export needs to score as `rankiqa predict` does (`rankiqa.preprocessing.preprocess`)."""
     views = scorer.views
     return {
         "format": 1, "model": scorer.model.description.get("ref") or model,

@@ -17,7 +17,8 @@ from rankiqa import losses, metrics
 from rankiqa.run import checks
 from rankiqa.compat import slim, tf
 from rankiqa.data import lists, mos, pipeline, teacher as teacher_lib
-from rankiqa.data import views as views_lib
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
 from rankiqa.errors import InputError
 from rankiqa.train import probe, stage
 
@@ -49,7 +50,7 @@ def build_mos_evaluator(scorer, items, log):
 def load_rank_groups(rank_list, crop_size, skip_bad, log):
     """The groups of `rank_list` for the second loss (and the ranking-aware probe), every image
     checked now."""
-    groups = views_lib.usable_groups(lists.read_rank_list(rank_list), rank_list, skip_bad, log)
+    groups = images_lib.usable_groups(lists.read_rank_list(rank_list), rank_list, skip_bad, log)
     if not groups:
         raise InputError(f"{rank_list}: no rank group left")
     pipeline.check_sizes(groups, crop_size)
@@ -143,8 +144,8 @@ def load_parts(data_cfg, skip_bad, log):
     """The seeded split of the labelled images, every image decoded once now so that a bad one
     is named before the first step (`views.refuse_or_skip` decides what it does)."""
     parts = mos.load_splits(data_cfg)
-    bad = views_lib.refuse_or_skip(
-        views_lib.check_images([it.path for it in parts["all"]], data_cfg.label_file),
+    bad = images_lib.refuse_or_skip(
+        images_lib.check_images([it.path for it in parts["all"]], data_cfg.label_file),
         skip_bad, "labelled", log)
     parts = {k: [it for it in v if it.path not in bad] for k, v in parts.items()}
     if len(parts["val"]) == 1:  # refused now, not after training, at its first evaluation
@@ -172,7 +173,7 @@ def load_teacher(table, parts, log):
     # (the labelled ones load_parts has just checked)
     checked = {os.path.realpath(it.path) for it in parts["all"]}
     unchecked = sorted({p for p in paths if os.path.realpath(p) not in checked})
-    views_lib.refuse_or_skip(views_lib.check_images(unchecked, table), False, "teacher", log)
+    images_lib.refuse_or_skip(images_lib.check_images(unchecked, table), False, "teacher", log)
     log(f"third signal: the teacher's scores of {len(paths)} views of "
         f"{len(set(paths))} photos ({table})")
     return {"paths": paths, "specs": specs, "scores": scores}

@@ -214,7 +214,7 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
       head_variables: the head's model variables (``weights``, ``biases``, and the batch-norm
         ones of a normalising head).
       transfer: `rankiqa.config.TransferConfig` (alphas, folds).
-      views: `rankiqa.data.views.Views` of each image.
+      views: `rankiqa.preprocessing.views.Views` of each image.
       report_path: where probe.json goes (None: nowhere, as in a job's non-chief workers).
       rank_groups: `rankiqa.data.lists.RankGroup`s for the ranking-aware probe
         (``transfer.probe_rank_weight``; `fit_ranked`): a seeded sample of

@@ -8,7 +8,8 @@ rank accuracy); the rest (start, weight decay, loop) is `rankiqa.train.stage`.
 from rankiqa import losses, metrics
 from rankiqa.run import checks
 from rankiqa.data import lists, pipeline
-from rankiqa.data import views as views_lib
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
 from rankiqa.errors import InputError
 from rankiqa.siamese import one_pass_scores
 from rankiqa.train import stage
@@ -70,7 +71,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     def data(log):
         groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
                                       distortions=data_cfg.distortions)
-        groups = views_lib.usable_groups(groups, data_cfg.rank_list, skip_bad, log)
+        groups = images_lib.usable_groups(groups, data_cfg.rank_list, skip_bad, log)
         train_groups, held_out[:] = lists.split_by_reference(
             groups, data_cfg.holdout_references, train_cfg.seed)
         if len(train_groups) < data_cfg.references_per_batch:

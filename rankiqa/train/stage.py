@@ -33,7 +33,7 @@ class Stage:
       name: ``rank`` | ``finetune`` (``rankiqa.json``'s stage) and `command`, the CLI's.
       batches: ((global batch size, its config key), ...): each checked to split evenly
         over the replicas before anything is written.
-      views: the `rankiqa.data.views.Views` its evaluation scores with (recorded as the
+      views: the `rankiqa.preprocessing.views.Views` its evaluation scores with (recorded as the
         model's own).
       data: ``data(log) -> (dataset, images_per_step)``, called in the fresh graph.
       loss: ``loss(network_fn, batch) -> (data loss, {name: scalar})`` on one replica; the

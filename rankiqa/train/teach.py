@@ -4,7 +4,7 @@ student (`rankiqa finetune` with ``finetune.teacher_table``) then learns to give
 Reads top to bottom: the photos (the training part of a finetune config's seeded split, never
 a validation photo, minus ``--exclude`` lists such as ladder photos), their views (the
 teacher's own pyramid views plus seeded random ones: a scale, a place and a flip each,
-`rankiqa.preprocess.placed_view`), the teacher's pooled features of every view (cached in
+`rankiqa.preprocessing.preprocess.placed_view`), the teacher's pooled features of every view (cached in
 shards: a killed run resumes at its last whole shard), then cross-fitting: the photos split
 into folds, a ridge head fitted on the other folds' photos scores each fold's views, so every
 score is the teacher's judgement of a photo its head never saw, not its in-sample fit. With a
@@ -27,7 +27,8 @@ from rankiqa.run import rundir
 from rankiqa.serve import scoring
 from rankiqa.data import generate, lists, mos
 from rankiqa.data.teacher import TABLE_COLUMNS
-from rankiqa.data import views as views_lib
+from rankiqa.data import images as images_lib
+from rankiqa.preprocessing import views as views_lib
 from rankiqa.config import TransferConfig
 from rankiqa.errors import InputError
 from rankiqa.run.progress import Progress
@@ -62,7 +63,7 @@ def training_photos(data_cfg, exclude_files=()):
     parts = mos.load_splits(data_cfg)
     excluded = set()
     for name in exclude_files:
-        excluded |= {os.path.realpath(p) for p in views_lib.read_path_list(name)}
+        excluded |= {os.path.realpath(p) for p in images_lib.read_path_list(name)}
     # the split itself refuses a photo in both the training and a held-out part
     photos = [it for it in parts["train"] if os.path.realpath(it.path) not in excluded]
     if not photos:

@@ -594,7 +594,7 @@ def p11(args):
     built-in model."""
     from rankiqa.serve import scoring
     from rankiqa.weights import builtin
-    from rankiqa.data import views as views_lib
+    from rankiqa.data import images as images_lib
 
     paths = photo_paths(args)
     out = {"id": "P11", "model": builtin.DEFAULT, "photos": len(paths), "batch": args.batch,
@@ -602,7 +602,7 @@ def p11(args):
     for engine in ("tensorflow", "onnx"):
         with scoring.load_scorer(builtin.DEFAULT, batch_size=args.batch, engine=engine) as scorer:
             start = time.perf_counter()
-            crops = np.concatenate([scorer.views.apply(views_lib.load_image(p))
+            crops = np.concatenate([scorer.views.apply(images_lib.load_image(p))
                                     for p in paths]).astype(np.float32)
             out[f"{engine}_decode_photos_s"] = len(paths) / (time.perf_counter() - start)
             scores = {"bare": lambda: scorer.run(scorer.score, crops),

@@ -29,7 +29,7 @@ class BuiltinModel:
     net: str  # a key of rankiqa.nets.networks_map
     backbone: str  # the pretrained start (rankiqa.weights.pretrained.PRETRAINED) the wheel carries
     head_file: str  # the trained part, beside this module
-    views: Tuple[int, int, str]  # (crop, count, mode): rankiqa.data.views.Views
+    views: Tuple[int, int, str]  # (crop, count, mode): rankiqa.preprocessing.views.Views
     score_scale: str
     trained_on: str
     validation: str  # the measured figures
