@@ -447,7 +447,7 @@ def train_rank_cmd(config_path, overrides, train_dir, init_source, init_from, in
               help="Cross-fitting folds: each photo is scored by a head fitted without it.")
 @click.option("--alpha", type=click.FloatRange(min=0, min_open=True),
               help="The heads' ridge penalty, e.g. the one the teacher's own probe chose "
-                   "(probe.json) [default: each fold's chosen from finetune.probe_alphas by "
+                   "(probe.json) [default: each fold's chosen from probe.alphas by "
                    "cross-validation, minutes per fold for thousands of features].")
 @click.option("--rank-list", type=click.Path(exists=True, dir_okay=False),
               help="Rank data (make-rank-data's rank_list.csv) made from training photos: its "
@@ -465,14 +465,14 @@ def teach_cmd(config_path, overrides, model, output_dir, extra_views, exclude_fi
     teacher's own way plus --extra-views random ways; each photo's views are scored by a head
     fitted on the teacher's features without that photo (with --rank-list, the rank data's
     distorted copies too). Writes OUTPUT_DIR/teacher.csv (path, view, scale, y, x, flip,
-    score, fold), which finetune.teacher_table reads."""
+    score, fold), which signals.teacher_table reads."""
     cfg = load_config(config_lib.FinetuneConfig, config_path, overrides)
     checks.model(model)
     from rankiqa.train import teach
 
     teach.teach(cfg.data, output_dir, model=model, extra_views=extra_views,
                 exclude_files=exclude_files, folds=folds, seed=seed,
-                alphas=(alpha,) if alpha else cfg.finetune.probe_alphas, rank_list=rank_list,
+                alphas=(alpha,) if alpha else cfg.probe.alphas, rank_list=rank_list,
                 device=device, log=log)
 
 
@@ -612,7 +612,7 @@ def load_evaluation_config(checkpoint, config_path, overrides):
     log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
     return config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
                                 f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides,
-                                notify=notice), True
+                                notify=notice, recorded=True), True
 
 
 @main.command("ladders")

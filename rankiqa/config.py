@@ -187,51 +187,63 @@ class MosDataConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """What stage two restores and trains, in tf-slim's vocabulary."""
+    """What stage two restores and trains, in tf-slim's vocabulary (``init`` says where from)."""
 
     trainable_scopes: Tuple[str, ...] = ()  # empty: train everything
     head_lr_multiplier: float = 10.0  # the paper trains the new head 10x faster
     # inference-mode batch norm while fine-tuning: statistics stay those of the start (the
     # usual choice for small batches; for vgg_16_pooled it keeps the probe's standardisation)
     frozen_batch_norm: bool = False
-    # fit the head by ridge on frozen features before the first step (rankiqa.train.probe);
-    # with max_steps 0 this is the frozen-backbone model
-    probe: bool = False
-    probe_crops: int = 2  # crops per training image (placed by eval_crop_mode), each a ridge row
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The head fitted by ridge on frozen features before the first step
+    (`rankiqa.train.probe`); with train.max_steps 0 this is the frozen-backbone model."""
+
+    enabled: bool = False
+    crops: int = 2  # views per training image (placed by data.eval_crop_mode), each a ridge row
     # ridge penalties the probe chooses from by cross-validated SROCC
-    probe_alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
-    probe_folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
-    # a second loss that keeps what stage one taught (a fine-tuned model otherwise forgets how
-    # distortions rank, `rankiqa ladders`): the ranking hinge on the groups of a rank list
-    # (make-rank-data; references from the training part only) beside the regression
-    rank_list: str = ""  # "": regression only
+    alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    folds: int = 5  # cross-validation folds that choose alpha (by SROCC)
+    # the ranking-aware probe (rankiqa.train.probe.fit_ranked): the ridge head refitted so that
+    # it also orders every level pair of `rank_groups` groups of signals.rank_list (a seeded
+    # sample; their features cost levels x crops forward passes each) by signals.rank_margin,
+    # the mean squared hinge weighted by this against the mean squared error; 0: plain ridge
+    rank_weight: float = 0.0
+    # "labels": the weight chosen from the number N of labelled training photos by the rule the
+    # label-efficiency study measured (rankiqa.train.probe.weight_for_labels: 24 at 25 photos,
+    # 3 at 100, 0.13 at 800), where signals.rank_list gives rank groups (plain ridge without
+    # them); "": rank_weight as set
+    rank_rule: str = ""
+    rank_groups: int = 400  # rank groups the ranking-aware probe orders
+
+
+@dataclass(frozen=True)
+class SignalsConfig:
+    """What stage two learns from, each signal with its weight (`rankiqa.train.signals`): the
+    labels' MOS; stage one's ranking hinge on rank groups, which keeps what it taught (a
+    fine-tuned model otherwise forgets how distortions rank, `rankiqa ladders`); a teacher's
+    judgement of many views (`rankiqa teach`)."""
+
+    mos_weight: float = 1.0  # the MOS regression's weight (0: the teacher and ranking only)
+    # the ranking hinge on the groups of a rank list (make-rank-data; references from the
+    # training part only) beside the regression; "": none
+    rank_list: str = ""
     rank_weight: float = 1.0  # the ranking hinge's weight beside the regression loss
     rank_references_per_batch: int = 2  # groups per step, each with all its levels
     rank_loss: str = "operator"  # rankiqa.losses.rank_losses_map
     rank_margin: float = 0.05  # in score units: scores are normalised MOS in [0, 1]
-    # with frozen_batch_norm false, how the rank images are normalised while training: "batch":
-    # in one pass with the photos (their batch's statistics, which tell the hinge how the
-    # images of a group differ from each other); "moving": in a second pass on the moving
+    # with finetune.frozen_batch_norm false, how the rank images are normalised while training:
+    # "batch": in one pass with the photos (their batch's statistics, which tell the hinge how
+    # the images of a group differ from each other); "moving": in a second pass on the moving
     # statistics, as every image is at evaluation (a second forward pass of their size)
     rank_batch_norm: str = "batch"
-    # the ranking-aware probe (rankiqa.train.probe.fit_ranked): the ridge head refitted so that
-    # it also orders every level pair of `probe_rank_groups` groups of rank_list (a seeded
-    # sample; their features cost levels x probe_crops forward passes each) by rank_margin,
-    # the mean squared hinge weighted by this against the mean squared error; 0: plain ridge
-    probe_rank_weight: float = 0.0
-    # "labels": the weight chosen from the number N of labelled training photos by the rule the
-    # label-efficiency study measured (rankiqa.train.probe.weight_for_labels: 24 at 25 photos,
-    # 3 at 100, 0.13 at 800), where finetune.rank_list gives rank groups (plain ridge
-    # without them); "": probe_rank_weight as set
-    probe_rank_rule: str = ""
-    probe_rank_groups: int = 400  # rank groups the ranking-aware probe orders
-    # a teacher's judgement as a third signal (a student learns the views of
-    # `rankiqa teach`'s teacher.csv, each placed as the teacher saw it): regression on the
-    # teacher's score of every cached view beside the MOS regression and the ranking hinge
+    # a teacher's judgement (a student learns the views of `rankiqa teach`'s teacher.csv, each
+    # placed as the teacher saw it): regression on the teacher's score of every cached view
     teacher_table: str = ""  # "": no teacher
     teacher_weight: float = 1.0  # the teacher regression's weight beside the MOS regression
     teacher_views_per_batch: int = 16  # teacher views per step, beside data.batch_size photos
-    mos_weight: float = 1.0  # the MOS regression's weight (0: the teacher and ranking only)
 
 
 @dataclass(frozen=True)
@@ -244,6 +256,8 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
     finetune: TransferConfig = field(default_factory=TransferConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    signals: SignalsConfig = field(default_factory=SignalsConfig)
 
 
 # --------------------------------------------------------------------------- ranges
@@ -263,12 +277,12 @@ RANGES = {
     "train.max_steps": (0, None), "train.log_every": (0, None), "train.summary_every": (0, None),
     "train.save_every": (0, None), "train.eval_every": (0, None),
     "train.keep_checkpoints": (1, None), "train.seed": (0, 2**31 - 1), "train.devices": (0, None),
-    "finetune.head_lr_multiplier": (0, None), "finetune.probe_crops": (1, None),
-    "finetune.probe_folds": (2, None), "finetune.rank_weight": (0, None),
-    "finetune.rank_references_per_batch": (1, None), "finetune.rank_margin": (0, None),
-    "finetune.probe_rank_weight": (0, None), "finetune.probe_rank_groups": (1, None),
-    "finetune.teacher_weight": (0, None), "finetune.teacher_views_per_batch": (1, None),
-    "finetune.mos_weight": (0, None),
+    "finetune.head_lr_multiplier": (0, None),
+    "probe.crops": (1, None), "probe.folds": (2, None), "probe.rank_weight": (0, None),
+    "probe.rank_groups": (1, None),
+    "signals.mos_weight": (0, None), "signals.rank_weight": (0, None),
+    "signals.rank_references_per_batch": (1, None), "signals.rank_margin": (0, None),
+    "signals.teacher_weight": (0, None), "signals.teacher_views_per_batch": (1, None),
 }
 
 
@@ -418,6 +432,25 @@ RENAMED = {
     "data.images_per_batch": "data.references_per_batch",
 }
 
+# stage two's keys that moved out of `finetune` into sections of their own: refused in a config
+# a user writes, with the new name; moved silently in a run's recorded config (rankiqa.json), so
+# that earlier runs still evaluate and resume
+MOVED = {
+    "finetune.probe": "probe.enabled", "finetune.probe_crops": "probe.crops",
+    "finetune.probe_alphas": "probe.alphas", "finetune.probe_folds": "probe.folds",
+    "finetune.probe_rank_weight": "probe.rank_weight",
+    "finetune.probe_rank_rule": "probe.rank_rule",
+    "finetune.probe_rank_groups": "probe.rank_groups",
+    "finetune.mos_weight": "signals.mos_weight", "finetune.rank_list": "signals.rank_list",
+    "finetune.rank_weight": "signals.rank_weight",
+    "finetune.rank_references_per_batch": "signals.rank_references_per_batch",
+    "finetune.rank_loss": "signals.rank_loss", "finetune.rank_margin": "signals.rank_margin",
+    "finetune.rank_batch_norm": "signals.rank_batch_norm",
+    "finetune.teacher_table": "signals.teacher_table",
+    "finetune.teacher_weight": "signals.teacher_weight",
+    "finetune.teacher_views_per_batch": "signals.teacher_views_per_batch",
+}
+
 
 def _has_key(cls, dotted):
     section, key = dotted.split(".")
@@ -447,6 +480,21 @@ def _migrate(cls, raw, source, notify):
             raise ConfigError(f"{source}: {old} (renamed {new}) and {new} are both set; keep {new}")
         target[new_key] = value
         notify(f"{source}: {old} is renamed {new}; it still works for now")
+
+
+def _moved(cls, raw, source, recorded):
+    """Refuses the keys of `MOVED` in `raw`, naming the new key; with `recorded` (a run's own
+    rankiqa.json) moves them there instead."""
+    for old, new in MOVED.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = raw.get(old_section)
+        if not isinstance(section, dict) or old_key not in section or not _has_key(cls, new):
+            continue
+        if not recorded:
+            raise ConfigError(f"{source}: {old} is now {new} (stage two's probe and training "
+                              "signals have sections of their own); rename the key")
+        target = raw.setdefault(new_section, {})
+        target[new_key] = section.pop(old_key)
 
 
 def shipped_config(name):
@@ -496,19 +544,21 @@ def load(cls, path=None, overrides=(), notify=None):
     return from_dict(cls, raw, source, overrides, notify)
 
 
-def from_dict(cls, raw, source, overrides=(), notify=None):
+def from_dict(cls, raw, source, overrides=(), notify=None, recorded=False):
     """Builds `cls` from plain data (a YAML file's, a run folder's recorded config) and
     ``key=value`` overrides: renamed keys migrated, types and ranges checked; errors name
-    `source`."""
+    `source`. `recorded`: `raw` is a run's own record, whose moved keys (`MOVED`) move."""
     raw = copy.deepcopy(_check_size(raw, source))  # before anything walks every value
     notify = notify or _warn
     _migrate(cls, raw, source, notify)
+    _moved(cls, raw, source, recorded)
     if overrides:
         source = source if "--set" in source else f"{source} (with --set)"
     for override in overrides:
         _apply_override(raw, override)
     _check_size(raw, source)
     _migrate(cls, raw, source, notify)
+    _moved(cls, raw, source, recorded=False)
     return _check_ranges(_build(cls, raw, source), source)
 
 

@@ -2,14 +2,14 @@
 # The BIQ2021 recipe on a pretrained backbone (README, "BIQ2021 with EfficientNet-Lite2 and
 # DINOv2"), shared by biq2021_efficientnet.sh and biq2021_dinov2.sh: ranking data from 300
 # BIQ2021 training images + Kodak -> stage two on 2,400 + 3,000 training images: the pooled head
-# fitted by ridge on frozen features (probe; with finetune.probe_rank_weight, the ranking-aware
+# fitted by ridge on frozen features (probe; with probe.rank_weight, the ranking-aware
 # probe on the rank groups), then the top of the backbone and the head fine-tuned with the
 # ranking hinge on the rank groups as a second loss (train.max_steps of the config: 0 for the
 # combined recipe, whose final model is its probe) -> evaluation of the config's views (2; 3 for
 # the combined recipe) on the 600 validation images -> ladders on 20 validation photos.
 #   [STAGE_ONE=RANK_CONFIG] bash scripts/biq2021_pretrained.sh CONFIG RUN_DIR [--set key=value ...]
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only;
-# finetune.rank_list="": regression only). STAGE_ONE (e.g.
+# signals.rank_list="": regression only). STAGE_ONE (e.g.
 # configs/rank_biq2021_efficientnet.yaml) runs stage one on the same rank data first
 # (RUN_DIR/rank) and starts stage two from it instead of the config's pretrained weights;
 # STAGE_ONE_ARGS adds to its command line (e.g. "--set train.max_steps=2000").
@@ -37,6 +37,6 @@ if [[ -n "${STAGE_ONE:-}" ]]; then
 fi
 rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
   --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
-  --set finetune.rank_list="$RUN/rank_data/rank_list.csv" "$@"
+  --set signals.rank_list="$RUN/rank_data/rank_list.csv" "$@"
 rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
 rankiqa ladders "$RUN/ladder_photos.txt" --model "$RUN/finetune" --output-dir "$RUN/ladders"

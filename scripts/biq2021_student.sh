@@ -28,8 +28,8 @@ step() {  # step NAME COMMAND...: runs it and prints its wall time
 }
 bash scripts/biq2021_student_data.sh "$BASE"
 step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
-  --set finetune.teacher_table="$BASE/teach/teacher.csv" \
-  --set finetune.rank_list="$BASE/rank_data/rank_list.csv" "$@"
+  --set signals.teacher_table="$BASE/teach/teacher.csv" \
+  --set signals.rank_list="$BASE/rank_data/rank_list.csv" "$@"
 # the head fitted again by ridge on the trained network's features (the probe): the quality
 # head reads pooled statistics standardised by the start's spread, and a trained network moves
 # features whose spread is tiny far more than that spread. Then the MOS alone under that head
@@ -40,7 +40,7 @@ MOS=(--set train.max_steps="$MOS_STEPS")
 # the MOS stage's cosine spans it
 if [[ "$MOS_STEPS" -gt 0 ]]; then MOS+=(--set optim.lr_decay_steps="$MOS_STEPS"); fi
 step head rankiqa finetune --config "$CONFIG" --init "$RUN/train" --train-dir "$RUN/finetune" \
-  --set 'init.exclude_scopes=[efficientnet_lite2/logits]' --set finetune.probe=true \
+  --set 'init.exclude_scopes=[efficientnet_lite2/logits]' --set probe.enabled=true \
   "$@" "${MOS[@]}"
 step evaluate rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
 step ladders rankiqa ladders "$BASE/ladder_photos.txt" --model "$RUN/finetune" \

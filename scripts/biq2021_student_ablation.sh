@@ -17,7 +17,7 @@
 # photo alone (its 2 random ones left out); whole_bn_batch: whole with batch norm on each
 # batch's statistics while training (its moving averages updated: the recipe freezes them);
 # whole_bn_moving: whole_bn_batch with the rank images in a pass of their own on the moving
-# statistics (finetune.rank_batch_norm: moving); whole_pass_bn_batch, whole_pass_bn_moving:
+# statistics (signals.rank_batch_norm: moving); whole_pass_bn_batch, whole_pass_bn_moving:
 # whole_pass so, its MOS stage too; whole_pass_mos3200: whole_pass's trained network, then a
 # MOS stage of 3,200 steps; whole_bn_moving_mos1600: whole_bn_moving's trained network, then
 # the recipe's MOS stage (1,600 steps, batch norm as in its training). The quality head is held
@@ -31,8 +31,8 @@ ROWS=("$@")
                                 whole_rank_teacher whole_own_views whole_bn_batch
                                 whole_bn_moving whole_pass_bn_batch whole_pass_bn_moving
                                 whole_pass_mos3200 whole_bn_moving_mos1600)
-NO_TEACHER='finetune.teacher_table=""'
-NO_RANK='finetune.rank_list=""'
+NO_TEACHER='signals.teacher_table=""'
+NO_RANK='signals.rank_list=""'
 TOP="finetune.trainable_scopes=[efficientnet_lite2/head"
 for b in $(seq 15 20); do TOP+=",efficientnet_lite2/block_$b"; done
 TOP+="]"
@@ -79,21 +79,21 @@ reuse_network() {  # reuse_network ROW: this row's step 4 is ROW's trained netwo
   [[ -e "$RUN/ablation/$row/train" ]] || ln -s "../$1/train" "$RUN/ablation/$row/train"
 }
 # the weights of every whole* row (the last row of the first table), and the batch-norm modes
-WEIGHTS=(--set finetune.teacher_weight=4 --set finetune.rank_weight=0.1)
+WEIGHTS=(--set signals.teacher_weight=4 --set signals.rank_weight=0.1)
 BN_BATCH=(--set finetune.frozen_batch_norm=false)
-BN_MOVING=("${BN_BATCH[@]}" --set finetune.rank_batch_norm=moving)
+BN_MOVING=("${BN_BATCH[@]}" --set signals.rank_batch_norm=moving)
 for row in "${ROWS[@]}"; do
   mos_steps=0
   case "$row" in
     mos) off=(--set "$TOP" --set "$NO_TEACHER" --set "$NO_RANK") ;;
-    mos_teacher) off=(--set "$TOP" --set "$NO_RANK" --set finetune.teacher_weight=1) ;;
-    mos_rank) off=(--set "$TOP" --set "$NO_TEACHER" --set finetune.rank_weight=1) ;;
-    all) off=(--set "$TOP" --set finetune.teacher_weight=1 --set finetune.rank_weight=1) ;;
+    mos_teacher) off=(--set "$TOP" --set "$NO_RANK" --set signals.teacher_weight=1) ;;
+    mos_rank) off=(--set "$TOP" --set "$NO_TEACHER" --set signals.rank_weight=1) ;;
+    all) off=(--set "$TOP" --set signals.teacher_weight=1 --set signals.rank_weight=1) ;;
     all_weighted) off=(--set "$TOP" "${WEIGHTS[@]}") ;;
     whole) off=("${WEIGHTS[@]}") ;;
     whole_rank_teacher)
-      off=("${WEIGHTS[@]}" --set finetune.teacher_table="$RUN/teach_rank/teacher.csv") ;;
-    whole_own_views) off=("${WEIGHTS[@]}" --set finetune.teacher_table="$OWN_VIEWS") ;;
+      off=("${WEIGHTS[@]}" --set signals.teacher_table="$RUN/teach_rank/teacher.csv") ;;
+    whole_own_views) off=("${WEIGHTS[@]}" --set signals.teacher_table="$OWN_VIEWS") ;;
     whole_bn_batch) off=("${WEIGHTS[@]}" "${BN_BATCH[@]}") ;;
     whole_bn_moving) off=("${WEIGHTS[@]}" "${BN_MOVING[@]}") ;;
     whole_pass) off=("${WEIGHTS[@]}"); mos_steps=1600 ;;

@@ -8,7 +8,7 @@ over seeded draws, for each method:
                    rank groups the unlabelled photos' synthetic ladders (no MOS of theirs);
                    "best weight" is the weight with the highest mean validation SROCC at that N,
                    "the rule's weight" probe.weight_for_labels(N), what finetune uses with
-                   finetune.probe_rank_rule: labels;
+                   probe.rank_rule: labels;
   ranking only     N = 0: the squared hinge alone on the unlabelled ladders (no opinion score).
 
 With --active, the simulation of `rankiqa suggest-labels` instead: from 25 labelled photos,
@@ -42,7 +42,7 @@ from rankiqa.train import probe
 
 ALPHAS = (1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6)
 SIZES = (25, 50, 100, 200, 400, 800, 1600, None)  # None: every labelled photo
-MARGIN = 0.05  # the recipes' (finetune.rank_margin): score units of normalised MOS
+MARGIN = 0.05  # the recipes' (signals.rank_margin): score units of normalised MOS
 
 
 def load(directory, name):
@@ -123,7 +123,7 @@ def study(parts, unlabelled, draws, weights, log):
             fit = fit_mos(x, y, standardise=False)  # the projection keeps the features' scale
             rows.setdefault(("MOS only", n), []).append(measure(fit, val, ladder))
             flat = x.reshape(-1, x.shape[-1])
-            rule = probe.weight_for_labels(n)  # finetune.probe_rank_rule: labels
+            rule = probe.weight_for_labels(n)  # probe.rank_rule: labels
             ranked = probe.fit_ranked(flat, np.repeat(y, x.shape[1]), groups, fit, rule, MARGIN)
             rows.setdefault(("MOS + ranking, the rule's weight", n), []).append(
                 measure(ranked, val, ladder))

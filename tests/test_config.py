@@ -172,3 +172,34 @@ def test_long_values_are_shortened_in_messages():
     with pytest.raises(ConfigError) as e:
         config_lib.load(RankConfig, None, ["train.max_steps=" + "9" * 10_000 + "x"])
     assert "train.max_steps must be int, got '9999" in str(e.value) and len(str(e.value)) < 200
+
+
+@pytest.mark.parametrize("old, new", [("finetune.probe", "probe.enabled"),
+                                      ("finetune.probe_rank_rule", "probe.rank_rule"),
+                                      ("finetune.rank_list", "signals.rank_list"),
+                                      ("finetune.teacher_weight", "signals.teacher_weight")])
+def test_keys_moved_out_of_finetune_are_refused_with_their_new_name(old, new, tmp_path):
+    with pytest.raises(ConfigError, match=rf"{old} is now {new}"):
+        config_lib.load(config_lib.FinetuneConfig, None, [f"{old}=1"])
+    section, key = old.split(".")
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{section}:\n  {key}: 1\n")
+    with pytest.raises(ConfigError, match=rf"old.yaml: {old} is now {new}"):
+        config_lib.load(config_lib.FinetuneConfig, str(path))
+
+
+def test_an_earlier_runs_recorded_config_moves_its_keys():
+    """A run recorded before stage two's sections split still evaluates and resumes as it
+    was configured; a --set of an old key on top of it is refused all the same."""
+    recorded = {"finetune": {"probe": True, "probe_crops": 3, "probe_rank_weight": 0.3,
+                             "rank_list": "r.csv", "rank_weight": 0.5, "teacher_table": "t.csv",
+                             "mos_weight": 0.0, "head_lr_multiplier": 2.0}}
+    cfg = config_lib.from_dict(config_lib.FinetuneConfig, recorded, "rankiqa.json",
+                               recorded=True)
+    assert (cfg.probe.enabled, cfg.probe.crops, cfg.probe.rank_weight) == (True, 3, 0.3)
+    assert (cfg.signals.rank_list, cfg.signals.rank_weight, cfg.signals.teacher_table,
+            cfg.signals.mos_weight) == ("r.csv", 0.5, "t.csv", 0.0)
+    assert cfg.finetune == config_lib.TransferConfig(head_lr_multiplier=2.0)
+    with pytest.raises(ConfigError, match="finetune.rank_weight is now signals.rank_weight"):
+        config_lib.from_dict(config_lib.FinetuneConfig, recorded, "rankiqa.json",
+                             ["finetune.rank_weight=1"], recorded=True)

@@ -121,7 +121,7 @@ def test_second_ranking_loss_keeps_regression_and_trains_on_rank_groups(stage_on
                    device="cpu", log=lambda line: None)
     lines = []
     finetune.train(finetune_config(label_file, stage_one, **common, **{
-        "finetune.rank_list": rank_data, "finetune.rank_weight": 0.0}),
+        "signals.rank_list": rank_data, "signals.rank_weight": 0.0}),
         str(tmp_path / "weight0"), device="cpu", log=lines.append)
     plain, weight0 = model_values(str(tmp_path / "plain")), model_values(str(tmp_path / "weight0"))
     assert max(np.abs(plain[n] - weight0[n]).max() for n in plain) < 1e-5
@@ -129,7 +129,7 @@ def test_second_ranking_loss_keeps_regression_and_trains_on_rank_groups(stage_on
     assert any("rank_loss" in line and "rank_accuracy" in line for line in lines)
 
     finetune.train(finetune_config(label_file, stage_one, **common, **{
-        "finetune.rank_list": rank_data, "finetune.rank_weight": 10.0}),
+        "signals.rank_list": rank_data, "signals.rank_weight": 10.0}),
         str(tmp_path / "weight10"), device="cpu", log=lambda line: None)
     weight10 = model_values(str(tmp_path / "weight10"))
     assert max(np.abs(plain[n] - weight10[n]).max() for n in plain) > 1e-3
@@ -150,8 +150,8 @@ def test_rank_images_on_moving_statistics_leave_the_photos_batch_alone(stage_one
     for mode, weight in (("batch", 0.0), ("moving", 0.0), ("moving", 10.0)):
         run = str(tmp_path / f"{mode}{weight:g}")
         finetune.train(finetune_config(label_file, stage_one, **common, **{
-            "finetune.rank_list": rank_data, "finetune.rank_weight": weight,
-            "finetune.rank_batch_norm": mode}), run, device="cpu", log=log)
+            "signals.rank_list": rank_data, "signals.rank_weight": weight,
+            "signals.rank_batch_norm": mode}), run, device="cpu", log=log)
         values = model_values(run)
         moved[mode, weight] = max(np.abs(plain[n] - values[n]).max() for n in plain)
     assert moved["moving", 0.0] < 1e-5
@@ -160,13 +160,13 @@ def test_rank_images_on_moving_statistics_leave_the_photos_batch_alone(stage_one
 
 
 def test_an_unknown_rank_batch_norm_is_refused(stage_one, label_file, tmp_path):
-    cfg = finetune_config(label_file, stage_one, **{"finetune.rank_batch_norm": "frozen"})
-    with pytest.raises(InputError, match="finetune.rank_batch_norm 'frozen'.*batch.*moving"):
+    cfg = finetune_config(label_file, stage_one, **{"signals.rank_batch_norm": "frozen"})
+    with pytest.raises(InputError, match="signals.rank_batch_norm 'frozen'.*batch.*moving"):
         finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)
 
 
 def test_second_ranking_loss_refuses_a_missing_list(stage_one, label_file, tmp_path):
-    cfg = finetune_config(label_file, stage_one, **{"finetune.rank_list": str(tmp_path / "no.csv")})
+    cfg = finetune_config(label_file, stage_one, **{"signals.rank_list": str(tmp_path / "no.csv")})
     with pytest.raises(InputError, match="no.csv"):
         finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)
 

@@ -84,11 +84,11 @@ def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, l
                                                                     tmp_path):
     lines = []
     cfg = finetune_config(label_file, stage_one, **{
-        "finetune.probe": True, "finetune.probe_folds": 2, "finetune.frozen_batch_norm": True,
+        "probe.enabled": True, "probe.folds": 2, "finetune.frozen_batch_norm": True,
         "train.max_steps": 0})
     finetune.train(cfg, str(tmp_path), device="cpu", log=lines.append)
     report = json.load(open(tmp_path / "probe.json"))
-    assert report["alpha"] in cfg.finetune.probe_alphas and report["crops"] == 2
+    assert report["alpha"] in cfg.probe.alphas and report["crops"] == 2
     assert report["features"] == 64  # resnet_v2_tiny's pooled width (4 x base depth 16)
     history = json.load(open(tmp_path / "eval.json"))["history"]
     assert [h["step"] for h in history] == [0]  # the probe's, once (one entry per step)
@@ -105,8 +105,8 @@ def test_finetune_probe_fits_the_head_and_reports_the_frozen_result(stage_one, l
 
 def test_probe_with_too_few_images_for_its_folds_is_refused(stage_one, label_file,
                                                            tmp_path):
-    cfg = finetune_config(label_file, stage_one, **{"finetune.probe": True,
-                                                    "finetune.probe_folds": 1000,
+    cfg = finetune_config(label_file, stage_one, **{"probe.enabled": True,
+                                                    "probe.folds": 1000,
                                                     "train.max_steps": 0})
     with pytest.raises(ValueError, match="too few for 1000-fold"):
         finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)
@@ -167,9 +167,9 @@ def test_ranked_probe_rejects_bad_input():
 def test_finetune_ranked_probe_orders_rank_groups(stage_one, label_file, rank_data, tmp_path):
     lines = []
     cfg = finetune_config(label_file, stage_one, **{
-        "finetune.probe": True, "finetune.probe_folds": 2, "finetune.frozen_batch_norm": True,
-        "train.max_steps": 0, "finetune.rank_list": rank_data,
-        "finetune.probe_rank_weight": 1.0, "finetune.probe_rank_groups": 5})
+        "probe.enabled": True, "probe.folds": 2, "finetune.frozen_batch_norm": True,
+        "train.max_steps": 0, "signals.rank_list": rank_data,
+        "probe.rank_weight": 1.0, "probe.rank_groups": 5})
     finetune.train(cfg, str(tmp_path), device="cpu", log=lines.append)
     rank = json.load(open(tmp_path / "probe.json"))["rank"]
     assert rank["pairs"] == 5 * 15 and rank["weight"] == 1.0  # 5 groups of 6 levels
@@ -180,17 +180,17 @@ def test_finetune_ranked_probe_orders_rank_groups(stage_one, label_file, rank_da
 
 def test_the_ranking_weight_follows_the_number_of_labels(stage_one, label_file, rank_data,
                                                          tmp_path):
-    """finetune.probe_rank_rule: labels: the weight the label-efficiency study measured as best
+    """probe.rank_rule: labels: the weight the label-efficiency study measured as best
     for N labelled photos; without a rank list the probe stays plain ridge."""
     assert [round(probe.weight_for_labels(n), 3) for n in (1, 25, 100, 400, 10000)] == [
         30.0, 24.0, 3.0, 0.375, 0.1]
     with pytest.raises(ValueError, match="at least one labelled photo"):
         probe.weight_for_labels(0)
-    common = {"finetune.probe": True, "finetune.probe_folds": 2, "train.max_steps": 0,
-              "finetune.frozen_batch_norm": True, "finetune.probe_rank_rule": "labels"}
+    common = {"probe.enabled": True, "probe.folds": 2, "train.max_steps": 0,
+              "finetune.frozen_batch_norm": True, "probe.rank_rule": "labels"}
     lines = []
     finetune.train(finetune_config(label_file, stage_one, **common, **{
-        "finetune.rank_list": rank_data, "finetune.probe_rank_groups": 5}),
+        "signals.rank_list": rank_data, "probe.rank_groups": 5}),
         str(tmp_path / "ranked"), device="cpu", log=lines.append)
     train = int(next(line for line in lines if " training, " in line).split(": ")[1].split()[0])
     weight = probe.weight_for_labels(train)
@@ -202,15 +202,15 @@ def test_the_ranking_weight_follows_the_number_of_labels(stage_one, label_file, 
                    device="cpu", log=lines.append)
     assert "rank" not in json.load(open(tmp_path / "plain" / "probe.json"))
     assert not any("ranking weight" in line for line in lines)
-    with pytest.raises(ValueError, match="unknown finetune.probe_rank_rule 'size'"):
+    with pytest.raises(ValueError, match="unknown probe.rank_rule 'size'"):
         finetune.train(finetune_config(label_file, stage_one, **{
-            **common, "finetune.probe_rank_rule": "size"}), str(tmp_path / "bad"),
+            **common, "probe.rank_rule": "size"}), str(tmp_path / "bad"),
             device="cpu", log=lambda line: None)
 
 
 def test_ranked_probe_needs_the_probe_and_a_rank_list(stage_one, label_file, tmp_path):
-    cfg = finetune_config(label_file, stage_one, **{"finetune.probe": True,
-                                                    "finetune.probe_rank_weight": 1.0})
-    with pytest.raises(ValueError, match="probe_rank_weight needs finetune.probe and a "
-                                         "finetune.rank_list"):
+    cfg = finetune_config(label_file, stage_one, **{"probe.enabled": True,
+                                                    "probe.rank_weight": 1.0})
+    with pytest.raises(ValueError, match="probe.rank_weight needs probe.enabled and a "
+                                         "signals.rank_list"):
         finetune.train(cfg, str(tmp_path), device="cpu", log=lambda line: None)

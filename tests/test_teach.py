@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from rankiqa import preprocess
+from rankiqa.preprocessing import preprocess
 from rankiqa.data import teacher as teacher_lib
 from rankiqa.errors import InputError
 from rankiqa_testkit import finetune_config, model_values
@@ -163,8 +163,8 @@ def test_the_student_learns_from_the_teacher_and_not_from_validation_photos(
         lines = []
         train_dir = tmp_path / f"student_{weight:g}"
         finetune.train(finetune_config(label_file, stage_one, **{
-            "finetune.teacher_table": table, "finetune.teacher_weight": weight,
-            "finetune.mos_weight": 0.0, "finetune.teacher_views_per_batch": 4,
+            "signals.teacher_table": table, "signals.teacher_weight": weight,
+            "signals.mos_weight": 0.0, "signals.teacher_views_per_batch": 4,
             "net.weight_decay": 0.0, "train.max_steps": 2}), str(train_dir), device="cpu",
             log=lines.append)
         runs[weight] = model_values(str(train_dir))
@@ -184,7 +184,7 @@ def test_the_student_learns_from_the_teacher_and_not_from_validation_photos(
         writer.writerows(rows)
     with pytest.raises(InputError, match="validation or test part"):
         finetune.train(finetune_config(label_file, stage_one, **{
-            "finetune.teacher_table": str(leaked)}), str(tmp_path / "leak"), device="cpu",
+            "signals.teacher_table": str(leaked)}), str(tmp_path / "leak"), device="cpu",
             log=lambda line: None)
 
 
@@ -301,11 +301,11 @@ def test_the_students_three_signals_train_bit_identically_twice(
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         finetune.train(finetune_config(label_file, stage_one, **{
-            "finetune.teacher_table": str(tmp_path / "t" / "teacher.csv"),
-            "finetune.teacher_views_per_batch": 4, "finetune.rank_list": rank_data,
-            "finetune.rank_references_per_batch": 1, "data.random_scale": "true",
+            "signals.teacher_table": str(tmp_path / "t" / "teacher.csv"),
+            "signals.teacher_views_per_batch": 4, "signals.rank_list": rank_data,
+            "signals.rank_references_per_batch": 1, "data.random_scale": "true",
             "finetune.frozen_batch_norm": frozen_batch_norm,
-            "finetune.rank_batch_norm": rank_batch_norm, "train.seed": seed,
+            "signals.rank_batch_norm": rank_batch_norm, "train.seed": seed,
             "train.max_steps": 4}), str(tmp_path / name), device="cpu", log=lambda line: None)
         runs[name] = model_values(str(tmp_path / name))
     assert all(np.array_equal(runs["a"][n], runs["b"][n]) for n in runs["a"])

@@ -159,4 +159,4 @@ def test_held_out_accuracy_is_the_scorers_views_of_every_level(rank_data, tmp_pa
         scores = np.stack([scorer.score_items([load_image(p) for p in g.paths])
                            for g in groups])
     assert len(groups) == evaluation["groups"] == 8
-    assert evaluation["rank_accuracy"] == metrics.rank_accuracy(scores)
+    assert evaluation["rank_accuracy"] == metrics.pair_accuracy(scores)

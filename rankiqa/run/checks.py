@@ -48,17 +48,17 @@ def finetune_config(config):
                          "directory), a pretrained name such as hed-vgg16, or scratch")
     if not config.data.label_file:
         raise InputError("finetune needs data.label_file (the dataset's label file)")
-    transfer = config.finetune
-    if transfer.probe_rank_rule not in ("", "labels"):
-        raise InputError(f"unknown finetune.probe_rank_rule {transfer.probe_rank_rule!r}; "
-                         "choose from '' (probe_rank_weight as set) and 'labels'")
-    if transfer.rank_batch_norm not in ("batch", "moving"):
-        raise InputError(f"unknown finetune.rank_batch_norm {transfer.rank_batch_norm!r}; "
+    probe, signals = config.probe, config.signals
+    if probe.rank_rule not in ("", "labels"):
+        raise InputError(f"unknown probe.rank_rule {probe.rank_rule!r}; "
+                         "choose from '' (probe.rank_weight as set) and 'labels'")
+    if signals.rank_batch_norm not in ("batch", "moving"):
+        raise InputError(f"unknown signals.rank_batch_norm {signals.rank_batch_norm!r}; "
                          "choose from batch (the rank images in the photos' batch) and moving "
                          "(the rank images on the moving statistics)")
-    if transfer.probe_rank_weight and not (transfer.probe and transfer.rank_list):
-        raise InputError("finetune.probe_rank_weight needs finetune.probe and a "
-                         "finetune.rank_list whose groups the probe orders")
+    if probe.rank_weight and not (probe.enabled and signals.rank_list):
+        raise InputError("probe.rank_weight needs probe.enabled and a "
+                         "signals.rank_list whose groups the probe orders")
 
 
 def finetune(config):
@@ -66,7 +66,7 @@ def finetune(config):
     list and the teacher table."""
     finetune_config(config)
     labels(config.data)
-    if config.finetune.rank_list:
-        rank_list(config.finetune.rank_list)
-    if config.finetune.teacher_table:
-        teacher.read_table(config.finetune.teacher_table)
+    if config.signals.rank_list:
+        rank_list(config.signals.rank_list)
+    if config.signals.teacher_table:
+        teacher.read_table(config.signals.teacher_table)

@@ -115,7 +115,7 @@ def fit_ranked(features, targets, group_features, fit, weight, margin, max_itera
 
     where d is the standardised feature difference of a cleaner and a more distorted copy of one
     reference (`ranking_pairs`: every level pair of every group). `weight` is the mean squared
-    hinge's weight against the mean squared error, as `finetune.rank_weight` is fine-tuning's.
+    hinge's weight against the mean squared error, as `signals.rank_weight` is fine-tuning's.
     The squared hinge keeps the problem convex and piecewise quadratic: Newton steps on the
     active pairs (those inside the margin), each one d x d solve, with a backtracking line
     search, end when the active set stops changing (Keerthi & DeCoste, JMLR 2005).
@@ -201,8 +201,8 @@ def head_values(fit, head_variables):
     return {head_variables[k].op.name: v.astype(np.float32) for k, v in values.items()}
 
 
-def build_probe_init(scorer, paths, targets, head_variables, transfer, views, seed, log,
-                     report_path, rank_groups=None):
+def build_probe_init(scorer, paths, targets, head_variables, config, views, seed, log,
+                     report_path, rank_groups=None, rank_weight=0.0, rank_margin=0.05):
     """``init_fn(session)``: the head fitted by ridge on the frozen network's pooled features of
     `views` of each training image (one ridge row per view), then written into the head.
 
@@ -213,22 +213,22 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
       paths, targets: the training images and their scores.
       head_variables: the head's model variables (``weights``, ``biases``, and the batch-norm
         ones of a normalising head).
-      transfer: `rankiqa.config.TransferConfig` (alphas, folds).
+      config: `rankiqa.config.ProbeConfig` (alphas, folds, rank_groups).
       views: `rankiqa.preprocessing.views.Views` of each image.
       report_path: where probe.json goes (None: nowhere, as in a job's non-chief workers).
-      rank_groups: `rankiqa.data.lists.RankGroup`s for the ranking-aware probe
-        (``transfer.probe_rank_weight``; `fit_ranked`): a seeded sample of
-        ``transfer.probe_rank_groups`` of them, each level scored on the same `views`.
+      rank_groups: `rankiqa.data.lists.RankGroup`s for the ranking-aware probe (`fit_ranked`
+        at `rank_weight` and `rank_margin`): a seeded sample of ``config.rank_groups`` of
+        them, each level scored on the same `views`.
 
     Raises:
       InputError: the network exposes no pooled features, or its head is not linear.
     """
     if scorer.features is None:
-        raise InputError(f"finetune.probe needs a network that exposes its pooled features; "
+        raise InputError(f"probe.enabled needs a network that exposes its pooled features; "
                          f"{scorer.model.net} does not")
     head = {v.op.name.rsplit("/", 1)[-1]: v for v in head_variables}
     if not {"weights", "biases"} <= set(head):
-        raise InputError(f"finetune.probe needs a linear head; found "
+        raise InputError(f"probe.enabled needs a linear head; found "
                          f"{sorted(v.op.name for v in head.values())}")
 
     def init_fn(sess):
@@ -238,15 +238,15 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
                           progress=lambda done, total: bar.update(done))
         x = x.reshape(-1, x.shape[-1])  # one row per view
         y = np.repeat(targets, views.count)
-        fit = fit_ridge(x, y, transfer.probe_alphas, transfer.probe_folds, seed=seed,
+        fit = fit_ridge(x, y, config.alphas, config.folds, seed=seed,
                         groups=np.repeat(np.arange(len(paths)), views.count))
         cv = ", ".join(f"{a:g}: {s:.4f}" for a, s in fit["cv_srocc"].items())
         log(f"probe: ridge alpha {fit['alpha']:g} on {x.shape[1]} features "
             f"(cross-validated srocc by alpha {cv})")
         report = {}
-        if rank_groups:
-            fit = _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, transfer, views,
-                                        seed, log)
+        if rank_groups and rank_weight:
+            fit = _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, config.rank_groups,
+                                        (rank_weight, rank_margin), views, seed, log)
             report["rank"] = fit["rank"]
         by_name = {v.op.name: v for v in head.values()}
         restore.assign([(by_name[name], value) for name, value in head_values(fit, head).items()],
@@ -260,16 +260,18 @@ def build_probe_init(scorer, paths, targets, head_variables, transfer, views, se
     return init_fn
 
 
-def _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, transfer, views, seed, log):
-    """`fit_ranked` on the frozen features of a seeded sample of `rank_groups`."""
-    count = min(transfer.probe_rank_groups, len(rank_groups))
+def _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, sample, hinge, views, seed,
+                          log):
+    """`fit_ranked` on the frozen features of a seeded sample of `sample` of `rank_groups`,
+    `hinge` its (weight, margin)."""
+    count = min(sample, len(rank_groups))
     chosen = np.sort(np.random.default_rng(seed).choice(len(rank_groups), count, replace=False))
     groups, levels = [rank_groups[k] for k in chosen], len(rank_groups[0].paths)
     bar = Progress("probe: features of rank groups", count, lambda line, end: log(line))
     f = scorer.values([p for g in groups for p in g.paths], views, "features", sess,
                       lambda done, total: bar.update(done // levels))
     g = f.mean(axis=1).reshape(count, levels, -1)  # a copy's features: its views' mean
-    fit = fit_ranked(x, y, g, fit, transfer.probe_rank_weight, transfer.rank_margin)
+    fit = fit_ranked(x, y, g, fit, *hinge)
     r = fit["rank"]
     log(f"probe: ranking weight {r['weight']:g} on {r['pairs']} level pairs of {count} groups: "
         f"pair accuracy {r['pair_accuracy_before']:.3f} -> {r['pair_accuracy']:.3f} "

@@ -5,6 +5,8 @@ shared backbone, one pass over references x levels, the ranking hinge), evaluati
 rank accuracy); the rest (start, weight decay, loop) is `rankiqa.train.stage`.
 """
 
+from typing import NamedTuple
+
 from rankiqa import losses, metrics
 from rankiqa.run import checks
 from rankiqa.data import lists, pipeline
@@ -48,6 +50,14 @@ def build_rank_evaluator(scorer, groups, log):
     return eval_fn
 
 
+class RankData(NamedTuple):
+    """What stage one's data step loads: the training batches and the held-out groups."""
+
+    dataset: object
+    images_per_step: int  # references x levels
+    held_out: list  # `rankiqa.data.lists.RankGroup`s of the references kept out of training
+
+
 def train(config, train_dir, device="auto", log=print, skip_bad=False):
     """Trains stage one as configured; resumes from `train_dir` when it holds a checkpoint.
 
@@ -65,14 +75,13 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     checks.train_rank_config(config)  # the rank list is read below
     loss_fn = losses.get_rank_loss_fn(train_cfg.loss)
     views = views_lib.from_config(data_cfg)
-    held_out = []
 
     # ---- data: whole references held out, so accuracy is measured on unseen content
     def data(log):
         groups = lists.read_rank_list(data_cfg.rank_list, levels=data_cfg.levels,
                                       distortions=data_cfg.distortions)
         groups = images_lib.usable_groups(groups, data_cfg.rank_list, skip_bad, log)
-        train_groups, held_out[:] = lists.split_by_reference(
+        train_groups, held_out = lists.split_by_reference(
             groups, data_cfg.holdout_references, train_cfg.seed)
         if len(train_groups) < data_cfg.references_per_batch:
             raise InputError(f"{len(train_groups)} training groups cannot fill a batch of "
@@ -82,14 +91,15 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         log(f"{len(train_groups)} training groups, {len(held_out)} held-out groups "
             f"({data_cfg.holdout_references} references)")
         # global batches: each replica gets whole references of every one
-        return pipeline.rank_dataset(
+        dataset = pipeline.rank_dataset(
             train_groups, data_cfg.crop_size, data_cfg.references_per_batch,
             seed=train_cfg.seed, cache=data_cfg.cache_decoded,
-            deterministic=train_cfg.deterministic), data_cfg.references_per_batch * data_cfg.levels
+            deterministic=train_cfg.deterministic)
+        return RankData(dataset, data_cfg.references_per_batch * data_cfg.levels, held_out)
 
     # ---- loss: one backbone, one pass over its references x levels, the ranking hinge over
     # every ordered pair
-    def loss(network_fn, images):
+    def loss(network_fn, images, data):
         scores, _ = one_pass_scores(network_fn, network_fn.preprocess(images), data_cfg.levels,
                                     is_training=not train_cfg.frozen_batch_norm)
         rank_loss = loss_fn(scores, train_cfg.margin)
@@ -98,7 +108,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     return stage.train_stage(config, stage.Stage(
         name="rank", command="train-rank",
         batches=((data_cfg.references_per_batch, "data.references_per_batch"),), views=views,
-        data=data, loss=loss, evaluation=lambda scorer, log: build_rank_evaluator(
-            scorer, held_out, log),
+        data=data, loss=loss, evaluation=lambda scorer, data, log: build_rank_evaluator(
+            scorer, data.held_out, log),
         trainable=(train_cfg.trainable_scopes, "train.trainable_scopes"),
         best_key="rank_accuracy"), train_dir, device, log)

@@ -35,14 +35,17 @@ class Stage:
         over the replicas before anything is written.
       views: the `rankiqa.preprocessing.views.Views` its evaluation scores with (recorded as the
         model's own).
-      data: ``data(log) -> (dataset, images_per_step)``, called in the fresh graph.
-      loss: ``loss(network_fn, batch) -> (data loss, {name: scalar})`` on one replica; the
-        scalars go to the progress line and TensorBoard (``loss`` among them).
-      evaluation: ``evaluation(scorer, log) -> eval_fn or None`` (`loop.run_loop`).
+      data: ``data(log) -> loaded``, called in the fresh graph: an object with ``dataset``
+        and ``images_per_step`` (the progress line's rate), and whatever else the stage's
+        other steps need, which each receives as its ``data`` argument (no step shares state
+        with another through closures).
+      loss: ``loss(network_fn, batch, data) -> (data loss, {name: scalar})`` on one replica;
+        the scalars go to the progress line and TensorBoard (``loss`` among them).
+      evaluation: ``evaluation(scorer, data, log) -> eval_fn or None`` (`loop.run_loop`).
       trainable: (scopes, config key): the variables it trains; empty: all.
       head_lr_multiplier: the head's learning rate over the rest's.
-      extra_init: ``extra_init(scorer, network_fn, train_dir, chief, log) -> init_fn or
-        None``, run after the start at a fresh run (the probe).
+      extra_init: ``extra_init(scorer, network_fn, data, train_dir, chief, log) -> init_fn
+        or None``, run after the start at a fresh run (the probe).
       eval_at_start: evaluate right after a fresh start.
       run_info: more of ``rankiqa.json``.
       best_key: the evaluation's figure that says which is better; with the config's
@@ -91,17 +94,18 @@ def _train_in_graph(config, stage, train_dir, device, log):
     with loop.lock(train_dir, stage.command, placement, log):
         check_rerun(train_dir, stage, config, log)
         loop.start_graph(train_dir, config.train)
-        dataset, images_per_step = stage.data(log)
+        data = stage.data(log)
 
         def replica_step(batch):  # the stage's loss plus weight decay, on each replica
-            data_loss, scalars = stage.loss(network_fn, batch)
+            data_loss, scalars = stage.loss(network_fn, batch, data)
             regularization = tf.losses.get_regularization_loss()
             total_loss = tf.add(data_loss, regularization, name="total_loss")
             train_op, learning_rate = build_train_op(
                 config, placement, network_fn, stage, total_loss, (data_loss, regularization))
             return train_op, {**scalars, "total_loss": total_loss, "learning_rate": learning_rate}
 
-        train_op, scalars, input_init = distribute.build_step(placement, dataset, replica_step)
+        train_op, scalars, input_init = distribute.build_step(placement, data.dataset,
+                                                              replica_step)
         with placement.scoring_scope():
             scorer = Scorer.in_graph(network_fn, stage.views)
         chief = placement.is_chief
@@ -111,8 +115,9 @@ def _train_in_graph(config, stage, train_dir, device, log):
                 os.path.join(train_dir, RESTORE_REPORT_NAME) if chief else None)
         # in a multi-worker job every worker evaluates and probes (session runs all must make;
         # the same data and seed give every replica the same head); the chief writes
-        eval_fn = stage.evaluation(scorer, log)
-        extra = stage.extra_init and stage.extra_init(scorer, network_fn, train_dir, chief, log)
+        eval_fn = stage.evaluation(scorer, data, log)
+        extra = stage.extra_init and stage.extra_init(scorer, network_fn, data, train_dir,
+                                                      chief, log)
         if chief:
             rundir.write_run_info(train_dir, stage.name, config, config.net.name,
                                   config.data.crop_size, stage.views, **stage.run_info)
@@ -120,7 +125,8 @@ def _train_in_graph(config, stage, train_dir, device, log):
             train_dir, train_op, config.train.max_steps, config.train, scalars, placement,
             init_fn=loop.chain_init_fns(init_fn, extra), eval_fn=eval_fn,
             eval_at_start=stage.eval_at_start and extra is not None, log=log,
-            images_per_step=images_per_step, input_init=input_init, best_key=stage.best_key,
+            images_per_step=data.images_per_step, input_init=input_init,
+            best_key=stage.best_key,
             keep_best=getattr(config.train, "keep_best", False))
         if chief and result["kept"]:
             record_kept(train_dir, result, stage.best_key, log)
@@ -187,7 +193,8 @@ def _rebuilt(cls, recorded):
     """A recorded config as plain data with today's defaults and names (a run recorded before
     a key was added or renamed compares equal); as recorded when it no longer builds."""
     try:
-        return to_dict(config_lib.from_dict(cls, recorded, "rankiqa.json", notify=lambda _: None))
+        return to_dict(config_lib.from_dict(cls, recorded, "rankiqa.json", notify=lambda _: None,
+                                               recorded=True))
     except InputError:
         return recorded
 

@@ -1,5 +1,5 @@
 """`rankiqa teach`: a teacher model's scores for many views of the training photos, which a
-student (`rankiqa finetune` with ``finetune.teacher_table``) then learns to give.
+student (`rankiqa finetune` with ``signals.teacher_table``) then learns to give.
 
 Reads top to bottom: the photos (the training part of a finetune config's seeded split, never
 a validation photo, minus ``--exclude`` lists such as ladder photos), their views (the
@@ -29,7 +29,7 @@ from rankiqa.data import generate, lists, mos
 from rankiqa.data.teacher import TABLE_COLUMNS
 from rankiqa.data import images as images_lib
 from rankiqa.preprocessing import views as views_lib
-from rankiqa.config import TransferConfig
+from rankiqa.config import ProbeConfig
 from rankiqa.errors import InputError
 from rankiqa.run.progress import Progress
 from rankiqa.train import probe
@@ -99,7 +99,7 @@ def rank_images(rank_list, held_out):
 
 
 def teach(data_cfg, output_dir, model=None, extra_views=2, exclude_files=(), folds=5, seed=0,
-          alphas=TransferConfig.probe_alphas, rank_list=None, device="auto", log=print):
+          alphas=ProbeConfig.alphas, rank_list=None, device="auto", log=print):
     """Writes `output_dir`/teacher.csv and teach.json (see the module docstring); resumes
     the feature shards a killed run left. Returns teach.json's content.
 
