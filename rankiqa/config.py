@@ -201,7 +201,7 @@ class ProbeConfig:
     """The head fitted by ridge on frozen features before the first step
     (`rankiqa.train.probe`); with train.max_steps 0 this is the frozen-backbone model."""
 
-    enabled: bool = False
+    enabled: bool = False  # fit the head so, then train as configured (0 steps: nothing more)
     crops: int = 2  # views per training image (placed by data.eval_crop_mode), each a ridge row
     # ridge penalties the probe chooses from by cross-validated SROCC
     alphas: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)

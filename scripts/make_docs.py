@@ -166,6 +166,12 @@ def configuration_page():
         lines += ["## Renamed keys", "", "Still read, with a one-line notice:", "",
                   "| old key | new key |", "|---|---|"]
         lines += [f"| `{old}` | `{new}` |" for old, new in sorted(renamed.items())] + [""]
+    moved = getattr(config, "MOVED", {})
+    if moved:
+        lines += ["## Moved keys", "", "Refused in a config you write, the message naming the new "
+                  "key; moved silently in an earlier run's recorded config (rankiqa.json), so "
+                  "that it still evaluates and resumes:", "", "| old key | new key |", "|---|---|"]
+        lines += [f"| `{old}` | `{new}` |" for old, new in sorted(moved.items())] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -58,11 +58,11 @@ def test_cross_fitting_scores_each_photo_by_a_head_that_never_saw_it(rng, alphas
 
 
 def test_a_given_penalty_fits_as_the_probe_fits_with_it(rng):
-    from rankiqa.train import probe, teach
+    from rankiqa.train import probe
 
     x = rng.normal(size=(60, 5)) * [1, 2, 3, 0.5, 10]
     y = x @ rng.normal(size=5) + rng.normal(size=60)
-    fixed = teach.fixed_ridge(x, y, 3.0)
+    fixed = probe.fit_ridge_at(x, y, 3.0)
     fitted = probe.fit_ridge(x, y, (3.0,), folds=3)
     for key in ("mean", "std", "weights", "bias"):
         np.testing.assert_allclose(fixed[key], fitted[key], rtol=1e-8, atol=1e-10)

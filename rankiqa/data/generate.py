@@ -165,12 +165,7 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
     Raises:
       FileNotFoundError, FileExistsError, InputError (unknown family), BadImageError.
     """
-    for family in families:
-        distortions_lib.get_distortion(family)
-    if not families:
-        raise InputError("no distortion families given")
-    if workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
+    _check_request(families, workers)
     paths, unreadable = find_inputs(src_dir)
     if unreadable and not skip_bad:
         raise BadImageError(f"{unreadable[0]}; pass --skip-bad to skip such files")
@@ -193,20 +188,35 @@ def make_rank_data(src_dir, out_dir, families=distortions_lib.LIVE_DISTORTIONS, 
         if not rows:
             raise BadImageError(f"SRC_DIR {src_dir}: no usable reference image")
         lists.write_rank_list(os.path.join(partial, lists.RANK_LIST_NAME), rows)
-        used = {r[0] for r in rows}
-        summary = {
-            "source": os.path.abspath(src_dir), "seed": seed, "families": list(families),
-            "max_side": max_side, "references": len(used),
-            "groups": len({(r[0], r[1]) for r in rows}), "images": len({r[3] for r in rows}),
-            "skipped_files": bad, "skipped_families": skipped_families,
-            # which photo each reference is (`reference_sources`): a teacher must not score a
-            # distorted copy of a photo with a head fitted on that photo
-            "sources": {n: os.path.abspath(p) for p, n in zip(paths, names) if n in used},
-        }
+        counts, sources = _counts(rows, paths, names)
+        summary = {"source": os.path.abspath(src_dir), "seed": seed, "families": list(families),
+                   "max_side": max_side, **counts, "skipped_files": bad,
+                   "skipped_families": skipped_families, "sources": sources}
         with open(os.path.join(partial, "manifest.json"), "w") as f:
             json.dump(summary, f, indent=2)
     summary["rank_list"] = os.path.join(out_dir, lists.RANK_LIST_NAME)
     return summary
+
+
+def _check_request(families, workers):
+    """Refuses unknown or no distortion families and a worker count below one, before any
+    photo is read."""
+    for family in families:
+        distortions_lib.get_distortion(family)
+    if not families:
+        raise InputError("no distortion families given")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+
+
+def _counts(rows, paths, names):
+    """(the manifest's counts of references, groups and images; its ``sources``: which photo
+    each reference is, `reference_sources`: a teacher must not score a distorted copy of a
+    photo with a head fitted on that photo)."""
+    used = {r[0] for r in rows}
+    return ({"references": len(used), "groups": len({(r[0], r[1]) for r in rows}),
+             "images": len({r[3] for r in rows})},
+            {n: os.path.abspath(p) for p, n in zip(paths, names) if n in used})
 
 
 def _run_jobs(jobs, workers):

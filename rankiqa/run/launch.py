@@ -87,60 +87,68 @@ def launch(workers, command, stall_timeout=900.0, echo=print, python=sys.executa
         raise InputError(f"launch runs a rankiqa training command, not {command[0]!r}")
     if stall_timeout <= 0:
         raise InputError(f"--timeout must be > 0 seconds, got {stall_timeout}")
-    configs = cluster.local_tf_configs(workers)
-    lines = queue.Queue()
-    procs, readers = [], []
+    lines, procs, readers = queue.Queue(), [], []
     try:
-        for index, tf_config in enumerate(configs):
-            env = dict(os.environ, TF_CONFIG=tf_config, PYTHONUNBUFFERED="1")
-            proc = subprocess.Popen([python, "-m", "rankiqa", *command], env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # its own group: stopped whole
-            procs.append(proc)
-            echo(f"[launch] worker {index} is pid {proc.pid}")
-            reader = threading.Thread(target=_stream, args=(index, proc.stdout, lines),
-                                      daemon=True)
-            reader.start()
-            readers.append(reader)
-        last_line = time.time()
-        ended = {}  # worker -> (poll at which it was first seen ended, exit code)
-        polls = 0
-        while True:
-            try:
-                index, line = lines.get(timeout=1.0)
-                echo(f"[worker {index}] {line}")
-                last_line = time.time()
-            except queue.Empty:
-                pass
-            # polled at every line too: when one worker dies, the others fail in their next
-            # collective a moment later, and the one to name is the first to end
-            polls += 1
-            for i, proc in enumerate(procs):
-                if i not in ended and proc.poll() is not None:
-                    ended[i] = (polls, proc.returncode)
-            codes = [proc.returncode for proc in procs]
-            failed = [(poll, code > 0, i, code) for i, (poll, code) in ended.items() if code]
-            if failed:
-                # seen in the same poll, a worker killed by a signal is the cause, not its peers
-                _, _, index, code = min(failed)
-                _stop(procs)
-                _drain(lines, readers, echo)
-                raise LaunchFailed(
-                    f"worker {index} (pid {procs[index].pid}) {_describe_status(code)}; stopped "
-                    f"the other workers. Rerun the same command to resume from the chief's "
-                    f"last checkpoint")
-            if all(c == 0 for c in codes):
-                _drain(lines, readers, echo)
-                return
-            if time.time() - last_line > stall_timeout:
-                _stop(procs)
-                raise LaunchFailed(
-                    f"no worker printed anything for {stall_timeout:g} s: the job stalled (a "
-                    f"worker unreachable or stuck in a collective); stopped every worker. "
-                    f"Raise --timeout if a quiet stretch (evaluation, probe) is that long")
+        for index, tf_config in enumerate(cluster.local_tf_configs(workers)):
+            procs.append(_start_worker(index, tf_config, command, python, lines, readers, echo))
+        _watch(procs, readers, lines, stall_timeout, echo)
     except BaseException:
         _stop(procs)  # Ctrl-C or any error: never leave workers waiting on each other
         raise
+
+
+def _start_worker(index, tf_config, command, python, lines, readers, echo):
+    """Worker `index` started in a process group of its own (stopped whole), its output read
+    into `lines` by a thread appended to `readers`."""
+    env = dict(os.environ, TF_CONFIG=tf_config, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([python, "-m", "rankiqa", *command], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    echo(f"[launch] worker {index} is pid {proc.pid}")
+    reader = threading.Thread(target=_stream, args=(index, proc.stdout, lines), daemon=True)
+    reader.start()
+    readers.append(reader)
+    return proc
+
+
+def _watch(procs, readers, lines, stall_timeout, echo):
+    """Echoes the workers' lines until all end well; raises `LaunchFailed` naming the first
+    that failed, or when none printed for `stall_timeout` seconds."""
+    last_line = time.time()
+    ended = {}  # worker -> (poll at which it was first seen ended, exit code)
+    polls = 0
+    while True:
+        try:
+            index, line = lines.get(timeout=1.0)
+            echo(f"[worker {index}] {line}")
+            last_line = time.time()
+        except queue.Empty:
+            pass
+        # polled at every line too: when one worker dies, the others fail in their next
+        # collective a moment later, and the one to name is the first to end
+        polls += 1
+        for i, proc in enumerate(procs):
+            if i not in ended and proc.poll() is not None:
+                ended[i] = (polls, proc.returncode)
+        failed = [(poll, code > 0, i, code) for i, (poll, code) in ended.items() if code]
+        if failed:
+            # seen in the same poll, a worker killed by a signal is the cause, not its peers
+            _, _, index, code = min(failed)
+            _stop(procs)
+            _drain(lines, readers, echo)
+            raise LaunchFailed(
+                f"worker {index} (pid {procs[index].pid}) {_describe_status(code)}; stopped "
+                f"the other workers. Rerun the same command to resume from the chief's "
+                f"last checkpoint")
+        if all(proc.returncode == 0 for proc in procs):
+            _drain(lines, readers, echo)
+            return
+        if time.time() - last_line > stall_timeout:
+            _stop(procs)
+            raise LaunchFailed(
+                f"no worker printed anything for {stall_timeout:g} s: the job stalled (a "
+                f"worker unreachable or stuck in a collective); stopped every worker. "
+                f"Raise --timeout if a quiet stretch (evaluation, probe) is that long")
 
 
 def _drain(lines, readers, echo):

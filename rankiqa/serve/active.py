@@ -186,6 +186,25 @@ def labelled_paths(label_file):
             for it in mos.read_dataset("csv", label_file, check_files=False)]
 
 
+def unlabelled_pool(paths, labelled, label_file):
+    """(the photos under `paths` that `labelled` (real paths) does not hold, each once however
+    it is spelled; problems naming the labelled ones and what cannot be listed)."""
+    files, problems = images_lib.list_files(paths)
+    known, pool, seen = set(labelled), [], set()
+    for path in files:
+        real = os.path.realpath(path)
+        if real in known:
+            problems.append(f"{path}: already labelled in {label_file}")
+        elif real not in seen:  # one photo under two spellings is one photo
+            seen.add(real)
+            pool.append(path)
+    if not pool:
+        raise InputError(f"no unlabelled photo to choose from: {len(files)} photos found under "
+                         f"the paths given, {len(files) - len(pool)} of them labelled in "
+                         f"{label_file} or unreadable")
+    return pool, problems
+
+
 def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed=0,
             device="auto", log=print, progress=None):
     """The photos under `paths` (files and folders) that `label_file` does not label, ranked
@@ -205,21 +224,8 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
-    files, problems = images_lib.list_files(paths)
     labelled = labelled_paths(label_file) if label_file else []
-    known = set(labelled)
-    pool, seen = [], set()
-    for path in files:
-        real = os.path.realpath(path)
-        if real in known:
-            problems.append(f"{path}: already labelled in {label_file}")
-        elif real not in seen:  # one photo under two spellings is one photo
-            seen.add(real)
-            pool.append(path)
-    if not pool:
-        raise InputError(f"no unlabelled photo to choose from: {len(files)} photos found under "
-                         f"the paths given, {len(files) - len(pool)} of them labelled in "
-                         f"{label_file} or unreadable")
+    pool, problems = unlabelled_pool(paths, labelled, label_file)
     if len(pool) < count:
         log(f"notice: the pool holds {len(pool)} unlabelled photos, fewer than --count "
             f"{count}: all of them are ranked")

@@ -43,23 +43,10 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     Raises:
       MergeClash: clashing names (all listed); nothing is written.
     """
-    prefixes = {k: [v] if isinstance(v, str) else list(v) for k, v in (prefixes or {}).items()}
-    unknown = sorted(set(prefixes) - set(inputs))
-    if unknown:
-        raise InputError(f"--prefix names {unknown}, which are not among the inputs")
-    for item in sorted(set(inputs)):
-        given, scopes = inputs.count(item), prefixes.get(item, [])
-        if given > 1 and scopes and len(scopes) != given:
-            raise InputError(f"{item} is given {given} times with {len(scopes)} --prefix; give "
-                             "one --prefix per occurrence (the k-th takes the k-th)")
-        if given == 1 and len(scopes) > 1:
-            raise InputError(f"{item} has {len(scopes)} --prefix but is given once")
-    seen = {}
-    if prefer is not None and prefer not in inputs:
-        raise InputError(f"--prefer {prefer} is not among the inputs")
+    prefixes = check_prefixes(inputs, prefixes, prefer)
     rundir.check_output(output, inputs, force, "--output-dir")
     readers = {item: restore.checkpoint_source(item) for item in dict.fromkeys(inputs)}
-    merged, source, clashes = {}, {}, []
+    merged, source, clashes, seen = {}, {}, [], {}
     for item in inputs:
         occurrence = seen[item] = seen.get(item, -1) + 1
         scope = prefixes[item][occurrence] if item in prefixes else ""
@@ -80,6 +67,34 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     if clashes:
         raise MergeClash(f"{len(clashes)} names clash; use --prefix IN=scope/ or --prefer IN: "
                          + "; ".join(clashes))
+    write_checkpoint(merged, output)
+    return os.path.join(output, MERGED_NAME), source
+
+
+def check_prefixes(inputs, prefixes, prefer):
+    """``{input: [prefix, ...]}`` from ``{input: prefix or [prefixes]}``, refused where they
+    do not fit the inputs (one per occurrence of an input given several times), or where
+    `prefer` is not an input."""
+    prefixes = {k: [v] if isinstance(v, str) else list(v) for k, v in (prefixes or {}).items()}
+    unknown = sorted(set(prefixes) - set(inputs))
+    if unknown:
+        raise InputError(f"--prefix names {unknown}, which are not among the inputs")
+    for item in sorted(set(inputs)):
+        given, scopes = inputs.count(item), prefixes.get(item, [])
+        if given > 1 and scopes and len(scopes) != given:
+            raise InputError(f"{item} is given {given} times with {len(scopes)} --prefix; give "
+                             "one --prefix per occurrence (the k-th takes the k-th)")
+        if given == 1 and len(scopes) > 1:
+            raise InputError(f"{item} has {len(scopes)} --prefix but is given once")
+    if prefer is not None and prefer not in inputs:
+        raise InputError(f"--prefer {prefer} is not among the inputs")
+    return prefixes
+
+
+def write_checkpoint(arrays, output):
+    """``output/model.ckpt`` holding `arrays` (``{name: array}``) under their exact names,
+    written aside and moved into place."""
+    merged = arrays
     with rundir.writing(output) as tmp, tf.Graph().as_default():
         variables = [tf.Variable(value, name=name, dtype=tf.as_dtype(value.dtype))
                      for name, value in merged.items()]
@@ -94,4 +109,3 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
         # the state file would name the temporary folder; a relative name survives the move
         # (given a relative folder, TF would write names relative to the working directory)
         tf.train.update_checkpoint_state(os.path.abspath(tmp), MERGED_NAME, [MERGED_NAME])
-    return os.path.join(output, MERGED_NAME), source

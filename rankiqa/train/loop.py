@@ -195,31 +195,22 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
     """Runs `train_op` until the global step reaches `max_steps`. Call it holding the train
     dir's lock (`rundir.locked`) in the chief.
 
-    In a multi-worker job every worker runs the same sequence of session runs (start, steps,
-    summaries, saves, evaluations): a run that only some workers make waits forever for the
-    others' collectives. All replicas thus begin from the same values (resume, else
-    `init_fn`); only the chief writes files: checkpoints, summaries and `eval.json`.
-
-    A run starts from, in this order: the train dir's own newest readable checkpoint (resume;
-    an unreadable newest one is passed over with a warning), else `init_fn` (the configured
-    start, `build_init_fn`), else the variables' initialisers. A folder that holds checkpoints
-    never starts over. Checkpoints are indexed by relative names, so a run folder can be copied
-    or moved; what an interrupted run left (temporary files, checkpoints beyond
-    `keep_checkpoints`) is cleaned up on the next start.
+    In a multi-worker job every worker makes the same session runs (one only some made would
+    wait forever for the others' collectives), all from the same values; only the chief writes.
+    A run starts from its own newest readable checkpoint (resume; `start`), else `init_fn`,
+    else the initialisers; a folder that holds checkpoints never starts over, and what an
+    interrupted run left is cleaned up on the next start.
 
     Args:
       train_dir: checkpoints, summaries and eval.json go here.
-      train_op: evaluates to the loss (from `build_train_op`).
-      max_steps: final global step.
-      train_cfg: `TrainConfig` (log_every, summary_every, save_every, eval_every,
-        keep_checkpoints).
+      train_op: evaluates to the loss (from `build_train_op`); max_steps: the final step.
+      train_cfg: `TrainConfig` (log_every, summary_every, save_every, eval_every, ...).
       scalars: ``{name: scalar tensor}`` for TensorBoard and the progress line (with "loss").
       placement: `rankiqa.train.distribute.Placement` (session target and config, chief).
       init_fn: ``init_fn(session)`` run at a fresh start only, after variable initialisation.
       eval_fn: ``eval_fn(session, step) -> dict`` run every eval_every steps and at the end;
         its result goes to ``eval.json`` with the history of every evaluation of the run.
-      log: callable taking one line of progress.
-      images_per_step: for the img/s figure of the progress line.
+      log: callable taking one line of progress; images_per_step: for its img/s figure.
       eval_at_start: evaluate right after a fresh start (the probe's frozen-backbone result).
       input_init: the input iterator's initializer, run once the session is up.
       best_key: the evaluation's figure that says which is better (srocc, rank_accuracy).
@@ -235,7 +226,6 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
     """
     chief = placement.is_chief
     saver = tf.train.Saver(max_to_keep=train_cfg.keep_checkpoints)
-    best_saver = tf.train.Saver(max_to_keep=1) if keep_best and eval_fn else None
     if chief:
         rundir.remove_temporaries(train_dir, log)
     with tf.Session(placement.target, config=placement.config) as sess:
@@ -245,29 +235,41 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
         summaries = Summaries(train_dir, sess.graph if not latest else None) if chief else None
         checkpoints = Checkpoints(sess, saver, train_dir, chief, latest, step)
         evaluations = Evaluations(eval_fn, train_dir, chief, summaries, step if latest else None)
-        if best_saver is not None:
-            evaluations.best = Best(sess, best_saver, train_dir, chief, best_key,
-                                    evaluations.history, step if latest else None)
-        if not latest and eval_at_start:
-            evaluations.run(sess, 0)
-        due = train_cfg.eval_every and step % train_cfg.eval_every == 0
-        if latest and due and 0 < step < max_steps and not evaluations.has(step):
-            evaluations.run(sess, step)  # the run was stopped before this evaluation was written
-        if step >= max_steps:
-            log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
+        if keep_best and eval_fn:
+            evaluations.best = Best(sess, tf.train.Saver(max_to_keep=1), train_dir, chief,
+                                    best_key, evaluations.history, step if latest else None)
+        evaluate_before_training(sess, evaluations, latest, step, max_steps, eval_at_start,
+                                 train_cfg.eval_every, log)
         step, loss = train_steps(sess, train_op, scalars, step, max_steps, train_cfg, log,
                                  images_per_step, checkpoints, evaluations, summaries)
-        if checkpoints.last_step != step or checkpoints.last is None:
-            checkpoints.save(step)
-        if (evaluations.last or {}).get("step") != step:  # not twice (max_steps 0: the probe's)
-            evaluations.run(sess, step)
-        if summaries is not None:
-            summaries.close()
+        finish(sess, step, checkpoints, evaluations, summaries)
     kept = evaluations.best.best if evaluations.best else None
     if chief and not kept and best_key:
         warn_if_worse(evaluations.history, best_key, log)
     return {"step": step, "loss": loss, "eval": evaluations.last, "checkpoint": checkpoints.last,
             "kept": kept}
+
+
+def finish(sess, step, checkpoints, evaluations, summaries):
+    """The last step's checkpoint and evaluation, each made once; the summaries closed."""
+    if checkpoints.last_step != step or checkpoints.last is None:
+        checkpoints.save(step)
+    if (evaluations.last or {}).get("step") != step:  # not twice (max_steps 0: the probe's)
+        evaluations.run(sess, step)
+    if summaries is not None:
+        summaries.close()
+
+
+def evaluate_before_training(sess, evaluations, latest, step, max_steps, at_start, every, log):
+    """The evaluations due before the first step: a fresh start's with `at_start` (the probe's
+    frozen-backbone figure), and a resumed run's whose step it was stopped before writing."""
+    if not latest and at_start:
+        evaluations.run(sess, 0)
+    due = every and step % every == 0
+    if latest and due and 0 < step < max_steps and not evaluations.has(step):
+        evaluations.run(sess, step)
+    if step >= max_steps:
+        log(f"global step {step} already reaches max_steps {max_steps}; nothing to train")
 
 
 def warn_if_worse(history, key, log):

@@ -87,6 +87,19 @@ def fit_ridge(features, targets, alphas, folds=5, seed=0, groups=None, standardi
             "alpha": float(alphas[best]), "cv_srocc": dict(zip(map(float, alphas), cv))}
 
 
+def fit_ridge_at(features, targets, alpha):
+    """`fit_ridge`'s final fit for one given `alpha`, without cross-validation: one linear
+    solve of the primal system instead of eigendecompositions (6,544 combined features:
+    seconds against minutes per fold). Returns the same keys but ``cv_srocc``."""
+    x = np.asarray(features, np.float64)
+    y = np.asarray(targets, np.float64)
+    mean, std = x.mean(0), x.std(0) + 1e-8
+    xt = (x - mean) / std
+    weights = np.linalg.solve(xt.T @ xt + alpha * np.eye(x.shape[1]), xt.T @ (y - y.mean()))
+    return {"mean": mean, "std": std, "weights": weights, "bias": float(y.mean()),
+            "alpha": float(alpha)}
+
+
 def weight_for_labels(labelled):
     """The ranking-aware probe's weight for `labelled` training photos: ``3 * (100 / N)^1.5``
     within [0.1, 30] (24 at 25, 8.5 at 50, 3 at 100, 1.1 at 200, 0.38 at 400, 0.13 at 800).
@@ -139,17 +152,27 @@ def fit_ranked(features, targets, group_features, fit, weight, margin, max_itera
     d = ranking_pairs(np.asarray(group_features, np.float64) / fit["std"])
     if len(d) == 0:
         raise InputError("the ranking probe needs groups of at least two levels")
-    c = weight * len(x) / len(d)
-    gram = x.T @ x + fit["alpha"] * np.eye(x.shape[1])
+    before = metrics.ordered_share(d @ fit["weights"])
+    w, iterations = _newton_on_active_pairs(x, y, d, fit["weights"], fit["alpha"],
+                                            weight * len(x) / len(d), margin, max_iterations)
+    result = dict(fit, weights=w)
+    result["rank"] = {"weight": float(weight), "margin": float(margin), "pairs": int(len(d)),
+                      "pair_accuracy_before": before,
+                      "pair_accuracy": metrics.ordered_share(d @ w),
+                      "active_pairs": int(np.sum(d @ w < margin)), "iterations": iterations}
+    return result
+
+
+def _newton_on_active_pairs(x, y, d, w, alpha, c, margin, max_iterations):
+    """`fit_ranked`'s minimisation from `w`, `c` the hinge's weight per pair: (w, iterations)."""
+    gram = x.T @ x + alpha * np.eye(x.shape[1])
     xty = x.T @ y
 
     def objective(w):
         hinge = np.maximum(0.0, margin - d @ w)
-        return (np.sum((x @ w - y) ** 2) + c * np.sum(hinge ** 2)
-                + fit["alpha"] * np.sum(w ** 2))
+        return np.sum((x @ w - y) ** 2) + c * np.sum(hinge ** 2) + alpha * np.sum(w ** 2)
 
-    w, active, iterations = fit["weights"], None, 0
-    before = metrics.ordered_share(d @ w)
+    active, iterations = None, 0
     for iterations in range(1, max_iterations + 1):
         now = d @ w < margin
         if active is not None and np.array_equal(now, active):
@@ -161,12 +184,7 @@ def fit_ranked(features, targets, group_features, fit, weight, margin, max_itera
         while t > 1e-4 and objective(w + t * step) > current:
             t /= 2
         w = w + t * step
-    result = dict(fit, weights=w)
-    result["rank"] = {"weight": float(weight), "margin": float(margin), "pairs": int(len(d)),
-                      "pair_accuracy_before": before,
-                      "pair_accuracy": metrics.ordered_share(d @ w),
-                      "active_pairs": int(np.sum(d @ w < margin)), "iterations": iterations}
-    return result
+    return w, iterations
 
 
 def head_values(fit, head_variables):

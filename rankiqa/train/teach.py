@@ -151,6 +151,13 @@ def teach(data_cfg, output_dir, model=None, extra_views=2, exclude_files=(), fol
                               **ladder_accuracy(rank[2], dict(zip(rank[0], rank_scores.mean(1)))))
     report.update(plan={k: v for k, v in plan.items() if k != "photos"}, photos=len(photos),
                   rows=len(rows), seconds=round(time.monotonic() - started, 1))
+    write_table(output_dir, rows, report, log)
+    return report
+
+
+def write_table(output_dir, rows, report, log):
+    """teacher.csv from `rows` ``(path, view, spec, score, fold)`` and teach.json from
+    `report`, each written aside and moved into place; one line each says what they hold."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(TABLE_COLUMNS)
@@ -158,14 +165,13 @@ def teach(data_cfg, output_dir, model=None, extra_views=2, exclude_files=(), fol
         writer.writerow([path, v, *spec, f"{score:.6f}", int(k)])
     rundir.write_atomic(os.path.join(output_dir, TABLE_NAME), buffer.getvalue())
     rundir.write_json_atomic(os.path.join(output_dir, REPORT_NAME), report)
-    log(f"teach: {report['rows']} views of {len(photos)} photos scored by heads that never saw "
-        f"them (out-of-fold srocc {report['oof_srocc']:.4f}, plcc {report['oof_plcc']:.4f} "
+    log(f"teach: {report['rows']} views of {report['photos']} photos scored by heads that never "
+        f"saw them (out-of-fold srocc {report['oof_srocc']:.4f}, plcc {report['oof_plcc']:.4f} "
         f"on own views) -> {os.path.join(output_dir, TABLE_NAME)}")
-    if rank:
+    if "rank" in report:
         log(f"teach: {report['rank']['images']} rank images scored by the heads of their "
             f"references' folds (out-of-fold ladder pair accuracy "
             f"{report['rank']['pair_accuracy']:.3f})")
-    return report
 
 
 def _reference_folds(references, photos, fold, folds):
@@ -236,18 +242,6 @@ def _shard_path(folder, start, prefix):
     return os.path.join(folder, f"{prefix}-{start:06d}.npy")
 
 
-def fixed_ridge(x, y, alpha):
-    """`rankiqa.train.probe.fit_ridge`'s final fit for one given `alpha`, by one linear solve
-    instead of cross-validation's eigendecompositions (6,544 combined features: seconds
-    against minutes per fold)."""
-    x = np.asarray(x, np.float64)
-    mean, std = x.mean(0), x.std(0) + 1e-8
-    xt = (x - mean) / std
-    weights = np.linalg.solve(xt.T @ xt + alpha * np.eye(x.shape[1]), xt.T @ (y - y.mean()))
-    return {"mean": mean, "std": std, "weights": weights, "bias": float(y.mean()),
-            "alpha": float(alpha)}
-
-
 def cross_fit(features, targets, own, folds, seed, alphas):
     """Out-of-fold scores of every view.
 
@@ -270,7 +264,7 @@ def cross_fit(features, targets, own, folds, seed, alphas):
         fit_rows = fold != k
         x = features[fit_rows, :own].reshape(-1, d)
         y = np.repeat(targets[fit_rows], own)
-        fit = (fixed_ridge(x, y, alphas[0]) if len(alphas) == 1 else probe.fit_ridge(
+        fit = (probe.fit_ridge_at(x, y, alphas[0]) if len(alphas) == 1 else probe.fit_ridge(
             x, y, alphas, folds, seed=seed, groups=np.repeat(np.arange(fit_rows.sum()), own)))
         scores[~fit_rows] = _head_scores(fit, features[~fit_rows])
         heads.append(fit)
