@@ -167,3 +167,37 @@ def test_the_project_text_has_no_history_of_its_making():
                                                       r"MonitoredSession", line):
                 found.append(f"{name}:{number}: {line.strip()[:100]}")
     assert found == []
+
+
+def test_the_design_map_lists_every_module():
+    """docs/design.md's map names each module of the package in its folder's section; a
+    package whose __init__.py holds code counts as listed by its folder's line."""
+    import ast
+    import re
+
+    block = read(os.path.join("docs", "design.md")).split("## Map of the package", 1)[1]
+    listed, folder = set(), ""
+    for line in block.split("```", 2)[1].splitlines():
+        if re.match(r"^  \w+/\s", line):  # a folder of the package: its section begins
+            folder = line.split()[0]
+            continue
+        if re.match(r"^ ?\S", line) or re.match(r"^  \S", line):
+            folder = ""  # the top level of the package, or the repository beside it
+        first = re.split(r"\s{2,}", line.strip())[0]
+        listed |= {folder + name for name in re.findall(r"\w+\.py|\w+/", first)}
+    package = os.path.join(ROOT, "rankiqa")
+    missing = []
+    for here, _, files in os.walk(package):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(here, name)
+            relative = os.path.relpath(path, package).replace(os.sep, "/")
+            if name == "__init__.py":
+                body = ast.parse(open(path).read()).body
+                if not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Assign))
+                           for n in body):
+                    continue  # a docstring at most: the folder's line says what it holds
+                if os.path.dirname(relative) + "/" in listed:
+                    continue
+            if relative not in listed:
+                missing.append(relative)
+    assert missing == [], f"docs/design.md's map misses {missing}"
