@@ -50,13 +50,14 @@ def model_values(ckpt_dir, scope="resnet_v2/"):
 
 
 def import_script(name):
-    """The module of ``scripts/NAME.py`` (scripts are not a package)."""
+    """The module of ``scripts/NAME.py`` (``dev/make_docs``; scripts are not a package)."""
     import importlib
     import os
     import sys
 
+    folder, name = os.path.split(name)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__))), "scripts"))
+        __file__))), "scripts", folder))
     try:
         return importlib.import_module(name)
     finally:

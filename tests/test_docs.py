@@ -26,14 +26,14 @@ def read(page):
 
 
 def _make_docs():
-    return import_script("make_docs")
+    return import_script("dev/make_docs")
 
 
 @pytest.mark.parametrize("page", ["docs/cli.md", "docs/configuration.md"])
 def test_generated_pages_equal_what_the_code_generates(page):
     generated = _make_docs().PAGES[page]()
     assert read(page) == generated, (
-        f"{page} differs from the code: run `python scripts/make_docs.py` and commit it")
+        f"{page} differs from the code: run `python scripts/dev/make_docs.py` and commit it")
 
 
 def code_blocks(text, languages=("bash", "sh", "console", "")):

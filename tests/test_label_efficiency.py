@@ -1,4 +1,4 @@
-"""scripts/label_efficiency.py on tiny synthetic features: both studies run and report what
+"""scripts/studies/label_efficiency.py on tiny synthetic features: both studies run and report what
 the documentation's tables hold."""
 
 import os
@@ -9,7 +9,7 @@ from rankiqa_testkit import import_script
 
 
 def _study():
-    return import_script("label_efficiency")
+    return import_script("studies/label_efficiency")
 
 
 def write_features(folder, rng, photos=420, dims=12):

@@ -68,7 +68,7 @@ def test_models_lists_each_built_in_model_with_its_figures_and_command():
 
 
 def test_shipped_heads_are_the_arrays_their_script_wrote():
-    """Each head's digest is the one `scripts/builtin_model.sh` printed when it was made (the
+    """Each head's digest is the one `scripts/recipes/builtin_model.sh` printed when it was made (the
     script takes ~50 minutes: too long for the suite); a changed file is refused at load."""
     for m in builtin.BUILTIN.values():
         with np.load(m.head_path) as data:
@@ -225,7 +225,7 @@ RANKED = "biq2021-efficientnet-lite2-ranked"
 
 @needs_efficientnet
 def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_below_the_photo():
-    """The student (scripts/biq2021_student.sh): the default's network and views, the whole
+    """The student (scripts/recipes/biq2021_student.sh): the default's network and views, the whole
     network trained, stored in float16; its arrays replace the wheel's, it puts distorted copies
     below the photo (its ladders: see `rankiqa models`), and ONNX Runtime scores as
     TensorFlow."""

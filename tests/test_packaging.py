@@ -44,7 +44,7 @@ def test_recipe_scripts_parse_and_name_configs_that_load():
     from rankiqa import config as config_lib
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    scripts = sorted(glob.glob(os.path.join(root, "scripts", "*.sh")))
+    scripts = sorted(glob.glob(os.path.join(root, "scripts", "**", "*.sh"), recursive=True))
     assert scripts
     for script in scripts:
         subprocess.run(["bash", "-n", script], check=True)

@@ -119,7 +119,7 @@ def test_a_stalled_launch_stops_at_its_timeout(rank_data, tmp_path):
 
 
 def test_the_fault_script_passes_its_fast_case(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "faults.py"), "--kills",
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "dev", "faults.py"), "--kills",
                           "1", "--work-dir", str(tmp_path / "faults")],
                          capture_output=True, text=True, timeout=2 * TIMEOUT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

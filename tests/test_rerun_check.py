@@ -1,4 +1,4 @@
-"""scripts/rerun_check.py: one finetune command twice, the weights compared bit for bit."""
+"""scripts/dev/rerun_check.py: one finetune command twice, the weights compared bit for bit."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 from rankiqa_testkit import finetune_config, import_script
 
-rerun_check = import_script("rerun_check")
+rerun_check = import_script("dev/rerun_check")
 
 
 def tiny_args(label_file, stage_one):
@@ -43,5 +43,5 @@ def test_an_existing_run_or_a_train_dir_is_refused(label_file, stage_one, tmp_pa
     assert list(tmp_path.iterdir()) == [tmp_path / "run_1"]  # nothing deleted
     with pytest.raises(SystemExit, match="--train-dir is the script's own"):
         rerun_check.main([str(tmp_path / "x"), "--", "--train-dir", "elsewhere"])
-    with pytest.raises(SystemExit, match="python scripts/rerun_check.py WORK_DIR"):
+    with pytest.raises(SystemExit, match="python scripts/dev/rerun_check.py WORK_DIR"):
         rerun_check.main([str(tmp_path / "x")])

@@ -1,4 +1,4 @@
-"""scripts/student_table.py: the student ablation's table from its folders."""
+"""scripts/studies/student_table.py: the student ablation's table from its folders."""
 
 import json
 
@@ -18,7 +18,7 @@ def write_row(base, srocc, plcc, ladders, families, steps=None):
 
 
 def test_the_table_has_a_row_per_measured_model_with_its_figures(tmp_path, capsys):
-    table = import_script("student_table")
+    table = import_script("studies/student_table")
     write_row(tmp_path / "reference" / "default", 0.8021, 0.8094, 0.894, (1, 0.9, 0.8, 0.7))
     write_row(tmp_path / "ablation" / "all", 0.81234, 0.82, 0.961, (0.99, 0.98, 0.97, 0.91),
               steps=[("references", 1), ("teach", 3600), ("train", 600), ("head", 180),

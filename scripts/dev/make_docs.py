@@ -3,8 +3,8 @@ docs/cli.md from the click commands (every option, its type, default and help, a
 command's examples), docs/configuration.md from the config dataclasses (every key, its type,
 default, range and the comment that explains it).
 
-    python scripts/make_docs.py          # rewrite both pages
-    python scripts/make_docs.py --check  # exit 1 naming a page that differs from the code
+    python scripts/dev/make_docs.py          # rewrite both pages
+    python scripts/dev/make_docs.py --check  # exit 1 naming a page that differs from the code
 """
 
 import argparse
@@ -18,9 +18,9 @@ import click
 
 from rankiqa import cli, config
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 PAGES = {"docs/cli.md": lambda: cli_page(), "docs/configuration.md": lambda: configuration_page()}
-COMMAND = "python scripts/make_docs.py"
+COMMAND = "python scripts/dev/make_docs.py"
 
 
 # --------------------------------------------------------------------------- CLI

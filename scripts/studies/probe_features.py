@@ -12,7 +12,7 @@ Views: `--views` pyramid views of the config's crop (3: native centre, an interm
 the whole picture; views 0 and 2 are exactly the 2-view pyramid the recipes use).
 A part already written is kept (delete it to redo it).
 
-  python scripts/probe_features.py CONFIG OUT_DIR --rank-list RANK_LIST \
+  python scripts/studies/probe_features.py CONFIG OUT_DIR --rank-list RANK_LIST \
       --ladder-photos LADDER_PHOTOS [--set key=value ...]
 """
 

@@ -2,9 +2,9 @@
 # The BIQ2021 chain with the tiny backbone on a CPU: ranking data from 400 BIQ2021 *training*
 # images and the 24 Kodak photos -> stage one -> fine-tuning on the BIQ2021 training part
 # (seeded 80/20 split, made before anything is trained) -> 30-crop evaluation on validation.
-#   bash scripts/biq2021_tiny.sh [RUN_DIR]     (needs ../shared/data; see README for the time)
+#   bash scripts/recipes/biq2021_tiny.sh [RUN_DIR]     (needs ../shared/data; see README for the time)
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
 cd "$ROOT"
 RUN="${1:-runs/biq2021_tiny}"
 SHARED="${SHARED:-../shared/data}"
@@ -12,7 +12,7 @@ SHARED="${SHARED:-../shared/data}"
   echo "error: needs $SHARED/kodak and $SHARED/biq2021-train (set SHARED=...)" >&2; exit 1; }
 mkdir -p "$RUN"
 CONFIG=configs/finetune_biq2021_tiny.yaml
-python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" --count 400
+python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" --count 400
 [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
   rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 256 --force
 rankiqa train-rank --config configs/rank_tiny.yaml --train-dir "$RUN/rank" \

@@ -1,6 +1,6 @@
 """Fault injection: kill -9 a tiny train-rank at random moments, rerun the same command, check.
 
-    python scripts/faults.py --kills 10 [--work-dir runs/faults] [--seed 0]
+    python scripts/dev/faults.py --kills 10 [--work-dir runs/faults] [--seed 0]
 
 Each round: one tiny stage-one run (resnet_v2_tiny, 64² crops, the built-in sample photos) is
 started, killed with SIGKILL after a random delay (so kills land in steps, checkpoint writes,

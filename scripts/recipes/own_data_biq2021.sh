@@ -3,9 +3,9 @@
 # user's labelled folder. Step 0 builds that folder (links to 200 photos drawn with seed 0 from
 # ../shared/data/biq2021-train, their MOS written on a 1-5 scale, as labelling tools often do,
 # so that data.score_range is exercised); steps 1-3 are the README's commands as written.
-#   bash scripts/own_data_biq2021.sh [RUN_DIR]
+#   bash scripts/recipes/own_data_biq2021.sh [RUN_DIR]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
 cd "$ROOT"
 RUN="${1:-runs/own_data}"
 SHARED="${SHARED:-../shared/data}"

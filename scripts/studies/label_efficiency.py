@@ -1,4 +1,4 @@
-"""The label-efficiency study on saved frozen features (scripts/label_efficiency.sh makes them):
+"""The label-efficiency study on saved frozen features (scripts/studies/label_efficiency.sh makes them):
 validation SROCC, PLCC and ladder pair accuracy of heads fitted on N labelled photos, mean ± sd
 over seeded draws, for each method:
 
@@ -23,8 +23,8 @@ whitened: ridge on them is ridge on the standardised features within that subspa
 makes the thousands of fits of the study take minutes (the table's last row is the full-data
 figure of the same projection, beside the default model's 0.8021 on every feature).
 
-  python scripts/label_efficiency.py FEATURES_DIR --unlabelled UNLABELLED.txt [--plot OUT.png]
-  python scripts/label_efficiency.py FEATURES_DIR --unlabelled UNLABELLED.txt --active \
+  python scripts/studies/label_efficiency.py FEATURES_DIR --unlabelled UNLABELLED.txt [--plot OUT.png]
+  python scripts/studies/label_efficiency.py FEATURES_DIR --unlabelled UNLABELLED.txt --active \
       [--seeds 5] [--plot OUT.png]
 """
 

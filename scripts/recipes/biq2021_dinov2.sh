@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The BIQ2021 recipe on DINOv2 ViT-S/14 (configs/finetune_biq2021_dinov2.yaml; the steps are
-# scripts/biq2021_pretrained.sh's).
-#   bash scripts/biq2021_dinov2.sh [RUN_DIR] [--set key=value ...]
+# scripts/recipes/biq2021_pretrained.sh's).
+#   bash scripts/recipes/biq2021_dinov2.sh [RUN_DIR] [--set key=value ...]
 RUN="${1:-runs/biq2021_dinov2}"
 shift || true
 exec bash "$(dirname "${BASH_SOURCE[0]}")/biq2021_pretrained.sh" \

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The BIQ2021 student (docs/recipes.md, "A network trained to rank"): the default model's
 # network and views, trained from three signals at once, resumable step by step.
-#   bash scripts/biq2021_student.sh [RUN_DIR] [--set key=value ...]
+#   bash scripts/recipes/biq2021_student.sh [RUN_DIR] [--set key=value ...]
 # Steps (each skipped or resumed when its output is there; its wall time is printed):
-#   1-3. references, rank data and the teacher's scores (scripts/biq2021_student_data.sh)
+#   1-3. references, rank data and the teacher's scores (scripts/recipes/biq2021_student_data.sh)
 #   4. train: configs/finetune_biq2021_student.yaml: MOS + teacher + ranking hinge, the whole
 #      network trained for one pass over the teacher's views (1,600 steps), its head held
 #   5. head: the head fitted again by ridge on the trained network's features (the probe), then
 #      MOS_STEPS (1,600) steps of the network on the MOS alone under that head, held
 #   6. evaluate on the 600 validation photos and ladders on the 20 photos
-# --set goes to steps 4 and 5 (scripts/biq2021_student_ablation.sh turns signals off); step 5's
+# --set goes to steps 4 and 5 (scripts/studies/biq2021_student_ablation.sh turns signals off); step 5's
 # length is MOS_STEPS alone (0: the ridge fit only).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
 cd "$ROOT"
 RUN="${1:-runs/biq2021_student}"
 shift || true
@@ -26,7 +26,7 @@ step() {  # step NAME COMMAND...: runs it and prints its wall time
   "$@"
   echo "step $name: $((SECONDS - start)) s" | tee -a "$RUN/steps.txt"
 }
-bash scripts/biq2021_student_data.sh "$BASE"
+bash scripts/recipes/biq2021_student_data.sh "$BASE"
 step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
   --set signals.teacher_table="$BASE/teach/teacher.csv" \
   --set signals.rank_list="$BASE/rank_data/rank_list.csv" "$@"
