@@ -14,29 +14,21 @@
 # (RUN_DIR/rank) and starts stage two from it instead of the config's pretrained weights;
 # STAGE_ONE_ARGS adds to its command line (e.g. "--set train.max_steps=2000").
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
-cd "$ROOT"
 CONFIG="$1"
 RUN="$2"
 shift 2
-SHARED="${SHARED:-../shared/data}"
-LABELS="$SHARED/biq2021-train/mos.csv"
-MORE="$SHARED/biq2021-train-more/mos.csv"
+source "$(dirname "${BASH_SOURCE[0]}")/chain.sh"
 mkdir -p "$RUN"
-python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" --count 300
-python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config "$CONFIG" \
-  --count 20 --part val --no-kodak
-[[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-  rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 512 \
-    --distortions gblur,wn,jpeg,contrast,mean_shift --force
+references 300
+ladder_photos 20
+rank_data 512 --distortions gblur,wn,jpeg,contrast,mean_shift
 INIT=()
 if [[ -n "${STAGE_ONE:-}" ]]; then
-  rankiqa train-rank --config "$STAGE_ONE" --train-dir "$RUN/rank" \
-    --set data.rank_list="$RUN/rank_data/rank_list.csv" ${STAGE_ONE_ARGS:-}
+  # shellcheck disable=SC2086  # STAGE_ONE_ARGS: words, as documented
+  stage_one "$STAGE_ONE" ${STAGE_ONE_ARGS:-}
   INIT=(--init "$RUN/rank")
 fi
-rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
-  --set data.label_file="$LABELS" --set "data.extra_train_files=[$MORE]" \
+stage_two "${INIT[@]}" --set "data.extra_train_files=[$MORE]" \
   --set signals.rank_list="$RUN/rank_data/rank_list.csv" "$@"
-rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
-rankiqa ladders "$RUN/ladder_photos.txt" --model "$RUN/finetune" --output-dir "$RUN/ladders"
+evaluate
+ladders

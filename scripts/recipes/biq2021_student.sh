@@ -12,20 +12,13 @@
 # --set goes to steps 4 and 5 (scripts/studies/biq2021_student_ablation.sh turns signals off); step 5's
 # length is MOS_STEPS alone (0: the ridge fit only).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
-cd "$ROOT"
 RUN="${1:-runs/biq2021_student}"
 shift || true
 CONFIG=configs/finetune_biq2021_student.yaml
+source "$(dirname "${BASH_SOURCE[0]}")/chain.sh"
 # the teacher and rank data are shared by every run of the ablation (TEACH_DIR to move them)
 BASE="${TEACH_DIR:-$RUN}"
 mkdir -p "$RUN" "$BASE"
-step() {  # step NAME COMMAND...: runs it and prints its wall time
-  local name="$1" start=$SECONDS
-  shift
-  "$@"
-  echo "step $name: $((SECONDS - start)) s" | tee -a "$RUN/steps.txt"
-}
 bash scripts/recipes/biq2021_student_data.sh "$BASE"
 step train rankiqa finetune --config "$CONFIG" --train-dir "$RUN/train" \
   --set signals.teacher_table="$BASE/teach/teacher.csv" \
@@ -42,6 +35,6 @@ if [[ "$MOS_STEPS" -gt 0 ]]; then MOS+=(--set optim.lr_decay_steps="$MOS_STEPS")
 step head rankiqa finetune --config "$CONFIG" --init "$RUN/train" --train-dir "$RUN/finetune" \
   --set 'init.exclude_scopes=[efficientnet_lite2/logits]' --set probe.enabled=true \
   "$@" "${MOS[@]}"
-step evaluate rankiqa evaluate --model "$RUN/finetune" --output-dir "$RUN/eval" --force
+step evaluate evaluate
 step ladders rankiqa ladders "$BASE/ladder_photos.txt" --model "$RUN/finetune" \
   --output-dir "$RUN/ladders"

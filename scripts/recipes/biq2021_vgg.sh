@@ -7,8 +7,6 @@
 # --no-stage-one starts stage two from hed-vgg16 directly; --from-scratch from random weights;
 # --set goes to `rankiqa finetune` (e.g. train.max_steps=0: the frozen backbone, probe only).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
-cd "$ROOT"
 RUN="${1:-runs/biq2021_vgg}"
 shift || true
 START="stage-one"
@@ -16,27 +14,21 @@ if [[ "${1:-}" == "--no-stage-one" || "${1:-}" == "--from-scratch" ]]; then
   START="$1"
   shift
 fi
-SHARED="${SHARED:-../shared/data}"
-LABELS="$SHARED/biq2021-train/mos.csv"
 CONFIG=configs/finetune_biq2021_vgg.yaml
+source "$(dirname "${BASH_SOURCE[0]}")/chain.sh"
 mkdir -p "$RUN"
 case "$START" in
   --no-stage-one) INIT=(--init hed-vgg16) ;;
   --from-scratch) INIT=(--init scratch) ;;
   *)
-    python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/references.txt" --config "$CONFIG" \
-      --count 300
-    [[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-      rankiqa make-rank-data "$RUN/references.txt" --output-dir "$RUN/rank_data" --workers 2 --max-side 512 \
-        --distortions gblur,wn,jpeg,contrast,mean_shift --force
-    rankiqa train-rank --config configs/rank_biq2021_vgg.yaml --train-dir "$RUN/rank" \
-      --set data.rank_list="$RUN/rank_data/rank_list.csv"
+    references 300
+    rank_data 512 --distortions gblur,wn,jpeg,contrast,mean_shift
+    stage_one configs/rank_biq2021_vgg.yaml
     INIT=(--init "$RUN/rank")
     ;;
 esac
-rankiqa finetune --config "$CONFIG" "${INIT[@]}" --train-dir "$RUN/finetune" \
-  --set data.label_file="$LABELS" "$@"
+stage_two "${INIT[@]}" "$@"
 # the finetune run's eval.json already holds this evaluation; the standalone command writes the
 # per-image predictions too
-rankiqa evaluate --model "$RUN/finetune" --config "$CONFIG" --set data.label_file="$LABELS" \
-  --split val --crops 2 --crop-mode pyramid --output-dir "$RUN/eval" --force
+evaluate --config "$CONFIG" --set data.label_file="$LABELS" --split val --crops 2 \
+  --crop-mode pyramid

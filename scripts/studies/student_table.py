@@ -12,30 +12,17 @@ import sys
 FAMILIES = ("gblur", "wn", "jpeg", "contrast")
 # a row's own steps; references, rank data and the teacher are made once and shared by every row
 ROW_STEPS = ("train", "head", "evaluate", "ladders")
-# (folder under RUN_DIR, what the row is)
-ROWS = (("reference/default", "the default model (`biq2021-efficientnet-lite2`), the start"),
-        ("reference/teacher", "the teacher (`biq2021-efficientnet-dinov2`), 3 views, 11x the cost"),
-        ("ablation/mos", "MOS only"),
-        ("ablation/mos_teacher", "MOS + teacher"),
-        ("ablation/mos_rank", "MOS + ranking"),
-        ("ablation/all", "all three"),
-        ("ablation/all_weighted", "all three, teacher weight 4, ranking weight 0.1"),
-        ("ablation/whole", "the same, the whole network trained"),
-        ("ablation/whole_pass", "the whole network, 1,600 steps (one pass over the teacher's "
-         "views); head refitted, then 1,600 steps of MOS alone under it"),
-        ("ablation/whole_rank_teacher",
-         "the whole network, the teacher also scoring the rank data's 8,424 images"),
-        ("ablation/whole_own_views", "the whole network, the teacher's 3 own views of each photo "
-         "alone"),
-        ("ablation/whole_bn_batch", "the whole network, batch norm on batch statistics"),
-        ("ablation/whole_bn_moving", "the same, the rank images on the moving statistics"),
-        ("ablation/whole_pass_bn_batch", "the recipe, batch norm on batch statistics"),
-        ("ablation/whole_pass_bn_moving", "the same, the rank images on the moving statistics"),
-        ("ablation/whole_pass_mos3200",
-         "the recipe's trained network, head refitted, then 3,200 steps of MOS alone"),
-        ("ablation/whole_bn_moving_mos1600", "the whole network, batch norm on batch "
-         "statistics, the rank images on the moving ones, 400 steps; head refitted, then 1,600 "
-         "steps of MOS alone under it"))
+
+
+def rows_of(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "student_rows.yaml")):
+    """((folder under RUN_DIR, what the row is), ...): the reference rows, then the ablation's,
+    as scripts/studies/student_rows.yaml lists them."""
+    import yaml
+
+    with open(path) as f:
+        spec = yaml.safe_load(f)
+    return tuple([(f"reference/{name}", ref["what"]) for name, ref in spec["references"].items()]
+                 + [(f"ablation/{name}", row["what"]) for name, row in spec["rows"].items()])
 
 
 def row(run, folder, what):
@@ -63,7 +50,7 @@ def row(run, folder, what):
 def main(run):
     lines = ["| model | validation SROCC | PLCC | ladders | blur / noise / JPEG / contrast | "
              "wall time |", "|---|---|---|---|---|---|"]
-    for folder, what in ROWS:
+    for folder, what in rows_of():
         if os.path.exists(os.path.join(run, folder, "ladders", "ladders.json")):
             lines.append(row(run, folder, what))
     table = "\n".join(lines) + "\n"
