@@ -182,7 +182,7 @@ class MosDataConfig:
     # in the crop): the scales the `pyramid` crop mode evaluates
     random_scale: bool = False
     eval_crops: int = 5  # views per validation image, scores averaged
-    eval_crop_mode: str = "grid"  # grid | random | pyramid | centre_random (data/views.py)
+    eval_crop_mode: str = "grid"  # grid | random | pyramid | centre_random (rankiqa/preprocessing/views.py)
 
 
 @dataclass(frozen=True)

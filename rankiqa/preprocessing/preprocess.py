@@ -11,7 +11,7 @@ the model and its ``preprocess.json`` (written by every graph export), and
 
 (docs/data-formats.md, "Serving without rankiqa") gives `rankiqa predict`'s scores (tested for
 every export kind). rankiqa itself places its
-views with these functions (`rankiqa.data.views`), so the two cannot drift apart.
+views with these functions (`rankiqa.preprocessing.views`), so the two cannot drift apart.
 
 Views: ``count`` square views of side ``crop`` placed by ``mode``: grid (spread evenly; one
 view is the centre), random (corners drawn from ``seed``), centre_random (the centre, then
