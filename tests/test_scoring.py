@@ -54,20 +54,27 @@ def _photo_paths(photo_dir):
     return [os.path.join(photo_dir, n) for n in sorted(os.listdir(photo_dir))]
 
 
-def test_scores_are_bit_identical_whatever_the_batching_and_threads(stage_one, photo_dir,
-                                                                    monkeypatch):
+# Another batch size can change the last bits of a score: TensorFlow's CPU kernels choose their
+# algorithm by the batch's size (on AMD EPYC without AVX-512, EfficientNet-Lite2's convolutions
+# differ by ~3e-6 inside, ~6e-8 in the score, between 2 and 10 views a run). The views, their
+# order and their company are what the loop decides: the same batch size gives the same bits.
+ROUNDING = dict(rtol=1e-5, atol=1e-6)
+
+
+def test_scores_are_the_same_whatever_the_batching_and_threads(stage_one, photo_dir,
+                                                               monkeypatch):
     paths = _photo_paths(photo_dir)
-    # seeded views: the same whatever the batch. 64-pixel views: on AVX2 CPUs Eigen multiplies
-    # matrices of fewer than about 8 rows (the tiny net's last blocks on 32-pixel views, one
-    # view per run) by another kernel whose sums round differently; real models' are far larger
-    random_views = Views(64, 3, "random")
-    results = []
-    for batch_size, threads in ((64, 4), (3, 1), (6, 2), (4, 3)):
+    random_views = Views(32, 3, "random")  # seeded views: the same whatever the batch
+    results = {}
+    for batch_size, threads in ((64, 4), (64, 1), (3, 1), (6, 2), (1, 3), (6, 4)):
         monkeypatch.setattr(scoring, "DECODE_THREADS", threads)
         with scoring.load_scorer(stage_one, batch_size=batch_size) as scorer:
-            results.append(scorer.values(paths, random_views))
-    for other in results[1:]:
-        np.testing.assert_array_equal(other, results[0])
+            results[batch_size, threads] = scorer.values(paths, random_views)
+    for other in results.values():
+        np.testing.assert_allclose(other, results[64, 4], **ROUNDING)
+    # threads decode and place; they never change what a run holds: the same bits
+    np.testing.assert_array_equal(results[64, 1], results[64, 4])
+    np.testing.assert_array_equal(results[6, 4], results[6, 2])
 
 
 def test_a_photo_scores_the_same_alone_in_a_folder_in_any_order_or_as_pixels(stage_one, photo_dir,
@@ -82,10 +89,10 @@ def test_a_photo_scores_the_same_alone_in_a_folder_in_any_order_or_as_pixels(sta
         shutil.copy(paths[0], copy)
         moved = scorer.score_items([str(copy)], views)[0]
         pixels = scorer.score_items([load_image(p) for p in paths], views)
-    np.testing.assert_array_equal(np.array(alone, np.float32), together)
-    np.testing.assert_array_equal(backwards, together)
+    np.testing.assert_allclose(np.array(alone, np.float32), together, **ROUNDING)
+    np.testing.assert_array_equal(backwards, together)  # the same runs' sizes: the same bits
     np.testing.assert_array_equal(pixels, together)
-    assert moved == together[0]
+    assert moved == alone[0]
 
 
 def test_iter_scores_reports_a_bad_item_in_place_and_goes_on(stage_one, photo_dir, tmp_path):
@@ -102,7 +109,7 @@ def test_iter_scores_reports_a_bad_item_in_place_and_goes_on(stage_one, photo_di
             scorer.values([paths[0], np.zeros((4, 4), np.float64)])
     assert [k for k, _ in got] == [0, 1, 2]
     assert isinstance(got[1][1], images_lib.BadImageError)
-    np.testing.assert_array_equal(np.stack([got[0][1], got[2][1]]), expected)
+    np.testing.assert_allclose(np.stack([got[0][1], got[2][1]]), expected, **ROUNDING)
 
 
 def test_decoding_runs_a_bounded_number_of_batches_ahead(stage_one, photo_dir, monkeypatch):

@@ -19,6 +19,7 @@ Images smaller than the crop are upscaled first, bicubic, as training's crops ar
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,19 +68,52 @@ def image_crops(image, crop, crops, mode="grid", seed=0):
 
 def spec_views(path, specs, crop):
     """``[len(specs), crop, crop, 3]`` uint8: the photo at `path`, decoded once as every
-    command decodes, viewed by each view spec ``(scale, y, x, flip)``
-    (`rankiqa.preprocessing.preprocess.placed_view`).
+    command decodes, viewed by each view spec (`PlacedViews`).
 
     Raises:
-      BadImageError: the photo cannot be read, or its upscale would be over `rankiqa.data.images.MAX_PIXELS`.
+      BadImageError: the photo cannot be read, or its upscale would be over
+        `rankiqa.data.images.MAX_PIXELS`.
     """
-    image = images.load_image(path)
     try:
-        return np.stack([preprocess.placed_view(image, crop, *map(float, spec[:3]),
-                                                float(spec[3]) >= 0.5, images.MAX_PIXELS)
-                         for spec in specs])
-    except preprocess.TooLarge as e:
+        return PlacedViews(crop, tuple(map(tuple, specs))).apply(images.load_image(path))
+    except BadImageError as e:
         raise BadImageError(f"{path}: {e}") from None
+
+
+@dataclass(frozen=True)
+class PlacedViews:
+    """Views of one photo each placed by a view spec ``(scale, y, x, flip)``
+    (`rankiqa.preprocessing.preprocess.placed_view`): a teacher's views (`rankiqa teach`), which
+    a student then sees as the teacher saw them. Scored like `Views` (`apply`, `count`), one
+    photo's at a time (`Viewed`)."""
+
+    crop: int
+    specs: tuple
+
+    @property
+    def count(self):
+        return len(self.specs)
+
+    def apply(self, image, seed=VIEW_SEED):
+        """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]``.
+
+        Raises:
+          BadImageError: its upscale would be over `rankiqa.data.images.MAX_PIXELS`.
+        """
+        try:
+            return np.stack([preprocess.placed_view(image, self.crop, *map(float, spec[:3]),
+                                                    float(spec[3]) >= 0.5, images.MAX_PIXELS)
+                             for spec in self.specs])
+        except preprocess.TooLarge as e:
+            raise BadImageError(str(e)) from None
+
+
+class Viewed(NamedTuple):
+    """An item to score (a path, a PIL image or an array) with views of its own, where the
+    items of one call are viewed differently (`rankiqa.serve.scoring.Scorer.iter_scores`)."""
+
+    item: object
+    views: object
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ class Scorer:
         views are drawn from `rankiqa.preprocessing.views.VIEW_SEED`, as in every command.
 
         Args:
-          items: paths, PIL images or uint8 arrays (`rankiqa.data.images.as_image`).
+          items: paths, PIL images or uint8 arrays (`rankiqa.data.images.as_image`), or any
+            of them with views of its own (`rankiqa.preprocessing.views.Viewed`).
           views: `rankiqa.preprocessing.views.Views`; default: the scorer's own.
           tensor: ``score`` (values ``[views.count]``) or ``features`` (``[views.count, d]``).
           session: default: the scorer's own.
@@ -244,19 +245,26 @@ class Scorer:
 
 def place_batch(items, ks, views):
     """(each of ``items[k]`` for k in `ks` as its views ``[count, crop, crop, 3]`` uint8 or its
-    `BadImageError`, the good ones' views concatenated or None). uint8: a float32 copy made
-    here measured no faster, and would hold 4x the memory ahead of the network."""
+    `BadImageError`, the good ones' views concatenated or None); an item that is a
+    `rankiqa.preprocessing.views.Viewed` is placed by its own views, of the same count. uint8:
+    a float32 copy made here measured no faster, and would hold 4x the memory ahead."""
     placed = []
     for k in ks:
+        item, item_views = items[k], views
+        if isinstance(item, views_lib.Viewed):
+            item, item_views = item
+            if item_views.count != views.count:
+                raise InputError(f"item {k} has {item_views.count} views, the call "
+                                 f"{views.count}: one call scores one count of views")
         try:
-            image = images_lib.as_image(items[k], k)
+            image = images_lib.as_image(item, k)
         except BadImageError as e:
             placed.append(e)
             continue
         try:
-            placed.append(views.apply(image))
+            placed.append(item_views.apply(image))
         except BadImageError as e:  # its views cannot be placed: named as its path is
-            name = items[k] if isinstance(items[k], (str, os.PathLike)) else f"image {k}"
+            name = item if isinstance(item, (str, os.PathLike)) else f"image {k}"
             placed.append(BadImageError(f"{os.fspath(name)}: {e}"))
     good = [p for p in placed if not isinstance(p, BadImageError)]
     return placed, np.concatenate(good) if good else None

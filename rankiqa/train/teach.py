@@ -14,7 +14,6 @@ fold: a distorted copy of a training photo by a head fitted without that photo. 
 whole: ``teacher.csv`` (path, view, scale, y, x, flip, score, fold) and ``teach.json``.
 """
 
-import concurrent.futures
 import csv
 import io
 import os
@@ -223,17 +222,15 @@ def _features(scorer, paths, specs, crop, output_dir, log, prefix="photos", what
     bar = Progress(f"teach: features of {what}", total, lambda line, end: log(line))
     bar.update(0)
     done = 0
-    with concurrent.futures.ThreadPoolExecutor(scoring.DECODE_THREADS) as pool:
-        for start in todo:
-            chunk = range(start, min(start + SHARD_PHOTOS, len(paths)))
-            crops = list(pool.map(lambda k: views_lib.spec_views(paths[k], specs[k], crop), chunk))
-            per_photo = len(specs[chunk[0]])
-            values = scorer.run(scorer.features, np.concatenate(crops).astype(np.float32))
-            shard = values.reshape(len(chunk), per_photo, -1)
-            with rundir.writing(_shard_path(folder, start, prefix)) as tmp:
-                np.save(tmp, shard)
-            done += len(chunk)
-            bar.update(done)
+    for start in todo:  # each photo's views placed by its own specs, scored as any photo is
+        chunk = range(start, min(start + SHARD_PHOTOS, len(paths)))
+        items = [views_lib.Viewed(paths[k], views_lib.PlacedViews(crop, tuple(specs[k])))
+                 for k in chunk]
+        shard = scorer.values(items, items[0].views, tensor="features")  # [photos, views, d]
+        with rundir.writing(_shard_path(folder, start, prefix)) as tmp:
+            np.save(tmp, shard)
+        done += len(chunk)
+        bar.update(done)
     return np.concatenate([np.load(_shard_path(folder, s, prefix))
                            for s in starts]).astype(np.float32)
 
