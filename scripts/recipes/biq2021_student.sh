@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The BIQ2021 student (docs/recipes.md, "A network trained to rank"): the default model's
+# The BIQ2021 student (docs/recipes.md, "A network trained to rank"): biq2021-efficientnet-lite2's
 # network and views, trained from three signals at once, resumable step by step.
 #   bash scripts/recipes/biq2021_student.sh [RUN_DIR] [--set key=value ...]
 # Steps (each skipped or resumed when its output is there; its wall time is printed):

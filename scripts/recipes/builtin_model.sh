@@ -4,7 +4,7 @@
 # validated on the fixed 600-image BIQ2021 part it never saw. Deterministic: the probe's
 # features and fit gave the same figures to the last digit in every rerun, on machines A and B.
 #   bash scripts/recipes/builtin_model.sh [NAME] [RUN_DIR]
-#   NAME  biq2021-efficientnet-lite2 (default): EfficientNet-Lite2 from its wheel, head fitted on
+#   NAME  biq2021-efficientnet-lite2: EfficientNet-Lite2 from its wheel, head fitted on
 #           the 2,400 + 3,000 BIQ2021 training images. Machine B: 49 min on the 2 CPU cores with
 #           two other training runs sharing them (16 min of CPU time in the process); validation
 #           SROCC 0.8021, PLCC 0.8094, head_sha256 6140b68f...
@@ -13,7 +13,7 @@
 #         biq2021-efficientnet-dinov2: EfficientNet-Lite2 + DINOv2 ViT-S/14 under one head, the
 #           combined recipe's final model (scripts/recipes/biq2021_combined.sh: the ranking-aware probe
 #           on its rank data; the script also evaluates it and measures its ladders).
-#         biq2021-efficientnet-lite2-ranked: the default model's network and views, the whole
+#         biq2021-efficientnet-lite2-ranked (default): biq2021-efficientnet-lite2's network and views, the whole
 #           network trained from MOS, the combined model's scores and the ranking hinge, then
 #           on the MOS alone under a refitted head (scripts/recipes/biq2021_student.sh; machine C: 3 h,
 #           the teacher's 40 min alone, training's 134 min sharing the cores with another run;

@@ -21,7 +21,7 @@ Features are standardised and projected on their first --components principal co
 (fitted on the unlabelled photos' and the training part's features, no score used), not
 whitened: ridge on them is ridge on the standardised features within that subspace, which
 makes the thousands of fits of the study take minutes (the table's last row is the full-data
-figure of the same projection, beside the default model's 0.8021 on every feature).
+figure of the same projection, beside biq2021-efficientnet-lite2's 0.8021 on every feature).
 
   python scripts/studies/label_efficiency.py FEATURES_DIR --unlabelled UNLABELLED.txt [--plot OUT.png]
   python scripts/studies/label_efficiency.py FEATURES_DIR --unlabelled UNLABELLED.txt --active \

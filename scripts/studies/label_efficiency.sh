@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where learning from rankings pays: validation SROCC, PLCC and ladder pair accuracy against the
-# number of labelled photos N (docs/label-efficiency.md). The default model's backbone and views
+# number of labelled photos N (docs/label-efficiency.md). biq2021-efficientnet-lite2's backbone and views
 # (EfficientNet-Lite2, the 2-view pyramid at 224²), its frozen features extracted once:
 #   - 100 training photos of biq2021-train stand for the unlabelled collection: their synthetic
 #     blur, noise, JPEG and contrast ladders (400 rank groups) are the rankings; none of their

