@@ -58,3 +58,30 @@ def test_each_signal_gets_its_own_images_scores_from_one_pass():
     np.testing.assert_allclose(got["rank"], want["rank"], rtol=1e-5, atol=1e-6)  # own pass
     for name in images:
         np.testing.assert_allclose(one_pass[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_an_own_pass_reads_the_moving_statistics_before_the_step_updates_them():
+    """Side by side, which moving statistics the own pass read would depend on the threads'
+    timing (the same command twice gave other weights under load): every batch-norm update of
+    the training pass waits for it."""
+    network_fn = nets.get_network_fn("resnet_v2_tiny")
+    wanted = (signals.Mos(1.0, 2, "l2", 32),
+              signals.RankHinge("r.csv", 1.0, 1, "operator", 0.05, 32, own_pass=True))
+    with tf.Graph().as_default():
+        batch = {"mos": {"images": tf.zeros([2, 32, 32, 3])},
+                 "rank": {"images": tf.zeros([4, 32, 32, 3])}}
+        scores = finetune.score_signals(network_fn, batch, wanted, training=True)
+        updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        assert updates
+
+        def waits_for(op, target, seen):
+            if op is target:
+                return True
+            seen.add(op)
+            return any(waits_for(parent, target, seen)
+                       for parent in [t.op for t in op.inputs] + list(op.control_inputs)
+                       if parent not in seen)
+
+        own = scores["rank"].op
+        assert all(waits_for(op, own, set()) for op in updates)
+        assert not waits_for(own, scores["mos"].op, set())  # and not the other way round

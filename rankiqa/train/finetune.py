@@ -125,18 +125,23 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
 
 def score_signals(network_fn, batch, signals, training):
     """``{signal name: scores [n]}``: the signals' images scored in one pass in `training`
-    mode, but those with ``own_pass`` in a second pass on the same variables in inference mode
-    (it neither reads nor updates batch statistics)."""
+    mode, but those with ``own_pass`` in a pass of their own on the same variables in inference
+    mode (it neither reads nor updates batch statistics). The own passes run first: they read
+    the moving statistics before the training pass's updates move them (run side by side, which
+    value they read would depend on the threads' timing)."""
     shared = [s for s in signals if not (training and s.own_pass)]
     apart = [s for s in signals if training and s.own_pass]
-    images = [batch[s.name]["images"] for s in shared]
-    scores, _ = network_fn(network_fn.preprocess(tf.concat(images, axis=0)), training)
-    sizes = [tf.shape(x)[0] for x in images]
-    out = dict(zip((s.name for s in shared), tf.split(scores, sizes)))
+    reuse = tf.AUTO_REUSE if apart else None  # whichever pass is built first makes the variables
+    out = {}
     for signal in apart:
-        own_scores, _ = network_fn(network_fn.preprocess(batch[signal.name]["images"]),
-                                   is_training=False, reuse=True)
-        out[signal.name] = own_scores
+        out[signal.name], _ = network_fn(network_fn.preprocess(batch[signal.name]["images"]),
+                                         is_training=False, reuse=reuse)
+    with tf.control_dependencies(list(out.values())):
+        images = [batch[s.name]["images"] for s in shared]
+        scores, _ = network_fn(network_fn.preprocess(tf.concat(images, axis=0)), training,
+                               reuse=reuse)
+    sizes = [tf.shape(x)[0] for x in images]
+    out.update(zip((s.name for s in shared), tf.split(scores, sizes)))
     return out
 
 
