@@ -146,7 +146,8 @@ def test_the_earlier_default_pinned_by_name_scores_as_it_did():
             m.head_sha256) == PINNED
     m.head_arrays()  # its shipped head is the one with that digest
     photo = os.path.join(samples.skimage_data_dir(), "astronaut.png")
-    result = invoke("predict", photo, "--model", "biq2021-efficientnet-lite2", "--format", "json")
+    result = invoke("predict", photo, "--model", "biq2021-efficientnet-lite2", "--format", "json",
+                    "--engine", "tensorflow")
     assert result.exit_code == 0, result.output
     import json
 

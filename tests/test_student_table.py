@@ -28,7 +28,7 @@ def test_the_table_has_a_row_per_measured_model_with_its_figures(tmp_path, capsy
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert len(lines) == 4  # header, rule, two rows in the table's order
-    assert lines[2].startswith("| the default model") and "| 0.8021 | 0.8094 | 0.894 |" in lines[2]
+    assert lines[2].startswith("| the frozen-feature model") and "| 0.8021 | 0.8094 | 0.894 |" in lines[2]
     assert "| — |" in lines[2]  # no steps.txt: no wall time
     assert lines[3].startswith("| all three") and "0.8123 | 0.8200 | 0.961" in lines[3]
     assert "0.990 / 0.980 / 0.970 / 0.910" in lines[3] and "| 13 min |" in lines[3]  # shared steps not counted,
@@ -64,6 +64,6 @@ def test_every_ablation_row_is_data_with_its_command_and_result():
 def test_the_table_describes_each_row_as_the_rows_file_does():
     table = import_script("studies/student_table")
     described = dict(table.rows_of())
-    assert described["reference/default"].startswith("the default model")
+    assert described["reference/default"].startswith("the frozen-feature model")
     assert described["ablation/mos"] == "MOS only"
     assert len(described) == 2 + 15
