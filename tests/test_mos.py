@@ -228,3 +228,21 @@ def test_a_csv_names_its_columns_by_a_common_spelling_or_the_config(tmp_path):
     with pytest.raises(InputError, match="data.path_column and data.score_column are for "
                                          "data.dataset=csv"):
         mos.read_dataset("biq2021", str(tmp_path / "mos.csv"), path_column="image")
+
+
+@pytest.mark.parametrize("score_range", [(0, float("inf")), (float("-inf"), 5),
+                                         (-1e308, 1e308)])
+def test_a_score_range_with_an_infinite_end_or_span_is_refused(tmp_path, score_range):
+    """An infinite end maps every score to 0 and the model's scores back to infinity."""
+    touch_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "l.csv").write_text("path,score\na.png,1\nb.png,4\n")
+    with pytest.raises(InputError, match=r"data\.score_range must be \[low, high\], both finite"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"), score_range=score_range)
+
+
+def test_a_column_named_twice_in_any_case_is_refused(tmp_path):
+    """`score` and `Score` both match: the last one would win without a word."""
+    touch_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "l.csv").write_text("path,score,Score\na.png,0.9,0.1\nb.png,0.1,0.9\n")
+    with pytest.raises(ListError, match=r"l\.csv:1: the header names 'score' twice"):
+        mos.read_dataset("csv", str(tmp_path / "l.csv"))

@@ -12,6 +12,7 @@ the image. File names with spaces and parentheses (BIQ2021) are read as they are
 import csv
 import dataclasses
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ def _csv_rows(path, required, hint=""):
         if header is None:
             raise ListError(f"{path}: empty file")
         names = [h.strip().lower() for h in header]
+        twice = sorted({n for n in names if n and names.count(n) > 1})
+        if twice:  # one of them would win silently: which one the user meant is unknown
+            raise ListError(f"{path}:1: the header names {twice[0]!r} twice (column names are "
+                            f"read in any case: {header}); rename or remove one")
         for options in required:
             if not any(o in names for o in options):
                 raise ListError(f"{path}:1: header needs a column {' or '.join(options)!s}, "
@@ -220,9 +225,13 @@ def get_dataset_spec(kind, score_range=None, higher_is_better=None, path_column=
         spec = dataclasses.replace(spec, reader=functools.partial(
             read_generic_csv, path_column=path_column, score_column=score_column))
     if score_range:
-        if len(score_range) != 2 or not score_range[0] < score_range[1]:
-            raise InputError(f"data.score_range must be [low, high] with low < high, got "
-                             f"{list(score_range)}")
+        # finite ends: an infinite one maps every score to 0 (or NaN), and the model's scores
+        # back to infinity
+        if (len(score_range) != 2 or not all(math.isfinite(v) for v in score_range)
+                or not score_range[0] < score_range[1]
+                or not math.isfinite(score_range[1] - score_range[0])):
+            raise InputError(f"data.score_range must be [low, high], both finite, with low < "
+                             f"high, got {list(score_range)}")
         low, high = score_range
         spec = dataclasses.replace(spec, low=float(low), high=float(high), check_range=True,
                                    note=f"data.score_range [{low:g}, {high:g}]")
