@@ -169,3 +169,24 @@ def test_scores_come_on_the_labels_own_scale_unless_normalised(finetuned_dmos, p
     # the figures: normalised against normalised, which is DMOS against DMOS
     assert summary["srocc"] == pytest.approx(stats.spearmanr(predicted, raw)[0], abs=1e-5)
     assert summary["plcc"] == pytest.approx(stats.pearsonr(predicted, raw)[0], abs=1e-5)
+
+
+def test_an_undefined_correlation_is_null_in_strict_json(stage_one, photo_dir, tmp_path):
+    """Tied labels leave SROCC undefined: summary.json says null, which any JSON parser reads,
+    not the bare NaN only Python's accepts."""
+    labels = tmp_path / "ties.csv"
+    photos = sorted(os.listdir(photo_dir))
+    labels.write_text("path,score\n" + "".join(f"{os.path.join(photo_dir, p)},0.5\n"
+                                               for p in photos))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(main, [
+        "evaluate", stage_one, "--set", f"data.label_file={labels}", "--split", "all",
+        "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["srocc"] is None and summary["count"] == len(photos)
+    assert summary["rmse"] is not None  # what is defined stays a number

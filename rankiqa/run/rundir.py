@@ -11,6 +11,7 @@ TensorBoard events. Every file a command writes goes aside and is renamed into p
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -92,6 +93,18 @@ def write_atomic(path, data):
 def write_json_atomic(path, data):
     """Writes JSON so a reader never sees half a file (`write_atomic`)."""
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode())
+
+
+def finite_or_null(data):
+    """`data` with every NaN or infinite float replaced by None: JSON has no NaN, and a strict
+    reader refuses the bare ``NaN`` Python writes (an undefined correlation is null)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(v) for v in data]
+    return data
 
 
 def cache_dir(*parts):

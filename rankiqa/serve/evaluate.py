@@ -164,4 +164,5 @@ def write_evidence(output_dir, summary, items, predicted, title, scale=None):
                     f"{title}\nSROCC {summary['srocc']:.4f}  KROCC {summary['krocc']:.4f}  "
                     f"PLCC {summary['plcc']:.4f} (logistic {summary['plcc_logistic']:.4f})  "
                     f"n={len(items)}", groups=[it.distortion for it in items])
-    rundir.write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+    rundir.write_json_atomic(os.path.join(output_dir, "summary.json"),
+                             rundir.finite_or_null(summary))
