@@ -74,8 +74,9 @@ def spec_views(path, specs, crop):
       BadImageError: the photo cannot be read, or its upscale would be over
         `rankiqa.data.images.MAX_PIXELS`.
     """
+    image = images.load_image(path)  # its own error names the path already
     try:
-        return PlacedViews(crop, tuple(map(tuple, specs))).apply(images.load_image(path))
+        return PlacedViews(crop, tuple(map(tuple, specs))).apply(image)
     except BadImageError as e:
         raise BadImageError(f"{path}: {e}") from None
 

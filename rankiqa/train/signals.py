@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 from rankiqa import losses
+from rankiqa.compat import tf
 from rankiqa.data import images as images_lib
 from rankiqa.data import lists, pipeline
 from rankiqa.data import teacher as teacher_lib
@@ -155,8 +156,6 @@ class RankHinge:
             cache=self.cache, deterministic=deterministic).map(lambda x: {"images": x})
 
     def loss(self, scores, batch):
-        from rankiqa.compat import tf
-
         grouped = tf.reshape(scores, [-1, self.levels])  # [references, levels], best first
         value = losses.get_rank_loss_fn(self.loss_name)(grouped, self.margin)
         return value, {"rank_loss": value, "rank_accuracy": losses.ranking_accuracy(grouped)}
