@@ -190,16 +190,30 @@ def test_training_removes_only_its_own_leftovers_never_a_users_files(rank_data, 
     run = tmp_path / "run"
     (run / "build_temp").mkdir(parents=True)
     (run / "build_temp" / "thesis.tex").write_text("x")
-    for name in ("meeting_temp", "photo.tmp-2024", "report.partial-final", "tempstate_notes.txt"):
+    # names that begin like the run's own files but are not what an interrupted write leaves
+    (run / "checkpoints_temp").mkdir()
+    (run / "checkpoints_temp" / "notes.txt").write_text("my notes")
+    mine = ("meeting_temp", "photo.tmp-2024", "report.partial-final", "tempstate_notes.txt",
+            "model.ckpt_old_temp", "eval.json.partial-backup", "rankiqa.json.tmp-2024",
+            "probe.json_temp", "checkpoint.tmpnotes")
+    for name in mine:
         (run / name).write_text("mine")
-    (run / "eval.json.tmp-12345").write_text("{")  # what an interrupted write of ours leaves
+    (run / "model.ckpt-7_temp").mkdir()  # a TF-named folder holding a user's file: kept
+    (run / "model.ckpt-7_temp" / "draft.txt").write_text("mine")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    ours = (f"eval.json.partial-{dead}", "checkpoint.tmp" + "0" * 32,
+            "model.ckpt-3.index.tempstate123")
+    for name in ours:  # what interrupted writes of a run leave
+        (run / name).write_text("{")
     (run / "model.ckpt-3_temp").mkdir()
+    (run / "model.ckpt-3_temp" / "part-00000-of-00001.data-00000-of-00001").write_text("")
     train(rank_data, run, **{"train.max_steps": 1})
     left = set(os.listdir(run))
-    assert {"build_temp", "meeting_temp", "photo.tmp-2024", "report.partial-final",
-            "tempstate_notes.txt"} <= left
+    assert {"build_temp", "checkpoints_temp", "model.ckpt-7_temp", *mine} <= left
     assert (run / "build_temp" / "thesis.tex").read_text() == "x"
-    assert not {"eval.json.tmp-12345", "model.ckpt-3_temp"} & left
+    assert (run / "checkpoints_temp" / "notes.txt").read_text() == "my notes"
+    assert not {*ours, "model.ckpt-3_temp"} & left
 
 
 def test_an_output_never_replaces_an_input_given_as_a_checkpoint_prefix(stage_one, tmp_path):

@@ -297,23 +297,43 @@ def locked(folder, command, log=None):
             pass
 
 
-# what an interrupted write leaves: TF's tempstate shards and our own atomic-write siblings
-_TEMPORARY = re.compile(r"(_temp$|tempstate|\.tmp-\d+$|\.partial-)")
-# the files a run writes; only their leftovers are ever removed, never a user's own file that
-# happens to have such a name (build_temp/, notes.tmp-2024)
-_OWN = (CHECKPOINT_NAME, "checkpoint", RUN_INFO_NAME, EVAL_NAME, "restore_report.json",
-        "probe.json")
+# What an interrupted write of a run leaves, by exact name: TF's sharded-save folder
+# (``model.ckpt-STEP_temp``, holding only ``part-*`` files), a bundle writer's ``.tempstate``
+# files, TF's ``checkpoint.tmp<32 hex>`` index and this program's own ``NAME.partial-PID`` (a
+# dead process's only). A user's file that merely begins like one (``checkpoints_temp/``,
+# ``eval.json.partial-backup``) matches none of them and is never touched.
+_SHARD = r"model\.ckpt-\d+\.(?:index|data-\d+-of-\d+)"
+_LEFTOVER = re.compile(
+    rf"(?P<tf_folder>model\.ckpt-\d+_temp)"
+    rf"|{_SHARD}\.tempstate\d+"
+    r"|checkpoint\.tmp[0-9a-f]{32}"
+    rf"|(?:{_SHARD}|checkpoint|{re.escape(RUN_INFO_NAME)}|{re.escape(EVAL_NAME)}"
+    r"|restore_report\.json|probe\.json)\.partial-(?P<pid>\d+)")
+_PART = re.compile(r"part-\d+-of-\d+\.(?:index|data-\d+-of-\d+)(?:\.tempstate\d+)?")
+
+
+def _leftover(folder, name):
+    """Whether `name` in `folder` is what an interrupted write of a run left (`_LEFTOVER`)."""
+    match = _LEFTOVER.fullmatch(name)
+    if not match:
+        return False
+    path = os.path.join(folder, name)
+    if match.group("tf_folder"):
+        return (os.path.isdir(path) and not os.path.islink(path)
+                and all(_PART.fullmatch(n) for n in os.listdir(path)))
+    if match.group("pid"):
+        return not os.path.isdir(path) and not _alive(int(match.group("pid")))
+    return os.path.isfile(path) and not os.path.islink(path)
 
 
 def remove_temporaries(folder, log=None):
-    """Deletes what interrupted writes of this program left in `folder` and its `BEST_NAME`
-    folder: a temporary sibling of one of its own files (`_OWN`; call while holding the
-    folder's lock)."""
+    """Deletes what interrupted writes of a run left in `folder` and its `BEST_NAME` folder,
+    recognised by exact name and content (`_LEFTOVER`; call while holding the folder's lock)."""
     best = os.path.join(folder, BEST_NAME)
     if os.path.isdir(best) and not os.path.islink(best):
         remove_temporaries(best, log)
     for name in sorted(os.listdir(folder)):
-        if _TEMPORARY.search(name) and name.startswith(_OWN):
+        if _leftover(folder, name):
             path = os.path.join(folder, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             if log:
