@@ -261,3 +261,132 @@ def test_a_run_never_starts_from_inside_its_own_folder(rank_data, label_file, tm
         finetune.train(finetune_config(label_file), str(run), device="cpu", log=lambda line: None)
     assert (run / rundir.RUN_INFO_NAME).read_text() == record
     assert restore.latest_checkpoint(str(run)).endswith("model.ckpt-3")
+
+
+def _copy_scores(label_file, out, score):
+    """`label_file` with every score replaced by `score(old)`."""
+    import csv
+
+    rows = list(csv.DictReader(open(label_file)))
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "score": f"{score(float(r['score'])):.6f}"} for r in rows)
+    return str(out)
+
+
+def test_tied_validation_labels_finish_the_run_and_its_reruns(stage_one, label_file, tmp_path):
+    """Every validation SROCC undefined: nothing is kept, the run says so, and a rerun resumes
+    rather than crashing at its first evaluation."""
+    ties = _copy_scores(label_file, tmp_path / "ties.csv", lambda s: 0.5)
+    cfg = finetune_config(ties, stage_one, **{"train.max_steps": 4, "train.eval_every": 2,
+                                               "train.save_every": 2})
+    for _ in range(2):
+        lines = []
+        result = finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lines.append)
+        assert result["step"] == 4 and result["kept"] is None
+        assert any("no evaluation gave a srocc" in line and "its last checkpoint" in line
+                   for line in lines)
+    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text(),
+                            parse_constant=lambda c: pytest.fail(f"bare {c} in eval.json"))
+    assert evaluation["srocc"] is None and evaluation["kept"] is None
+    assert restore.resolve_checkpoint(str(tmp_path / "run")).endswith("run/model.ckpt-4")
+
+
+def test_a_best_between_regular_checkpoints_survives_a_kill(stage_one, label_file, tmp_path):
+    """kill -9 after a new best at a step with no regular checkpoint: the rerun resumes from an
+    earlier checkpoint and keeps that best (its figure recorded beside it), not a worse one."""
+    extra = {"optim.lr": 0.02, "optim.optimizer": "sgd", "train.max_steps": 6,
+             "train.eval_every": 1, "train.save_every": 1, "train.keep_checkpoints": 10}
+    run = tmp_path / "run"
+    finetune.train(finetune_config(label_file, stage_one, **extra), str(run), device="cpu",
+                   log=lambda line: None)
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert best["step"] >= 2, best  # else there is no earlier checkpoint to resume from
+    for step, prefix in restore.checkpoints_on_disk(str(run)):
+        if step >= best["step"]:  # what the kill undid
+            tf.train.remove_checkpoint(prefix)
+    resumed = best["step"] - 1
+    lines = []
+    result = finetune.train(finetune_config(label_file, stage_one, **{
+        **extra, "train.max_steps": resumed}), str(run), device="cpu", log=lines.append)
+    assert f"resumed from {run}/model.ckpt-{resumed} at step {resumed}" in lines
+    assert result["kept"] == best
+    assert restore.resolve_checkpoint(str(run)) == str(run / "best" / f"model.ckpt-{best['step']}")
+
+
+def test_a_damaged_best_checkpoint_is_dropped_at_the_rerun(stage_one, label_file, tmp_path):
+    extra = {"optim.lr": 0.02, "optim.optimizer": "sgd", "train.max_steps": 6,
+             "train.eval_every": 1, "train.save_every": 6}
+    run = tmp_path / "run"
+    result = finetune.train(finetune_config(label_file, stage_one, **extra), str(run),
+                            device="cpu", log=lambda line: None)
+    (data,) = (run / "best").glob("*.data-*")
+    data.write_bytes(data.read_bytes()[:100])
+    lines = []
+    result = finetune.train(finetune_config(label_file, stage_one, **{
+        **extra, "train.max_steps": 8}), str(run), device="cpu", log=lines.append)
+    assert any(line.startswith("warning: the run's best checkpoint ") and "cannot be read" in line
+               for line in lines)
+    kept = restore.resolve_checkpoint(str(run))
+    assert restore.checkpoint_problem(kept) is None
+    assert result["kept"]["step"] in (7, 8) and kept.endswith(f"model.ckpt-{result['kept']['step']}")
+
+
+def test_checkpoints_without_their_run_description_are_not_resumed(stage_one, label_file,
+                                                                   tmp_path):
+    for source, stage in ((stage_one, "rank"), (None, "finetune")):
+        run = tmp_path / f"{stage}_run"
+        if source:
+            shutil.copytree(source, run)
+        else:
+            finetune.train(finetune_config(label_file, stage_one), str(run), device="cpu",
+                           log=lambda line: None)
+        os.remove(run / rundir.RUN_INFO_NAME)
+        before = sorted(os.listdir(run))
+        with pytest.raises(InputError, match=f"{run} holds checkpoints but no rankiqa.json: "
+                                             "nothing says which stage and config"):
+            finetune.train(finetune_config(label_file, stage_one, **{"train.max_steps": 5}),
+                           str(run), device="cpu", log=lambda line: None)
+        assert sorted(os.listdir(run)) == before
+
+
+def test_a_lowered_keep_checkpoints_is_honoured_at_the_resume(stage_one, label_file, tmp_path):
+    run = tmp_path / "run"
+    extra = {"train.max_steps": 4, "train.save_every": 1, "train.keep_best": "false"}
+    finetune.train(finetune_config(label_file, stage_one, **extra), str(run), device="cpu",
+                   log=lambda line: None)
+    assert len(restore.checkpoints_on_disk(str(run))) == 4
+    finetune.train(finetune_config(label_file, stage_one, **{
+        **extra, "train.max_steps": 6, "train.keep_checkpoints": 1}), str(run), device="cpu",
+        log=lambda line: None)
+    assert [s for s, _ in restore.checkpoints_on_disk(str(run))] == [6]
+    assert [os.path.basename(p) for p in tf.train.get_checkpoint_state(
+        str(run)).all_model_checkpoint_paths] == ["model.ckpt-6"]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("rankiqa.json", '{"stage": "fin'), ("rankiqa.json", "[]"), ("eval.json", '{"history": ['),
+    ("eval.json", '{"history": [{"srocc": 0.5}]}')])
+def test_a_damaged_run_file_is_named_not_a_traceback(stage_one, label_file, tmp_path, name,
+                                                     content):
+    run = tmp_path / "run"
+    extra = {"train.max_steps": 2, "train.save_every": 1, "train.eval_every": 1}
+    finetune.train(finetune_config(label_file, stage_one, **extra), str(run), device="cpu",
+                   log=lambda line: None)
+    (run / name).write_text(content)
+    with pytest.raises(InputError, match=f"{run / name} is damaged .*restore it from a copy, or "
+                                         "move it away"):
+        finetune.train(finetune_config(label_file, stage_one, **{**extra, "train.max_steps": 3}),
+                       str(run), device="cpu", log=lambda line: None)
+
+
+def test_a_tie_with_the_last_step_is_not_called_above(tmp_path):
+    from rankiqa.train import stage
+
+    rundir.write_json_atomic(str(tmp_path / rundir.RUN_INFO_NAME), {"stage": "finetune"})
+    lines = []
+    stage.record_kept(str(tmp_path), {"kept": {"step": 5, "srocc": -0.2}, "step": 10,
+                                      "eval": {"srocc": -0.2}}, "srocc", lines.append)
+    assert lines == ["the run's model is step 5's checkpoint (best/): validation srocc -0.2000, "
+                     "equal to the last step's -0.2000 (train.keep_best)"]

@@ -491,6 +491,17 @@ def test_auto_engine_measures_once_and_takes_the_faster_where_scores_agree(
     json.dump({**record, "agree": True, "onnx_views_s": 1e9}, open(path, "w"))
     result = invoke("predict", photo_dir, "--model", stage_one)
     assert "engine onnx (auto: onnx (onnx runs" in result.stderr
+    # a record of another shape (a shared cache, another version) is measured again
+    measured = []
+    monkeypatch.setattr(engines, "_measure_engines",
+                        lambda *args, **kwargs: measured.append(1) or record)
+    for bad in ([], {k: v for k, v in record.items() if k != "agree"},
+                {**record, "tensorflow_views_s": 0}, {**record, "onnx_views_s": "fast"},
+                {**record, "agree": False, "max_difference": "big"}):
+        json.dump(bad, open(path, "w"))
+        result = invoke("predict", photo_dir, "--model", stage_one)
+        assert result.exit_code == 0, result.output
+    assert len(measured) == 5
 
 
 def test_merge_into_a_relative_folder_and_of_garbage(tmp_path, monkeypatch):

@@ -115,8 +115,18 @@ def cache_dir(*parts):
 
 
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON object in `path`; a damaged file (cut short, not JSON, not an object) is an
+    `InputError` naming it, never a parser's traceback."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{path} is damaged ({str(e).splitlines()[0][:120]}): restore it "
+                         "from a copy, or move it away") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is damaged (a JSON {type(data).__name__}, not an object): "
+                         "restore it from a copy, or move it away")
+    return data
 
 
 def write_run_info(train_dir, stage, config, net, crop_size, views, **extra):

@@ -10,6 +10,7 @@ named tensors) and never imports that module: scoring builds on engines, not the
 """
 
 import hashlib
+import math
 import os
 
 import numpy as np
@@ -196,9 +197,20 @@ def _read_record(path, batch_size):
         record = rundir.read_json(path)
     except (OSError, ValueError):
         return None
-    machine = _machine()
-    return record if record.get("machine") == machine and record.get(
-        "batch_size") == batch_size else None
+    def number(key, low):
+        value = record.get(key)
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value > low)
+
+    # a record of another shape (a cache shared with others, an older version) is measured
+    # again, like garbage that is not JSON
+    well_formed = (number("onnx_views_s", 0) and number("tensorflow_views_s", 0)
+                   and isinstance(record.get("agree"), bool)
+                   and (record["agree"] or number("max_difference", -1)))
+    if well_formed and record.get("machine") == _machine() and record.get(
+            "batch_size") == batch_size:
+        return record
+    return None
 
 
 def _machine():

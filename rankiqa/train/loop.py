@@ -229,7 +229,7 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
     if chief:
         rundir.remove_temporaries(train_dir, log)
     with tf.Session(placement.target, config=placement.config) as sess:
-        latest, step = start(sess, saver, train_dir, init_fn, log)
+        latest, step = start(sess, saver, train_dir, init_fn, log, chief)
         if input_init is not None:
             sess.run(input_init)
         summaries = Summaries(train_dir, sess.graph if not latest else None) if chief else None
@@ -237,14 +237,17 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
         evaluations = Evaluations(eval_fn, train_dir, chief, summaries, step if latest else None)
         if keep_best and eval_fn:
             evaluations.best = Best(sess, tf.train.Saver(max_to_keep=1), train_dir, chief,
-                                    best_key, evaluations.history, step if latest else None)
+                                    best_key, evaluations.history, log)
         evaluate_before_training(sess, evaluations, latest, step, max_steps, eval_at_start,
                                  train_cfg.eval_every, log)
         step, loss = train_steps(sess, train_op, scalars, step, max_steps, train_cfg, log,
                                  images_per_step, checkpoints, evaluations, summaries)
         finish(sess, step, checkpoints, evaluations, summaries)
     kept = evaluations.best.best if evaluations.best else None
-    if chief and not kept and best_key:
+    if chief and evaluations.best and not kept:
+        log(f"warning: no evaluation gave a {best_key} (undefined when every validation "
+            "label is the same): no best was kept; the run's model is its last checkpoint")
+    elif chief and not kept and best_key:
         warn_if_worse(evaluations.history, best_key, log)
     return {"step": step, "loss": loss, "eval": evaluations.last, "checkpoint": checkpoints.last,
             "kept": kept}
@@ -288,26 +291,54 @@ def warn_if_worse(history, key, log):
 class Best:
     """The run's best validated checkpoint (``train.keep_best``), in ``RUN/best/``: saved at
     each evaluation better on `key` than every earlier one (a tie keeps the earlier), one
-    kept; `rankiqa.weights.restore.resolve_checkpoint` makes it the run's model. Every worker saves
-    (saving mirrored variables runs collectives), the others aside. At a resume, a best
-    checkpoint beyond the resumed step (of the steps the kill undid) is dropped."""
+    kept, with its figure in ``best/best.json``; `rankiqa.weights.restore.resolve_checkpoint`
+    makes it the run's model. Every worker saves (saving mirrored variables runs collectives),
+    the others aside.
 
-    def __init__(self, sess, saver, train_dir, chief, key, history, resumed_at):
+    At a resume the kept checkpoint is read back: an unreadable one (a kill or a full disk
+    cut it) is named and dropped, and the best is chosen again from the evaluations to come.
+    A readable one stays the best even when its step lies beyond the resumed one (a new best
+    between two regular checkpoints): it is a validated model, and the one it replaced is
+    gone."""
+
+    RECORD = "best.json"
+
+    def __init__(self, sess, saver, train_dir, chief, key, history, log):
         self.sess, self.saver, self.chief, self.key = sess, saver, chief, key
         self.folder = os.path.join(train_dir, rundir.BEST_NAME)
         self.best = None
         found = restore.checkpoints_on_disk(self.folder) if os.path.isdir(self.folder) else []
-        kept = [p for s, p in found if resumed_at is not None and s <= resumed_at][:1]
-        for _, prefix in found:
-            if prefix not in kept and chief:
-                for name in os.listdir(self.folder):
-                    if name.startswith(os.path.basename(prefix) + "."):
-                        os.remove(os.path.join(self.folder, name))
+        kept = None
+        for step, prefix in found:
+            problem = kept is None and restore.checkpoint_problem(prefix)
+            if kept is None and not problem:
+                kept = (step, prefix)
+                continue
+            if problem:
+                log(f"warning: the run's best checkpoint {prefix} cannot be read ({problem}); "
+                    "dropped: the best is chosen again from the evaluations to come")
+            if chief:
+                self._remove(prefix)
         if kept:
-            step = int(kept[0].rsplit("-", 1)[1])
-            value = next((h.get(key) for h in history if h["step"] == step), None)
-            self.best = {"step": step, key: value}
-            saver.recover_last_checkpoints(kept)
+            step, prefix = kept
+            self.best = {"step": step, key: self._figure(step, history)}
+            saver.recover_last_checkpoints([prefix])
+
+    def _figure(self, step, history):
+        """The kept checkpoint's figure: its record, else (a run from before the record) its
+        step's in the history."""
+        try:
+            record = rundir.read_json(os.path.join(self.folder, self.RECORD))
+        except (OSError, InputError):
+            record = {}
+        if record.get("step") == step:
+            return record.get(self.key)
+        return next((h.get(self.key) for h in history if h["step"] == step), None)
+
+    def _remove(self, prefix):
+        for name in os.listdir(self.folder):
+            if name.startswith(os.path.basename(prefix) + "."):
+                os.remove(os.path.join(self.folder, name))
 
     def offer(self, at, evaluation):
         value = evaluation.get(self.key)
@@ -321,6 +352,8 @@ class Best:
             self.saver.save(self.sess, os.path.join(self.folder, rundir.CHECKPOINT_NAME),
                             global_step=at, write_meta_graph=False)
             restore.write_checkpoint_index(self.folder, self.saver.last_checkpoints)
+            rundir.write_json_atomic(os.path.join(self.folder, self.RECORD),
+                                     {"step": at, self.key: value})
         else:
             with tempfile.TemporaryDirectory(prefix="rankiqa-worker-") as aside:
                 self.saver.save(self.sess, os.path.join(aside, rundir.CHECKPOINT_NAME),
@@ -328,9 +361,10 @@ class Best:
         self.best = {"step": at, self.key: value}
 
 
-def start(sess, saver, train_dir, init_fn, log):
+def start(sess, saver, train_dir, init_fn, log, chief=True):
     """Resumes from `train_dir`'s newest readable checkpoint, else initialises and runs
-    `init_fn`; returns (the checkpoint resumed from or None, the global step)."""
+    `init_fn`; returns (the checkpoint resumed from or None, the global step). Only the chief
+    prunes."""
     latest = restore.latest_checkpoint(train_dir, verify=True, log=log)
     if not latest:
         sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
@@ -340,9 +374,17 @@ def start(sess, saver, train_dir, init_fn, log):
     saver.restore(sess, latest)
     step = int(sess.run(tf.train.get_or_create_global_step()))
     log(f"resumed from {latest} at step {step}")
-    # the checkpoints before the kill count towards keep_checkpoints again
-    saver.recover_last_checkpoints([p for _, p in reversed(restore.checkpoints_on_disk(
-        train_dir)) if int(p.rsplit("-", 1)[1]) <= step])
+    # the checkpoints before the kill count towards keep_checkpoints again; beyond it (a rerun
+    # that lowered it) the oldest go now, as the saver drops only one per save
+    before = [p for s, p in restore.checkpoints_on_disk(train_dir) if s <= step]  # newest first
+    keep = saver.saver_def.max_to_keep
+    if keep and len(before) > keep and chief:
+        for prefix in before[keep:]:
+            tf.train.remove_checkpoint(prefix)
+            log(f"removed {prefix} (train.keep_checkpoints {keep})")
+        before = before[:keep]
+        restore.write_checkpoint_index(train_dir, list(reversed(before)))
+    saver.recover_last_checkpoints(list(reversed(before)))
     return latest, step
 
 
@@ -454,8 +496,13 @@ class Evaluations:
         self.path = os.path.join(train_dir, rundir.EVAL_NAME)
         self.history, self.last, self.best = [], None, None  # best: a `Best`, set by run_loop
         if resumed_at is not None and os.path.isfile(self.path):
-            self.history = [h for h in rundir.read_json(self.path).get("history", [])
-                            if h["step"] <= resumed_at]
+            history = rundir.read_json(self.path).get("history", [])
+            if not (isinstance(history, list) and all(
+                    isinstance(h, dict) and isinstance(h.get("step"), int) for h in history)):
+                raise InputError(f"{self.path} is damaged (its history is not a list of "
+                                 "evaluations with a step each): restore it from a copy, or "
+                                 "move it away (the run resumes without its history)")
+            self.history = [h for h in history if h["step"] <= resumed_at]
 
     def has(self, step):
         return any(h["step"] == step for h in self.history)
@@ -466,13 +513,13 @@ class Evaluations:
         evaluation = self.eval_fn(sess, at)
         if self.best is not None:
             self.best.offer(at, evaluation)
-            evaluation["kept"] = dict(self.best.best)
+            evaluation["kept"] = dict(self.best.best) if self.best.best else None
         if not self.chief:
             return
         figures = {k: evaluation[k] for k in HISTORY_KEYS if k in evaluation}
         self.history = [h for h in self.history if h["step"] != at] + [{"step": at, **figures}]
         evaluation["history"] = list(self.history)
-        rundir.write_json_atomic(self.path, evaluation)
+        rundir.write_json_atomic(self.path, rundir.finite_or_null(evaluation))
         self.last = evaluation
         if self.summaries is not None:
             # validation SROCC/PLCC/KROCC (stage two) or held-out rank accuracy (stage one)

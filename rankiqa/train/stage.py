@@ -151,8 +151,10 @@ def record_kept(train_dir, result, key, log):
                     f"last_{key}": last.get(key)}
     rundir.write_json_atomic(os.path.join(train_dir, rundir.RUN_INFO_NAME), info)
     if kept["step"] != result["step"] and last.get(key) is not None:
+        # a tie keeps the earlier checkpoint
+        than = "equal to" if kept[key] == last[key] else "above"
         log(f"the run's model is step {kept['step']}'s checkpoint ({rundir.BEST_NAME}/): "
-            f"validation {key} {kept[key]:.4f}, above the last step's {last[key]:.4f} "
+            f"validation {key} {kept[key]:.4f}, {than} the last step's {last[key]:.4f} "
             "(train.keep_best)")
 
 
@@ -170,8 +172,15 @@ def check_rerun(train_dir, stage, config, log):
     that changes what it learns (any key but `RESUMABLE`), is refused with the keys named;
     resumable changes go on with a notice each."""
     recorded = rundir.find_run_info(train_dir) if os.path.isdir(train_dir) else {}
-    if not recorded or not restore.checkpoints_on_disk(train_dir):
+    best = os.path.join(train_dir, rundir.BEST_NAME)
+    if not (restore.checkpoints_on_disk(train_dir) if os.path.isdir(train_dir) else []) and not (
+            os.path.isdir(best) and restore.checkpoints_on_disk(best)):
         return  # a fresh start
+    if not recorded:
+        raise InputError(f"{train_dir} holds checkpoints but no {rundir.RUN_INFO_NAME}: nothing "
+                         "says which stage and config trained them, and resuming would continue "
+                         f"them under this one. Put back its {rundir.RUN_INFO_NAME}, or train "
+                         f"into a new --train-dir (--init {train_dir} starts from its weights)")
     if recorded.get("stage") != stage.name:
         raise InputError(f"{train_dir} holds a {recorded.get('stage')} run; {stage.command} "
                          "would resume from its checkpoints as its own. Train into a new "
