@@ -610,9 +610,17 @@ def load_evaluation_config(checkpoint, config_path, overrides):
     if info.get("stage") != "finetune":
         return load_config(config_lib.FinetuneConfig, None, overrides), False
     log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")
-    return config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
-                                f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides,
-                                notify=notice, recorded=True), True
+    cfg = config_lib.from_dict(config_lib.FinetuneConfig, info["config"],
+                               f"{checkpoint}/{rundir.RUN_INFO_NAME}", overrides,
+                               notify=notice, recorded=True)
+    if info.get("labels") and not any(o.startswith("data.label_file=") for o in overrides):
+        # the labels the run trained on, whichever folder this runs from
+        folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+        found = mos.bound_label_file(info["labels"], folder, cfg.data.label_file)
+        if found != cfg.data.label_file:
+            log(f"labels: {found} (the run's own file, found from its folder)")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, label_file=found))
+    return cfg, True
 
 
 @main.command("ladders")
@@ -691,8 +699,12 @@ def models_cmd():
 @main.command("suggest-labels")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PHOTOS")
 @click.option("--labels", type=click.Path(dir_okay=False),
-              help="The label CSV so far (as finetune reads it); its photos are left out and "
-                   "the choice spreads away from them [default: nothing labelled yet].")
+              help="The photos labelled so far: the label CSV (only its path column is read, "
+                   "so any score scale will do) or a file of paths alone; its photos are left "
+                   "out and the choice spreads away from them [default: nothing labelled yet].")
+@click.option("--path-column", default="",
+              help="--labels' path column, where it is none of the usual names (path, image, "
+                   "file, ...).")
 @functools.partial(model_option, npz=False, default_builtin=True)
 @click.option("--count", type=click.IntRange(min=1), default=25, show_default=True,
               help="How many photos to suggest.")
@@ -712,35 +724,56 @@ def models_cmd():
 @click.option("--force", is_flag=True, help="Replace an existing --output.")
 @device_option
 @handle_errors
-def suggest_labels_cmd(paths, labels, model, count, selection, seed, output, force, device):
+def suggest_labels_cmd(paths, labels, path_column, model, count, selection, seed, output,
+                       force, device):
     """Which photos to send to raters next.
 
     Ranks the photos under PHOTOS (files and folders, recursive) that --labels does not already
     label, best first, and writes the first --count with the reason for each. Label those,
-    add them to the CSV, fine-tune, and ask again."""
+    add them to the CSV, and fine-tune on it into a new --train-dir (a run is bound to the
+    labels it started with), then ask again with the new model."""
+    from rankiqa.data.lists import missing
+
     if labels and not os.path.isfile(labels):
-        raise UserError(f"label file {labels} does not exist")
+        raise UserError(f"label file {labels} {missing(labels)}")
+    if model and model.endswith((".npz", ".npy")):
+        raise UserError(f"--model {model}: suggest-labels reads a built-in model, a training "
+                        "folder or a checkpoint prefix, not an exported .npz; pass the run it "
+                        "was exported from")
     if output:
         from rankiqa.run import rundir
 
-        rundir.check_output(output, [*paths, *([labels] if labels else [])], force, "--output")
+        # every input, the model too: --force must never replace what is being read
+        rundir.check_output(output, [*paths, *([labels] if labels else []), model], force,
+                            "--output")
     checks.model(model)  # before TensorFlow's seconds of start-up
+    labelled = active_lib.labelled_paths(labels, path_column) if labels else []
     rows, problems = active_lib.suggest(paths, labels, model, count, selection, seed,
                                         device=device, log=log,
-                                        progress=progress_printer("scored"))
+                                        progress=progress_printer("scored"), labelled=labelled)
     for message in problems:
         log(f"left out: {message}")
+    emit(output, csv_bytes(["rank", "path", "reason"],
+                           [[r["rank"], r["path"], r["reason"]] for r in rows]))
+    if len(rows) < count:
+        log(f"notice: {plural(len(rows), 'photo')} to suggest, fewer than --count {count}")
+    log(f"suggested {plural(len(rows), 'photo')} by {selection}")
+
+
+def csv_bytes(header, rows):
+    """CSV text as bytes: a field with a carriage return is quoted (csv quotes only the line
+    terminator's characters by default), so a reader never splits it into two rows; a file
+    name that is not UTF-8 keeps its own bytes."""
     import csv
     import io
 
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(["rank", "path", "reason"])
-    writer.writerows([r["rank"], r["path"], r["reason"]] for r in rows)
-    data = buffer.getvalue().encode("utf-8", "surrogateescape")
-    emit(output, data)
-    log(f"suggested {plural(len(rows), 'photo')} by {selection}"
-        f"{'' if len(problems) == 0 else f', {len(problems)} left out'}")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        (quoted if any("\r" in str(v) for v in row) else writer).writerow(row)
+    return buffer.getvalue().encode("utf-8", "surrogateescape")
 
 
 @main.command("predict")

@@ -396,10 +396,14 @@ def _coerce(value, tp, key, source):
 def _build(cls, raw, source, prefix=""):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(map(str, set(raw) - names))
     if unknown:
+        key = f"{prefix}{unknown[0]}"
+        shown = key.encode("ascii", "backslashreplace").decode()
+        if shown != key:  # a look-alike letter (Cyrillic a) would print as the valid key
+            shown += " (it holds characters that are not ASCII, shown escaped)"
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]}; {_type_name(cls)} takes "
+            f"{source}: unknown key {shown}; {_type_name(cls)} takes "
             f"{', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in raw.items()}
     return cls(**kwargs)
@@ -531,17 +535,33 @@ def load(cls, path=None, overrides=(), notify=None):
     source = path or "<defaults>"
     raw = {}
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist (shipped configs: "
+        if not os.path.isfile(path):  # a FIFO or a device is never opened: it could block
+            what = ("is not a regular file (a folder, a FIFO or a device)"
+                    if os.path.exists(path) else "does not exist")
+            raise ConfigError(f"config file {path} {what} (shipped configs: "
                               f"{', '.join(shipped_configs())})")
         try:
-            with open(path) as f:
-                raw = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+            raw = yaml.load(_yaml_text(path), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
             raise _yaml_error(path, e) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return from_dict(cls, raw, source, overrides, notify)
+
+
+def _yaml_text(path):
+    """A YAML file's text: UTF-8 (with or without a BOM) or UTF-16 with its BOM; another
+    encoding is refused with the line and byte rather than guessed."""
+    with open(path, "rb") as f:
+        data = f.read()
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    try:
+        return data.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not {'UTF-16' if utf16 else 'UTF-8'} text (byte "
+                          f"0x{data[e.start]:02x}); save it as UTF-8 (iconv -f latin1 -t utf-8 "
+                          f"{path} > utf8.yaml)") from None
 
 
 def from_dict(cls, raw, source, overrides=(), notify=None, recorded=False):

@@ -72,7 +72,9 @@ def test_suggest_labels_leaves_out_what_is_labelled_and_says_why(stage_one, phot
     chosen = {os.path.basename(r["path"]) for r in rows}
     assert len(chosen) == 3 and not chosen & set(photos[:2])
     assert all(r["reason"].startswith("feature distance ") for r in rows)
-    assert result.stderr.count("already labelled in") == 2 * 2  # each labelled photo, per folder
+    # one line for them all, not one per labelled photo
+    assert result.stderr.count("already labelled in") == 1
+    assert "left out: 2 photos already labelled in" in result.stderr
     # one label, a pool smaller than --count: every unlabelled photo, with a notice
     labels.write_text(f"image,mos\n{os.path.join(photo_dir, photos[0])},0.5\n")
     for strategy in ("uncertainty", "combined", "typical", "random"):
@@ -88,7 +90,8 @@ def test_suggest_labels_leaves_out_what_is_labelled_and_says_why(stage_one, phot
     assert rows[0]["reason"] == "the most typical photo (nothing labelled yet)"
     # the default is the measured best (docs/label-efficiency.md): typical
     rows = rows_of(invoke("suggest-labels", photo_dir, "--model", stage_one, "--count", 2))
-    assert all(r["reason"].startswith("the most typical photo of a cluster") for r in rows)
+    assert all(r["reason"].startswith(("the most typical of ", "alone in a cluster"))
+               for r in rows)
 
 
 def test_suggest_labels_refuses_with_one_line(stage_one, photo_dir, tmp_path):
@@ -113,3 +116,70 @@ def test_suggest_labels_refuses_with_one_line(stage_one, photo_dir, tmp_path):
                     tmp_path / "out.csv")
     assert result.exit_code == 1 and (tmp_path / "out.csv").read_text() == "earlier\n"
     assert "Traceback" not in result.output
+
+
+def test_typical_fills_the_count_with_duplicate_photos_and_flat_spreads_are_refused():
+    same = np.ones((5, 4))  # five byte-identical photos: one cluster, then k-centre's fill
+    picks = active.choose("typical", 3, 5, features=same, labelled=same[:0])
+    assert len({k for k, _ in picks}) == 3
+    assert [reason for _, reason in picks][1:] == [
+        "fills a gap: farthest from every labelled and chosen photo"] * 2
+    for strategy in ("uncertainty", "combined"):  # a one-view model: every spread 0
+        with pytest.raises(InputError, match=f"--strategy {strategy}: the model's views agree "
+                                             "on every photo"):
+            active.choose(strategy, 3, 5, features=np.eye(5), labelled=np.zeros((0, 5)),
+                          spread=np.zeros(5))
+
+
+def test_suggest_labels_reads_only_the_path_column_of_its_label_file(stage_one, photo_dir,
+                                                                    tmp_path):
+    photos = sorted(os.path.join(photo_dir, p) for p in os.listdir(photo_dir))
+    files = {"scale15.csv": "file,rating\n" + "".join(f"{p},{3 + k}\n"
+                                                       for k, p in enumerate(photos[:2])),
+             "header.csv": "path\n" + "".join(f"{p}\n" for p in photos[:2]),
+             "plain.txt": "".join(f"{p}\n" for p in photos[:2])}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        result = invoke("suggest-labels", photo_dir, "--labels", tmp_path / name, "--model",
+                        stage_one, "--count", 2, "--strategy", "random")
+        chosen = {r["path"] for r in rows_of(result)}
+        assert len(chosen) == 2 and not chosen & set(photos[:2]), name
+        assert "left out: 2 photos already labelled in" in result.stderr
+    (tmp_path / "own.csv").write_text("photo_id;score\nx.png;1\n")
+    result = invoke("suggest-labels", photo_dir, "--labels", tmp_path / "own.csv")
+    assert result.exit_code == 1 and "separated by semicolons, not commas" in result.stderr
+    (tmp_path / "own.csv").write_text("photo_id,score\n" + f"{photos[0]},1\n")
+    result = invoke("suggest-labels", photo_dir, "--labels", tmp_path / "own.csv",
+                    "--path-column", "photo_id", "--model", stage_one, "--count", 1)
+    assert "left out: 1 photo already labelled in" in result.stderr
+
+
+def test_suggest_labels_never_writes_over_its_model_and_quotes_odd_names(stage_one, photo_dir,
+                                                                        tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(stage_one, run)
+    before = {n: (run / n).read_bytes() for n in os.listdir(run) if (run / n).is_file()}
+    index = next(n for n in before if n.endswith(".index"))
+    for out in (run / "rankiqa.json", run / index, run / "suggestions.csv"):
+        result = invoke("suggest-labels", photo_dir, "--model", run, "--count", 1,
+                        "--output", out, "--force")
+        assert result.exit_code == 1 and "is, holds or lies inside the input" in result.stderr
+    assert {n: (run / n).read_bytes() for n in before} == before
+    names = tmp_path / "names"
+    names.mkdir()
+    first = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    for name in ("cr\rname.png", "ok.png"):
+        shutil.copy(first, names / name)
+    result = invoke("suggest-labels", names, "--model", stage_one, "--count", 2,
+                    "--strategy", "random", "--output", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(open(tmp_path / "s.csv", newline="")))
+    assert len(rows) == 3 and {os.path.basename(r[1]) for r in rows[1:]} == {
+        "cr\rname.png", "ok.png"}
+    result = invoke("suggest-labels", tmp_path / "names", "--model", run / "w.npz")
+    assert result.exit_code == 1 and "not an exported .npz" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = invoke("suggest-labels", tmp_path / "empty", "--model", stage_one)
+    assert "no photo found under the paths given" in result.stderr and "None" not in result.stderr

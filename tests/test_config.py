@@ -203,3 +203,22 @@ def test_an_earlier_runs_recorded_config_moves_its_keys():
     with pytest.raises(ConfigError, match="finetune.rank_weight is now signals.rank_weight"):
         config_lib.from_dict(config_lib.FinetuneConfig, recorded, "rankiqa.json",
                              ["finetune.rank_weight=1"], recorded=True)
+
+
+def test_a_config_in_another_encoding_or_not_a_file_is_one_error(tmp_path):
+    (tmp_path / "utf16.yaml").write_bytes("train:\n  max_steps: 2\n".encode("utf-16"))
+    cfg = config_lib.load(RankConfig, str(tmp_path / "utf16.yaml"))
+    assert cfg.train.max_steps == 2  # what spreadsheets and some editors save: read
+    (tmp_path / "latin1.yaml").write_bytes(b"# caf\xe9\ntrain:\n  max_steps: 2\n")
+    with pytest.raises(ConfigError, match=r"latin1.yaml:1: not UTF-8 text \(byte 0xe9\); save"):
+        config_lib.load(RankConfig, str(tmp_path / "latin1.yaml"))
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for path in (str(tmp_path / "fifo.yaml"), "/dev/zero"):
+        with pytest.raises(ConfigError, match=f"config file {path} is not a regular file"):
+            config_lib.load(RankConfig, path)
+
+
+def test_a_look_alike_key_is_shown_escaped():
+    with pytest.raises(ConfigError, match=r"unknown key tr\\u0430in \(it holds characters that "
+                                          "are not ASCII"):
+        config_lib.load(RankConfig, None, ["tr\u0430in.max_steps=3"])

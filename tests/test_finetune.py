@@ -221,3 +221,43 @@ def test_a_run_in_a_relative_folder_indexes_its_own_checkpoints(stage_one, label
         assert ".." not in f.read()
     latest = tf.train.latest_checkpoint(str(tmp_path / "runs" / "nested" / "ft"))
     assert latest and latest.endswith("model.ckpt-2")
+
+
+def test_a_run_is_bound_to_its_labels_and_finds_them_from_any_folder(stage_one, label_file,
+                                                                      tmp_path, monkeypatch):
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(label_file, project / "labels.csv")
+    monkeypatch.chdir(project)  # the label path as a user types it: relative
+    cfg = finetune_config("labels.csv", stage_one, **{"train.max_steps": 2})
+    finetune.train(cfg, "run", device="cpu", log=lambda line: None)
+    record = json.load(open(project / "run" / "rankiqa.json"))["labels"]
+    assert record["rows"] == len(open(label_file).read().splitlines()) - 1
+    assert record["from_run"] == os.path.join("..", "labels.csv")
+    # the label-more loop: rows appended, the same command again on the same run is refused
+    with open("labels.csv", "a") as f:
+        f.write(open(label_file).read().splitlines()[1].replace(",", "x.png,", 1) + "\n")
+    checkpoints = sorted(os.listdir("run"))
+    with pytest.raises(InputError, match=r"labels.csv is not the label file the run started "
+                                         rf"with \({record['rows']} rows then, "
+                                         rf"{record['rows'] + 1} now.*bound to its labels.*new "
+                                         "--train-dir"):
+        finetune.train(finetune_config("labels.csv", stage_one, **{"train.max_steps": 4}),
+                       "run", device="cpu", log=lambda line: None)
+    assert sorted(os.listdir("run")) == checkpoints
+    shutil.copy(label_file, "labels.csv")  # the file it trained on: evaluate finds it
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "labels.csv").parent.mkdir()
+    (elsewhere / "labels.csv").write_text("path,score\nnot_these.png,0.5\n")
+    monkeypatch.chdir(elsewhere)  # another folder with a labels.csv of its own
+    out = CliRunner().invoke(main, ["evaluate", "--model", str(project / "run"), "--output-dir",
+                                    "eval"])
+    assert out.exit_code == 0, out.output
+    assert f"labels: {project / 'labels.csv'} (the run's own file" in out.stderr
+    (project / "labels.csv").write_text("path,score\n")
+    out = CliRunner().invoke(main, ["evaluate", "--model", str(project / "run"), "--output-dir",
+                                    "eval2"])
+    assert out.exit_code == 1 and "the label file the run " in out.stderr and (
+        "--set data.label_file=FILE" in out.stderr)

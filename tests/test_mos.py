@@ -246,3 +246,14 @@ def test_a_column_named_twice_in_any_case_is_refused(tmp_path):
     (tmp_path / "l.csv").write_text("path,score,Score\na.png,0.9,0.1\nb.png,0.1,0.9\n")
     with pytest.raises(ListError, match=r"l\.csv:1: the header names 'score' twice"):
         mos.read_dataset("csv", str(tmp_path / "l.csv"))
+
+
+def test_a_label_file_with_another_separator_or_not_a_file_is_named(tmp_path):
+    (tmp_path / "semi.csv").write_text("path;score\na.png;0.5\n")
+    with pytest.raises(ListError, match=r"semi.csv:1: the columns are separated by semicolons, "
+                                        "not commas"):
+        mos.read_dataset("csv", str(tmp_path / "semi.csv"))
+    os.mkfifo(tmp_path / "fifo.csv")
+    for path in (str(tmp_path / "fifo.csv"), "/dev/zero"):
+        with pytest.raises(ListError, match=f"label file {path} is not a regular file"):
+            mos.read_dataset("csv", path)

@@ -21,6 +21,12 @@ from rankiqa_testkit import finetune_config, model_values, tiny_rank_overrides
 from rankiqa_testkit import train_tiny_rank as train
 
 
+def dead_pid():
+    """The pid of a process that has ended."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+
+
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(rank_data, tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -76,7 +82,7 @@ def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path)
         f.truncate(100)
     (run / "model.ckpt-12_temp").mkdir()
     (run / "model.ckpt-12_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate1").touch()
-    (run / "eval.json.tmp-12345").write_text("{")
+    (run / f"eval.json.partial-{dead_pid()}").write_text("{")
     evaluation = json.load(open(run / "eval.json"))
     assert [h["step"] for h in evaluation["history"]] == [3, 6, 9]
     result, lines = train(rank_data, run, **{"train.max_steps": 12, "train.keep_checkpoints": 2})
@@ -87,7 +93,7 @@ def test_a_run_killed_mid_write_resumes_from_what_is_intact(rank_data, tmp_path)
     history = json.load(open(run / "eval.json"))["history"]
     assert [h["step"] for h in history] == [3, 6, 9, 12]  # 9 redone, none lost or repeated
     left = sorted(os.listdir(run))
-    assert not [p for p in left if "temp" in p or ".tmp-" in p]
+    assert not [p for p in left if "temp" in p or ".partial-" in p]
     assert [s for s, _ in restore.checkpoints_on_disk(str(run))] == [12, 9]  # pruned to keep
 
 
@@ -200,8 +206,7 @@ def test_training_removes_only_its_own_leftovers_never_a_users_files(rank_data, 
         (run / name).write_text("mine")
     (run / "model.ckpt-7_temp").mkdir()  # a TF-named folder holding a user's file: kept
     (run / "model.ckpt-7_temp" / "draft.txt").write_text("mine")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = dead_pid()
     ours = (f"eval.json.partial-{dead}", "checkpoint.tmp" + "0" * 32,
             "model.ckpt-3.index.tempstate123")
     for name in ours:  # what interrupted writes of a run leave

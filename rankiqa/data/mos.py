@@ -12,6 +12,7 @@ the image. File names with spaces and parentheses (BIQ2021) are read as they are
 import csv
 import dataclasses
 import functools
+import hashlib
 import math
 import os
 import re
@@ -70,6 +71,10 @@ def _csv_rows(path, required, hint=""):
         if header is None:
             raise ListError(f"{path}: empty file")
         names = [h.strip().lower() for h in header]
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if len(header) == 1 and sep in header[0]:  # naming columns would not help
+                raise ListError(f"{path}:1: the columns are separated by {name}, not commas "
+                                f"(header {header[0]!r}); save it as comma-separated CSV")
         twice = sorted({n for n in names if n and names.count(n) > 1})
         if twice:  # one of them would win silently: which one the user meant is unknown
             raise ListError(f"{path}:1: the header names {twice[0]!r} twice (column names are "
@@ -277,7 +282,7 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
     """
     spec = get_dataset_spec(kind, score_range, higher_is_better, path_column, score_column)
     if not os.path.isfile(label_file):
-        raise ListError(f"label file {label_file} does not exist")
+        raise ListError(f"label file {label_file} {missing(label_file)}")
     if image_root is None:
         image_root = os.path.join(os.path.dirname(os.path.abspath(label_file)),
                                   spec.default_image_root)
@@ -377,3 +382,63 @@ def write_generic_csv(path, items):
         for item in items:
             writer.writerow([item.path, f"{item.score:.6f}", item.reference or "",
                              item.distortion or ""])
+
+
+def label_record(label_file, run_folder):
+    """What binds a run to its labels (``rankiqa.json``'s ``labels``): the file's SHA-256 and
+    rows, and its path from the run folder, so that the run finds it from any working
+    directory while both move together."""
+    with open(label_file, "rb") as f:
+        data = f.read()
+    return {"sha256": hashlib.sha256(data).hexdigest(),
+            "rows": max(len([l for l in data.splitlines() if l.strip()]) - 1, 0),
+            "from_run": os.path.relpath(os.path.abspath(label_file), os.path.abspath(run_folder))}
+
+
+def changed_labels(record, label_file):
+    """None when `label_file` is the file `record` (`label_record`) describes, else how it
+    differs, in words."""
+    now = label_record(label_file, ".")
+    if now["sha256"] == record.get("sha256"):
+        return None
+    return (f"{label_file} is not the label file the run started with ({record.get('rows')} "
+            f"rows then, {now['rows']} now, other contents)")
+
+
+def bound_label_file(record, run_folder, typed):
+    """The label file a run trained on, found from here: the path typed at training (`typed`,
+    from the working directory then) when it holds the same labels, else the same file by its
+    path from the run folder. Raises `InputError` naming both when neither does."""
+    candidates = [typed, os.path.normpath(os.path.join(run_folder, record.get("from_run", "")))]
+    for path in candidates:
+        if os.path.isfile(path) and changed_labels(record, path) is None:
+            return path
+    raise InputError(
+        f"the label file the run {run_folder} trained on is not found from here: {typed} "
+        + ("is another file" if os.path.isfile(typed) else "does not exist")
+        + f" and {candidates[1]} " + ("is another file" if os.path.isfile(candidates[1])
+                                       else "does not exist")
+        + "; evaluate from the folder it was trained in, or pass --set data.label_file=FILE "
+          "to score it on another")
+
+
+def listed_paths(label_file, path_column=""):
+    """The photos a label file names, resolved as `read_dataset` resolves a csv's (relative to
+    its folder), whatever else it holds: only the path column is read (any spelling of
+    `PATH_COLUMNS`, or `path_column`), so a file on any score scale, or a file of paths alone
+    (with a ``path`` header or none), will do."""
+    if not os.path.isfile(label_file):
+        raise ListError(f"label file {label_file} {missing(label_file)}")
+    root = os.path.dirname(os.path.abspath(label_file))
+    options = (path_column.strip().lower(),) if path_column else PATH_COLUMNS
+    with open_text(label_file) as f:
+        first = next(csv.reader(f), None)
+    if first is None:
+        return []
+    if len(first) == 1 and first[0].strip().lower() not in options and ";" not in first[0]:
+        with open_text(label_file) as f:  # no header: one path per line
+            rels = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
+    else:
+        hint = ("; name the column with --path-column" if not path_column else "")
+        rels = [_pick(row, options) for _, row in _csv_rows(label_file, [options], hint)]
+    return [rel if os.path.isabs(rel) else os.path.join(root, rel) for rel in rels]

@@ -38,12 +38,14 @@ def rank_weights(values):
     return order / max(len(values) - 1, 1) + 0.5
 
 
-def k_centre(features, labelled, count, weights=None):
-    """Greedy k-centre: indices of `count` rows of `features` ``[n, d]``, each the row farthest
-    (times its weight) from the rows of `labelled` ``[m, d]`` and the rows picked before it,
-    with that distance. With nothing labelled, the first pick is the row nearest the mean: the
-    most typical photo, then outwards."""
+def k_centre(features, labelled, count, weights=None, exclude=()):
+    """Greedy k-centre: indices of `count` rows of `features` ``[n, d]`` (never one of
+    `exclude`), each the row farthest (times its weight) from the rows of `labelled`
+    ``[m, d]`` and the rows picked before it, with that distance. With nothing labelled, the
+    first pick is the row nearest the mean: the most typical photo, then outwards. Exact
+    duplicates are picked too, at distance 0, once the distinct rows are used up."""
     x = np.asarray(features, np.float64)
+    count = min(count, len(x) - len(set(exclude)))
     weights = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     if len(labelled):
         nearest = np.full(len(x), np.inf)
@@ -53,12 +55,14 @@ def k_centre(features, labelled, count, weights=None):
     else:
         nearest = None
     picks, reach = [], []
-    for _ in range(min(count, len(x))):
+    for _ in range(count):
+        taken = np.isin(np.arange(len(x)), [*exclude, *picks])
         if nearest is None:
-            k = int(np.argmin(_distances(x, x.mean(0, keepdims=True))[:, 0]))
+            central = _distances(x, x.mean(0, keepdims=True))[:, 0]
+            k = int(np.argmin(np.where(taken, np.inf, central)))
             nearest, distance = np.full(len(x), np.inf), 0.0
         else:
-            score = np.where(np.isin(np.arange(len(x)), picks), -np.inf, nearest * weights)
+            score = np.where(taken, -np.inf, nearest * weights)
             k = int(np.argmax(score))
             distance = float(nearest[k])
         picks.append(k)
@@ -102,15 +106,17 @@ def k_means(x, clusters, seed=0, iterations=20):
 
 
 def typical(features, labelled, count, seed=0, dims=64, neighbours=20):
-    """TypiClust's picks: indices of `count` rows of `features` ``[n, d]`` and each one's
-    typicality (the inverse mean distance to its nearest neighbours in its cluster)."""
+    """TypiClust's picks: indices of `count` rows of `features` ``[n, d]``, each the most
+    typical (densest: the least mean distance to its nearest neighbours) of its cluster, and
+    each one's (cluster size, whether the cluster holds a labelled photo); size 0 for a pick
+    that fills a gap by k-centre."""
     both = principal_components(np.concatenate([features, labelled]), dims, seed)
     labels = k_means(both, min(len(labelled) + count, len(both)), seed)
     pool_labels, covered = labels[:len(features)], set(labels[len(features):])
     sizes = np.bincount(pool_labels, minlength=labels.max() + 1)
     # the largest clusters without a labelled photo first, then the rest by size
     order = sorted(range(len(sizes)), key=lambda c: (c in covered, -sizes[c]))
-    picks, typicality = [], []
+    picks, clusters = [], []
     for cluster in order:
         if len(picks) == count or sizes[cluster] == 0:
             break
@@ -118,13 +124,13 @@ def typical(features, labelled, count, seed=0, dims=64, neighbours=20):
         near = np.sort(_distances(both[members], both[members]), axis=1)[:, 1:neighbours + 1]
         density = 1.0 / (near.mean(1) + 1e-12) if near.shape[1] else np.ones(len(members))
         picks.append(int(members[np.argmax(density)]))
-        typicality.append(float(density.max()))
+        clusters.append((len(members), cluster in covered))
     if len(picks) < count:  # fewer clusters than photos wanted: fill by k-centre
-        rest = [k for k in k_centre(features, np.concatenate([labelled, features[picks]]),
-                                    count - len(picks))[0] if k not in picks]
+        rest = k_centre(features, np.concatenate([labelled, features[picks]]),
+                        count - len(picks), exclude=picks)[0]
         picks += rest
-        typicality += [0.0] * len(rest)
-    return picks, typicality
+        clusters += [(0, False)] * len(rest)
+    return picks, clusters
 
 
 def _distances(a, b):
@@ -152,6 +158,12 @@ def choose(strategy, count, size, features=None, labelled=None, spread=None, see
     if strategy == "random":
         return [(int(k), f"random draw (seed {seed})")
                 for k in np.random.default_rng(seed).permutation(size)[:count]]
+    if strategy in ("uncertainty", "combined") and not np.any(np.asarray(spread) > 0):
+        # ranking by a spread of 0 everywhere would be ranking by file name
+        raise InputError(f"--strategy {strategy}: the model's views agree on every photo "
+                         "(score spread 0: a model with one view, or photos no larger than "
+                         "its crop), so it cannot say which it is least sure of; use "
+                         "--strategy typical or diversity")
     if strategy == "uncertainty":
         order = np.argsort(-np.asarray(spread), kind="stable")[:count]
         return [(int(k), f"score spread {spread[k]:.4f} across its views") for k in order]
@@ -162,10 +174,9 @@ def choose(strategy, count, size, features=None, labelled=None, spread=None, see
     both = np.concatenate([features, labelled])
     mean, std = both.mean(0), both.std(0) + 1e-8
     if strategy == "typical":
-        picks, density = typical((features - mean) / std, (labelled - mean) / std, count, seed)
-        return [(k, f"the most typical photo of a cluster with no labelled photo (typicality "
-                    f"{d:.3g})" if d else "fills a gap: farthest from every labelled photo")
-                for k, d in zip(picks, density)]
+        picks, clusters = typical((features - mean) / std, (labelled - mean) / std, count,
+                                  seed)
+        return [(k, _typical_reason(n, covered)) for k, (n, covered) in zip(picks, clusters)]
     weights = rank_weights(spread) if strategy == "combined" else None
     picks, reach = k_centre((features - mean) / std, (labelled - mean) / std, count, weights)
     reasons = []
@@ -179,34 +190,49 @@ def choose(strategy, count, size, features=None, labelled=None, spread=None, see
     return reasons
 
 
-def labelled_paths(label_file):
-    """The photos a label CSV already labels (as `rankiqa finetune` reads it: the common column
-    spellings, paths relative to its folder), resolved."""
-    return [os.path.realpath(it.path)
-            for it in mos.read_dataset("csv", label_file, check_files=False)]
+def _typical_reason(size, covered):
+    if not size:
+        return "fills a gap: farthest from every labelled and chosen photo"
+    where = "a labelled photo's cluster" if covered else "a cluster with no labelled photo"
+    if size == 1:
+        return f"alone in {where}"
+    return f"the most typical of {size} unlabelled photos in {where}"
+
+
+def labelled_paths(label_file, path_column=""):
+    """The photos a label CSV already labels, resolved: only its path column is read (any of
+    the spellings `rankiqa finetune` reads, relative to its folder), so labels on any scale,
+    or a file of paths alone, will do (`rankiqa.data.mos.listed_paths`)."""
+    return [os.path.realpath(p) for p in mos.listed_paths(label_file, path_column)]
 
 
 def unlabelled_pool(paths, labelled, label_file):
     """(the photos under `paths` that `labelled` (real paths) does not hold, each once however
     it is spelled; problems naming the labelled ones and what cannot be listed)."""
     files, problems = images_lib.list_files(paths)
-    known, pool, seen = set(labelled), [], set()
+    known, pool, seen, done = set(labelled), [], set(), set()
     for path in files:
         real = os.path.realpath(path)
         if real in known:
-            problems.append(f"{path}: already labelled in {label_file}")
+            done.add(real)
         elif real not in seen:  # one photo under two spellings is one photo
             seen.add(real)
             pool.append(path)
+    if done:  # one line, not one per labelled photo
+        problems.append(f"{len(done)} photo{'' if len(done) == 1 else 's'} already "
+                        f"labelled in {label_file}")
     if not pool:
-        raise InputError(f"no unlabelled photo to choose from: {len(files)} photos found under "
-                         f"the paths given, {len(files) - len(pool)} of them labelled in "
-                         f"{label_file} or unreadable")
+        found = f"{len(files)} photos found under the paths given"
+        if not files:
+            raise InputError(f"no unlabelled photo to choose from: no photo found under the "
+                             "paths given")
+        raise InputError(f"no unlabelled photo to choose from: {found}, {len(done)} of them "
+                         f"labelled{f' in {label_file}' if label_file else ''}")
     return pool, problems
 
 
 def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed=0,
-            device="auto", log=print, progress=None):
+            device="auto", log=print, progress=None, labelled=None):
     """The photos under `paths` (files and folders) that `label_file` does not label, ranked
     for labelling by `strategy`, the first `count` of them.
 
@@ -214,6 +240,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
       model: the model whose views, scores and pooled features judge the photos (a built-in
         model's name, default `rankiqa.weights.builtin.DEFAULT`, or a training folder).
       progress: optional ``progress(done, total)`` as photos are scored.
+      labelled: the labelled photos' real paths, where read already (`labelled_paths`).
 
     Returns:
       (rows ``[{"rank", "path", "reason"}]``, problems ``[message]`` for photos left out:
@@ -224,7 +251,8 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
-    labelled = labelled_paths(label_file) if label_file else []
+    if labelled is None:
+        labelled = labelled_paths(label_file) if label_file else []
     pool, problems = unlabelled_pool(paths, labelled, label_file)
     if len(pool) < count:
         log(f"notice: the pool holds {len(pool)} unlabelled photos, fewer than --count "

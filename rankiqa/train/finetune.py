@@ -119,7 +119,9 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         trainable=(config.finetune.trainable_scopes, "finetune.trainable_scopes"),
         head_lr_multiplier=config.finetune.head_lr_multiplier,
         extra_init=probe_init if config.probe.enabled else None, eval_at_start=True,
-        run_info={"init": config.init.source, "score": SCORE_SCALE}, best_key="srocc"),
+        run_info={"init": config.init.source, "score": SCORE_SCALE,
+                  "labels": mos.label_record(config.data.label_file, train_dir)},
+        best_key="srocc"),
         train_dir, device, log)
 
 

@@ -18,6 +18,7 @@ from rankiqa.run import rundir
 from rankiqa.weights import restore
 from rankiqa.compat import tf
 from rankiqa.config import to_dict
+from rankiqa.data import mos
 from rankiqa.errors import InputError
 from rankiqa.serve.scoring import Scorer
 from rankiqa.train import distribute, loop
@@ -185,6 +186,7 @@ def check_rerun(train_dir, stage, config, log):
         raise InputError(f"{train_dir} holds a {recorded.get('stage')} run; {stage.command} "
                          "would resume from its checkpoints as its own. Train into a new "
                          f"--train-dir (--init {train_dir} starts from it)")
+    check_labels(train_dir, recorded, config)
     old, new = _flat(_rebuilt(type(config), recorded.get("config", {}))), _flat(to_dict(config))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     refused = [k for k in changed if k not in RESUMABLE]
@@ -196,6 +198,19 @@ def check_rerun(train_dir, stage, config, log):
     for key in changed:
         log(f"notice: {key} was {old.get(key)!r} at the run's last start, now "
             f"{new.get(key)!r}; resuming")
+
+
+def check_labels(train_dir, recorded, config):
+    """A run is bound to the labels it started with (``rankiqa.json``'s ``labels``): with other
+    labels a resume would split validation anew (photos it trained on would validate it) and
+    keep the best of figures on two label sets."""
+    record = recorded.get("labels")
+    label_file = getattr(config.data, "label_file", None)
+    problem = record and label_file and mos.changed_labels(record, label_file)
+    if problem:
+        raise InputError(f"{problem}: a run is bound to its labels. Fine-tune on them in a new "
+                         f"--train-dir (the same command with another folder), or put back the "
+                         f"file {train_dir} trained on")
 
 
 def _rebuilt(cls, recorded):
