@@ -527,7 +527,7 @@ SERVE_WITHOUT_RANKIQA = textwrap.dedent('''
     import preprocess  # the copied file alone: NumPy and Pillow
     folder, photos = sys.argv[1], sys.argv[2:]
     out = {}
-    spec = json.load(open(f"{folder}/model.onnx.preprocess.json"))
+    spec = preprocess.load_spec(f"{folder}/model.onnx.preprocess.json", f"{folder}/model.onnx")
     batch = preprocess.batch(photos, spec)
     import onnxruntime
     session = onnxruntime.InferenceSession(f"{folder}/model.onnx",
@@ -564,11 +564,14 @@ def test_every_export_served_without_rankiqa_scores_as_predict(run, request, pho
                              "export-savedmodel": "saved"}[command]
         result = invoke(command, "--model", model, out, target)
         assert result.exit_code == 0, result.output
-    spec = json.load(open(tmp_path / "model.onnx.preprocess.json"))
-    assert json.load(open(tmp_path / "model.pb.preprocess.json")) == spec
+    def content(path):  # the spec but for the file it sits beside (a SavedModel holds it)
+        return {k: v for k, v in json.load(open(path)).items() if k != "model_sha256"}
+
+    spec = content(tmp_path / "model.onnx.preprocess.json")
+    assert content(tmp_path / "model.pb.preprocess.json") == spec
     assert spec["views"] == {**json.load(open(os.path.join(model, "rankiqa.json")))["views"],
                              "seed": 0}
-    assert json.load(open(tmp_path / "saved" / "preprocess.json")) == spec
+    assert content(tmp_path / "saved" / "preprocess.json") == spec
     # what the scores mean travels with them
     assert (spec["score_range"], spec["higher_is_better"]) == {
         "stage_one": (None, True), "finetuned": ([0.0, 1.0], True),
@@ -590,3 +593,38 @@ def test_every_export_served_without_rankiqa_scores_as_predict(run, request, pho
     span = spec["score_range"][1] - spec["score_range"][0] if spec["score_range"] else 1.0
     for kind, scores in json.loads(served.stdout).items():  # 1e-5 of the normalised scale
         np.testing.assert_allclose(scores, expected, atol=1e-5 * span, err_msg=kind)
+
+
+def test_a_model_and_a_spec_that_do_not_belong_together_are_told_apart(stage_one, tmp_path):
+    from rankiqa.preprocessing import preprocess
+
+    out = tmp_path / "pair.pb"
+    assert invoke("export-pb", "--model", stage_one, "--output", out).exit_code == 0
+    spec_path = str(out) + ".preprocess.json"
+    assert preprocess.load_spec(spec_path, out)["model_sha256"]
+    good = out.read_bytes()
+    out.write_bytes(good[:-10])  # another model's file renamed in, its spec not (a cut export)
+    with pytest.raises(preprocess.NotItsModel, match="pair.pb.preprocess.json does not describe"):
+        preprocess.load_spec(spec_path, out)
+    result = invoke("export-pb", "--model", stage_one, "--output", out)
+    assert result.exit_code == 1 and "describes another model (an export cut short?); pass " \
+        "--force to write both again" in result.stderr and "--output " in result.stderr
+    os.remove(spec_path)
+    result = invoke("export-pb", "--model", stage_one, "--output", out)
+    assert result.exit_code == 1 and "is missing or damaged" in result.stderr
+    assert invoke("export-pb", "--model", stage_one, "--output", out, "--force").exit_code == 0
+    assert preprocess.load_spec(spec_path, out)  # the pair belongs together again
+    result = invoke("export-pb", "--model", stage_one, "--output", out)
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+
+
+def test_the_served_preprocessing_bounds_upscaling():
+    from PIL import Image
+
+    from rankiqa.preprocessing import preprocess
+
+    strip = Image.new("RGB", (200_000, 4))  # 96 / 4 = 24x up: 4.8 million x 96 pixels
+    spec = {"views": {"crop": 96, "count": 1, "mode": "grid", "seed": 0}}
+    with pytest.raises(preprocess.TooLarge, match="over the limit of"):
+        preprocess.batch([strip], spec)
+    assert preprocess.batch([Image.new("RGB", (40, 30))], spec).shape == (1, 96, 96, 3)

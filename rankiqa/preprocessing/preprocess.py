@@ -3,7 +3,7 @@
 This one file is what a served export needs beside ONNX Runtime or TensorFlow: copy it next to
 the model and its ``preprocess.json`` (written by every graph export), and
 
-    spec = json.load(open("mine.onnx.preprocess.json"))
+    spec = preprocess.load_spec("mine.onnx.preprocess.json", "mine.onnx")  # checked to match
     session = onnxruntime.InferenceSession("mine.onnx", providers=["CPUExecutionProvider"])
     batch = preprocess.batch(["photo.jpg"], spec)  # [photos * views, crop, crop, 3]
     views = session.run([spec["output"]["name"]], {spec["input"]["name"]: batch})[0]
@@ -20,6 +20,9 @@ picture shrunk to the crop, bilinear). An image smaller than the crop is upscale
 (bicubic) so its shorter side reaches it.
 """
 
+import hashlib
+import json
+
 import numpy as np
 from PIL import Image
 
@@ -28,6 +31,28 @@ VIEW_MODES = ("grid", "random", "pyramid", "centre_random")
 
 class TooLarge(ValueError):
     """Upscaling an image to the view would exceed the pixel limit."""
+
+
+class NotItsModel(ValueError):
+    """A ``preprocess.json`` that does not describe the model file beside it."""
+
+
+def load_spec(spec_path, model_path):
+    """The ``preprocess.json`` at `spec_path`, checked to describe the model file at
+    `model_path` by the SHA-256 the export recorded (``model_sha256``): an export cut short,
+    or a model replaced without its spec, raises `NotItsModel` rather than serving one model
+    with another's views and scale."""
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if spec.get("model_sha256") != digest.hexdigest():
+        raise NotItsModel(f"{spec_path} does not describe {model_path} (its model_sha256 is "
+                          f"{spec.get('model_sha256')}, the file's {digest.hexdigest()}); "
+                          "export the model again")
+    return spec
 
 
 def to_rgb(im):
@@ -124,10 +149,17 @@ def image_crops(image, crop, crops, mode="grid", seed=0, max_pixels=None):
                      for y, x in crop_corners(h, w, crop, crops, mode, seed)])
 
 
-def batch(images, spec):
+def batch(images, spec, max_pixels=None):
     """The float32 batch ``[len(images) * count, crop, crop, 3]`` (RGB, 0-255) the exported
     model takes, each image's views in a row, as `spec` (a ``preprocess.json``) says; images
-    are paths or Pillow images."""
+    are paths or Pillow images.
+
+    `max_pixels` bounds what an image may be upscaled to (default: Pillow's own decompression
+    bomb limit, `Image.MAX_IMAGE_PIXELS`, what rankiqa uses): a 4 x 2,000,000 strip, 23 KB
+    as a PNG, would otherwise ask for tens of GB to bring its short side up to the crop.
+    Over it, `TooLarge` names the sizes: a server taking uploads refuses that one image."""
+    if max_pixels is None:
+        max_pixels = Image.MAX_IMAGE_PIXELS
     views = spec["views"]
     stack = []
     for item in images:
@@ -137,7 +169,7 @@ def batch(images, spec):
             with Image.open(item) as im:
                 rgb = to_rgb(im)
         stack.append(image_crops(rgb, views["crop"], views["count"], views["mode"],
-                                 views["seed"]))
+                                 views["seed"], max_pixels))
     return np.concatenate(stack).astype(np.float32)
 
 

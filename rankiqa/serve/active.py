@@ -224,7 +224,7 @@ def unlabelled_pool(paths, labelled, label_file):
     if not pool:
         found = f"{len(files)} photos found under the paths given"
         if not files:
-            raise InputError(f"no unlabelled photo to choose from: no photo found under the "
+            raise InputError("no unlabelled photo to choose from: no photo found under the "
                              "paths given")
         raise InputError(f"no unlabelled photo to choose from: {found}, {len(done)} of them "
                          f"labelled{f' in {label_file}' if label_file else ''}")

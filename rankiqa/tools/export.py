@@ -10,6 +10,8 @@ input and output and what the scores mean (``score_scale``, ``score_range``,
 model as `rankiqa predict` does.
 """
 
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -27,7 +29,7 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
     """Writes the weights: ``npz`` (safe, no pickle) or ``npy`` (a pickled dict, as the RankIQA
     write-up's tools save it; loading needs ``allow_pickle=True``), and beside them
     ``OUT.preprocess.json`` (`arrays_spec`). Returns the arrays written."""
-    _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
+    _check_outputs(out, checkpoint, force, "--output", preprocess_path(out))
     if fmt not in ("npz", "npy"):
         raise InputError(f"unknown format {fmt!r}; choose from ['npy', 'npz']")
     _, arrays = restore.model_arrays(checkpoint, include, exclude, model_only)
@@ -36,7 +38,7 @@ def export_arrays(checkpoint, out, fmt="npz", include=(), exclude=(), model_only
             np.savez(tmp, **arrays)
         else:
             np.save(tmp, arrays, allow_pickle=True)
-    rundir.write_json_atomic(preprocess_path(out), arrays_spec(checkpoint, out))
+    write_spec(out, arrays_spec(checkpoint, out))
     return arrays
 
 
@@ -91,7 +93,34 @@ def preprocess_spec(scorer, model):
     }
 
 
+def file_digest(path):
+    """The SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_spec(out, spec):
+    """Writes `out`'s ``preprocess.json`` with the model file's SHA-256 (``model_sha256``):
+    model and spec are two files, renamed into place one after the other, so an export cut
+    between the two renames leaves a pair that does not belong together;
+    `rankiqa.preprocessing.preprocess.load_spec` and the next export see it by the digest."""
+    rundir.write_json_atomic(preprocess_path(out), {**spec, "model_sha256": file_digest(out)})
+
+
 def _check_outputs(out, checkpoint, force, option, spec_out):
+    if not force and os.path.isfile(out):
+        try:
+            with open(spec_out) as f:
+                recorded = json.load(f).get("model_sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != file_digest(out):
+            state = "is missing or damaged" if recorded is None else "describes another model"
+            raise InputError(f"{option} {out} exists, and {spec_out} {state} (an export cut "
+                             "short?); pass --force to write both again")
     rundir.check_output(out, [checkpoint], force, option)
     if spec_out:
         rundir.check_output(spec_out, [checkpoint], force, f"{option}'s {PREPROCESS_NAME}")
@@ -100,19 +129,19 @@ def _check_outputs(out, checkpoint, force, option, spec_out):
 def export_pb(checkpoint, out, net=None, force=False, normalised=False):
     """Freezes the scoring graph into a GraphDef (and writes its ``preprocess.json``); returns
     that spec (`preprocess_spec`)."""
-    _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
+    _check_outputs(out, checkpoint, force, "--output", preprocess_path(out))
     with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
         frozen = engines.frozen_graph_def(scorer)
         spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, frozen.SerializeToString())
-    rundir.write_json_atomic(preprocess_path(out), spec)
+    write_spec(out, spec)
     return spec
 
 
 def export_savedmodel(checkpoint, out_dir, net=None, force=False, normalised=False):
     """A SavedModel with signature ``serving_default``: images -> score, and its
     ``preprocess.json`` inside; returns that spec."""
-    rundir.check_output(out_dir, [checkpoint], force, "OUT_DIR")
+    rundir.check_output(out_dir, [checkpoint], force, "--output-dir")
     # the old export goes only once the new one is complete: a failed --force loses nothing
     with rundir.writing(out_dir) as tmp, scoring.load_scorer(
             checkpoint, net=net, normalised=normalised) as scorer:
@@ -133,11 +162,11 @@ def export_onnx(checkpoint, out, net=None, opset=13, force=False, normalised=Fal
     """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.serve.engines.onnx_model`;
     ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
     keep their names. Returns the spec written beside it (`preprocess_spec`)."""
-    _check_outputs(out, checkpoint, force, "OUT", preprocess_path(out))
+    _check_outputs(out, checkpoint, force, "--output", preprocess_path(out))
     engines.require_onnx("tf2onnx")
     with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
         model_proto = engines.onnx_model(scorer, opset)
         spec = preprocess_spec(scorer, checkpoint)
     rundir.write_atomic(out, model_proto.SerializeToString())
-    rundir.write_json_atomic(preprocess_path(out), spec)
+    write_spec(out, spec)
     return spec
