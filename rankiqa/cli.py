@@ -74,6 +74,14 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except KeyboardInterrupt:
             raise UserError("interrupted; rerun the same command to resume") from None
+        except BrokenPipeError:
+            # the reader stopped reading (`rankiqa models | head -1`): what it wanted it has;
+            # stdout goes to /dev/null so that Python's flush at exit cannot fail again
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return None
         except (RankiqaError, *_FILE_ERRORS) as e:
             if DEBUG["on"]:
                 raise

@@ -52,6 +52,14 @@ def _native_stderr_captured():
             os.close(saved)
 
 
+def quiet_native():
+    """What TensorFlow's native code prints while the block runs (a session's first start logs
+    "failed call to cuInit" on a machine without a GPU, even when the user's own import of
+    TensorFlow came before ours and read no TF_CPP_MIN_LOG_LEVEL) is held back, and replayed
+    if the block fails; `rankiqa --verbose` (RANKIQA_VERBOSE=1) shows it."""
+    return contextlib.nullcontext() if verbose() else _native_stderr_captured()
+
+
 # TensorFlow's C++ INFO, WARNING and ERROR lines (oneDNN, "failed call to cuInit" on a machine
 # without a GPU) drown the CLI's own output; a real failure still surfaces as a Python exception.
 # A variable the user set, or `--verbose`, wins.

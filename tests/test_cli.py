@@ -155,6 +155,33 @@ def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tmp_path):
     assert len(loud.stderr.splitlines()) > 1  # TensorFlow's own lines (CPU features, CUDA stubs)
 
 
+def test_a_reader_that_stops_early_is_no_error():
+    """`rankiqa models | head -1`: the pipe closes, the command ends quietly with status 0."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m rankiqa models "
+                                        "| head -c 1"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+def test_the_library_hides_tensorflows_native_lines_even_after_the_users_own_import(stage_one):
+    import subprocess
+    import sys
+
+    script = ("import tensorflow, sys, numpy as np, rankiqa\n"
+              "sys.stderr.write('---\\n'); sys.stderr.flush()\n"
+              f"m = rankiqa.load_model({stage_one!r}, engine='tensorflow')\n"
+              "print(m(np.zeros((64, 64, 3), np.uint8)))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                             "RANKIQA_VERBOSE")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.split("---\n", 1)[1] == ""  # what follows the user's own import
+
+
 def test_one_word_per_role_and_the_old_spellings_with_a_notice(stage_one, photo_dir, tmp_path):
     import numpy as np
 

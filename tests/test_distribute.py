@@ -102,7 +102,9 @@ def test_launch_refuses_bad_input(tmp_path):
     for args, message in [(["--workers", "0", "--", "train-rank"], "--workers must be >= 1"),
                           (["--workers", "2"], "launch needs a command after --"),
                           (["--workers", "2", "--timeout", "0", "--", "train-rank"],
-                           "--timeout must be > 0")]:
+                           "--timeout must be > 0"),
+                          (["--workers", "30000", "--", "train-rank"],
+                           "--workers 30000: a local job takes 1 to ")]:
         result = runner.invoke(cli.main, ["launch", *args])
         assert result.exit_code == 1, result.output
         assert f"error: {message}" in result.output

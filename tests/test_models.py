@@ -33,9 +33,18 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
         grey = model.score([load_image(paths[0])[:, :, 0]])
         as_rgb = model.score([np.repeat(load_image(paths[0])[:, :, :1], 3, axis=2)])
         assert model.score([]).shape == (0,)
-        with pytest.raises(InputError, match=r"image 1: expected a path, a PIL image or a uint8 "
-                                             r"array \[H, W, 3\]"):
-            model.score([paths[0], np.zeros((8, 8, 3), np.float32)])
+        with pytest.raises(InputError, match=r"image 1: expected a path, a PIL image or an "
+                                             r"array \[H, W, 3\].*channels first"):
+            model.score([paths[0], np.zeros((3, 8, 8), np.uint8)])
+        # floats in [0, 1] or [0, 255] and wider integers are the same pixels; unclear refused
+        pixels = load_image(paths[0])
+        for same in (pixels / 255.0, pixels.astype(np.float32), pixels.astype(np.int64)):
+            assert model(same) == model.score(pixels)  # callable, as a pyiqa metric is
+        for bad, why in ((np.zeros((0, 0, 3), np.uint8), "an empty array"),
+                         (np.ones((8, 8, 3), np.float32), "only 0s and 1s"),
+                         (pixels * 2.0, "outside both"), (np.full((8, 8), np.nan), "NaN")):
+            with pytest.raises(InputError, match=f"image 0: .*{why}"):
+                model.score([bad])
         one = model.score(paths[0])  # one image in, one float out
         assert model.lower_better is False and model.score_range is None  # stage one: open
     assert by_path.dtype == np.float32 and by_path.shape == (len(paths),)
@@ -44,6 +53,8 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
     np.testing.assert_array_equal(by_pil, by_path[:2])
     np.testing.assert_array_equal(grey, as_rgb)  # a grey array is its RGB twin
     assert isinstance(one, float) and one == float(by_path[0])
+    with pytest.raises(InputError, match="was closed .*load it again"):
+        model.score(paths[0])
     # the context manager let go of what ran the network (auto may have chosen either engine)
     if model.engine.startswith("tensorflow"):
         assert model.scorer.session._closed
@@ -282,3 +293,14 @@ def test_the_ranked_built_in_model_ships_its_trained_network_and_ranks_copies_be
     assert 0 < original < 1 and all(s < original for s in distorted)
     with rankiqa.load_model("biq2021-efficientnet-lite2", engine="tensorflow") as model:
         assert abs(model.score(photo) - original) > 1e-3  # not the frozen one under a new name
+
+
+def test_create_metric_is_load_model_under_pyiqas_name(stage_one, photo_dir):
+    path = list_files([photo_dir])[0][0]
+    with rankiqa.create_metric(stage_one, device="cpu", engine="tensorflow") as metric, \
+            rankiqa.load_model(stage_one, device="cpu", engine="tensorflow") as model:
+        assert metric(path) == model.score(path)
+    for kwargs, why in (({"as_loss": True}, "cannot be used as a loss"),
+                        ({"device": "tpu"}, "choose cuda, cpu or None")):
+        with pytest.raises(InputError, match=why):
+            rankiqa.create_metric(stage_one, **kwargs)

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -237,6 +238,22 @@ def test_inspect_lists_tensors_and_values(stage_one):
     assert "global_step" in result.stdout and "values" in result.stdout
     result = invoke("inspect-ckpt", stage_one, "--tensor", "resnet_v2/nope")
     assert result.exit_code == 1 and "has no tensor" in result.stderr
+
+
+def test_a_fifo_named_as_a_checkpoint_is_refused_not_read(stage_one, tmp_path):
+    data = next(n for n in os.listdir(stage_one) if ".data-" in n)
+    (tmp_path / "ck").mkdir()
+    os.mkfifo(tmp_path / "ck" / "fifo.index")  # reading it would block forever
+    shutil.copy(os.path.join(stage_one, data),
+                tmp_path / "ck" / ("fifo" + data[data.index(".data-"):]))
+    for args in (("inspect-ckpt", tmp_path / "ck" / "fifo"),
+                 ("merge-ckpt", tmp_path / "ck" / "fifo", "--output-dir", tmp_path / "m")):
+        result = invoke(*args)
+        assert result.exit_code == 1 and "fifo.index is not a regular file" in result.stderr
+    run = tmp_path / "run"  # one among a run's checkpoints is passed over
+    shutil.copytree(stage_one, run)
+    os.mkfifo(run / "model.ckpt-99.index")
+    assert invoke("inspect-ckpt", run).exit_code == 0
 
 
 def test_onnx_export_matches_tensorflow(stage_one, crops, tmp_path):
@@ -501,6 +518,9 @@ def test_auto_engine_measures_once_and_takes_the_faster_where_scores_agree(
         json.dump(bad, open(path, "w"))
         result = invoke("predict", photo_dir, "--model", stage_one)
         assert result.exit_code == 0, result.output
+        # the silent seconds of a measurement are announced, with where it is kept
+        assert f"first use of this model here: converting it to ONNX and timing both " \
+            f"engines, once (up to a minute); kept in {tmp_path / 'cache'} (" in result.stderr
     assert len(measured) == 5
 
 

@@ -84,24 +84,58 @@ def load_image(path, max_side=0):
 
 
 def as_image(item, k=0):
-    """A path, a PIL image or a uint8 array (``[H, W, 3]``, or ``[H, W]`` grey) -> uint8
-    ``[H, W, 3]``; `k` (its place in a list) names it in the error.
+    """A path, a PIL image or an array (``[H, W, 3]``, or ``[H, W]`` grey) -> uint8
+    ``[H, W, 3]``; `k` (its place in a list) names it in the error. Arrays: uint8 as they
+    are; integers in 0-255; floats in [0, 1] (scaled by 255) or, with a value above 1, in
+    [0, 255] (`float_to_uint8`).
 
     Raises:
       BadImageError: a path that is not a readable image.
-      InputError: anything else that is not an image.
+      InputError: anything else that is not an image, an empty one, or a float array whose
+        range is unclear.
     """
     if isinstance(item, (str, os.PathLike)):
         return load_image(os.fspath(item))
     if isinstance(item, Image.Image):
         return preprocess.to_rgb(item)
     array = np.asarray(item)
-    if array.dtype == np.uint8 and array.ndim == 2:
-        return np.repeat(array[:, :, None], 3, axis=2)
-    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3:
-        return array
-    raise InputError(f"image {k}: expected a path, a PIL image or a uint8 array [H, W, 3] (or "
-                     f"[H, W] grey), got {array.dtype} {list(array.shape)}")
+    shaped = array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
+    if not shaped or array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        hint = (" (channels first? give [H, W, 3])" if array.ndim == 3 and array.shape[0] == 3
+                else "")
+        raise InputError(f"image {k}: expected a path, a PIL image or an array [H, W, 3] (or "
+                         f"[H, W] grey), got {array.dtype} {list(array.shape)}{hint}")
+    if array.size == 0:
+        raise InputError(f"image {k}: an empty array {list(array.shape)}: nothing to score")
+    if array.dtype != np.uint8:
+        array = (float_to_uint8(array, k) if np.issubdtype(array.dtype, np.floating)
+                 else int_to_uint8(array, k))
+    return np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array
+
+
+def int_to_uint8(array, k):
+    if array.min() < 0 or array.max() > 255:
+        raise InputError(f"image {k}: {array.dtype} values {array.min()}-{array.max()} are "
+                         "outside 0-255; give 8-bit values (uint8)")
+    return array.astype(np.uint8)
+
+
+def float_to_uint8(array, k):
+    """A float image as uint8: values in [0, 1] are taken as [0, 1] (x 255), values up to 255
+    with one above 1 as [0, 255]; rounded. Refused: non-finite values, values outside
+    [0, 255], and an image of only 0s and 1s (a [0, 1] mask or a near-black [0, 255] image:
+    which one is unknown)."""
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"image {k}: {array.dtype} array holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise InputError(f"image {k}: {array.dtype} values {low:g}-{high:g} are outside both "
+                         "[0, 1] and [0, 255]; scale it to one of them")
+    if high <= 1 and np.all((array == 0) | (array == 1)):
+        raise InputError(f"image {k}: {array.dtype} array of only 0s and 1s: its range, [0, 1] "
+                         "or [0, 255], is unclear; give uint8 (x 255 for [0, 1])")
+    scale = 255.0 if high <= 1 else 1.0
+    return np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
 def image_size(path):

@@ -87,6 +87,10 @@ def launch(workers, command, stall_timeout=900.0, echo=print, python=sys.executa
         raise InputError(f"launch runs a rankiqa training command, not {command[0]!r}")
     if stall_timeout <= 0:
         raise InputError(f"--timeout must be > 0 seconds, got {stall_timeout}")
+    most = max_local_workers()
+    if workers > most:
+        raise InputError(f"--workers {workers}: a local job takes 1 to {most} (4 per CPU core "
+                         "here: each worker is a TensorFlow process of its own)")
     lines, procs, readers = queue.Queue(), [], []
     try:
         for index, tf_config in enumerate(cluster.local_tf_configs(workers)):
@@ -95,6 +99,12 @@ def launch(workers, command, stall_timeout=900.0, echo=print, python=sys.executa
     except BaseException:
         _stop(procs)  # Ctrl-C or any error: never leave workers waiting on each other
         raise
+
+
+def max_local_workers():
+    """The most workers one machine runs: 4 per core. More only contend (and each holds a
+    TensorFlow runtime: hundreds of MB, and file handles towards the system's limit)."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def _start_worker(index, tf_config, command, python, lines, readers, echo):

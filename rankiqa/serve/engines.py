@@ -178,6 +178,7 @@ def choose_engine(scorer, device="auto", precision="fp32"):
     record_path = path and path[:-len(".onnx")] + ".engine.json"
     record = record_path and _read_record(record_path, scorer.batch_size)
     if not record:
+        tell_measuring(path)
         record = _measure_engines(scorer, frozen)
         if record_path:
             try:
@@ -190,6 +191,32 @@ def choose_engine(scorer, device="auto", precision="fp32"):
                               f"{record['max_difference']:.2g})"), frozen
     engine = "onnx" if speedup > 1 else "tensorflow"
     return engine, f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here)", frozen
+
+
+def folder_size(folder):
+    """Bytes under `folder` (0 when it does not exist)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def tell_measuring(path):
+    """One line on stderr before the silent seconds of the first use of a model on a machine
+    (converting it and timing both engines), with where the result is kept and its cost."""
+    import sys
+
+    folder = os.path.dirname(path) if path else rundir.cache_dir("onnx")
+    sys.stderr.write(
+        "first use of this model here: converting it to ONNX and timing both engines, once "
+        f"(up to a minute); kept in {folder} ({folder_size(folder) / 1e6:.0f} MB now, about "
+        "the model's size per model; delete the folder to clear it, or choose --engine "
+        "tensorflow to skip this)\n")
+    sys.stderr.flush()
 
 
 def _read_record(path, batch_size):

@@ -21,6 +21,7 @@ from PIL import Image
 
 from rankiqa.serve import scales, scoring
 from rankiqa.data import images as images_lib
+from rankiqa.errors import InputError
 from rankiqa.preprocessing import views as views_lib
 
 
@@ -37,7 +38,7 @@ class Model:
     """
 
     def __init__(self, scorer, name):
-        self.scorer, self.name = scorer, name
+        self.scorer, self.name, self.closed = scorer, name, False
         self.views, self.scale, self.net = scorer.views, scorer.model.scale.text, scorer.model.net
         kind, note = scorer.model.engine, scorer.model.engine_note
         self.engine = f"{kind} ({note})" if note else kind
@@ -49,16 +50,26 @@ class Model:
         the mean over `views` (default: the model's own; random views drawn as every command
         draws them, `rankiqa.preprocessing.views.VIEW_SEED`).
 
+        Arrays may also be integers in 0-255, or floats in [0, 1] or [0, 255]
+        (`rankiqa.data.images.as_image`: an unclear range is refused).
+
         Returns:
           a float for one image; float32 ``[len(images)]`` for a list (or ``[N, H, W, 3]``).
         """
+        if self.closed:
+            raise InputError(f"the model {self.name} was closed (close() or the end of its "
+                             "with block); load it again with rankiqa.load_model")
         if isinstance(images, (str, os.PathLike, Image.Image)) or (
                 isinstance(images, np.ndarray) and images.ndim <= 3):
             return float(self.scorer.score_items([images], views or self.views)[0])
         return self.scorer.score_items(list(images), views or self.views)
 
+    __call__ = score  # pyiqa's habit: metric(image)
+
     def close(self):
-        self.scorer.close()
+        if not self.closed:
+            self.scorer.close()
+        self.closed = True
 
     def __enter__(self):
         return self

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from rankiqa import nets
-from rankiqa.compat import tf
+from rankiqa.compat import quiet_native, tf
 from rankiqa.data import images as images_lib
 from rankiqa.preprocessing import views as views_lib
 from rankiqa.data.images import BadImageError
@@ -313,11 +313,12 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
         pooled_blocks = (info.get("config") or {}).get("net", {}).get("pooled_blocks") or ()
     scale = scales.of_model(info, normalised)
     graph = tf.Graph()
-    with graph.as_default(), tf.device(device_lib.get_device(device)):
-        images, score, features = build_scoring_graph(net_name, tuple(pooled_blocks), scale)
-    precision = device_lib.resolve_precision(
-        precision, gpu=device != "cpu" and bool(tf.config.list_physical_devices("GPU")))
-    session, report = _restored_session(graph, source, precision, net_name)
+    with quiet_native():  # the first session's native log lines (cuInit on a CPU machine)
+        with graph.as_default(), tf.device(device_lib.get_device(device)):
+            images, score, features = build_scoring_graph(net_name, tuple(pooled_blocks), scale)
+        precision = device_lib.resolve_precision(
+            precision, gpu=device != "cpu" and bool(tf.config.list_physical_devices("GPU")))
+        session, report = _restored_session(graph, source, precision, net_name)
     model_info = ModelInfo(net=net_name, scale=scale, ref=info["ref"], description=info,
                            report=report, precision=precision)
     scorer = Scorer(images, score, model_views(info, net_name, crop_size), model_info,

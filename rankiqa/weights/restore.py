@@ -60,7 +60,8 @@ def checkpoints_on_disk(folder):
     found = []
     for name in os.listdir(folder):
         match = _CHECKPOINT.match(name)
-        if match:
+        # a FIFO or device named like an index is no checkpoint (reading it would block)
+        if match and os.path.isfile(os.path.join(folder, name)):
             found.append((int(match.group(1)), os.path.join(folder, name[:-len(".index")])))
     return sorted(found, reverse=True)
 
@@ -108,6 +109,20 @@ def write_checkpoint_index(folder, prefixes):
     tf.train.update_checkpoint_state(os.path.abspath(folder), names[-1], names)
 
 
+def check_regular_files(prefix):
+    """Refuses a checkpoint whose ``.index`` or data files are not regular files: TensorFlow
+    would block forever reading a FIFO, or read a device without end."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    base = os.path.basename(prefix)
+    names = [base + ".index"] + ([n for n in os.listdir(folder)
+                                  if n.startswith(base + ".data-")] if os.path.isdir(folder) else [])
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint {prefix}: {path} is not a regular file (a folder, "
+                                  "a FIFO or a device); not a checkpoint")
+
+
 def resolve_checkpoint(path):
     """A checkpoint prefix from a prefix or a training directory: the best validated
     checkpoint it kept (``best/``, `rundir.BEST_NAME`), else its latest."""
@@ -128,6 +143,7 @@ def resolve_checkpoint(path):
             raise CheckpointError(f"{path} is a folder with no checkpoint in it")
         return latest
     if tf.io.gfile.exists(path + ".index") or tf.io.gfile.exists(path):
+        check_regular_files(path)
         return path
     raise CheckpointError(f"checkpoint {path} does not exist (give a prefix like "
                           "model.ckpt-1000 or a training directory)")
