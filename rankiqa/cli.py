@@ -192,13 +192,16 @@ def precision_option(func):
 
 def init_options(func):
     """--init SOURCE (init.source) and the spellings it replaces, which still work."""
-    from rankiqa.weights.pretrained import PRETRAINED  # numpy only: --help stays fast
+    from rankiqa.weights import builtin  # numpy only: --help stays fast
+    from rankiqa.weights.pretrained import PRETRAINED
 
     names = ", ".join(f"{name} ({'/'.join(fits)})" for name, (fits, _) in PRETRAINED.items())
     func = click.option("--init", "init_source", metavar="SOURCE",
                         help="Where a fresh run's weights come from (init.source): scratch; a "
                              "training folder or checkpoint (stage one's output); an .npz from "
-                             "export-npy; or a pretrained start a package ships, for the "
+                             "export-npy; a built-in model (`rankiqa models`, e.g. "
+                             f"{builtin.DEFAULT}: its network, head excluded); or a pretrained "
+                             "start a package ships, for the "
                              f"networks in brackets: {names}. A rerun resumes from its own "
                              "checkpoint first.")(func)
     func = click.option("--init-from", hidden=True, help="Renamed --init.")(func)
@@ -602,8 +605,8 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     click.echo(f"srocc {summary['srocc']:.4f}{describe_interval(summary['srocc_ci'])} "
                f"krocc {summary['krocc']:.4f} plcc {summary['plcc']:.4f}"
                f"{describe_interval(summary['plcc_ci'])} plcc_logistic "
-               f"{summary['plcc_logistic']:.4f} rmse {summary['rmse']:.4f} (n={summary['count']}"
-               f", 95 % intervals, {output_dir})")
+               f"{summary['plcc_logistic']:.4f} rmse {summary['rmse']:.4f} on the normalised "
+               f"[0, 1] scale (n={summary['count']}, 95 % intervals, {output_dir})")
 
 
 def load_evaluation_config(checkpoint, config_path, overrides):
@@ -701,7 +704,8 @@ def models_cmd():
                    f"  validation  {m.validation}\n"
                    f"  cost        {m.photos_per_s:g} photos/s with --engine auto on a 2-core CPU "
                    f"(machine C of BENCHMARKS.md, P12); peak memory {m.memory_gb:g} GB\n"
-                   f"  reproduce   {m.command}")
+                   f"  reproduce   {m.command} (from a source checkout: the wheel holds no "
+                   "scripts/)")
 
 
 @main.command("suggest-labels")

@@ -201,3 +201,17 @@ def test_the_design_map_lists_every_module():
             if relative not in listed:
                 missing.append(relative)
     assert missing == [], f"docs/design.md's map misses {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_section_is_given_twice(page):
+    """A heading twice under one parent (a section pasted twice); docs/configuration.md's
+    `init` under each stage's config is two sections."""
+    outside_code = re.sub(r"```.*?```", "", read(page), flags=re.S)
+    seen, parents = [], {}
+    for hashes, title in re.findall(r"^(#+) (.+)$", outside_code, flags=re.M):
+        level = len(hashes)
+        parents = {k: v for k, v in parents.items() if k < level}
+        seen.append((tuple(parents.values()), level, title))
+        parents[level] = title
+    assert sorted({h for h in seen if seen.count(h) > 1}) == []

@@ -211,7 +211,8 @@ datasets_map = {
     "koniq10k": DatasetSpec(read_koniq10k, 1.0, 5.0, True, "1024x768", "MOS 1-5"),
     "biq2021": DatasetSpec(read_biq2021, 0.0, 1.0, True, "images", "MOS 0-1"),
     # scores on another scale (1-5, 0-100, DMOS): data.score_range and data.higher_is_better
-    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "path,score; 0-1, higher better"),
+    "csv": DatasetSpec(read_generic_csv, 0.0, 1.0, True, "", "0-1, higher better, unless "
+                       "data.score_range and data.higher_is_better say otherwise"),
 }
 
 
@@ -243,6 +244,13 @@ def get_dataset_spec(kind, score_range=None, higher_is_better=None, path_column=
     if higher_is_better is not None:
         spec = dataclasses.replace(spec, higher_is_better=higher_is_better)
     return spec
+
+
+def _columns(label_file):
+    """'; the file's columns: a, b' for an error message: which columns were read."""
+    with open_text(label_file) as f:
+        header = next(csv.reader(f), [])
+    return f"; the file's columns: {', '.join(header)}"
 
 
 def _find_file(root, rel):
@@ -295,7 +303,8 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
             hint = ("set data.score_range to the file's scale (e.g. [1, 5]) and "
                     "data.higher_is_better" if kind == "csv" else "is data.dataset right?")
             raise ListError(f"{label_file}: {rel} has score {raw:g}, outside the range "
-                            f"{spec.low:g}-{spec.high:g} ({kind}: {spec.note}); {hint}")
+                            f"{spec.low:g}-{spec.high:g} ({kind}: {spec.note}"
+                            f"{_columns(label_file) if kind == 'csv' else ''}); {hint}")
         path = rel if os.path.isabs(rel) else (_find_file(image_root, rel) if check_files
                                                else os.path.join(image_root, rel))
         if path is None or (check_files and not os.path.isfile(path)):

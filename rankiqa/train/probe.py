@@ -285,6 +285,10 @@ def _fit_ranked_on_groups(scorer, sess, x, y, fit, rank_groups, sample, hinge, v
     count = min(sample, len(rank_groups))
     chosen = np.sort(np.random.default_rng(seed).choice(len(rank_groups), count, replace=False))
     groups, levels = [rank_groups[k] for k in chosen], len(rank_groups[0].paths)
+    if count < len(rank_groups):  # why fewer than the "ranking on N groups" line before
+        log(f"probe: a seeded {count} of the {len(rank_groups)} rank groups (probe.rank_groups: "
+            f"each costs {levels} x {views.count} forward passes); fine-tuning's ranking hinge "
+            "draws from all of them")
     bar = Progress("probe: features of rank groups", count, lambda line, end: log(line))
     f = scorer.values([p for g in groups for p in g.paths], views, "features", sess,
                       lambda done, total: bar.update(done // levels))
