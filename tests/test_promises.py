@@ -124,8 +124,8 @@ def test_the_fault_script_passes_its_fast_case(tmp_path):
                          capture_output=True, text=True, timeout=2 * TIMEOUT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     cases = [line for line in out.stdout.splitlines() if line.startswith("case: ")]
-    assert len(cases) == 7 and all(line.endswith(": ok") for line in cases), out.stdout
-    assert out.stdout.strip().splitlines()[-1] == "8 passed, 0 failed"
+    assert len(cases) == 12 and all(line.endswith(": ok") for line in cases), out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "13 passed, 0 failed"
 
 
 def test_a_killed_finetune_resumes(stage_one, label_file, tmp_path):

@@ -17,7 +17,9 @@ Before the kills it runs the data-loss cases (`data_loss_cases`), each the comma
 could type that once deleted or replaced their files, checking that every file survives:
 files named like temporaries in a run folder, an output onto an input photo, ``--force`` over a
 checkpoint prefix's folder, a full disk under ``predict --output``, ``evaluate`` over its label
-file, ``finetune --init RUN --train-dir RUN``, a rerun under another config.
+file, ``finetune --init RUN --train-dir RUN``, a rerun under another config, ``suggest-labels
+--output`` onto its model, checkpoints without their ``rankiqa.json``; then the resume cases
+(`resume_cases`): tied validation labels, a damaged ``eval.json``, a lowered keep_checkpoints.
 
 Prints one line per case and round and a closing ``N passed, N failed`` line.
 """
@@ -123,8 +125,10 @@ def data_loss_cases(work, run, rank_list, photos):
 
     own = copy("own_files")  # files named like temporaries: a user's own
     os.makedirs(os.path.join(own, "build_temp"))
+    os.makedirs(os.path.join(own, "checkpoints_temp"))
     users = ("build_temp/thesis.tex", "meeting_temp", "photo.tmp-2024", "report.partial-x",
-             "tempstate_notes.txt")
+             "tempstate_notes.txt", "checkpoints_temp/notes.txt", "model.ckpt_old_temp",
+             "eval.json.partial-backup", "rankiqa.json.tmp-2024", "probe.json_temp")
     for name in users:
         with open(os.path.join(own, name), "w") as f:
             f.write("a user's file\n")
@@ -177,6 +181,56 @@ def data_loss_cases(work, run, rank_list, photos):
          command(rank_list, changed)[3:] + ["--set", "train.margin=2.0",
                                             "--set", f"train.max_steps={STEPS + 2}"],
          refusal="was trained with another config (train.margin 1.0 -> 2.0)")
+    model = copy("model")
+    case("suggest-labels --output --force never replaces the model it reads", model,
+         *(["suggest-labels", photos, "--model", model, "--count", "1", "--output",
+            os.path.join(model, name), "--force"]
+           for name in ("rankiqa.json", f"model.ckpt-{STEPS}.index")),
+         refusal="is, holds or lies inside the input")
+    bare = copy("bare")
+    os.remove(os.path.join(bare, "rankiqa.json"))
+    case("checkpoints without their rankiqa.json are never resumed", bare,
+         command(rank_list, bare)[3:] + ["--set", f"train.max_steps={STEPS + 2}"],
+         ["finetune", "--config", "finetune_tiny", "--train-dir", bare, "--init", run,
+          "--set", f"data.label_file={labels}", "--set", "train.max_steps=2"],
+         refusal="holds checkpoints but no rankiqa.json")
+    return results
+
+
+def resume_cases(work, run, rank_list):
+    """[(case, problem or None)]: reruns that once crashed, resumed the wrong model or kept too
+    much: a validation part whose labels all tie, a damaged eval.json, a lowered
+    keep_checkpoints."""
+    from rankiqa.data import lists, mos
+
+    results = []
+    ties = os.path.join(work, "cases", "ties.csv")
+    pristine = {g.paths[0]: g.reference for g in lists.read_rank_list(rank_list)}
+    mos.write_generic_csv(ties, [mos.ScoredImage(p, 0.5, 0.5, r) for p, r in pristine.items()])
+    tied = os.path.join(work, "cases", "tied")
+    ends = [cli("finetune", "--config", "finetune_tiny", "--init", run, "--train-dir", tied,
+                "--set", f"data.label_file={ties}", "--set", "data.batch_size=2",
+                "--set", "data.val_fraction=0.5", "--set", f"train.max_steps={steps}",
+                "--set", "train.eval_every=2", "--set", "train.save_every=2")
+            for steps in (4, 6)]
+    results.append(("tied validation labels finish the run and its rerun",
+                    None if all(code == 0 and "no evaluation gave a srocc" in err
+                                for code, err in ends) else f"{[e[1][-300:] for e in ends]}"))
+    damaged = os.path.join(work, "cases", "damaged")
+    shutil.copytree(run, damaged)
+    with open(os.path.join(damaged, "eval.json"), "w") as f:
+        f.write('{"history": [')
+    code, err = cli(*command(rank_list, damaged)[3:], "--set", f"train.max_steps={STEPS + 2}")
+    results.append(("a damaged eval.json is one error naming it",
+                    None if code == 1 and "eval.json is damaged" in err else err[-300:]))
+    fewer = os.path.join(work, "cases", "fewer")
+    shutil.copytree(run, fewer)
+    code, err = cli(*command(rank_list, fewer)[3:], "--set", "train.keep_checkpoints=1",
+                    "--set", f"train.max_steps={STEPS + SAVE_EVERY}")
+    left = [n for n in os.listdir(fewer) if n.endswith(".index")]
+    results.append(("a lowered keep_checkpoints prunes at the resume",
+                    None if code == 0 and left == [f"model.ckpt-{STEPS + SAVE_EVERY}.index"]
+                    else f"exit {code}, checkpoints {sorted(left)}"))
     return results
 
 
@@ -202,7 +256,8 @@ def main():
     duration = time.time() - start
     reference = weights(reference_dir)
     passed = failed = 0
-    for name, problem in data_loss_cases(args.work_dir, reference_dir, rank_list, photos):
+    for name, problem in (data_loss_cases(args.work_dir, reference_dir, rank_list, photos)
+                          + resume_cases(args.work_dir, reference_dir, rank_list)):
         print(f"case: {name}: {'ok' if problem is None else 'FAILED: ' + problem}", flush=True)
         passed, failed = passed + (problem is None), failed + (problem is not None)
     for round_ in range(args.kills):
