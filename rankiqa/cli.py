@@ -578,7 +578,9 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     else the run's own rankiqa.json (a finetune run records its whole config). With neither
     (a stage-one run and --set data.label_file=...), the views are the model's own. The
     figures compare normalised scores (higher better); predictions.csv gives each prediction
-    on the model's scale and normalised.
+    on the model's scale and normalised. Where the labels name kinds of photo (BIQ2021's
+    ss01-ss03 from the file names, a csv's group column), the figures within each kind follow:
+    a model that only tells kinds apart ranks well overall.
     """
     (checkpoint,) = old_positionals("evaluate", old_checkpoint, ("--model",), (model,),
                                     "CHECKPOINT", "--model CHECKPOINT")
@@ -600,6 +602,7 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
                                 aggregate=aggregate, device=device, log=log,
                                 precision=precision, progress=progress_printer("scored"),
                                 force=force, normalised=normalised)
+    from rankiqa import metrics
     from rankiqa.metrics import describe_interval
 
     click.echo(f"srocc {summary['srocc']:.4f}{describe_interval(summary['srocc_ci'])} "
@@ -607,6 +610,8 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
                f"{describe_interval(summary['plcc_ci'])} plcc_logistic "
                f"{summary['plcc_logistic']:.4f} rmse {summary['rmse']:.4f} on the normalised "
                f"[0, 1] scale (n={summary['count']}, 95 % intervals, {output_dir})")
+    if summary.get("per_group"):
+        click.echo(metrics.describe_groups(summary["per_group"]).strip())
 
 
 def load_evaluation_config(checkpoint, config_path, overrides):

@@ -107,3 +107,23 @@ def test_teach_and_ladders_count_pairs_as_metrics_does():
     assert result["families"] == {"gblur": metrics.pair_accuracy(rows[:2]),
                                   "wn": metrics.pair_accuracy(rows[2:])}
     assert result["families"]["gblur"] == pytest.approx((2.5 / 3 + 0.0) / 2)
+
+
+def test_figures_per_group_are_each_groups_own(rng):
+    from rankiqa import metrics
+
+    # two kinds told apart perfectly, each ranked at random inside: high overall, ~0 within
+    target = np.concatenate([rng.uniform(0, 0.4, 50), rng.uniform(0.6, 1.0, 50)])
+    predicted = np.concatenate([rng.uniform(0, 1, 50), rng.uniform(2, 3, 50)])
+    groups = ["a"] * 50 + ["b"] * 50
+    by_group = metrics.per_group(predicted, target, groups)
+    assert metrics.srocc(predicted, target) > 0.7
+    for name, rows in (("a", slice(0, 50)), ("b", slice(50, 100))):
+        assert by_group[name]["srocc"] == pytest.approx(
+            metrics.srocc(predicted[rows], target[rows]))
+        assert by_group[name]["count"] == 50 and abs(by_group[name]["srocc"]) < 0.4
+    assert metrics.per_group(predicted, target, ["a"] * 100) == {}  # one group: nothing more
+    # a group of fewer than 3 gives no figure of its own
+    assert set(metrics.per_group(predicted[:52], target[:52], groups[:52])) == {"a"}
+    assert set(metrics.per_group(predicted[47:], target[47:], groups[47:])) == {"a", "b"}
+    assert metrics.describe_groups(by_group).startswith(" per group: a srocc ")

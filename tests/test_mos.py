@@ -24,6 +24,18 @@ def test_biq2021_names_with_spaces_and_parentheses(tmp_path):
     assert [i.path.endswith("ss01 (1000).jpg") for i in items] == [True, False]
     assert [i.score for i in items] == [0.81, 0.25]
     assert all(i.reference is None for i in items)
+    assert [i.group for i in items] == ["ss01", "ss01"]  # the kind of photo, from the name
+    assert [mos.biq2021_kind(n) for n in ("ss03 (7).jpg", "dir/ss02 (1).jpg", "ss1.jpg",
+                                          "ss01_x.jpg")] == ["ss03", "ss02", None, None]
+
+
+def test_a_csv_group_column_names_each_photos_kind(tmp_path):
+    touch_images(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "l.csv").write_text("path,score,Kind\na.png,0.1,phone\nb.png,0.5,\nc.png,0.9,dslr\n")
+    items = mos.read_dataset("csv", str(tmp_path / "l.csv"))
+    assert [i.group for i in items] == ["phone", None, "dslr"]
+    (tmp_path / "plain.csv").write_text("path,score\na.png,0.1\n")
+    assert mos.read_dataset("csv", str(tmp_path / "plain.csv"))[0].group is None
 
 
 def test_tid2013_is_normalised_with_references(tmp_path):

@@ -78,6 +78,7 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
     assert summary["plcc"] == pytest.approx(stats.pearsonr(predicted, target)[0], abs=1e-5)
     assert summary["krocc"] == pytest.approx(stats.kendalltau(predicted, target)[0], abs=1e-5)
     assert set(summary["per_distortion"]) == {"gblur", "wn", "jpeg", "jp2k"}
+    assert "per_group" not in summary and {r["group"] for r in rows} == {""}
     assert set(summary["median"]) == set(summary["mean"])  # 3 views: the median differs
     with Image.open(out / "scatter.png") as im:
         assert im.format == "PNG" and im.size == (720, 640)
@@ -90,6 +91,41 @@ def test_evaluate_writes_summary_predictions_and_png(stage_one, label_file, tmp_
         assert np.abs(pixels - colour).max(axis=1).min() < 8, k
 
 
+def test_evaluate_and_validation_give_figures_per_group(stage_one, label_file, tmp_path):
+    """A label file that names each photo's kind: figures within each kind beside the overall
+    one, in evaluate's summary, line and predictions, and in training's validation."""
+    rows = list(csv.DictReader(open(label_file)))
+    for k, row in enumerate(rows):
+        row["group"] = ["phone", "dslr"][k % 2]
+    grouped = tmp_path / "grouped.csv"
+    with open(grouped, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(main, ["evaluate", "--model", stage_one, "--set",
+                                       f"data.label_file={grouped}", "--split", "all",
+                                       "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.load(open(out / "summary.json"))
+    predictions = list(csv.DictReader(open(out / "predictions.csv")))
+    for name in ("phone", "dslr"):
+        mine = [r for r in predictions if r["group"] == name]
+        assert summary["per_group"][name]["count"] == len(mine) > 3
+        assert summary["per_group"][name]["srocc"] == pytest.approx(stats.spearmanr(
+            [float(r["predicted"]) for r in mine], [float(r["mos"]) for r in mine])[0], abs=1e-5)
+    assert "per group: dslr srocc " in result.stdout and "phone srocc " in result.stdout
+    from rankiqa.train import finetune
+    from rankiqa_testkit import finetune_config
+
+    lines = []
+    finetune.train(finetune_config(str(grouped), stage_one, **{"train.max_steps": 2,
+                                                                "train.eval_every": 1}),
+                   str(tmp_path / "run"), device="cpu", log=lines.append)
+    assert any(line.startswith("validation srocc") and "; per group: dslr srocc " in line
+               for line in lines)
+    history = json.load(open(tmp_path / "run" / "eval.json"))["history"]
+    assert {"srocc_dslr", "srocc_phone"} <= set(history[-1])
 def test_evaluate_takes_views_and_data_from_the_config_or_the_run(finetuned, tmp_path):
     run = Path(finetuned)
     # no --config: the run's own data config (label file, split, views)

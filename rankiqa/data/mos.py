@@ -33,13 +33,15 @@ class ScoredImage:
     reference: Optional[str] = None
     distortion: Optional[str] = None
     listed: Optional[str] = None  # the name as the label file gives it (reports show it so)
+    group: Optional[str] = None  # the kind of photo (BIQ2021's ss01-ss03): figures per group
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """A label format: its reader, its score range and direction."""
 
-    reader: object  # reader(label_file, image_root) -> [(rel_path, raw, reference, distortion)]
+    # reader(label_file, image_root) -> [(rel_path, raw, reference, distortion[, group])]
+    reader: object
     low: float
     high: float
     higher_is_better: bool
@@ -104,24 +106,39 @@ PATH_COLUMNS = ("path", "image", "image_name", "image name", "filename", "file",
 SCORE_COLUMNS = ("score", "mos", "dmos", "rating", "quality")
 
 
+# a label file's column naming each photo's kind (figures are given per group where it has one)
+GROUP_COLUMNS = ("group", "kind", "subset")
+
+
 def read_generic_csv(path, image_root, path_column="", score_column=""):
-    """``path,score`` (optional ``reference``, ``distortion`` columns); the image and score
-    columns may carry any spelling of `PATH_COLUMNS` / `SCORE_COLUMNS` (``image,mos``), or the
-    names `path_column` / `score_column` give."""
+    """``path,score`` (optional ``reference``, ``distortion`` and ``group`` columns); the image
+    and score columns may carry any spelling of `PATH_COLUMNS` / `SCORE_COLUMNS` (``image,mos``),
+    or the names `path_column` / `score_column` give; the group any of `GROUP_COLUMNS`."""
     paths = (path_column.strip().lower(),) if path_column else PATH_COLUMNS
     scores = (score_column.strip().lower(),) if score_column else SCORE_COLUMNS
     hint = ("; name the columns with data.path_column and data.score_column (e.g. --set "
             "data.path_column=file --set data.score_column=rating)")
     for line_no, row in _csv_rows(path, [paths, scores], hint):
         yield (_pick(row, paths), _float(_pick(row, scores), path, line_no),
-               row.get("reference") or None, row.get("distortion") or None)
+               row.get("reference") or None, row.get("distortion") or None,
+               _pick(row, GROUP_COLUMNS) or None)
+
+
+def biq2021_kind(name):
+    """The kind of photo a BIQ2021 file name names (``ss01 (273).jpg`` -> ``ss01``): ss01 a
+    personal gallery, ss02 photos taken with ISO, shutter, focus and light varied, ss03
+    Unsplash; None for another name."""
+    match = re.match(r"(ss\d\d)\b", os.path.basename(name))
+    return match.group(1) if match else None
 
 
 def read_biq2021(path, image_root):
-    """``Image Name,MOS`` (the official file) or ``image,mos``; MOS in [0, 1]."""
+    """``Image Name,MOS`` (the official file) or ``image,mos``; MOS in [0, 1]. Each photo's
+    group is its kind, from its name (`biq2021_kind`)."""
     names = ("image name", "image", "image_name")
     for line_no, row in _csv_rows(path, [names, ("mos",)]):
-        yield _pick(row, names), _float(row["mos"], path, line_no), None, None
+        name = _pick(row, names)
+        yield name, _float(row["mos"], path, line_no), None, None, biq2021_kind(name)
 
 
 def read_koniq10k(path, image_root):
@@ -298,7 +315,7 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
             image_root = os.path.dirname(os.path.abspath(label_file))
     items, seen = [], {}
     span = spec.high - spec.low
-    for rel, raw, reference, distortion in spec.reader(label_file, image_root):
+    for rel, raw, reference, distortion, *group in spec.reader(label_file, image_root):
         if spec.check_range and not spec.low <= raw <= spec.high:
             hint = ("set data.score_range to the file's scale (e.g. [1, 5]) and "
                     "data.higher_is_better" if kind == "csv" else "is data.dataset right?")
@@ -314,7 +331,7 @@ def read_dataset(kind, label_file, image_root=None, check_files=True, score_rang
         seen.setdefault(os.path.realpath(path), []).append(rel)
         score = (raw - spec.low) / span
         items.append(ScoredImage(path, score if spec.higher_is_better else 1.0 - score, raw,
-                                 reference, distortion, rel))
+                                 reference, distortion, rel, group[0] if group else None))
     if not items:
         raise ListError(f"{label_file}: no labelled images")
     repeated = sorted(spellings for spellings in seen.values() if len(spellings) > 1)

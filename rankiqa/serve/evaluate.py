@@ -123,7 +123,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
 def summarise(summary, items, per_view, aggregate):
     """Adds the figures of `per_view` scores ``[items, views]`` against the items' MOS to
     `summary`: for mean-aggregated views, median-aggregated ones where there are more than two
-    views (the median of two is their mean), and per distortion where the dataset names them.
+    views (the median of two is their mean), per distortion where the dataset names them and
+    per group where it names two or more (`rankiqa.metrics.per_group`).
     Returns the scores aggregated by `aggregate`."""
     aggregated = {"mean": per_view.mean(axis=1)}
     if per_view.shape[1] > 2:
@@ -133,6 +134,9 @@ def summarise(summary, items, per_view, aggregate):
         summary[name] = metrics.summary(predicted, target)
     summary.update(summary[aggregate])
     predicted = aggregated[aggregate]
+    by_group = metrics.per_group(predicted, target, [it.group for it in items])
+    if by_group:  # within each kind of photo (BIQ2021's ss01-ss03, a csv's group column)
+        summary["per_group"] = by_group
     distortions = sorted({it.distortion for it in items if it.distortion})
     if distortions:
         summary["per_distortion"] = {}
@@ -153,11 +157,12 @@ def write_evidence(output_dir, summary, items, predicted, title, scale=None):
             open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "reference", "distortion", "mos", "mos_raw", "predicted",
-                         "predicted_normalised"])
+                         "predicted_normalised", "group"])
         for it, p, normal in zip(items, scaled, predicted):
             writer.writerow([it.listed or it.path, it.reference or "", it.distortion or "",
                              f"{it.score:.6f}", it.raw, f"{p:.9g}",
-                             f"{normal:.9g}"])  # exact enough to recompute the metrics
+                             f"{normal:.9g}",  # exact enough to recompute the metrics
+                             it.group or ""])
     target = [it.score for it in items]
     with rundir.writing(os.path.join(output_dir, "scatter.png")) as tmp:
         scatter_png(tmp, predicted, target,

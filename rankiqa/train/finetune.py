@@ -31,20 +31,25 @@ SCORE_SCALE = "normalised to [0, 1], higher is better"
 
 def build_mos_evaluator(scorer, items, log):
     """``eval_fn(session, step)``: SROCC/PLCC/... on `items`, each the mean score of the
-    scorer's views, inference mode."""
+    scorer's views, inference mode; per group too where the items name two or more."""
     if not items:
         return None
     paths, targets = [it.path for it in items], np.array([it.score for it in items])
+    groups = [it.group for it in items]
 
     def eval_fn(sess, step):
         # decoded again at each evaluation (overlapped with the network): memory stays bounded
         predicted = scorer.score_items(paths, session=sess)
         result = metrics.summary(predicted, targets)
         result.update(step=step, crops=scorer.views.count, views=scorer.views.as_dict())
+        by_group = metrics.per_group(predicted, targets, groups)
+        if by_group:  # within each kind of photo: what the overall figure hides
+            result["per_group"] = by_group
         log(f"validation srocc {result['srocc']:.4f}"
             f"{metrics.describe_interval(result['srocc_ci'])} plcc {result['plcc']:.4f}"
             f"{metrics.describe_interval(result['plcc_ci'])} ({len(items)} images, 95 % "
-            f"intervals) at step {step}")
+            f"intervals) at step {step}{';' if by_group else ''}"
+            f"{metrics.describe_groups(by_group)}")
         return result
 
     return eval_fn

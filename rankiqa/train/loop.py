@@ -517,10 +517,13 @@ class Evaluations:
         if not self.chief:
             return
         figures = {k: evaluation[k] for k in HISTORY_KEYS if k in evaluation}
-        self.history = [h for h in self.history if h["step"] != at] + [{"step": at, **figures}]
+        # SROCC within each kind of photo, where the validation part names kinds
+        by_group = {f"srocc_{g}": f["srocc"] for g, f in evaluation.get("per_group", {}).items()}
+        self.history = [h for h in self.history if h["step"] != at] + [
+            {"step": at, **figures, **by_group}]
         evaluation["history"] = list(self.history)
         rundir.write_json_atomic(self.path, rundir.finite_or_null(evaluation))
         self.last = evaluation
         if self.summaries is not None:
             # validation SROCC/PLCC/KROCC (stage two) or held-out rank accuracy (stage one)
-            self.summaries.write(at, figures, "validation/")
+            self.summaries.write(at, {**figures, **by_group}, "validation/")
