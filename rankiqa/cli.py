@@ -280,7 +280,7 @@ def renamed_option(command, old, new, old_value, new_value):
 
 # `rankiqa --help` lists the commands as a user thinks of them
 COMMAND_GROUPS = {
-    "Score": ("predict", "models", "suggest-labels"),
+    "Score": ("predict", "merge-scores", "models", "suggest-labels"),
     "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "launch"),
     "Evaluate": ("evaluate", "ladders"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
@@ -293,7 +293,14 @@ DEMO = "runs/demo"
 EXAMPLES = {
     "predict": (f"rankiqa predict {DEMO}/photos",
                 f"rankiqa predict {DEMO}/photos --model {DEMO}/finetune --format json "
-                "--output runs/scores.json"),
+                "--output runs/scores.json",
+                "rankiqa predict --from-list runs/demo/photos.txt --output runs/scores.csv --resume"),
+    "merge-scores": ("rankiqa predict --from-list runs/demo/photos.txt --shard 0/2 --output "
+                     "runs/scores_0.csv",
+                     "rankiqa predict --from-list runs/demo/photos.txt --shard 1/2 --output "
+                     "runs/scores_1.csv",
+                     "rankiqa merge-scores runs/scores_0.csv runs/scores_1.csv --from-list "
+                     "runs/demo/photos.txt --output runs/scores.csv"),
     "models": ("rankiqa models",),
     "suggest-labels": (f"rankiqa suggest-labels {DEMO}/photos --count 5",
                        f"rankiqa suggest-labels {DEMO}/photos --labels my_labels.csv --count 5 "
@@ -794,7 +801,7 @@ def csv_bytes(header, rows):
 
 
 @main.command("predict")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @functools.partial(model_option, default_builtin=True)
 @click.option("--checkpoint", hidden=True, help="Renamed --model.")
 @click.option("--weights", hidden=True, help="Renamed --model (an .npz).")
@@ -814,6 +821,15 @@ def csv_bytes(header, rows):
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @click.option("--force", is_flag=True, help="Replace an existing --output (never an input).")
+@click.option("--from-list", "from_list", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Score the paths FILE lists, one per line (millions: read in chunks, memory "
+                   "flat), instead of PHOTOS; rows go to --output (csv) as they are scored.")
+@click.option("--shard", metavar="K/N",
+              help="With --from-list: every N-th path from the K-th (0-based), for a job array; "
+                   "join the shards with merge-scores.")
+@click.option("--resume", is_flag=True,
+              help="With --from-list: continue a killed run's --output, scoring only what it "
+                   "lacks.")
 @click.option("--engine", type=click.Choice(device_lib.ENGINES), default="auto",
               show_default=True,
               help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime "
@@ -824,16 +840,24 @@ def csv_bytes(header, rows):
 @precision_option
 @handle_errors
 def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, crop_mode,
-                crop_size, batch_size, fmt, output, force, engine, normalised, device, precision):
+                crop_size, batch_size, fmt, output, force, from_list, shard, resume, engine,
+                normalised, device, precision):
     """Score photos and folders (recursive).
 
     Each photo is scored with the model's own views (the default built-in model unless --model
     names another); unreadable files are reported and skipped; exit status 1 when none could
-    be scored."""
+    be scored. An archive: --from-list FILE --output scores.csv, resumable (--resume) and in
+    shards (--shard K/N); docs/cli.md says more."""
     if checkpoint is not None and weights is not None:
         raise UsageError("--checkpoint and --weights name the same thing; give --model once")
     model = renamed_option("predict", "--checkpoint" if weights is None else "--weights",
                            "--model", checkpoint if weights is None else weights, model)
+    if from_list or shard or resume:
+        return predict_list(paths, from_list, shard, resume, output, force, fmt, model, net,
+                            crops, crop_mode, crop_size, batch_size, device, allow_pickle,
+                            precision, engine, normalised)
+    if not paths:
+        raise UsageError("missing argument 'PATHS...' (or --from-list FILE)")
     if output:
         from rankiqa.run import rundir
 
@@ -858,6 +882,60 @@ def predict_cmd(paths, model, checkpoint, weights, allow_pickle, net, crops, cro
     emit(output, data)
     log(f"scored {plural(len(rows), 'image')} ({used.views.describe()} each), skipped "
         f"{len(problems)}; scores: {used.scale.text}; engine {used.engine}")
+
+
+def predict_list(paths, from_list, shard, resume, output, force, fmt, model, net, crops,
+                 crop_mode, crop_size, batch_size, device, allow_pickle, precision, engine,
+                 normalised):
+    """predict --from-list: an archive's paths scored into --output as they go
+    (`rankiqa.serve.archive`)."""
+    from rankiqa.serve import archive
+
+    if not from_list:
+        raise UsageError("--shard and --resume go with --from-list FILE")
+    if paths:
+        raise UsageError("--from-list FILE names the photos: give it instead of PHOTOS")
+    if not output or fmt != "csv":
+        raise UsageError("--from-list writes rows as they are scored: give --output FILE "
+                         "(csv)")
+    shard = archive.parse_shard(shard)
+    if not os.path.isfile(from_list):
+        archive.listed(from_list).__next__()  # its error names what the path is
+    checks.model(model, net)
+    from rankiqa.serve import predict
+
+    with predict.load_model(model, net=net, device=device, batch_size=batch_size,
+                            precision=precision, allow_pickle=allow_pickle, engine=engine,
+                            normalised=normalised) as loaded:
+        views = loaded.views.replace(crop_size, crops, crop_mode)
+        counts = archive.score_list(loaded, from_list, output, views, shard, resume, force,
+                                    log=log, progress=progress_printer("scored"))
+    log(f"scored {plural(counts['scored'], 'image')} into {output} ({counts['had']} there "
+        f"before, {counts['skipped']} skipped; {views.describe()} each); engine "
+        f"{loaded.engine}")
+
+
+@main.command("merge-scores")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--output", required=True, type=click.Path(dir_okay=False),
+              help="The joined CSV.")
+@click.option("--from-list", "from_list", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The list the shards scored: rows in its order, and a path it does not "
+                   "list refused.")
+@click.option("--force", is_flag=True, help="Replace an existing --output (never an input).")
+@handle_errors
+def merge_scores_cmd(shards, output, from_list, force):
+    """Join the outputs of predict --shard K/N.
+
+    Each path must appear once across SHARDS; with --from-list the rows follow the list and
+    the listed paths without a row (photos that could not be read) are counted."""
+    from rankiqa.serve import archive
+
+    count, absent = archive.merge(list(shards), output, from_list, force)
+    if absent:
+        log(f"notice: {plural(len(absent), 'listed path')} without a row (unreadable: each "
+            f"shard's log names them), e.g. {absent[0]}")
+    log(f"merged {plural(count, 'row')} from {plural(len(shards), 'file')} into {output}")
 
 
 def report_skipped(problems, ignored, scored=0):

@@ -37,6 +37,10 @@ def run(work_dir, overrides=(), finetune_overrides=(), device="auto", log=print,
         with rundir.writing(photos) as partial:
             samples.write_sample_photos(partial)
     log(f"sample photos: {photos}")
+    listing = os.path.join(work_dir, "photos.txt")  # what `predict --from-list` reads
+    if not os.path.isfile(listing):
+        rundir.write_atomic(listing, "".join(
+            os.path.join(photos, name) + "\n" for name in sorted(os.listdir(photos))))
     if not os.path.isfile(os.path.join(rank_data, RANK_LIST_NAME)):
         summary = generate.make_rank_data(photos, rank_data, seed=0, workers=os.cpu_count() or 1,
                                           force=True)
