@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -96,3 +97,35 @@ def test_archive_bad_input_is_one_line(stage_one, photo_list, tmp_path):
                     tmp_path / "m.csv")
     assert result.exit_code == 1 and "5 scored paths are not in" in result.stderr
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_the_job_array_recipes_give_each_task_its_shard(tmp_path):
+    """deploy/'s Slurm array and Kubernetes Indexed Job, run with a stand-in rankiqa that
+    prints its arguments: task K of N scores shard K/N into its own resumable file."""
+    import subprocess
+
+    import yaml
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rankiqa").write_text('#!/usr/bin/env bash\necho "args: $*"\n')
+    (bin_dir / "rankiqa").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", os.path.join(root, "deploy/slurm/rankiqa-score.sbatch"),
+                          "photos.txt", str(tmp_path / "scores"), "--engine", "onnx"],
+                         env={**env, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "16"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (f"args: predict --from-list photos.txt --shard 3/16 --resume "
+                                  f"--output {tmp_path}/scores/scores_3.csv --engine onnx")
+    with open(os.path.join(root, "deploy/kubernetes/rankiqa-score.yaml")) as f:
+        job = yaml.safe_load(f)
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    shards = int(re.search(r"SHARDS=(\d+)", script).group(1))
+    assert shards == job["spec"]["completions"]
+    script = script.replace("/data/", f"{tmp_path}/data/")
+    out = subprocess.run(["bash", "-c", script], env={**env, "JOB_COMPLETION_INDEX": "5"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"--shard 5/{shards} --resume --output {tmp_path}/data/scores/scores_5.csv" in out.stdout
