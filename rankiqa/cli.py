@@ -825,8 +825,8 @@ def csv_bytes(header, rows):
               help="Score the paths FILE lists, one per line (millions: read in chunks, memory "
                    "flat), instead of PHOTOS; rows go to --output (csv) as they are scored.")
 @click.option("--shard", metavar="K/N",
-              help="With --from-list: every N-th path from the K-th (0-based), for a job array; "
-                   "join the shards with merge-scores.")
+              help="With --from-list: every N-th chunk of 1,024 paths from the K-th (0-based), "
+                   "for a job array; merge-scores joins the shards into one run's file.")
 @click.option("--resume", is_flag=True,
               help="With --from-list: continue a killed run's --output, scoring only what it "
                    "lacks.")

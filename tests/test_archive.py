@@ -60,7 +60,7 @@ def test_a_list_scores_as_predict_does_resumes_and_shards(stage_one, photo_list,
         result = invoke("predict", "--from-list", listing, "--model", stage_one, "--shard",
                         f"{k}/2", "--output", tmp_path / f"s{k}.csv", "--engine", "tensorflow")
         assert result.exit_code == 0, result.output
-    assert [r[0] for r in rows(tmp_path / "s1.csv")[1:]] == photos[1::2]
+    assert [r[0] for r in rows(tmp_path / "s1.csv")[1:]] == photos[2:4]  # chunks of 2
     result = invoke("merge-scores", tmp_path / "s0.csv", tmp_path / "s1.csv", "--from-list",
                     listing, "--output", tmp_path / "merged.csv")
     assert result.exit_code == 0, result.output
@@ -82,6 +82,15 @@ def test_archive_bad_input_is_one_line(stage_one, photo_list, tmp_path):
              "none.txt does not exist")):
         result = invoke("predict", *args, "--model", stage_one)
         assert result.exit_code in (1, 2) and message in result.stderr, (args, result.output)
+    (tmp_path / "blank.txt").write_text("\n\n")
+    result = invoke("predict", "--from-list", tmp_path / "blank.txt", "--output",
+                    tmp_path / "b.csv", "--model", stage_one)
+    assert result.exit_code == 1 and "names no path" in result.stderr
+    # more shards than chunks: an empty shard's file holds its header, and the job succeeds
+    result = invoke("predict", "--from-list", listing, "--shard", "5/6", "--output",
+                    tmp_path / "empty.csv", "--model", stage_one, "--engine", "tensorflow")
+    assert result.exit_code == 0 and "holds no chunk" in result.stderr
+    assert rows(tmp_path / "empty.csv") == [archive.HEADER]
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
     result = invoke("predict", "--from-list", listing, "--model", stage_one, "--output",
                     tmp_path / "notes.csv", "--resume")

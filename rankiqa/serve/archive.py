@@ -6,9 +6,9 @@ list, so memory stays flat however long the list is), and each scored row is app
 flight. ``--resume`` continues that file, scoring again only the chunks it had not finished
 (whole, so that every photo is scored in the same batch as before and gets the same bits) and
 writing only the rows it lacks; the output is renamed to ``OUT`` once the list is done, so an
-``OUT`` is always complete. ``--shard K/N`` scores every N-th path from the K-th (0-based), for
+``OUT`` is always complete. ``--shard K/N`` scores every N-th chunk from the K-th (0-based), for
 Kubernetes Indexed Jobs and Slurm job arrays; `merge` joins the shards' outputs, checking that
-every path appears once.
+every path appears once: they equal one run's file, bit for bit.
 
 The rows are `rankiqa predict`'s CSV rows (`HEADER`).
 """
@@ -41,7 +41,8 @@ def parse_shard(text):
 
 def listed(list_file, shard=(0, 1)):
     """The paths of `list_file` (one per line; blank lines skipped) that belong to `shard`
-    (K, N): every N-th from the K-th. Read lazily."""
+    (K, N): every N-th chunk of `CHUNK` paths from the K-th, so that each photo is scored in
+    the batch it would have in one run of the whole list (the same bits). Read lazily."""
     if not os.path.isfile(list_file):
         raise InputError(f"--from-list {list_file} {not_a_file(list_file)}")
     k, n = shard
@@ -51,7 +52,7 @@ def listed(list_file, shard=(0, 1)):
             path = line.rstrip("\r\n")
             if not path:
                 continue
-            if index % n == k:
+            if (index // CHUNK) % n == k:
                 yield path
             index += 1
 
@@ -125,8 +126,11 @@ def score_list(loaded, list_file, output, views, shard=(0, 1), resume=False, for
       {"scored": rows written now, "had": rows found from before, "skipped": unreadable}.
     """
     total = sum(1 for _ in listed(list_file, shard))
-    if not total:
-        raise InputError(f"--from-list {list_file} names no path for shard {shard[0]}/{shard[1]}")
+    if not total and not any(True for _ in listed(list_file)):
+        raise InputError(f"--from-list {list_file} names no path")
+    if not total:  # more shards than chunks: this one's file holds its header alone
+        log(f"notice: shard {shard[0]}/{shard[1]} of {list_file} holds no chunk of {CHUNK} "
+            "paths: its output has no row")
     target, done = start_output(output, resume, force, [list_file])
     if done:
         log(f"resuming: {len(done)} of {total} rows already in {target}")
