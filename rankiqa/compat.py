@@ -53,7 +53,7 @@ def _native_stderr_captured():
 
 
 def quiet_native():
-    """What TensorFlow's native code prints while the block runs (a session's first start logs
+    """What TensorFlow's native code prints while the block runs (the first tf.Session logs
     "failed call to cuInit" on a machine without a GPU, even when the user's own import of
     TensorFlow came before ours and read no TF_CPP_MIN_LOG_LEVEL) is held back, and replayed
     if the block fails; `rankiqa --verbose` (RANKIQA_VERBOSE=1) shows it."""

@@ -106,7 +106,7 @@ def test_iter_scores_reports_a_bad_item_in_place_and_goes_on(stage_one, photo_di
         with pytest.raises(images_lib.BadImageError, match="broken.png"):
             scorer.values(items)
         with pytest.raises(ValueError, match="image 1: expected a path"):
-            scorer.values([paths[0], np.zeros((4, 4), np.float64)])
+            scorer.values([paths[0], np.zeros((4, 4, 2), np.uint8)])
     assert [k for k, _ in got] == [0, 1, 2]
     assert isinstance(got[1][1], images_lib.BadImageError)
     np.testing.assert_allclose(np.stack([got[0][1], got[2][1]]), expected, **ROUNDING)

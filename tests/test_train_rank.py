@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-from rankiqa.run import rundir
 from rankiqa.compat import slim, tf
 from rankiqa.train import loop
 from rankiqa_testkit import tiny_rank_overrides
@@ -48,11 +47,13 @@ def test_train_writes_checkpoints_eval_and_resumes(rank_data, tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-9")
 
 
-def test_nan_loss_names_steps_and_last_good_checkpoint(rank_data, tmp_path):
+def test_nan_loss_names_steps_and_last_good_checkpoint(rank_data, tmp_path, monkeypatch):
+    from rankiqa.train import stage
+
     train(rank_data, tmp_path)
-    # a NaN margin makes the loss NaN from the resumed step on; the run's record goes first, as
-    # a rerun under another margin is otherwise refused (test_rundir)
-    os.remove(tmp_path / rundir.RUN_INFO_NAME)
+    # a NaN margin makes the loss NaN from the resumed step on; a rerun under another margin
+    # is refused (test_rundir), so here alone the margin may change at a resume
+    monkeypatch.setattr(stage, "RESUMABLE", stage.RESUMABLE + ("train.margin",))
     with pytest.raises(loop.TrainingDiverged,
                        match=r"loss became nan .* step 7; last good checkpoint: .*model\.ckpt-6"):
         train(rank_data, tmp_path, **{"train.max_steps": 12, "train.margin": ".nan"})

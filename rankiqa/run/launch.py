@@ -104,7 +104,7 @@ def launch(workers, command, stall_timeout=900.0, echo=print, python=sys.executa
 def max_local_workers():
     """The most workers one machine runs: 4 per core. More only contend (and each holds a
     TensorFlow runtime: hundreds of MB, and file handles towards the system's limit)."""
-    return 4 * (os.cpu_count() or 1)
+    return (os.cpu_count() or 1) * 4
 
 
 def _start_worker(index, tf_config, command, python, lines, readers, echo):

@@ -231,6 +231,18 @@ def unlabelled_pool(paths, labelled, label_file):
     return pool, problems
 
 
+def features_of_labelled(scorer, labelled, dims, log):
+    """The labelled photos' pooled features ``[n, dims]`` (the mean over their views), those
+    that exist; a missing one is counted in a notice."""
+    inside = [p for p in labelled if os.path.isfile(p)]
+    if len(inside) < len(labelled):
+        log(f"notice: {len(labelled) - len(inside)} labelled photos are missing; diversity is "
+            "measured against the others")
+    if not inside:
+        return np.zeros((0, dims))
+    return scorer.values(inside, tensor="features").mean(1)
+
+
 def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed=0,
             device="auto", log=print, progress=None, labelled=None):
     """The photos under `paths` (files and folders) that `label_file` does not label, ranked
@@ -281,12 +293,7 @@ def suggest(paths, label_file=None, model=None, count=25, strategy=DEFAULT, seed
             spread = per_view.std(1)
         if needs_features:
             features = np.stack(values).mean(1)  # a photo's features: the mean over its views
-            inside = [p for p in labelled if os.path.isfile(p)]
-            if len(inside) < len(labelled):
-                log(f"notice: {len(labelled) - len(inside)} labelled photos are missing; "
-                    "diversity is measured against the others")
-            labelled_features = (scorer.values(inside, tensor="features").mean(1) if inside
-                                 else np.zeros((0, features.shape[1])))
+            labelled_features = features_of_labelled(scorer, labelled, features.shape[1], log)
     picks = choose(strategy, count, len(readable), features=features, labelled=labelled_features,
                    spread=spread, seed=seed)
     rows = [{"rank": n, "path": readable[k], "reason": reason}

@@ -29,9 +29,10 @@ UNFINISHED = ".unfinished"
 
 
 def parse_shard(text):
-    """``"K/N"`` -> (K, N), 0 <= K < N; None -> (0, 1)."""
+    """``"K/N"`` -> (K, N), 0 <= K < N; None -> (0, 1): the whole list."""
+    whole = (0, 1)
     if text is None:
-        return 0, 1
+        return whole
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
         raise InputError(f"--shard {text!r}: expected K/N with 0 <= K < N (K counts from 0, "

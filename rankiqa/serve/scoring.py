@@ -313,7 +313,7 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
         pooled_blocks = (info.get("config") or {}).get("net", {}).get("pooled_blocks") or ()
     scale = scales.of_model(info, normalised)
     graph = tf.Graph()
-    with quiet_native():  # the first session's native log lines (cuInit on a CPU machine)
+    with quiet_native():  # the first tf.Session logs natively (cuInit on a CPU machine)
         with graph.as_default(), tf.device(device_lib.get_device(device)):
             images, score, features = build_scoring_graph(net_name, tuple(pooled_blocks), scale)
         precision = device_lib.resolve_precision(

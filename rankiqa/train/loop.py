@@ -244,13 +244,20 @@ def run_loop(train_dir, train_op, max_steps, train_cfg, scalars, placement, init
                                  images_per_step, checkpoints, evaluations, summaries)
         finish(sess, step, checkpoints, evaluations, summaries)
     kept = evaluations.best.best if evaluations.best else None
-    if chief and evaluations.best and not kept:
-        log(f"warning: no evaluation gave a {best_key} (undefined when every validation "
-            "label is the same): no best was kept; the run's model is its last checkpoint")
-    elif chief and not kept and best_key:
-        warn_if_worse(evaluations.history, best_key, log)
+    if chief:
+        say_which_model(evaluations, best_key, log)
     return {"step": step, "loss": loss, "eval": evaluations.last, "checkpoint": checkpoints.last,
             "kept": kept}
+
+
+def say_which_model(evaluations, best_key, log):
+    """Warns where the run's model is not what its figures suggest: no best could be kept (no
+    evaluation gave a figure), or, without keep_best, the last is below an earlier one."""
+    if evaluations.best and not evaluations.best.best:
+        log(f"warning: no evaluation gave a {best_key} (undefined when every validation "
+            "label is the same): no best was kept; the run's model is its last checkpoint")
+    elif not evaluations.best and best_key:
+        warn_if_worse(evaluations.history, best_key, log)
 
 
 def finish(sess, step, checkpoints, evaluations, summaries):
