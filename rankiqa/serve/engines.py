@@ -28,6 +28,13 @@ ENGINES = device_lib.ENGINES
 # auto takes ONNX Runtime only where its scores stay this close to TensorFlow's (relative to
 # the scores' spread, plus this much absolute): float32 kernels round differently
 AUTO_TOLERANCE = 1e-5
+# --engine auto's measurement (`_measure_engines`): each engine's best of interleaved rounds (a
+# competing load only ever slows a round, so the fastest is the least disturbed), more rounds
+# while the two are within MARGIN of each other, and a verdict kept only when each engine's
+# two best rounds agree within STEADY (else the machine was too busy to tell: measured again
+# at the next load)
+MEASURE_ROUNDS, MOST_ROUNDS, MARGIN, STEADY = 3, 9, 0.15, 0.10
+RECORD_METHOD = 2  # records of another method are measured again
 ONNX_INSTALL = "pip install 'rankiqa[onnx]' (tf2onnx>=1.17 and onnxruntime)"
 # where the onnx engine keeps converted models; "off" converts at every load
 ONNX_CACHE_ENV = "RANKIQA_ONNX_CACHE"
@@ -177,20 +184,24 @@ def choose_engine(scorer, device="auto", precision="fp32"):
     path = onnx_cache_path(frozen, scorer)
     record_path = path and path[:-len(".onnx")] + ".engine.json"
     record = record_path and _read_record(record_path, scorer.batch_size)
+    busy = ""
     if not record:
         tell_measuring(path)
         record = _measure_engines(scorer, frozen)
-        if record_path:
+        if record_path and record["trusted"]:
             try:
                 rundir.write_json_atomic(record_path, record)
             except OSError:
                 pass  # measured again next time
+        elif not record["trusted"]:
+            busy = "; not kept: the machine was too busy to tell, measured again next time"
     speedup = record["onnx_views_s"] / record["tensorflow_views_s"]
     if not record["agree"]:
         return "tensorflow", (f"auto: tensorflow (onnx scores differ by up to "
                               f"{record['max_difference']:.2g})"), frozen
     engine = "onnx" if speedup > 1 else "tensorflow"
-    return engine, f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here)", frozen
+    return engine, (f"auto: {engine} (onnx runs {speedup:.2f}x tensorflow's views/s here"
+                    f"{busy})"), frozen
 
 
 def folder_size(folder):
@@ -231,7 +242,8 @@ def _read_record(path, batch_size):
 
     # a record of another shape (a cache shared with others, an older version) is measured
     # again, like garbage that is not JSON
-    well_formed = (number("onnx_views_s", 0) and number("tensorflow_views_s", 0)
+    well_formed = (record.get("method") == RECORD_METHOD
+                   and number("onnx_views_s", 0) and number("tensorflow_views_s", 0)
                    and isinstance(record.get("agree"), bool)
                    and (record["agree"] or number("max_difference", -1)))
     if well_formed and record.get("machine") == _machine() and record.get(
@@ -256,9 +268,9 @@ def _machine():
     return f"{digest}|{os.cpu_count()} cpus|tf {tf.__version__}|ort {onnxruntime.__version__}"
 
 
-def _measure_engines(scorer, frozen, rounds=3):
-    """Views/s of both engines on one batch of random views of the model's size, taken in
-    turns; and whether their scores agree."""
+def _measure_engines(scorer, frozen):
+    """Views/s of both engines on one batch of random views of the model's size (`decide`'s
+    rounds), and whether their scores agree."""
     import time
 
     rng = np.random.default_rng(0)
@@ -268,17 +280,46 @@ def _measure_engines(scorer, frozen, rounds=3):
     runners = {"tensorflow": scorer.score_batch,
                "onnx": lambda batch: onnx.run(batch, scorer.batch_size)}
     scores = {name: run(crops) for name, run in runners.items()}  # warm up
-    seconds = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
+
+    def one_round(order):
+        took = {}
+        for name in order:
             start = time.perf_counter()
-            run(crops)
-            seconds[name].append(time.perf_counter() - start)
-    onnx.close()
+            runners[name](crops)
+            took[name] = time.perf_counter() - start
+        return took
+
+    try:
+        record = decide(one_round, len(crops))
+    finally:
+        onnx.close()
     difference = float(np.abs(scores["onnx"] - scores["tensorflow"]).max())
     spread = float(np.ptp(scores["tensorflow"])) or 1.0
-    return {"machine": _machine(), "batch_size": scorer.batch_size,
-            "tensorflow_views_s": len(crops) / float(np.median(seconds["tensorflow"])),
-            "onnx_views_s": len(crops) / float(np.median(seconds["onnx"])),
-            "max_difference": difference,
+    return {"machine": _machine(), "batch_size": scorer.batch_size, "method": RECORD_METHOD,
+            **record, "max_difference": difference,
             "agree": difference <= AUTO_TOLERANCE * (1 + spread)}
+
+
+def decide(one_round, views):
+    """Which engine is faster, from interleaved rounds that a busy machine cannot turn: each
+    engine's best round (a competing load only slows a round); at least `MEASURE_ROUNDS`, more
+    (up to `MOST_ROUNDS`) while the two are within `MARGIN`; trusted when each engine's two
+    best rounds agree within `STEADY`. `one_round(order)` times one run of each engine in
+    `order`, alternated so that drift hits both alike.
+
+    Returns:
+      {"tensorflow_views_s", "onnx_views_s", "rounds", "trusted"}.
+    """
+    times = {"tensorflow": [], "onnx": []}
+    for k in range(MOST_ROUNDS):
+        order = ("tensorflow", "onnx") if k % 2 == 0 else ("onnx", "tensorflow")
+        for name, seconds in one_round(order).items():
+            times[name].append(seconds)
+        if k + 1 >= MEASURE_ROUNDS:
+            best = {name: min(t) for name, t in times.items()}
+            steady = all(sorted(t)[1] <= sorted(t)[0] * (1 + STEADY) for t in times.values())
+            clear = max(best.values()) > min(best.values()) * (1 + MARGIN)
+            if steady and clear:
+                break
+    return {"tensorflow_views_s": views / best["tensorflow"], "onnx_views_s": views / best["onnx"],
+            "rounds": k + 1, "trusted": bool(steady)}
