@@ -7,8 +7,8 @@ list, not the network, is what is measured.
 1. Memory: the peak RSS of scoring --small photos and of --photos photos (GNU time), and their
    ratio: flat memory means a ratio near 1.
 2. Kills: --kill-photos photos scored uninterrupted, then the same list killed with SIGKILL
-   --kills times at random moments and resumed (--resume) until done: the two files must be
-   equal, row for row.
+   --kills times, each after a random number of further rows, and resumed (--resume) until done:
+   the two files must be equal, row for row.
 3. Shards: the same list as 4 shards (--shard K/4) joined by merge-scores must equal the single
    run's file.
 Photos are seeded 32x32 PNGs of noise, written once under --work-dir and reused.
@@ -80,6 +80,15 @@ def peak_rss(command):
     return float(wall), int(kb) / 1024
 
 
+def rows_in(path):
+    """Lines in `path` so far (0 when it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def score(model, listing, output, *extra):
     return rankiqa("predict", "--from-list", listing, "--model", model, "--output", output,
                    "--engine", "tensorflow", "--device", "cpu", *extra)
@@ -112,21 +121,23 @@ def main():
     # 2. kills: the uninterrupted file, then one killed again and again and resumed
     listing = photo_list(work, args.kill_photos)
     reference = os.path.join(out, "reference.csv")
-    start = time.time()
     subprocess.run(score(model, listing, reference), check=True, capture_output=True)
-    duration = time.time() - start
     killed, rng = os.path.join(out, "killed.csv"), random.Random(args.seed)
+    unfinished = killed + ".unfinished"
     kills = 0
     while kills < args.kills:
+        # killed once it has written a random number more rows (mid-chunk, mid-batch)
+        before = rows_in(unfinished)
+        wanted = before + rng.randint(1, max(2, args.kill_photos // (args.kills + 1)))
         proc = subprocess.Popen(score(model, listing, killed, "--resume"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 0.8) * duration)
+        while proc.poll() is None and rows_in(unfinished) < wanted:
+            time.sleep(0.05)
+        if proc.poll() is not None:
             break  # it finished before the kill
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
     subprocess.run(score(model, listing, killed, "--resume"), check=True, capture_output=True)
     same = open(killed, "rb").read() == open(reference, "rb").read()
     result["kills"] = {"photos": args.kill_photos, "killed": kills, "equal": same}
