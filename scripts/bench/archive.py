@@ -81,12 +81,13 @@ def peak_rss(command):
 
 
 def rows_in(path):
-    """Lines in `path` so far (0 when it does not exist)."""
+    """Lines in `path` so far (none when it does not exist, or no longer: renamed when done)."""
     try:
         with open(path, "rb") as f:
-            return f.read().count(b"\n")
+            lines = f.read().count(b"\n")
     except FileNotFoundError:
-        return 0
+        lines = 0
+    return lines
 
 
 def score(model, listing, output, *extra):
