@@ -225,7 +225,7 @@ def test_usage_errors_read_alike_whoever_finds_them():
     `error:` line in the style of every other error, exit status 2."""
     cases = {("export-pb",): "error: missing option '--model'",  # rankiqa's own check
              ("evaluate", "--model", "x"): "error: missing option '--output-dir'",  # click's
-             ("predict",): "error: missing argument 'PATHS...'",
+             ("predict",): "error: missing argument 'PATHS...' (or --from-list FILE)",
              ("predict", "x", "--nosuch"): "error: no such option '--nosuch'",
              ("nosuch",): "error: no such command 'nosuch'"}
     for args, line in cases.items():
