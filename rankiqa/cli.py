@@ -785,19 +785,11 @@ def suggest_labels_cmd(paths, labels, path_column, model, count, selection, seed
 
 
 def csv_bytes(header, rows):
-    """CSV text as bytes: a field with a carriage return is quoted (csv quotes only the line
-    terminator's characters by default), so a reader never splits it into two rows; a file
-    name that is not UTF-8 keeps its own bytes."""
-    import csv
-    import io
+    """CSV text as bytes, a field with a carriage return quoted
+    (`rankiqa.serve.archive.row_bytes`, the one CSV line writer)."""
+    from rankiqa.serve import archive  # no TensorFlow
 
-    buffer = io.StringIO()
-    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        (quoted if any("\r" in str(v) for v in row) else writer).writerow(row)
-    return buffer.getvalue().encode("utf-8", "surrogateescape")
+    return b"".join(archive.row_bytes(row) for row in [header, *rows])
 
 
 @main.command("predict")
@@ -899,8 +891,7 @@ def predict_list(paths, from_list, shard, resume, output, force, fmt, model, net
         raise UsageError("--from-list writes rows as they are scored: give --output FILE "
                          "(csv)")
     shard = archive.parse_shard(shard)
-    if not os.path.isfile(from_list):
-        archive.listed(from_list).__next__()  # its error names what the path is
+    archive.check_list(from_list)  # before TensorFlow's seconds of start-up
     checks.model(model, net)
     from rankiqa.serve import predict
 
@@ -973,25 +964,18 @@ def plural(count, noun):
 def format_scores(rows, problems, used, fmt):
     """predict's output as text: JSON, or CSV whose every row says what produced it (a CSV is
     often read far from its command)."""
-    import csv
-    import io
     import json
+
+    from rankiqa.serve import archive
 
     if fmt == "json":  # ensure_ascii: any file name, even one that is not UTF-8, stays valid
         return json.dumps({"model": used.model, "views": used.views.as_dict(),
                            **used.scale.as_dict(), "scores": rows, "skipped": problems},
                           indent=2) + "\n"
-    buffer = io.StringIO()
-    # a field with a carriage return is quoted too (csv quotes only the line terminator's
-    # characters by default), so a reader never splits it into two rows
-    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "score", "model", "views", "score_scale"])
     views_text = used.views.describe()
-    for r in rows:
-        row = [r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale.text]
-        (quoted if "\r" in r["path"] else writer).writerow(row)
-    return buffer.getvalue()
+    return csv_bytes(archive.HEADER,
+                     [[r["path"], f"{r['score']:.6f}", used.model, views_text, used.scale.text]
+                      for r in rows]).decode("utf-8", "surrogateescape")
 
 
 def export_options(output_flag, what):

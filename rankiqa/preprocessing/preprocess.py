@@ -44,15 +44,21 @@ def load_spec(spec_path, model_path):
     with another's views and scale."""
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
+    digest = file_sha256(model_path)
+    if spec.get("model_sha256") != digest:
+        raise NotItsModel(f"{spec_path} does not describe {model_path} (its model_sha256 is "
+                          f"{spec.get('model_sha256')}, the file's {digest}); export the "
+                          "model again")
+    return spec
+
+
+def file_sha256(path):
+    """The SHA-256 of a file, read in blocks (what an export records as ``model_sha256``)."""
     digest = hashlib.sha256()
-    with open(model_path, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    if spec.get("model_sha256") != digest.hexdigest():
-        raise NotItsModel(f"{spec_path} does not describe {model_path} (its model_sha256 is "
-                          f"{spec.get('model_sha256')}, the file's {digest.hexdigest()}); "
-                          "export the model again")
-    return spec
+    return digest.hexdigest()
 
 
 def to_rgb(im):

@@ -40,12 +40,17 @@ def parse_shard(text):
     return int(match.group(1)), int(match.group(2))
 
 
+def check_list(list_file):
+    """Refuses a --from-list that is missing or not a regular file (a FIFO would block)."""
+    if not os.path.isfile(list_file):
+        raise InputError(f"--from-list {list_file} {not_a_file(list_file)}")
+
+
 def listed(list_file, shard=(0, 1)):
     """The paths of `list_file` (one per line; blank lines skipped) that belong to `shard`
     (K, N): every N-th chunk of `CHUNK` paths from the K-th, so that each photo is scored in
     the batch it would have in one run of the whole list (the same bits). Read lazily."""
-    if not os.path.isfile(list_file):
-        raise InputError(f"--from-list {list_file} {not_a_file(list_file)}")
+    check_list(list_file)
     k, n = shard
     with open(list_file, encoding="utf-8", errors="surrogateescape", newline="") as f:
         index = 0
@@ -89,7 +94,10 @@ def finished_rows(path):
 
 
 def row_bytes(row):
-    """One CSV line, a field with a carriage return quoted (`rankiqa.cli.csv_bytes`)."""
+    """One CSV line as bytes: a field with a carriage return is quoted (csv quotes only the
+    line terminator's characters by default), so a reader never splits it into two rows; a
+    file name that is not UTF-8 keeps its own bytes. Every CSV a command writes is made of
+    these."""
     buffer = io.StringIO()
     quoting = csv.QUOTE_ALL if any("\r" in str(v) for v in row) else csv.QUOTE_MINIMAL
     csv.writer(buffer, lineterminator="\n", quoting=quoting).writerow(row)

@@ -10,7 +10,6 @@ input and output and what the scores mean (``score_scale``, ``score_range``,
 model as `rankiqa predict` does.
 """
 
-import hashlib
 import json
 import os
 
@@ -19,6 +18,7 @@ import numpy as np
 from rankiqa.run import rundir
 from rankiqa.serve import engines, scales, scoring
 from rankiqa.weights import restore
+from rankiqa.preprocessing import preprocess
 from rankiqa.preprocessing import views as views_lib
 from rankiqa.compat import tf
 from rankiqa.errors import InputError
@@ -93,21 +93,14 @@ def preprocess_spec(scorer, model):
     }
 
 
-def file_digest(path):
-    """The SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_spec(out, spec):
     """Writes `out`'s ``preprocess.json`` with the model file's SHA-256 (``model_sha256``):
     model and spec are two files, renamed into place one after the other, so an export cut
     between the two renames leaves a pair that does not belong together;
-    `rankiqa.preprocessing.preprocess.load_spec` and the next export see it by the digest."""
-    rundir.write_json_atomic(preprocess_path(out), {**spec, "model_sha256": file_digest(out)})
+    `rankiqa.preprocessing.preprocess.load_spec` and the next export see it by the digest
+    (`preprocess.file_sha256`, one digest for both sides)."""
+    rundir.write_json_atomic(preprocess_path(out),
+                             {**spec, "model_sha256": preprocess.file_sha256(out)})
 
 
 def _check_outputs(out, checkpoint, force, option, spec_out):
@@ -117,7 +110,7 @@ def _check_outputs(out, checkpoint, force, option, spec_out):
                 recorded = json.load(f).get("model_sha256")
         except (OSError, ValueError, AttributeError):
             recorded = None
-        if recorded != file_digest(out):
+        if recorded != preprocess.file_sha256(out):
             state = "is missing or damaged" if recorded is None else "describes another model"
             raise InputError(f"{option} {out} exists, and {spec_out} {state} (an export cut "
                              "short?); pass --force to write both again")
