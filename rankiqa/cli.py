@@ -280,7 +280,7 @@ def renamed_option(command, old, new, old_value, new_value):
 
 # `rankiqa --help` lists the commands as a user thinks of them
 COMMAND_GROUPS = {
-    "Score": ("predict", "merge-scores", "models", "suggest-labels"),
+    "Score": ("predict", "merge-scores", "serve", "models", "suggest-labels"),
     "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "launch"),
     "Evaluate": ("evaluate", "ladders"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
@@ -301,6 +301,8 @@ EXAMPLES = {
                      "runs/scores_1.csv",
                      "rankiqa merge-scores runs/scores_0.csv runs/scores_1.csv --from-list "
                      "runs/demo/photos.txt --output runs/scores.csv"),
+    "serve": ("rankiqa serve --port 8000",
+              f"rankiqa serve --model {DEMO}/finetune --port 8001 --max-batch 32 --engine onnx"),
     "models": ("rankiqa models",),
     "suggest-labels": (f"rankiqa suggest-labels {DEMO}/photos --count 5",
                        f"rankiqa suggest-labels {DEMO}/photos --labels my_labels.csv --count 5 "
@@ -927,6 +929,59 @@ def merge_scores_cmd(shards, output, from_list, force):
         log(f"notice: {plural(len(absent), 'listed path')} without a row (unreadable: each "
             f"shard's log names them), e.g. {absent[0]}")
     log(f"merged {plural(count, 'row')} from {plural(len(shards), 'file')} into {output}")
+
+
+@main.command("serve")
+@functools.partial(model_option, default_builtin=True)
+@click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the service to every network this "
+                   "machine is on (a container's port, behind your own gateway).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port (0: a free one, printed).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Photos scored in one network call at most, from any requests.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="How long a lone photo waits for others to share its batch.")
+@click.option("--queue", "queue_size", type=click.IntRange(min=1), default=256,
+              show_default=True,
+              help="Photos waiting at most; beyond it requests get 503 with Retry-After.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=32.0,
+              show_default=True, help="Bytes per request at most (413 beyond).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Views per session run.")
+@click.option("--engine", type=click.Choice(device_lib.ENGINES), default="auto",
+              show_default=True, help="What runs the network, as for predict.")
+@normalised_option
+@device_option
+@handle_errors
+def serve_cmd(model, net, host, port, max_batch, max_wait_ms, queue_size, max_upload_mb,
+              batch_size, engine, normalised, device):
+    """Score photos over HTTP until stopped (Ctrl-C or SIGTERM).
+
+    POST /score takes a photo as the request body, or photos as multipart files, and answers
+    JSON with their scores (predict's, for the same bytes); GET /healthz, /models and /metrics
+    (Prometheus) tell the rest. Requests that arrive together are scored in one batch. Needs
+    the serve extra: pip install 'rankiqa[serve]'. docs/cli.md says more."""
+    from rankiqa.serve import service
+
+    limits = service.Limits(max_batch, max_wait_ms, queue_size,
+                            int(max_upload_mb * 2**20))
+    service.require_serve()  # before TensorFlow's seconds of start-up
+    sock, url = service.bind(host, port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        notice(f"listening on {host}: anyone who reaches this machine's port {port} can use "
+               "the service (it has no authentication)")
+    checks.model(model, net)
+    from rankiqa.serve import predict
+
+    loaded = predict.load_model(model, net=net, device=device, batch_size=batch_size,
+                                engine=engine, normalised=normalised)
+    app = service.create_app(loaded, limits)
+    log(f"serving {loaded.name} ({loaded.views.describe()}; engine {loaded.engine}) at {url}; "
+        "POST /score, GET /healthz /models /metrics; Ctrl-C stops")
+    service.serve_until_stopped(app, sock)
+    log("stopped: every accepted request was answered")
 
 
 def report_skipped(problems, ignored, scored=0):

@@ -45,34 +45,37 @@ _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
 @contextlib.contextmanager
-def open_image(path):
-    """Pillow's image of `path`, its size checked against `MAX_PIXELS` from the header alone;
-    a failure to open it, or to decode it inside the block, is a `BadImageError` naming it."""
+def open_image(path, name=None):
+    """Pillow's image of `path` (or a binary file object, then called `name` in errors), its
+    size checked against `MAX_PIXELS` from the header alone; a failure to open it, or to
+    decode it inside the block, is a `BadImageError` naming it."""
+    label = path if name is None else name
     problem = isinstance(path, (str, os.PathLike)) and not_a_regular_file(path)
     if problem and os.path.lexists(path):  # reading a FIFO or a device would block or never end
         raise BadImageError(problem)
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise BadImageError(f"{path}: {im.width}x{im.height} pixels, over the limit of "
+                raise BadImageError(f"{label}: {im.width}x{im.height} pixels, over the limit of "
                                     f"{MAX_PIXELS:,} (--max-pixels)")
             yield im
     except BadImageError:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own check, at twice the limit
-        raise BadImageError(f"{path}: over the limit of {MAX_PIXELS:,} (--max-pixels): "
+        raise BadImageError(f"{label}: over the limit of {MAX_PIXELS:,} (--max-pixels): "
                             f"{e}") from None
     except _UNREADABLE as e:
-        raise BadImageError(f"{path}: not a readable image ({e})") from None
+        raise BadImageError(f"{label}: not a readable image ({e})") from None
 
 
-def load_image(path, max_side=0):
-    """uint8 RGB ``[H, W, 3]``, the longer side reduced to `max_side` (Lanczos) if > 0.
+def load_image(path, max_side=0, name=None):
+    """uint8 RGB ``[H, W, 3]``, the longer side reduced to `max_side` (Lanczos) if > 0;
+    `path` may be a binary file object (an upload), called `name` in errors.
 
     Raises:
       BadImageError: a truncated, unreadable or non-image file, or one over `MAX_PIXELS`.
     """
-    with open_image(path) as im:
+    with open_image(path, name) as im:
         im.load()  # decode fully now: a truncated JPEG fails here, not later
         rgb = preprocess.to_rgb(im)
     h, w = rgb.shape[:2]

@@ -188,7 +188,7 @@ class Scorer:
                 if values is not None:
                     values = values.reshape(-1, views.count, *values.shape[1:])
                     if fetch is self.score:
-                        self._check_finite(values)
+                        self.check_finite(values)
                 used = 0
                 for k, p in enumerate(placed, start=start):
                     if isinstance(p, BadImageError):
@@ -199,7 +199,7 @@ class Scorer:
                 if progress:
                     progress(start + len(placed), len(items))
 
-    def _check_finite(self, scores):
+    def check_finite(self, scores):
         """Refuses scores that are NaN or infinite, naming why they would be."""
         if np.isfinite(scores).all():
             return
