@@ -12,7 +12,7 @@ def invoke(*args):
 
 COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
             "finetune", "inspect-ckpt", "ladders", "launch", "make-rank-data", "merge-ckpt",
-            "merge-scores", "models", "predict", "suggest-labels", "teach", "train-rank"]
+            "merge-scores", "models", "predict", "serve", "suggest-labels", "teach", "train-rank"]
 
 
 def test_help_lists_every_command_and_each_has_help():

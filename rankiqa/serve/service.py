@@ -283,7 +283,9 @@ async def score_uploads(uploads, views, batcher, decoding):
 def bind(host, port):
     """A listening socket on `host`:`port` (0: a free one) and the service's URL."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off only for sockets that say TCP, and with
+    # Nagle on, an answer written in two parts waits 40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
