@@ -942,7 +942,8 @@ def merge_scores_cmd(shards, output, from_list, force):
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="Photos scored in one network call at most, from any requests.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="How long a lone photo waits for others to share its batch.")
+              help="How long a batch waits for photos of other requests still being "
+                   "decoded (a photo alone never waits).")
 @click.option("--queue", "queue_size", type=click.IntRange(min=1), default=256,
               show_default=True,
               help="Photos waiting at most; beyond it requests get 503 with Retry-After.")

@@ -1,10 +1,11 @@
 """Photos from many requests scored in shared batches: one bounded queue, one scoring thread.
 
 `rankiqa serve` places each upload's views in its request (`place_upload`), then hands them
-here. The scoring thread takes the first photo waiting, gathers whatever else arrives within
-`max_wait` seconds or until `max_batch` photos, and runs them through the network in one call:
-under load the batches fill by themselves (requests queue while the network runs), alone a
-photo waits at most `max_wait`. A full queue is refused at once (`Busy`), never waited on.
+here. The scoring thread takes the first photo waiting, gathers what else arrives within
+`max_wait` seconds or until `max_batch` photos, and runs them through the network in one call.
+It waits only while other photos are being decoded (`expect`): under load the batches fill by
+themselves (requests queue while the network runs), and a photo alone never waits. A full
+queue is refused at once (`Busy`), never waited on.
 
 A photo's score is the mean over its views, as `predict` gives it: the network's output for a
 view does not depend on which other views share its batch (`tests/test_serve.py` checks this
@@ -59,6 +60,7 @@ class Batcher:
         self.scorer, self.max_batch, self.max_wait = scorer, max_batch, max_wait
         self.queue_size = queue_size
         self.waiting = collections.deque()  # (views, future)
+        self.expected = 0  # photos being decoded: worth waiting for
         self.ready = threading.Condition()
         self.closed = False
         self.photos_per_s = None  # the last batches' rate: Retry-After's estimate
@@ -84,6 +86,12 @@ class Batcher:
             self.ready.notify()
         return future
 
+    def expect(self, count):
+        """`count` more photos are being decoded (negative: that many arrived or failed)."""
+        with self.ready:
+            self.expected += count
+            self.ready.notify()
+
     def depth(self):
         return len(self.waiting)
 
@@ -100,7 +108,8 @@ class Batcher:
             while not self.waiting and not self.closed:
                 self.ready.wait()
             deadline = time.monotonic() + self.max_wait
-            while len(self.waiting) < self.max_batch and not self.closed:
+            while (len(self.waiting) < self.max_batch and self.expected > 0
+                   and not self.closed):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -31,7 +31,7 @@ from rankiqa.serve import batching, scoring
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_batch: int = 16  # photos per network call: 32 views at the built-in models' two
-    max_wait_ms: float = 5.0  # what a lone photo waits for company: a tenth of its scoring
+    max_wait_ms: float = 5.0  # what a batch waits for photos still being decoded
     queue_size: int = 256  # photos waiting at most; more are refused (503), never left to hang
     max_upload: int = 32 * 2**20  # bytes per request
     max_files: int = 64  # photos per request
@@ -263,12 +263,21 @@ async def form_files(request, body, limits):
 async def score_uploads(uploads, views, batcher, decoding):
     """Each upload's score, in order: decoded in `decoding`'s threads, scored by `batcher`."""
     loop = asyncio.get_running_loop()
+    batcher.expect(len(uploads))  # a batch about to run waits for these
     try:
         placed = await asyncio.gather(*[
             loop.run_in_executor(decoding, batching.place_upload, data, name, views)
             for name, data in uploads])
+        futures = submit_all(batcher, placed)
     except images_lib.BadImageError as e:
         raise Refused(422, str(e)) from None
+    finally:
+        batcher.expect(-len(uploads))
+    return list(await asyncio.gather(*[asyncio.wrap_future(f) for f in futures]))
+
+
+def submit_all(batcher, placed):
+    """Each photo's future, or none: `batching.Busy` cancels those already queued."""
     futures = []
     try:
         for views_of_one in placed:
@@ -277,7 +286,7 @@ async def score_uploads(uploads, views, batcher, decoding):
         for future in futures:
             future.cancel()  # a part of a request is not worth scoring
         raise
-    return list(await asyncio.gather(*[asyncio.wrap_future(f) for f in futures]))
+    return futures
 
 
 def bind(host, port):

@@ -186,7 +186,7 @@ def sample_rss(server, results):
         time.sleep(1)
 
 
-def summary(name, results, photos, expected):
+def summary(name, results, photos, expected, **extra):
     answers = results["answers"]
     ok = [a for a in answers if a[1] == 200]
     wrong = [a for a in ok if abs(json.loads(a[2])["score"] - expected[photos[a[0]]])
@@ -199,7 +199,7 @@ def summary(name, results, photos, expected):
             "photos_per_s": round(len(ok) / results["seconds"], 2),
             "p50_ms": round(float(np.percentile(latency, 50)) * 1000, 1),
             "p99_ms": round(float(np.percentile(latency, 99)) * 1000, 1),
-            "rss_mb_max": round(max(rss), 1) if rss else None}
+            "rss_mb_max": round(max(rss), 1) if rss else None, **extra}
     print(json.dumps(line), flush=True)
     return line
 
@@ -259,17 +259,20 @@ def main():
             results = load(server, level, max(args.requests, 2 * level), photos, bodies)
             lines[level] = summary(f"concurrency {level}", results, photos, expected)
         results = load(server, 32, 3 * args.requests, photos, bodies, during=kill_and_restart)
-        lines["kill"] = summary("kill and restart at 32", results, photos, expected)
-        lines["kill"]["back_after_s"] = results.get("back_after_s")
+        lines["kill"] = summary("kill and restart at 32", results, photos, expected,
+                                back_after_s=results.get("back_after_s"))
         results = load(server, 8, args.requests, photos, bodies, during=half_uploads)
-        lines["disconnects"] = summary("half uploads at 8", results, photos, expected)
-        lines["disconnects"]["counted"] = metric(server, "rankiqa_client_disconnects_total")
+        lines["disconnects"] = summary(
+            "half uploads at 8", results, photos, expected,
+            disconnects_counted=metric(server, "rankiqa_client_disconnects_total"))
         if args.soak_minutes:
             results = load(server, 32, 0, photos, bodies, seconds=60 * args.soak_minutes)
-            lines["soak"] = summary(f"soak {args.soak_minutes} min at 32", results, photos,
-                                    expected)
             rss = [r for _, r in results["rss_mb"] if r]
-            lines["soak"]["rss_mb_first_last"] = [round(rss[0], 1), round(rss[-1], 1)]
+            minute = max(1, len(rss) // int(max(1, args.soak_minutes)))  # samples are 1 s apart
+            lines["soak"] = summary(
+                f"soak {args.soak_minutes} min at 32", results, photos, expected,
+                rss_mb_first_minute=round(max(rss[:minute]), 1),
+                rss_mb_last_minute=round(max(rss[-minute:]), 1))
     finally:
         server.stop()
     report(ref, lines)
