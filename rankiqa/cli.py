@@ -183,6 +183,17 @@ def normalised_option(func):
                              "e.g. 1-5 or DMOS 0-100].")(func)
 
 
+def engine_option(func, default="auto"):
+    return click.option(
+        "--engine", type=click.Choice(device_lib.ENGINES), default=default, show_default=True,
+        help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime on "
+             "the CPU; needs the onnx extra); onnx-int8 (that conversion quantised to int8 "
+             "once per machine, calibrated on scikit-image's sample photos: faster where the "
+             "CPU has integer dot-product units, scores move by a few hundredths; "
+             "docs/data-formats.md); auto: the faster of tensorflow and onnx for this model "
+             "on this machine where their scores agree (measured once, seconds).")(func)
+
+
 def precision_option(func):
     return click.option("--precision", type=click.Choice(device_lib.PRECISIONS),
                         default="fp32", show_default=True,
@@ -326,7 +337,9 @@ EXAMPLES = {
                  f"data.label_file={DEMO}/standin_mos.csv --split all --output-dir "
                  "runs/evaluate_builtin"),
     "ladders": (f"rankiqa ladders {DEMO}/photos --model {DEMO}/rank --output-dir runs/ladders",),
-    "export-onnx": (f"rankiqa export-onnx --model {DEMO}/finetune --output runs/model.onnx",),
+    "export-onnx": (f"rankiqa export-onnx --model {DEMO}/finetune --output runs/model.onnx",
+                    f"rankiqa export-onnx --model {DEMO}/finetune --output runs/model.int8.onnx "
+                    f"--int8 --calibration {DEMO}/photos"),
     "export-savedmodel": (f"rankiqa export-savedmodel --model {DEMO}/finetune --output-dir "
                           "runs/savedmodel",),
     "export-pb": (f"rankiqa export-pb --model {DEMO}/finetune --output runs/model.pb",),
@@ -575,12 +588,14 @@ def launch_cmd(workers, stall_timeout, command):
               help="summary.json, predictions.csv and scatter.png go here.")
 @click.option("--force", is_flag=True,
               help="Replace an earlier evaluation's files in --output-dir (never an input).")
+@functools.partial(engine_option, default="tensorflow")
 @normalised_option
 @device_option
 @precision_option
 @handle_errors
 def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, crop_mode,
-                 crop_size, aggregate, output_dir, force, normalised, device, precision):
+                 crop_size, aggregate, output_dir, force, engine, normalised, device,
+                 precision):
     """Score a labelled split: SROCC, KROCC, PLCC, RMSE.
 
     The dataset, its split and the views come from the config's data section: --config, or
@@ -610,7 +625,7 @@ def evaluate_cmd(old_checkpoint, model, config_path, overrides, split, crops, cr
     summary = evaluate.evaluate(cfg.data, checkpoint, output_dir, views, split=split,
                                 aggregate=aggregate, device=device, log=log,
                                 precision=precision, progress=progress_printer("scored"),
-                                force=force, normalised=normalised)
+                                force=force, normalised=normalised, engine=engine)
     from rankiqa import metrics
     from rankiqa.metrics import describe_interval
 
@@ -824,11 +839,7 @@ def csv_bytes(header, rows):
 @click.option("--resume", is_flag=True,
               help="With --from-list: continue a killed run's --output, scoring only what it "
                    "lacks.")
-@click.option("--engine", type=click.Choice(device_lib.ENGINES), default="auto",
-              show_default=True,
-              help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime "
-                   "on the CPU; needs the onnx extra); auto: the faster of the two for this "
-                   "model on this machine where their scores agree (measured once, seconds).")
+@engine_option
 @normalised_option
 @device_option
 @precision_option
@@ -951,8 +962,7 @@ def merge_scores_cmd(shards, output, from_list, force):
               show_default=True, help="Bytes per request at most (413 beyond).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Views per session run.")
-@click.option("--engine", type=click.Choice(device_lib.ENGINES), default="auto",
-              show_default=True, help="What runs the network, as for predict.")
+@engine_option
 @normalised_option
 @device_option
 @handle_errors
@@ -1122,17 +1132,43 @@ def export_savedmodel_cmd(old, model, output, force, net, normalised):
 @export_options("--output", "ONNX file")
 @click.option("--net", help="Network name, if the model has no rankiqa.json beside it.")
 @click.option("--opset", type=int, default=13, show_default=True)
+@click.option("--int8", is_flag=True,
+              help="Quantise to int8 (ONNX Runtime's static quantiser: weights int8 per "
+                   "channel, activations uint8), calibrated on --calibration photos.")
+@click.option("--calibration", multiple=True, type=click.Path(), metavar="PATH",
+              help="With --int8: photos or folders to calibrate on (repeatable; your own kind "
+                   "of photo) [default: scikit-image's sample photos].")
+@click.option("--calibration-count", type=click.IntRange(min=1), default=200, show_default=True,
+              help="With --int8: photos calibrated on; those left (up to 500) measure what "
+                   "int8 changes.")
 @normalised_option
 @handle_errors
-def export_onnx_cmd(old, model, output, force, net, opset, normalised):
+def export_onnx_cmd(old, model, output, force, net, opset, int8, calibration,
+                    calibration_count, normalised):
     """Write a model as ONNX (needs the onnx extra).
 
-    The frozen scoring graph converted by tf2onnx: images in, score out."""
+    The frozen scoring graph converted by tf2onnx: images in, score out. With --int8, quantised
+    and measured against float on photos it was not calibrated on (the spec's int8 entry)."""
     checkpoint, out = export_paths("export-onnx", old, model, output, "--output")
+    if (calibration or calibration_count != 200) and not int8:
+        raise UsageError("--calibration and --calibration-count go with --int8")
+    photos = None
+    if calibration:
+        photos, problems = images_lib.list_files(calibration)
+        if not photos:
+            report_skipped(problems, ())
     from rankiqa.tools import export
 
-    spec = export.export_onnx(checkpoint, out, net, opset, force, normalised)
+    spec = export.export_onnx(checkpoint, out, net, opset, force, normalised, int8=(
+        {"photos": photos, "count": calibration_count} if int8 else None))
     click.echo(f"{out}: {describe_export(spec)}")
+    if int8:
+        q = spec["int8"]
+        agreement = ("" if q["srocc_int8_float"] is None else
+                     f", SROCC with float {q['srocc_int8_float']:.4f}")
+        click.echo(f"int8: calibrated on {q['calibration_photos']} photos; on {q['photos']} "
+                   f"{q['checked_on']}, scores moved by up to {q['max_difference']:.4f} "
+                   f"(99th percentile {q['p99_difference']:.4f}){agreement}")
 
 
 @main.command("merge-ckpt")

@@ -13,9 +13,10 @@ DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("fp32", "mixed", "auto")
 # how a training step is placed (`rankiqa.train.distribute.get_placement`)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# what runs a scoring graph (`rankiqa.serve.scoring.load_scorer`): auto picks the faster of the two
-# for the model on this machine where their scores agree (`rankiqa.serve.engines.choose_engine`)
-ENGINES = ("auto", "tensorflow", "onnx")
+# what runs a scoring graph (`rankiqa.serve.scoring.load_scorer`): auto picks the faster of
+# TensorFlow and float ONNX Runtime for the model on this machine where their scores agree
+# (`rankiqa.serve.engines.choose_engine`); onnx-int8 only when asked (`rankiqa.serve.quantize`)
+ENGINES = ("auto", "tensorflow", "onnx", "onnx-int8")
 
 
 def get_device(device):

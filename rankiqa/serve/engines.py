@@ -50,24 +50,39 @@ class OnnxRunner:
     Args:
       scorer: a TensorFlow `rankiqa.serve.scoring.Scorer` owning its session.
       frozen: its frozen graph, where the caller has one (`frozen_graph_def`).
+      variant: what runs instead of the float conversion, built from it once and cached beside
+        it: ``variant.build(float_bytes, input_name)`` -> bytes, ``variant.tag(float_bytes)``
+        naming the recipe (`rankiqa.serve.quantize.Int8`).
     """
 
-    def __init__(self, scorer, opset=OPSET, frozen=None):
+    def __init__(self, scorer, opset=OPSET, frozen=None, variant=None):
         onnxruntime = require_onnx("onnxruntime")
         self.input_name, self.output_name = scorer.images.name, scorer.score.name
         self.note = None
         frozen = frozen_graph_def(scorer) if frozen is None else frozen
         path = onnx_cache_path(frozen, scorer, opset)
         model = _read_verified(path) if path else None
-        if model is not None:
-            self.session, self.cached = _ort_session(onnxruntime, model), path
-            return
-        model = onnx_model(scorer, opset, frozen).SerializeToString()
+        self.cached = path if model is not None else None
+        if model is None:
+            model = onnx_model(scorer, opset, frozen).SerializeToString()
+            self.cached = _write_cache(path, model) if path else None
+        if variant is not None:  # e.g. int8 (`rankiqa.serve.quantize.Int8`), kept beside it
+            model, path = self._variant(variant, model, path)
         self.session = _ort_session(onnxruntime, model)
-        self.cached = _write_cache(path, model) if path else None
         if path and self.cached is None:
             self.note = (f"converted in memory: the ONNX cache {os.path.dirname(path)} cannot "
                          "be written")
+
+    def _variant(self, variant, model, path):
+        """(`variant` of the float `model`, from the cache or built and kept, its cache
+        path)."""
+        path = path and f"{path[:-len('.onnx')]}.{variant.tag(model)}.onnx"
+        built = _read_verified(path) if path else None
+        self.cached = path if built is not None else None
+        if built is None:
+            built = variant.build(model, self.input_name)
+            self.cached = _write_cache(path, built) if path else None
+        return built, path
 
     def run(self, crops, batch_size):
         """Scores ``[N]`` of ``crops: [N, H, W, 3]``, `batch_size` crops per run."""

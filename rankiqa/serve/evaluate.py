@@ -72,7 +72,7 @@ EVIDENCE = ("summary.json", "predictions.csv", "scatter.png")  # what evaluate w
 
 def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
              batch_size=64, device="auto", log=print, precision="fp32", progress=None,
-             force=False, normalised=False):
+             force=False, normalised=False, engine="tensorflow"):
     """Scores `split` of the dataset `data_cfg` describes with `model` (a training directory or
     checkpoint prefix), each image by the mean (or median) of its `views`
     (`rankiqa.preprocessing.views.Views`, or a function from the model's own views to those to use;
@@ -81,6 +81,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
     progress: optional ``progress(done, total)``, called after each batch of images.
     force: replace an earlier evaluation's files in `output_dir` (never the label file or an
       image being scored, which are refused).
+    engine: what runs the network (`rankiqa.serve.scoring.load_scorer`); TensorFlow by default,
+      the engine every published figure was measured with.
     normalised: predictions.csv's ``predicted`` in [0, 1], higher better; default: on the
       model's labels' scale (`rankiqa.serve.scales`). The figures always compare normalised scores
       (``predicted_normalised`` against ``mos``), so that a model trained on DMOS 0-100 and one
@@ -98,7 +100,8 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
                             f"--output-dir's {name},")
     with rundir.locked(output_dir, "evaluate", log):
         with scoring.load_scorer(model, device=device, batch_size=batch_size,
-                                 precision=precision, normalised=True) as scorer:
+                                 precision=precision, normalised=True,
+                                 engine=engine) as scorer:
             views = views(scorer.views) if callable(views) else views
             log(f"scoring {len(items)} images ({split}) with {views.describe()} each")
             # an unreadable image raises: a dataset with a hole would give another set's figures
@@ -109,7 +112,7 @@ def evaluate(data_cfg, model, output_dir, views, split="val", aggregate="mean",
         summary = {"checkpoint": model, "net": scorer.model.net, "dataset": data_cfg.dataset,
                    "split": split, "crops": views.count, "crop_mode": views.mode,
                    "crop_size": views.crop, "aggregate": aggregate,
-                   "precision": scorer.model.precision,
+                   "precision": scorer.model.precision, "engine": scorer.model.engine,
                    "score_direction": "normalised MOS in [0, 1], higher is better",
                    "model_score_scale": scorer.model.scale.text}
         scale = scales.of_model(scorer.model.description, normalised)

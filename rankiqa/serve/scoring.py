@@ -30,7 +30,7 @@ from rankiqa.data.images import BadImageError
 from rankiqa.errors import InputError, RankiqaError
 from rankiqa.run import device as device_lib
 from rankiqa.run import rundir
-from rankiqa.serve import engines, scales
+from rankiqa.serve import engines, quantize, scales
 from rankiqa.weights import restore
 
 INPUT_NAME = "rankiqa/images"
@@ -76,7 +76,7 @@ class ModelInfo:
       description: the model's run description (``rankiqa.json``; `restore.open_model`).
       report: the `rankiqa.weights.restore.RestoreReport` of its weights, where restored.
       precision: fp32 | mixed: how its session computes.
-      engine: tensorflow | onnx.
+      engine: tensorflow | onnx | onnx-int8.
       engine_note: why `--engine auto` chose the engine, and what its cache did.
     """
 
@@ -291,7 +291,8 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
       precision: fp32 | mixed | auto (`rankiqa.run.device.resolve_precision`): mixed computes in
         16 bits, the weights staying float32.
       engine: tensorflow | onnx (`rankiqa.serve.engines.OnnxRunner`: ONNX Runtime on the CPU,
-        float32; converting the graph costs seconds once, each batch then runs faster) | auto
+        float32; converting the graph costs seconds once, each batch then runs faster) |
+        onnx-int8 (that conversion quantised, `rankiqa.serve.quantize.Int8`) | auto
         (`rankiqa.serve.engines.choose_engine`).
       pooled_blocks: the blocks a pooled head reads; default: the run's own, else the
         network's.
@@ -331,10 +332,10 @@ def check_engine(engine, device, precision):
     without its packages."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose from {list(ENGINES)}")
-    if engine == "onnx":
+    if engine in ("onnx", "onnx-int8"):
         if device == "gpu" or precision == "mixed":
-            raise InputError("the onnx engine computes in float32 on the CPU; use --engine "
-                             "tensorflow for --device gpu or --precision mixed")
+            raise InputError(f"the {engine} engine runs on the CPU in {engine[5:] or 'float32'}; "
+                             "use --engine tensorflow for --device gpu or --precision mixed")
         engines.require_onnx("tf2onnx", "onnxruntime")
 
 
@@ -357,20 +358,24 @@ def _restored_session(graph, source, precision, net_name):
 
 
 def on_engine(scorer, engine, device="auto"):
-    """`scorer` (TensorFlow, owning its session) as `engine` (onnx | auto) runs it: a new
-    `Scorer` whose `ModelInfo` says which engine and why; the TensorFlow session is closed once
-    its graph is converted."""
+    """`scorer` (TensorFlow, owning its session) as `engine` (onnx | onnx-int8 | auto) runs
+    it: a new `Scorer` whose `ModelInfo` says which engine and why; the TensorFlow session is
+    closed once its graph is converted."""
     frozen, note = None, None  # auto's frozen graph, which the onnx engine then reuses
     if engine == "auto":
         engine, note, frozen = engines.choose_engine(scorer, device, scorer.model.precision)
-    if engine != "onnx":
+    if engine == "tensorflow":
         return Scorer(scorer.images, scorer.score, scorer.views,
                       dataclasses.replace(scorer.model, engine_note=note),
                       features=scorer.features, session=scorer.session,
                       batch_size=scorer.batch_size)
+    variant = None
+    if engine == "onnx-int8":
+        variant = quantize.Int8(scorer.views)
+        note = f"calibrated on {quantize.CALIBRATION_PHOTOS}"
     with scorer:  # its graph is converted; its session is no longer needed
-        onnx = engines.OnnxRunner(scorer, frozen=frozen)
+        onnx = engines.OnnxRunner(scorer, frozen=frozen, variant=variant)
     notes = "; ".join(n for n in (note, onnx.note) if n) or None
-    model = dataclasses.replace(scorer.model, engine="onnx", engine_note=notes)
+    model = dataclasses.replace(scorer.model, engine=engine, engine_note=notes)
     return Scorer(scorer.images, scorer.score, scorer.views, model, batch_size=scorer.batch_size,
                   onnx=onnx)

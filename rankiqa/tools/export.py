@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from rankiqa.run import rundir
-from rankiqa.serve import engines, scales, scoring
+from rankiqa.serve import engines, quantize, scales, scoring
 from rankiqa.weights import restore
 from rankiqa.preprocessing import preprocess
 from rankiqa.preprocessing import views as views_lib
@@ -151,15 +151,22 @@ def export_savedmodel(checkpoint, out_dir, net=None, force=False, normalised=Fal
     return spec
 
 
-def export_onnx(checkpoint, out, net=None, opset=13, force=False, normalised=False):
+def export_onnx(checkpoint, out, net=None, opset=13, force=False, normalised=False,
+                int8=None):
     """Converts the frozen scoring graph to ONNX with tf2onnx (`rankiqa.serve.engines.onnx_model`;
     ``pip install 'rankiqa[onnx]'``). Input ``rankiqa/images:0`` and output ``rankiqa/score:0``
-    keep their names. Returns the spec written beside it (`preprocess_spec`)."""
+    keep their names. With `int8` (``{"photos": paths or None, "count": n}``), the conversion
+    is quantised (`rankiqa.serve.quantize.int8_export`) and the spec's ``int8`` says how and
+    what it changes. Returns the spec written beside it (`preprocess_spec`)."""
     _check_outputs(out, checkpoint, force, "--output", preprocess_path(out))
     engines.require_onnx("tf2onnx")
     with scoring.load_scorer(checkpoint, net=net, normalised=normalised) as scorer:
-        model_proto = engines.onnx_model(scorer, opset)
+        model = engines.onnx_model(scorer, opset).SerializeToString()
         spec = preprocess_spec(scorer, checkpoint)
-    rundir.write_atomic(out, model_proto.SerializeToString())
+        views = scorer.views
+    if int8 is not None:
+        model, spec["int8"] = quantize.int8_export(model, views, spec["input"]["name"],
+                                                   spec["output"]["name"], **int8)
+    rundir.write_atomic(out, model)
     write_spec(out, spec)
     return spec

@@ -1,0 +1,171 @@
+"""Integer scoring: a model's ONNX graph quantised to int8 by ONNX Runtime's static quantiser,
+calibrated on views of photos, and what that changes against float.
+
+The recipe (`RECIPE`): QDQ format, weights int8 per output channel, activations uint8, their
+ranges from the calibration views (MinMax, or a percentile of them), every layer quantised
+unless named in ``exclude``. EfficientNet-Lite was made for it (ReLU6, no squeeze-and-excite).
+The speed it buys depends on the CPU's integer dot-product units: BENCHMARKS.md, P13.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from rankiqa import metrics
+from rankiqa.data import images as images_lib
+from rankiqa.data import samples
+from rankiqa.errors import InputError
+from rankiqa.serve import engines
+
+METHODS = ("minmax", "percentile")
+RECIPE = {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8"}
+# the built-in int8 variants are calibrated on the sample photos scikit-image ships
+# (`rankiqa.data.samples`): the same on every machine, and nothing to download
+CALIBRATION_PHOTOS = "scikit-image's sample photos"
+
+
+def calibration_views(paths, views):
+    """Each readable photo's views ``[count, crop, crop, 3]`` as float32, as the network gets
+    them; unreadable ones are left out. Returns (the arrays, the paths they came from)."""
+    arrays, used = [], []
+    for path in paths:
+        try:
+            arrays.append(views.apply(images_lib.load_image(path)).astype(np.float32))
+        except images_lib.BadImageError:
+            continue
+        used.append(path)
+    return arrays, used
+
+
+def quantize(model, calibration, input_name, method="minmax", exclude=()):
+    """`model` (float ONNX bytes) quantised to int8 (`RECIPE`), calibrated on `calibration`
+    (float32 view arrays, each one network input); `exclude` names nodes kept in float.
+
+    Returns:
+      the int8 model's bytes.
+    Raises:
+      InputError: no calibration views, or an unknown `method`.
+    """
+    engines.require_onnx("onnxruntime", "onnx")
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}; choose from {list(METHODS)}")
+    if not calibration:
+        raise InputError("no photo to calibrate on could be read")
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(calibration)
+
+        def get_next(self):
+            views = next(self.left, None)
+            return None if views is None else {input_name: views}
+
+    model = _unit_pools_valid(model)
+    calibrate = {"minmax": q.CalibrationMethod.MinMax,
+                 "percentile": q.CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="rankiqa-int8-") as work:
+        source, prepared, out = (os.path.join(work, n) for n in ("f.onnx", "p.onnx", "q.onnx"))
+        with open(source, "wb") as f:
+            f.write(model)
+        # folds constants and infers shapes, as ONNX Runtime's quantiser asks of its input
+        quant_pre_process(source, prepared, skip_optimization=True, skip_symbolic_shape=True)
+        q.quantize_static(prepared, out, Reader(), quant_format=q.QuantFormat.QDQ,
+                          per_channel=True, activation_type=q.QuantType.QUInt8,
+                          weight_type=q.QuantType.QInt8, calibrate_method=calibrate,
+                          nodes_to_exclude=list(exclude) or None)
+        with open(out, "rb") as f:
+            return f.read()
+
+
+def _unit_pools_valid(model):
+    """`model` with its 1x1 pools (resnet_v2's strided shortcuts) padded VALID instead of SAME:
+    the same output (a 1x1 window needs no padding), and ONNX Runtime's unoptimised MaxPool,
+    which calibration runs, computes a negative SAME padding for them on even sizes and fails."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    changed = False
+    for node in proto.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if (node.op_type in ("MaxPool", "AveragePool") and "kernel_shape" in attrs
+                and set(attrs["kernel_shape"].ints) == {1} and "auto_pad" in attrs
+                and attrs["auto_pad"].s in (b"SAME_UPPER", b"SAME_LOWER")):
+            attrs["auto_pad"].s, changed = b"VALID", True
+    return proto.SerializeToString() if changed else model
+
+
+def compare(float_scores, int8_scores, labels=None):
+    """What int8 changes: per-photo score differences (max, 99th percentile), the SROCC between
+    the two engines' scores and, with `labels` (one per photo), each engine's labelled SROCC
+    and PLCC."""
+    float_scores, int8_scores = np.asarray(float_scores), np.asarray(int8_scores)
+    diff = np.abs(int8_scores - float_scores)
+    report = {"photos": int(len(diff)), "max_difference": float(diff.max()),
+              "p99_difference": float(np.percentile(diff, 99)),
+              "srocc_int8_float": (float(metrics.srocc(int8_scores, float_scores))
+                                   if len(diff) >= 3 else None)}
+    if labels is not None:
+        for name, scores in (("float", float_scores), ("int8", int8_scores)):
+            report[f"srocc_{name}"] = float(metrics.srocc(scores, labels))
+            report[f"plcc_{name}"] = float(metrics.plcc(scores, labels))
+    return report
+
+
+class Int8:
+    """``--engine onnx-int8``'s variant of a model (`rankiqa.serve.engines.OnnxRunner`):
+    calibrated on `CALIBRATION_PHOTOS` through the model's own `views`, so that every machine
+    builds the same int8 model from the same float one (its cache name says the recipe)."""
+
+    def __init__(self, views, method="minmax"):
+        self.views, self.method = views, method
+
+    def tag(self, model):
+        import onnxruntime
+
+        recipe = {**RECIPE, "method": self.method, "views": self.views.as_dict(),
+                  "photos": list(samples.SAMPLE_PHOTOS), "onnxruntime": onnxruntime.__version__}
+        return "int8-" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+    def build(self, model, input_name):
+        folder = samples.skimage_data_dir()
+        paths = [os.path.join(folder, name) for name in samples.SAMPLE_PHOTOS]
+        arrays, _ = calibration_views(paths, self.views)
+        return quantize(model, arrays, input_name, self.method)
+
+
+def int8_export(model, views, input_name, output_name, photos=None, count=200, seed=0):
+    """`model` (float ONNX bytes) quantised on `count` of `photos` (paths; None: the sample
+    photos, `CALIBRATION_PHOTOS`), chosen by a seeded shuffle, and compared with float on the
+    photos left (up to 500; the calibration photos themselves when none are left).
+
+    Returns:
+      (the int8 model's bytes, its report: `RECIPE`, the photos used, `compare`'s figures).
+    """
+    if photos is None:
+        folder = samples.skimage_data_dir()
+        photos = [os.path.join(folder, name) for name in samples.SAMPLE_PHOTOS]
+    photos = list(photos)
+    np.random.default_rng(seed).shuffle(photos)
+    arrays, used = calibration_views(photos[:count], views)
+    int8 = quantize(model, arrays, input_name)
+    held_out = photos[count:count + 500]
+    checks, checked = calibration_views(held_out, views) if held_out else (arrays, used)
+    scores = [_scores(m, input_name, output_name, checks) for m in (model, int8)]
+    report = {**RECIPE, "method": "minmax", "calibration_photos": len(used),
+              "checked_on": "held-out photos" if held_out else "the calibration photos",
+              **compare(*scores)}
+    return int8, report
+
+
+def _scores(model, input_name, output_name, arrays):
+    """Each photo's score (the mean of its views) from ONNX Runtime."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return np.array([session.run([output_name], {input_name: a})[0].mean() for a in arrays])

@@ -1,0 +1,84 @@
+"""int8: --engine onnx-int8 (built once, cached, close to float) and export-onnx --int8."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rankiqa import metrics
+from rankiqa.cli import main
+from rankiqa.errors import InputError
+from rankiqa.preprocessing import preprocess
+from rankiqa.serve import predict, quantize
+
+
+def test_compare_reports_differences_and_agreement():
+    report = quantize.compare([0.1, 0.2, 0.3, 0.4], [0.1, 0.25, 0.28, 0.4],
+                              labels=[1.0, 2.0, 3.0, 4.0])
+    assert report["photos"] == 4
+    assert report["max_difference"] == pytest.approx(0.05)
+    assert report["srocc_int8_float"] == pytest.approx(1.0)
+    assert report["srocc_float"] == pytest.approx(1.0) and report["srocc_int8"] == 1.0
+    report = quantize.compare([0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+    assert report["srocc_int8_float"] == pytest.approx(-1.0) and "srocc_float" not in report
+
+
+def test_quantize_refuses_what_it_cannot_calibrate_on():
+    with pytest.raises(InputError, match="no photo to calibrate on"):
+        quantize.quantize(b"", [], "x")
+    with pytest.raises(InputError, match="unknown calibration method 'kl'"):
+        quantize.quantize(b"", [np.zeros((1, 2, 2, 3), np.float32)], "x", method="kl")
+
+
+def test_the_int8_engine_is_built_once_cached_and_close_to_float(stage_one, photo_dir,
+                                                                 monkeypatch):
+    photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))
+    with predict.load_model(stage_one, engine="onnx") as model:
+        float_scores = model.score(photos)
+    built = []
+    real = quantize.quantize
+    monkeypatch.setattr(quantize, "quantize", lambda *a, **k: built.append(1) or real(*a, **k))
+    with predict.load_model(stage_one, engine="onnx-int8") as model:
+        assert model.engine.startswith("onnx-int8 (calibrated on scikit-image's sample photos")
+        cached = model.scorer.onnx.cached
+        int8_scores = model.score(photos)
+    assert built == [1] and ".int8-" in os.path.basename(cached)
+    assert os.path.getsize(cached) < os.path.getsize(cached.split(".int8-")[0] + ".onnx")
+    spread = float_scores.max() - float_scores.min()
+    # a two-step tiny net is far from int8-friendly; the order survives, the values move
+    assert np.abs(int8_scores - float_scores).max() < 0.25 * spread
+    assert metrics.srocc(int8_scores, float_scores) > 0.9
+    assert not np.array_equal(int8_scores, float_scores)  # integer arithmetic did run
+    with predict.load_model(stage_one, engine="onnx-int8") as model:
+        again = model.score(photos)
+    assert built == [1]  # the second load read the cache
+    np.testing.assert_array_equal(again, int8_scores)
+
+
+def test_export_onnx_int8_writes_its_report_and_serves_alone(stage_one, photo_dir, tmp_path):
+    out = tmp_path / "m.int8.onnx"
+    result = CliRunner().invoke(main, ["export-onnx", "--model", stage_one, "--output", str(out),
+                                       "--int8", "--calibration", photo_dir,
+                                       "--calibration-count", "4"])
+    assert result.exit_code == 0, result.output
+    assert "int8: calibrated on 4 photos; on " in result.output
+    spec = json.load(open(f"{out}.preprocess.json"))
+    assert spec["int8"]["calibration_photos"] == 4
+    assert spec["int8"]["checked_on"] == "held-out photos"
+    assert spec["int8"]["photos"] == len(os.listdir(photo_dir)) - 4
+    # the served code reads it as any export, and int8 operators are in it
+    import onnx
+    import onnxruntime
+
+    graph = onnx.load(str(out)).graph
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)
+    loaded = preprocess.load_spec(f"{out}.preprocess.json", str(out))
+    photo = sorted(os.listdir(photo_dir))[0]
+    batch = preprocess.batch([os.path.join(photo_dir, photo)], loaded)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert np.isfinite(session.run(None, {loaded["input"]["name"]: batch})[0]).all()
+    result = CliRunner().invoke(main, ["export-onnx", "--model", stage_one, "--output",
+                                       str(tmp_path / "f.onnx"), "--calibration", photo_dir])
+    assert result.exit_code == 2 and "go with --int8" in result.output
