@@ -82,3 +82,27 @@ def test_export_onnx_int8_writes_its_report_and_serves_alone(stage_one, photo_di
     result = CliRunner().invoke(main, ["export-onnx", "--model", stage_one, "--output",
                                        str(tmp_path / "f.onnx"), "--calibration", photo_dir])
     assert result.exit_code == 2 and "go with --int8" in result.output
+
+
+def test_shipped_ranges_replace_calibration(stage_one, photo_dir, tmp_path):
+    from rankiqa.serve import engines, scoring
+
+    with scoring.load_scorer(stage_one) as scorer:
+        model = engines.onnx_model(scorer).SerializeToString()
+        views, name = scorer.views, scorer.images.name
+    photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))
+    arrays, used = quantize.calibration_views(photos, views)
+    assert used == photos
+    ranges = tmp_path / "ranges.json"
+    written = quantize.quantize(model, arrays, name, reduce_range=True, ranges=str(ranges))
+    assert "TensorsData" in ranges.read_text()
+    # read back with no photo at all: the same int8 model
+    assert quantize.quantize(model, [], name, reduce_range=True, ranges=str(ranges)) == written
+    with pytest.raises(InputError, match="no photo to calibrate on"):
+        quantize.quantize(model, [], name, ranges=str(tmp_path / "absent.json"))
+    # the default built-in model ships its ranges; a run folder has none
+    assert quantize.ranges_file(None).endswith("biq2021_efficientnet_lite2_ranked.int8_ranges.json")
+    assert quantize.ranges_file(stage_one) is None
+    variant = quantize.Int8(views, str(ranges))
+    assert variant.build(model, name) == written
+    assert variant.tag(model) != quantize.Int8(views).tag(model)  # the recipe names the source

@@ -1,9 +1,9 @@
 """Integer scoring: a model's ONNX graph quantised to int8 by ONNX Runtime's static quantiser,
 calibrated on views of photos, and what that changes against float.
 
-The recipe (`RECIPE`): QDQ format, weights int8 per output channel, activations uint8, their
-ranges from the calibration views (MinMax, or a percentile of them), every layer quantised
-unless named in ``exclude``. EfficientNet-Lite was made for it (ReLU6, no squeeze-and-excite).
+The recipe (`RECIPE`): QDQ format, weights int8 per output channel in 7 bits, activations
+uint8, their ranges the calibration views' (MinMax), every layer quantised unless named in
+``exclude``. `scripts/studies/int8.py` chose it on BIQ2021's validation part (docs/data-formats.md). EfficientNet-Lite was made for it (ReLU6, no squeeze-and-excite).
 The speed it buys depends on the CPU's integer dot-product units: BENCHMARKS.md, P13.
 """
 
@@ -21,7 +21,8 @@ from rankiqa.errors import InputError
 from rankiqa.serve import engines
 
 METHODS = ("minmax", "percentile")
-RECIPE = {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8"}
+RECIPE = {"format": "QDQ", "weights": "int8 per channel, 7 bits used (reduce_range)",
+          "activations": "uint8", "calibration": "MinMax"}
 # the built-in int8 variants are calibrated on the sample photos scikit-image ships
 # (`rankiqa.data.samples`): the same on every machine, and nothing to download
 CALIBRATION_PHOTOS = "scikit-image's sample photos"
@@ -40,9 +41,14 @@ def calibration_views(paths, views):
     return arrays, used
 
 
-def quantize(model, calibration, input_name, method="minmax", exclude=()):
+def quantize(model, calibration, input_name, method="minmax", exclude=(), reduce_range=False,
+             ranges=None):
     """`model` (float ONNX bytes) quantised to int8 (`RECIPE`), calibrated on `calibration`
-    (float32 view arrays, each one network input); `exclude` names nodes kept in float.
+    (float32 view arrays, each one network input); `exclude` names nodes kept in float;
+    `reduce_range` quantises weights to 7 bits (ONNX Runtime's advice for CPUs without VNNI,
+    whose 8-bit products can saturate). `ranges`: a JSON file of the activations' ranges
+    (ONNX Runtime's calibration cache): read when it exists, in place of `calibration`; else
+    written from it.
 
     Returns:
       the int8 model's bytes.
@@ -55,7 +61,7 @@ def quantize(model, calibration, input_name, method="minmax", exclude=()):
 
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose from {list(METHODS)}")
-    if not calibration:
+    if not calibration and not (ranges and os.path.isfile(ranges)):
         raise InputError("no photo to calibrate on could be read")
 
     class Reader(q.CalibrationDataReader):
@@ -78,7 +84,9 @@ def quantize(model, calibration, input_name, method="minmax", exclude=()):
         q.quantize_static(prepared, out, Reader(), quant_format=q.QuantFormat.QDQ,
                           per_channel=True, activation_type=q.QuantType.QUInt8,
                           weight_type=q.QuantType.QInt8, calibrate_method=calibrate,
-                          nodes_to_exclude=list(exclude) or None)
+                          nodes_to_exclude=list(exclude) or None,
+                          reduce_range=reduce_range,
+                          **({"calibration_cache_path": ranges} if ranges else {}))
         with open(out, "rb") as f:
             return f.read()
 
@@ -118,25 +126,51 @@ def compare(float_scores, int8_scores, labels=None):
 
 
 class Int8:
-    """``--engine onnx-int8``'s variant of a model (`rankiqa.serve.engines.OnnxRunner`):
-    calibrated on `CALIBRATION_PHOTOS` through the model's own `views`, so that every machine
-    builds the same int8 model from the same float one (its cache name says the recipe)."""
+    """``--engine onnx-int8``'s variant of a model (`rankiqa.serve.engines.OnnxRunner`),
+    weights in 7 bits (`reduce_range`: measured best without VNNI, as good with it). A built-in
+    model is quantised with the activation ranges shipped beside its head (`ranges_file`:
+    measured on 200 BIQ2021 training photos, `scripts/studies/int8.py --write-ranges`); any
+    other model is calibrated on `CALIBRATION_PHOTOS` through its own `views`. Either way every
+    machine builds the same int8 model from the same float one (its cache name says the
+    recipe)."""
 
-    def __init__(self, views, method="minmax"):
-        self.views, self.method = views, method
+    def __init__(self, views, ranges=None):
+        self.views, self.ranges = views, ranges
+        self.source = ("its shipped ranges (200 BIQ2021 training photos)" if ranges else
+                       CALIBRATION_PHOTOS)
 
     def tag(self, model):
         import onnxruntime
 
-        recipe = {**RECIPE, "method": self.method, "views": self.views.as_dict(),
-                  "photos": list(samples.SAMPLE_PHOTOS), "onnxruntime": onnxruntime.__version__}
+        recipe = {**RECIPE, "views": self.views.as_dict(),
+                  "photos": None if self.ranges else list(samples.SAMPLE_PHOTOS),
+                  "ranges": self.ranges and file_digest(self.ranges),
+                  "onnxruntime": onnxruntime.__version__}
         return "int8-" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     def build(self, model, input_name):
+        if self.ranges:
+            return quantize(model, [], input_name, reduce_range=True, ranges=self.ranges)
         folder = samples.skimage_data_dir()
         paths = [os.path.join(folder, name) for name in samples.SAMPLE_PHOTOS]
         arrays, _ = calibration_views(paths, self.views)
-        return quantize(model, arrays, input_name, self.method)
+        return quantize(model, arrays, input_name, reduce_range=True)
+
+
+def ranges_file(ref):
+    """The shipped activation ranges of the built-in model `ref`, or None."""
+    from rankiqa.weights import builtin
+
+    if not builtin.is_builtin(ref or builtin.DEFAULT):
+        return None
+    name = (ref or builtin.DEFAULT).replace("-", "_")
+    path = os.path.join(os.path.dirname(builtin.__file__), f"{name}.int8_ranges.json")
+    return path if os.path.isfile(path) else None
+
+
+def file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def int8_export(model, views, input_name, output_name, photos=None, count=200, seed=0):
@@ -153,11 +187,11 @@ def int8_export(model, views, input_name, output_name, photos=None, count=200, s
     photos = list(photos)
     np.random.default_rng(seed).shuffle(photos)
     arrays, used = calibration_views(photos[:count], views)
-    int8 = quantize(model, arrays, input_name)
+    int8 = quantize(model, arrays, input_name, reduce_range=True)
     held_out = photos[count:count + 500]
     checks, checked = calibration_views(held_out, views) if held_out else (arrays, used)
     scores = [_scores(m, input_name, output_name, checks) for m in (model, int8)]
-    report = {**RECIPE, "method": "minmax", "calibration_photos": len(used),
+    report = {**RECIPE, "calibration_photos": len(used),
               "checked_on": "held-out photos" if held_out else "the calibration photos",
               **compare(*scores)}
     return int8, report

@@ -371,8 +371,8 @@ def on_engine(scorer, engine, device="auto"):
                       batch_size=scorer.batch_size)
     variant = None
     if engine == "onnx-int8":
-        variant = quantize.Int8(scorer.views)
-        note = f"calibrated on {quantize.CALIBRATION_PHOTOS}"
+        variant = quantize.Int8(scorer.views, quantize.ranges_file(scorer.model.ref))
+        note = f"calibrated on {variant.source}"
     with scorer:  # its graph is converted; its session is no longer needed
         onnx = engines.OnnxRunner(scorer, frozen=frozen, variant=variant)
     notes = "; ".join(n for n in (note, onnx.note) if n) or None
