@@ -26,6 +26,7 @@ the same process, because these machines are shared and noisy.
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -686,6 +687,52 @@ def p12_one(args):
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 
 
+def p13(args):
+    """int8 against float with the default built-in model, in one process run: `predict`'s
+    whole path (`Scorer.values`: decoding, views, network) and the bare network on the same
+    views decoded beforehand, photos/s on --count shared BIQ2021 JPEGs (or --photos), for
+    `--engine onnx-int8` and `--engine onnx` (the faster float engine on these CPUs, P10), the
+    four runs taking turns --repeats times; and the largest score difference."""
+    from rankiqa.data import images as images_lib
+    from rankiqa.serve import scoring
+    from rankiqa.weights import builtin
+
+    paths = photo_paths(args)
+    engines = ("onnx", "onnx-int8")
+    scorers = {e: scoring.load_scorer(builtin.DEFAULT, batch_size=args.batch, engine=e)
+               for e in engines}
+    views = scorers["onnx"].views
+    crops = np.concatenate([views.apply(images_lib.load_image(p))
+                            for p in paths]).astype(np.float32)
+    runs = {}
+    for engine, scorer in scorers.items():
+        runs[f"{engine} predict"] = functools.partial(scorer.values, paths)
+        runs[f"{engine} bare"] = functools.partial(scorer.run, scorer.score, crops)
+    for run in runs.values():
+        run()  # warm up
+    t = alternate_times(runs, args.repeats)
+    scores = {e: s.values(paths).mean(axis=1) for e, s in scorers.items()}
+    out = {"id": "P13", "model": builtin.DEFAULT, "photos": len(paths), "batch": args.batch,
+           "repeats": args.repeats, "views": views.as_dict(),
+           "int8_engine": scorers["onnx-int8"].model.engine_note,
+           "max_score_difference": float(np.abs(scores["onnx-int8"] - scores["onnx"]).max())}
+    for engine in engines:
+        out[engine] = {"predict_photos_s": len(paths) / t[f"{engine} predict"],
+                       "bare_photos_s": len(paths) / t[f"{engine} bare"],
+                       "predict_over_bare": t[f"{engine} bare"] / t[f"{engine} predict"]}
+    for scorer in scorers.values():
+        scorer.close()
+    print(json.dumps(out))
+    i8, f32 = out["onnx-int8"], out["onnx"]
+    print(f"P13 {builtin.DEFAULT} on {len(paths)} photos ({views.describe()} each): predict "
+          f"int8 {i8['predict_photos_s']:.1f} photos/s, float ONNX Runtime "
+          f"{f32['predict_photos_s']:.1f}: {i8['predict_photos_s'] / f32['predict_photos_s']:.2f}x; "
+          f"bare network {i8['bare_photos_s']:.1f} against {f32['bare_photos_s']:.1f}: "
+          f"{i8['bare_photos_s'] / f32['bare_photos_s']:.2f}x; predict ÷ bare: int8 "
+          f"{i8['predict_over_bare']:.2f}, float {f32['predict_over_bare']:.2f}; largest score "
+          f"difference {out['max_score_difference']:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -700,10 +747,11 @@ def main():
                 "p9": dict(net="efficientnet_lite2", crop=224, batch=16, repeats=5, warmup=2),
                 "p10": dict(batch=16, repeats=5, warmup=2),
                 "p11": dict(batch=64, repeats=3, warmup=0),
-                "p12": dict(count=64, repeats=3), "p12-one": dict(count=64)}
+                "p12": dict(count=64, repeats=3), "p12-one": dict(count=64),
+                "p13": dict(batch=64, repeats=5)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
                      ("cores", cores), ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10),
-                     ("p11", p11), ("p12", p12), ("p12-one", p12_one)):
+                     ("p11", p11), ("p12", p12), ("p12-one", p12_one), ("p13", p13)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
@@ -717,13 +765,13 @@ def main():
         p.add_argument("--equal-batch", action="store_true")
         p.add_argument("--no-cache", action="store_true", help="p2: decode every step")
         p.add_argument("--seconds", type=float, default=5.0, help="cores: length of each run")
-        p.add_argument("--count", type=int, default=200, help="p11, p12: photos")
+        p.add_argument("--count", type=int, default=200, help="p11-p13: photos")
         p.add_argument("--models", default="biq2021-efficientnet-lite2,"
                                             "biq2021-efficientnet-lite2-ranked",
                        help="p12: built-in models, the first the reference")
         p.add_argument("--engine", default="tensorflow", help="p12-one")
-        p.add_argument("--photos", help="p3, p11, p12: a folder of photos [default: p3 the "
-                                        "sample photos, p11 and p12 the shared BIQ2021 "
+        p.add_argument("--photos", help="p3, p11-p13: a folder of photos [default: p3 the "
+                                        "sample photos, p11-p13 the shared BIQ2021 "
                                         "training images]")
         p.set_defaults(fn=fn, **defaults[name])
     args = parser.parse_args()
