@@ -678,10 +678,11 @@ def load_evaluation_config(checkpoint, config_path, overrides):
 @click.option("--crop-size", type=click.IntRange(min=1), help="View side [default: the model's own].")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False),
               help="ladders.json goes here.")
+@functools.partial(engine_option, default="tensorflow")
 @device_option
 @handle_errors
 def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop_size,
-                output_dir, device):
+                output_dir, engine, device):
     """Does a model still rank synthetic distortions?
 
     Each photo in PHOTOS (a folder or a list file) and its copies at 5 levels of each family
@@ -698,7 +699,8 @@ def ladders_cmd(photos, model, families, count, max_side, crops, crop_mode, crop
 
     paths = generate.find_inputs(photos)[0][:count]
     # normalised: a model on DMOS scores better photos lower; the ladders count higher as better
-    with scoring.load_scorer(checkpoint, device=device, normalised=True) as scorer:
+    with scoring.load_scorer(checkpoint, device=device, normalised=True,
+                             engine=engine) as scorer:
         scorer.views = scorer.views.replace(crop_size, crops, crop_mode)
         summary = ladders.evaluate_ladders(scorer, paths, distortions.parse_families(families),
                                            max_side=max_side, log=log)
