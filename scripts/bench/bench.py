@@ -733,6 +733,61 @@ def p13(args):
           f"difference {out['max_score_difference']:.3f}")
 
 
+COMPETING_LOAD = """
+import os, random, sys, time
+import numpy as np
+os.environ["OMP_NUM_THREADS"] = "1"
+rng, a = random.Random(int(sys.argv[1])), np.random.rand(300, 300)
+while True:  # busy for 0.2-1.5 s, then idle for 0-0.8 s: a load that comes and goes
+    end = time.time() + rng.uniform(0.2, 1.5)
+    while time.time() < end:
+        a @ a
+    time.sleep(rng.uniform(0, 0.8))
+"""
+
+
+def p10_load(args):
+    """`--engine auto`'s verdict under a competing load: the default model's two engines
+    measured (`engines._measure_engines`, as a first use does) once on a quiet machine, then
+    --repeats times with one or two processes of matrix products that come and go beside it;
+    how often the verdict names the engine the quiet machine found faster, and how often a
+    verdict that would be kept names the other."""
+    from rankiqa.serve import engines, scoring
+    from rankiqa.weights import builtin
+
+    os.environ[engines.ONNX_CACHE_ENV] = tempfile.mkdtemp(dir=args.work_dir)
+    with scoring.load_scorer(builtin.DEFAULT, batch_size=64) as scorer:
+        frozen = engines.frozen_graph_def(scorer)
+
+        def faster(record):
+            return "onnx" if record["onnx_views_s"] > record["tensorflow_views_s"] else "tensorflow"
+
+        quiet = engines._measure_engines(scorer, frozen)
+        trials = []
+        for k in range(args.repeats):
+            loads = [subprocess.Popen([sys.executable, "-c", COMPETING_LOAD, str(k * 2 + j)])
+                     for j in range(1 + k % 2)]
+            try:
+                record = engines._measure_engines(scorer, frozen)
+            finally:
+                for load in loads:
+                    load.kill()
+                    load.wait()
+            trials.append({"loads": len(loads), "engine": faster(record),
+                           "ratio": record["onnx_views_s"] / record["tensorflow_views_s"],
+                           "rounds": record["rounds"], "trusted": record["trusted"]})
+    shutil.rmtree(os.environ.pop(engines.ONNX_CACHE_ENV))
+    right = sum(t["engine"] == faster(quiet) for t in trials)
+    kept_wrong = sum(t["trusted"] and t["engine"] != faster(quiet) for t in trials)
+    print(json.dumps({"id": "P10-load", "model": builtin.DEFAULT, "quiet": {
+        "engine": faster(quiet), "ratio": quiet["onnx_views_s"] / quiet["tensorflow_views_s"],
+        "rounds": quiet["rounds"], "trusted": quiet["trusted"]}, "trials": trials}))
+    print(f"P10 under a competing load: quiet, {faster(quiet)} is faster "
+          f"({quiet['onnx_views_s'] / quiet['tensorflow_views_s']:.2f}x onnx/tensorflow); "
+          f"under load auto named it in {right} of {len(trials)} trials, kept "
+          f"{sum(t['trusted'] for t in trials)} verdicts, {kept_wrong} of them wrong")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -748,10 +803,11 @@ def main():
                 "p10": dict(batch=16, repeats=5, warmup=2),
                 "p11": dict(batch=64, repeats=3, warmup=0),
                 "p12": dict(count=64, repeats=3), "p12-one": dict(count=64),
-                "p13": dict(batch=64, repeats=5)}
+                "p13": dict(batch=64, repeats=5), "p10-load": dict(repeats=10)}
     for name, fn in (("p1", p1), ("p2", p2), ("p3", p3), ("p4", p4), ("p5", p5), ("p6", p6),
                      ("cores", cores), ("p7", p7), ("p8", p8), ("p9", p9), ("p10", p10),
-                     ("p11", p11), ("p12", p12), ("p12-one", p12_one), ("p13", p13)):
+                     ("p10-load", p10_load), ("p11", p11), ("p12", p12), ("p12-one", p12_one),
+                     ("p13", p13)):
         p = sub.add_parser(name, help=fn.__doc__)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=10)
