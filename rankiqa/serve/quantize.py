@@ -3,8 +3,9 @@ calibrated on views of photos, and what that changes against float.
 
 The recipe (`RECIPE`): QDQ format, weights int8 per output channel in 7 bits, activations
 uint8, their ranges the calibration views' (MinMax), every layer quantised unless named in
-``exclude``. `scripts/studies/int8.py` chose it on BIQ2021's validation part (docs/data-formats.md). EfficientNet-Lite was made for it (ReLU6, no squeeze-and-excite).
-The speed it buys depends on the CPU's integer dot-product units: BENCHMARKS.md, P13.
+``exclude``; `scripts/studies/int8.py` chose it on BIQ2021's validation part. EfficientNet-Lite
+was made for it (ReLU6, no squeeze-and-excite). The speed it buys depends on the CPU's integer
+dot-product units: BENCHMARKS.md, P13.
 """
 
 import hashlib
@@ -17,15 +18,22 @@ import numpy as np
 from rankiqa import metrics
 from rankiqa.data import images as images_lib
 from rankiqa.data import samples
+from rankiqa.preprocessing import preprocess
 from rankiqa.errors import InputError
 from rankiqa.serve import engines
 
 METHODS = ("minmax", "percentile")
 RECIPE = {"format": "QDQ", "weights": "int8 per channel, 7 bits used (reduce_range)",
           "activations": "uint8", "calibration": "MinMax"}
-# the built-in int8 variants are calibrated on the sample photos scikit-image ships
-# (`rankiqa.data.samples`): the same on every machine, and nothing to download
+# what a model without shipped ranges is calibrated on (`rankiqa.data.samples`): the same on
+# every machine, and nothing to download
 CALIBRATION_PHOTOS = "scikit-image's sample photos"
+
+
+def sample_photos():
+    """The paths of `CALIBRATION_PHOTOS`."""
+    folder = samples.skimage_data_dir()
+    return [os.path.join(folder, name) for name in samples.SAMPLE_PHOTOS]
 
 
 def calibration_views(paths, views):
@@ -144,16 +152,14 @@ class Int8:
 
         recipe = {**RECIPE, "views": self.views.as_dict(),
                   "photos": None if self.ranges else list(samples.SAMPLE_PHOTOS),
-                  "ranges": self.ranges and file_digest(self.ranges),
+                  "ranges": self.ranges and preprocess.file_sha256(self.ranges),
                   "onnxruntime": onnxruntime.__version__}
         return "int8-" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     def build(self, model, input_name):
         if self.ranges:
             return quantize(model, [], input_name, reduce_range=True, ranges=self.ranges)
-        folder = samples.skimage_data_dir()
-        paths = [os.path.join(folder, name) for name in samples.SAMPLE_PHOTOS]
-        arrays, _ = calibration_views(paths, self.views)
+        arrays, _ = calibration_views(sample_photos(), self.views)
         return quantize(model, arrays, input_name, reduce_range=True)
 
 
@@ -168,11 +174,6 @@ def ranges_file(ref):
     return path if os.path.isfile(path) else None
 
 
-def file_digest(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def int8_export(model, views, input_name, output_name, photos=None, count=200, seed=0):
     """`model` (float ONNX bytes) quantised on `count` of `photos` (paths; None: the sample
     photos, `CALIBRATION_PHOTOS`), chosen by a seeded shuffle, and compared with float on the
@@ -181,15 +182,12 @@ def int8_export(model, views, input_name, output_name, photos=None, count=200, s
     Returns:
       (the int8 model's bytes, its report: `RECIPE`, the photos used, `compare`'s figures).
     """
-    if photos is None:
-        folder = samples.skimage_data_dir()
-        photos = [os.path.join(folder, name) for name in samples.SAMPLE_PHOTOS]
-    photos = list(photos)
+    photos = list(sample_photos() if photos is None else photos)
     np.random.default_rng(seed).shuffle(photos)
     arrays, used = calibration_views(photos[:count], views)
     int8 = quantize(model, arrays, input_name, reduce_range=True)
     held_out = photos[count:count + 500]
-    checks, checked = calibration_views(held_out, views) if held_out else (arrays, used)
+    checks = calibration_views(held_out, views)[0] if held_out else arrays
     scores = [_scores(m, input_name, output_name, checks) for m in (model, int8)]
     report = {**RECIPE, "calibration_photos": len(used),
               "checked_on": "held-out photos" if held_out else "the calibration photos",
@@ -199,7 +197,5 @@ def int8_export(model, views, input_name, output_name, photos=None, count=200, s
 
 def _scores(model, input_name, output_name, arrays):
     """Each photo's score (the mean of its views) from ONNX Runtime."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session = engines._ort_session(engines.require_onnx("onnxruntime"), model)
     return np.array([session.run([output_name], {input_name: a})[0].mean() for a in arrays])
