@@ -24,6 +24,9 @@ from rankiqa.data import images as images_lib
 from rankiqa.preprocessing import views as views_lib
 from rankiqa.errors import RankiqaError
 
+# rankiqa.train.adapt.ARMS, spelled here so that --help imports no SciPy (a test holds them equal)
+ADAPT_ARMS = ("calibrate", "centred", "fresh")
+
 # File-system errors carry the path in their message: the user can act on them.
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                 PermissionError)
@@ -293,7 +296,8 @@ def renamed_option(command, old, new, old_value, new_value):
 # `rankiqa --help` lists the commands as a user thinks of them
 COMMAND_GROUPS = {
     "Score": ("predict", "merge-scores", "serve", "models", "suggest-labels"),
-    "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "launch"),
+    "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "calibrate",
+              "launch"),
     "Evaluate": ("evaluate", "ladders"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
     "Tools": ("merge-ckpt", "inspect-ckpt"),
@@ -330,6 +334,10 @@ EXAMPLES = {
     "finetune": (f"rankiqa finetune --config finetune_tiny --init {DEMO}/rank --set "
                  f"data.label_file={DEMO}/standin_mos.csv --set train.max_steps=100 "
                  "--train-dir runs/finetune",),
+    "calibrate": ("rankiqa calibrate biq2021-efficientnet-lite2-ranked --labels my_labels.csv "
+                  "--set 'data.score_range=[1, 5]' --output-dir runs/mine",
+                  f"rankiqa calibrate biq2021-efficientnet-lite2-ranked --labels "
+                  f"{DEMO}/standin_mos.csv --head auto --output-dir runs/calibrated"),
     "launch": (f"rankiqa launch --workers 2 -- train-rank --config rank_tiny --set "
                f"data.rank_list={DEMO}/rank_data/rank_list.csv --set train.max_steps=100 "
                "--train-dir runs/rank_2_workers",),
@@ -538,6 +546,55 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} (step "
                    f"{result['step']}, {result['eval_path']}){kept_note(train_dir, 'srocc')}")
+
+
+@main.command("calibrate")
+@click.argument("model", metavar="MODEL")
+@click.option("--labels", required=True, type=click.Path(dir_okay=False),
+              help="Your label CSV (data.label_file): every row is used; its scale and "
+                   "columns as finetune reads them (--set 'data.score_range=[1, 5]', ...).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="The adapted model (a run folder for predict, evaluate, serve, exports).")
+@click.option("--head", type=click.Choice(["auto", *ADAPT_ARMS]), default="calibrate",
+              show_default=True,
+              help="calibrate: the model's score mapped linearly onto your labels (its order "
+                   "of photos unchanged); centred: also its head moved toward your labels, "
+                   "ridge-regularised toward where it was; fresh: a new head on its features; "
+                   "auto: the simplest whose cross-validated SROCC is within 0.005 of the "
+                   "best.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Cross-validation folds (repeated three times) for the figures and auto.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The folds' draw.")
+@functools.partial(config_options, example="'data.score_range=[1, 5]'")
+@click.option("--force", is_flag=True, help="Replace an existing --output-dir.")
+@device_option
+@handle_errors
+def calibrate_cmd(model, labels, output_dir, head, folds, seed, config_path, overrides, force,
+                  device):
+    """Put MODEL on your labels' scale, without training.
+
+    MODEL (a built-in model's name, a training folder) scores the photos of --labels; its
+    score is mapped onto your labels (--head calibrate), or its head adapted to them (centred,
+    fresh, auto: chosen by cross-validation over all labels), and the result written as a
+    model that answers on your scale. Prints each head's cross-validated SROCC and PLCC: with
+    few labels, compare them with the model as it is before training anything (the README's
+    own-data walk)."""
+    cfg = load_config(config_lib.FinetuneConfig, config_path,
+                      (*overrides, f"data.label_file={labels}"))
+    d = cfg.data
+    # every row, no split: read and checked before TensorFlow's seconds of start-up
+    items = mos.read_dataset(d.dataset, d.label_file, d.image_root, score_range=d.score_range,
+                             higher_is_better=d.higher_is_better, path_column=d.path_column,
+                             score_column=d.score_column)
+    checks.model(model)
+    from rankiqa.run import rundir
+
+    rundir.check_output(output_dir, [labels, model], force, "--output-dir")
+    from rankiqa.train import adapt
+
+    adapt.adapt(model, items, d, output_dir, labels, head, folds, seed=seed, device=device,
+                log=log, progress=progress_printer("scored"))
 
 
 def kept_note(train_dir, key):

@@ -150,7 +150,7 @@ def test_the_serving_snippet_runs_without_rankiqa(stage_one, photo_dir, tmp_path
 
 # split so that this file does not match itself
 HISTORY = re.compile("|".join(["sess" "ion [0-9]", "sess" "ions [0-9]", "sess" "ion's",
-                               "earlier sess" "ion", "tu" "rn [0-9]"]), re.I)
+                               "earlier sess" "ion", r"\btu" "rn [0-9]"]), re.I)
 
 
 def test_the_project_text_has_no_history_of_its_making():

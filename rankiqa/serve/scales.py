@@ -52,7 +52,7 @@ def of_model(info, normalised=False):
     if info.get("score_scale"):  # a built-in model states its own: BIQ2021's MOS is in [0, 1]
         return Scale(info["score_scale"], 0.0, 1.0)
     stage = info.get("stage")
-    if stage == "finetune":
+    if stage in ("finetune", "adapt"):  # adapt: `rankiqa calibrate`, the labels' scale too
         data = (info.get("config") or {}).get("data", {})
         dataset = data.get("dataset", "?")
         normal = Scale(f"normalised MOS in [0, 1] ({dataset}), higher is better", 0.0, 1.0)

@@ -14,11 +14,10 @@ import numpy as np
 
 from rankiqa.run import rundir
 from rankiqa.weights import restore
-from rankiqa.compat import tf
 from rankiqa.errors import InputError
 from rankiqa.weights.restore import CheckpointError
 
-MERGED_NAME = "model.ckpt"
+MERGED_NAME = restore.WRITTEN_NAME
 
 
 class MergeClash(CheckpointError):
@@ -67,7 +66,7 @@ def merge_checkpoints(inputs, output, prefixes=None, prefer=None, force=False):
     if clashes:
         raise MergeClash(f"{len(clashes)} names clash; use --prefix IN=scope/ or --prefer IN: "
                          + "; ".join(clashes))
-    write_checkpoint(merged, output)
+    restore.write_checkpoint(merged, output)
     return os.path.join(output, MERGED_NAME), source
 
 
@@ -89,23 +88,3 @@ def check_prefixes(inputs, prefixes, prefer):
     if prefer is not None and prefer not in inputs:
         raise InputError(f"--prefer {prefer} is not among the inputs")
     return prefixes
-
-
-def write_checkpoint(arrays, output):
-    """``output/model.ckpt`` holding `arrays` (``{name: array}``) under their exact names,
-    written aside and moved into place."""
-    merged = arrays
-    with rundir.writing(output) as tmp, tf.Graph().as_default():
-        variables = [tf.Variable(value, name=name, dtype=tf.as_dtype(value.dtype))
-                     for name, value in merged.items()]
-        # names must survive exactly: tf.Variable uniquifies on collision, so check
-        renamed = [v.op.name for v in variables if v.op.name not in merged]
-        if renamed:
-            raise CheckpointError(f"names not representable in a graph: {renamed[:5]}")
-        saver = tf.train.Saver(var_list={v.op.name: v for v in variables})
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            saver.save(sess, os.path.join(tmp, MERGED_NAME), write_meta_graph=False)
-        # the state file would name the temporary folder; a relative name survives the move
-        # (given a relative folder, TF would write names relative to the working directory)
-        tf.train.update_checkpoint_state(os.path.abspath(tmp), MERGED_NAME, [MERGED_NAME])

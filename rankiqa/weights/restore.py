@@ -30,6 +30,7 @@ from rankiqa.compat import slim, tf
 from rankiqa.errors import InputError
 
 SCRATCH = "scratch"
+WRITTEN_NAME = "model.ckpt"  # the prefix `write_checkpoint` writes (merge-ckpt, calibrate)
 # Optimizer slots and bookkeeping: never part of "the model".
 NON_MODEL_WORDS = ("/Adam", "/Momentum", "/RMSProp", "global_step", "beta1_power",
                    "beta2_power", "ExponentialMovingAverage")
@@ -97,6 +98,28 @@ def latest_checkpoint(folder, verify=False, log=None):
         raise InputError(f"{folder} holds {len(found)} checkpoints but none can be read; move "
                          "them away to start over")
     return None
+
+
+def write_checkpoint(arrays, output, files=None):
+    """``output/model.ckpt`` holding `arrays` (``{name: array}``) under their exact names, and
+    `files` (``{name: bytes}``) beside it, written aside and moved into place together."""
+    with rundir.writing(output) as tmp, tf.Graph().as_default():
+        variables = [tf.Variable(value, name=name, dtype=tf.as_dtype(value.dtype))
+                     for name, value in arrays.items()]
+        # names must survive exactly: tf.Variable uniquifies on collision, so check
+        renamed = [v.op.name for v in variables if v.op.name not in arrays]
+        if renamed:
+            raise CheckpointError(f"names not representable in a graph: {renamed[:5]}")
+        saver = tf.train.Saver(var_list={v.op.name: v for v in variables})
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.save(sess, os.path.join(tmp, WRITTEN_NAME), write_meta_graph=False)
+        # the state file would name the temporary folder; a relative name survives the move
+        # (given a relative folder, TF would write names relative to the working directory)
+        tf.train.update_checkpoint_state(os.path.abspath(tmp), WRITTEN_NAME, [WRITTEN_NAME])
+        for name, data in (files or {}).items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
 
 
 def write_checkpoint_index(folder, prefixes):
