@@ -534,7 +534,9 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
     """Stage two: learn real quality scores from --init.
 
     Regresses the label file's scores (MOS/DMOS), starting from --init: the stage-one run
-    minus its head, a pretrained start, or scratch."""
+    minus its head, a pretrained start, or scratch. With fewer labelled photos than
+    adapt.below (finetune_csv: 400), nothing is trained: a shipped model (adapt.model, default
+    the default built-in) is adapted to them as `rankiqa calibrate --head auto` does."""
     cfg = load_config(config_lib.FinetuneConfig, config_path, with_training(
         with_init(overrides, init_source, init_from, init_checkpoint, from_scratch), strategy,
         devices, precision))
@@ -542,6 +544,10 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
     from rankiqa.train import finetune
 
     result = finetune.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
+    if result.get("adapt"):  # few labels: adapt.below
+        from rankiqa.train import adapt
+
+        click.echo(adapt.describe(result["adapt"])[-1] + f" ({train_dir})")
     if result["eval"]:
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} (step "
@@ -705,6 +711,12 @@ def load_evaluation_config(checkpoint, config_path, overrides):
     from rankiqa.weights import builtin
 
     _, info = builtin.resolve(checkpoint)
+    if info.get("stage") == "adapt" and not any(o.startswith("data.label_file=")
+                                                 for o in overrides):
+        raise UserError(f"{checkpoint} was adapted to every label of its file (rankiqa "
+                        "calibrate, or finetune's adapt.below), so it has no validation part: "
+                        "its cross-validated figures are in its rankiqa.json; to measure it, "
+                        "pass --set data.label_file=FILE of photos it did not see")
     if info.get("stage") != "finetune":
         return load_config(config_lib.FinetuneConfig, None, overrides), False
     log(f"data config from {checkpoint}'s {rundir.RUN_INFO_NAME} (no --config given)")

@@ -220,6 +220,21 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """Few labels: a shipped model adapted to them instead of training (`rankiqa.train.adapt`,
+    what `rankiqa calibrate` does): with fewer than `below` labelled photos, finetune maps the
+    model's score onto them, moves its head toward them or fits a fresh head, whichever k-fold
+    cross-validation over every label says, and writes that model into the run folder. (120
+    labels of a user's own photos: every fresh-head path ended at held-out SROCC 0.49-0.59, the
+    shipped models at 0.79-0.84; docs/label-efficiency.md, "Your own kind of photo".)"""
+
+    below: int = 0  # labelled photos under which finetune adapts instead of training; 0: never
+    model: str = ""  # the model adapted: a built-in model or a run; "": the default built-in
+    head: str = "auto"  # auto (cross-validated choice) | calibrate | centred | fresh
+    folds: int = 5  # cross-validation folds, repeated three times
+
+
+@dataclass(frozen=True)
 class SignalsConfig:
     """What stage two learns from, each signal with its weight (`rankiqa.train.signals`): the
     labels' MOS; stage one's ranking hinge on rank groups, which keeps what it taught (a
@@ -258,6 +273,7 @@ class FinetuneConfig:
     finetune: TransferConfig = field(default_factory=TransferConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     signals: SignalsConfig = field(default_factory=SignalsConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
 # --------------------------------------------------------------------------- ranges
@@ -279,7 +295,7 @@ RANGES = {
     "train.keep_checkpoints": (1, None), "train.seed": (0, 2**31 - 1), "train.devices": (0, None),
     "finetune.head_lr_multiplier": (0, None),
     "probe.crops": (1, None), "probe.folds": (2, None), "probe.rank_weight": (0, None),
-    "probe.rank_groups": (1, None),
+    "probe.rank_groups": (1, None), "adapt.below": (0, None), "adapt.folds": (2, None),
     "signals.mos_weight": (0, None), "signals.rank_weight": (0, None),
     "signals.rank_references_per_batch": (1, None), "signals.rank_margin": (0, None),
     "signals.teacher_weight": (0, None), "signals.teacher_views_per_batch": (1, None),

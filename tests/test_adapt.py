@@ -195,3 +195,37 @@ def test_calibrate_refuses_labels_off_their_scale_before_loading_anything(labels
     result = invoke("calibrate", "no-such-model", "--labels", path, "--output-dir",
                     tmp_path / "out", "--set", "data.score_range=[1, 5]")
     assert result.exit_code == 1 and "no-such-model" in result.output
+
+
+def test_finetune_below_adapt_below_adapts_a_model_and_trains_nothing(finetuned, label_file,
+                                                                       tmp_path):
+    from rankiqa.train import finetune
+    from rankiqa_testkit import finetune_config
+
+    lines, run = [], tmp_path / "mine"
+    config = finetune_config(label_file, "scratch", **{"adapt.below": 1000,
+                                                       "adapt.model": finetuned})
+    result = finetune.train(config, str(run), device="cpu", log=lines.append)
+    n = len(mos.read_dataset("csv", label_file))
+    assert result["adapt"]["labels"] == n and result["eval"] is None
+    assert any(f"{n} labelled photos, fewer than adapt.below=1000: {finetuned} adapted" in line
+               for line in lines)
+    assert result["adapt"]["head"] in adapt.ARMS and "cv" in result["adapt"]
+    assert not [f for f in os.listdir(run) if f.startswith("model.ckpt-")]  # no step trained
+    info = json.load(open(run / "rankiqa.json"))
+    assert info["stage"] == "adapt" and info["source"] == finetuned
+    # the same command again: found done; other settings: refused, the model kept
+    lines.clear()
+    finetune.train(config, str(run), device="cpu", log=lines.append)
+    assert lines == [f"{run} already holds {finetuned} adapted to these labels with these "
+                     "settings; nothing to do"]
+    other = finetune_config(label_file, "scratch", **{"adapt.below": 1000,
+                                                      "adapt.model": finetuned,
+                                                      "adapt.head": "calibrate"})
+    with pytest.raises(InputError, match="already holds a run .adapt, or other settings"):
+        finetune.train(other, str(run), device="cpu", log=lines.append)
+    assert json.load(open(run / "rankiqa.json")) == info
+    # evaluate on its own file would score photos it was fitted on: refused, with the way out
+    result = invoke("evaluate", "--model", run, "--output-dir", tmp_path / "e")
+    assert result.exit_code == 1 and "has no validation part" in result.output
+    assert "cross-validated figures are in its rankiqa.json" in result.output

@@ -56,6 +56,9 @@ def finetune_config(config):
         raise InputError(f"unknown signals.rank_batch_norm {signals.rank_batch_norm!r}; "
                          "choose from batch (the rank images in the photos' batch) and moving "
                          "(the rank images on the moving statistics)")
+    if config.adapt.head not in ("auto", "calibrate", "centred", "fresh"):
+        raise InputError(f"unknown adapt.head {config.adapt.head!r}; choose from auto, "
+                         "calibrate, centred, fresh")
     if probe.rank_weight and not (probe.enabled and signals.rank_list):
         raise InputError("probe.rank_weight needs probe.enabled and a "
                          "signals.rank_list whose groups the probe orders")

@@ -192,7 +192,11 @@ def describe(report):
         best = max(cv, key=lambda arm: cv[arm]["srocc"])
         why = ("the best cross-validated srocc" if best == report["head"] else
                f"within {TIE} of {best}'s cross-validated srocc, and simpler")
-    lines.append(f"head: {report['head']} ({why}), refitted on all {report['labels']} labels")
+    chosen = (report.get("cv") or {}).get(report["head"])
+    figure = (f"; cross-validated srocc {chosen['srocc']:.4f}"
+              f"{metrics.describe_interval(chosen['srocc_ci'])}" if chosen else "")
+    lines.append(f"head: {report['head']} ({why}), refitted on all {report['labels']} labels"
+                 f"{figure}")
     return lines
 
 
@@ -246,9 +250,10 @@ def run_info(source_info, model, data_config, report, labels_record):
 
 
 def adapt(model, items, data_config, out_dir, label_file, head="auto", folds=5, repeats=3,
-          seed=0, device="auto", log=print, progress=None):
+          seed=0, device="auto", log=print, progress=None, extra_info=None):
     """Adapts `model` to `items` (`rankiqa.data.mos.ScoredImage`, normalised scores) and writes
-    the adapted model to `out_dir` (a run folder). Returns the report."""
+    the adapted model to `out_dir` (a run folder; `extra_info` joins its ``rankiqa.json``).
+    Returns the report."""
     from rankiqa import nets
     from rankiqa.compat import slim, tf
     from rankiqa.data import mos
@@ -281,8 +286,8 @@ def adapt(model, items, data_config, out_dir, label_file, head="auto", folds=5, 
         for suffix, value in folded_head(fit, kernel, bias, set(variables), BN_EPSILON).items():
             name = variables[suffix].op.name
             arrays[name] = value.reshape(arrays[name].shape).astype(arrays[name].dtype)
-    info = run_info(scorer.model.description, model, data_config, report,
-                    mos.label_record(label_file, out_dir))
+    info = {**run_info(scorer.model.description, model, data_config, report,
+                       mos.label_record(label_file, out_dir)), **(extra_info or {})}
     restore.write_checkpoint(arrays, out_dir, {rundir.RUN_INFO_NAME: json.dumps(
         rundir.finite_or_null(info), indent=2, sort_keys=True).encode()})
     log(f"adapted model -> {out_dir}")

@@ -9,6 +9,7 @@ a pretrained package, or scratch), weight decay and the loop are `rankiqa.train.
 with stage one.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Tuple
@@ -80,6 +81,10 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     run starts) says into `train_dir`, resuming from its checkpoint; `skip_bad` leaves out
     unreadable images. Returns `rankiqa.train.stage.train_stage`'s result."""
     checks.finetune_config(config)  # the files are read just below
+    if config.adapt.below:  # few labels: a shipped model adapted to them, nothing trained
+        labelled = mos.load_splits(config.data)["all"]
+        if len(labelled) < config.adapt.below:
+            return adapt_instead(config, labelled, train_dir, device, log)
     views = views_lib.from_config(config.data)  # checked before minutes of training
     wanted = signals_lib.from_config(config)
 
@@ -128,6 +133,39 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                   "labels": mos.label_record(config.data.label_file, train_dir)},
         best_key="srocc"),
         train_dir, device, log)
+
+
+def adapt_instead(config, items, train_dir, device, log):
+    """Below ``adapt.below`` labelled photos: the model ``adapt.model`` adapted to `items`
+    (`rankiqa.train.adapt`, as `rankiqa calibrate`) and written into `train_dir`. No step is
+    trained and no validation part held out: every label counts, the figures are
+    cross-validated. A rerun with the same settings and labels finds it done."""
+    from rankiqa.config import to_dict
+    from rankiqa.run import rundir
+    from rankiqa.train import adapt
+    from rankiqa.weights import builtin
+
+    # as rankiqa.json holds them (tuples as lists), so that a rerun's compare equal
+    settings = json.loads(json.dumps(rundir.finite_or_null(to_dict(config))))
+    model = config.adapt.model or builtin.DEFAULT
+    if os.path.isdir(train_dir) and os.listdir(train_dir):
+        info = rundir.find_run_info(train_dir)
+        if (info.get("stage") == adapt.STAGE and info.get("requested") == settings and
+                mos.changed_labels(info.get("labels", {}), config.data.label_file) is None):
+            log(f"{train_dir} already holds {model} adapted to these labels with these "
+                "settings; nothing to do")
+            return {"eval": None, "adapt": info["adapt"], "step": 0}
+        raise InputError(f"{train_dir} already holds a run ({info.get('stage', 'unknown')}, or "
+                         "other settings or labels); adapting writes a new model: choose a new "
+                         "--train-dir")
+    log(f"{len(items)} labelled photos, fewer than adapt.below={config.adapt.below}: {model} "
+        f"adapted to them instead of training (adapt.head {config.adapt.head}; "
+        "docs/label-efficiency.md); no validation part: every label counts, the figures are "
+        "cross-validated")
+    report = adapt.adapt(model, items, config.data, train_dir, config.data.label_file,
+                         config.adapt.head, config.adapt.folds, seed=config.train.seed,
+                         device=device, log=log, extra_info={"requested": settings})
+    return {"eval": None, "adapt": report, "step": 0}
 
 
 def score_signals(network_fn, batch, signals, training):
