@@ -30,14 +30,11 @@ def test_the_demo_runs_end_to_end_and_writes_its_report(tmp_path):
                         f"photos it never saw ({in_order} of 12 distortion ladders in perfect "
                         f"order; {out / 'rank' / 'eval.json'})")
     ft = json.load(open(out / "finetune" / "eval.json"))
-    kept = json.load(open(out / "finetune" / "rankiqa.json"))["kept"]
-    assert kept["last_step"] == 2 and kept["last_srocc"] == ft["srocc"]
-    # the figure of the model the run keeps (train.keep_best), and the last one when they differ
-    srocc = (f"{ft['srocc']:.4f}" if kept["step"] == 2 else
-             f"{kept['srocc']:.4f} at step {kept['step']}, the run's kept model "
-             f"({ft['srocc']:.4f} at the last step)")
+    # a validation part of a few dozen photos chooses no checkpoint (train.keep_best_from):
+    # the model is the last step's, and so is the figure
+    assert "kept" not in json.load(open(out / "finetune" / "rankiqa.json"))
     assert lines[1].startswith(f"stage two (a smoke test of the chain, not a quality figure): "
-                               f"validation srocc {srocc} against the MS-SSIM stand-in")
+                               f"validation srocc {ft['srocc']:.4f} against the MS-SSIM stand-in")
     assert lines[2].startswith(f"report: {out / 'report.png'}")
     assert lines[3].endswith("rankiqa predict PHOTOS...")
     with Image.open(out / "report.png") as im:

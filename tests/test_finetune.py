@@ -171,6 +171,21 @@ def test_second_ranking_loss_refuses_a_missing_list(stage_one, label_file, tmp_p
         finetune.train(cfg, str(tmp_path / "run"), device="cpu", log=lambda line: None)
 
 
+def test_a_validation_part_too_small_to_tell_chooses_no_checkpoint(stage_one, label_file,
+                                                                     tmp_path):
+    extra = {"optim.lr": 0.02, "optim.optimizer": "sgd", "train.max_steps": 3,
+             "train.eval_every": 1, "train.save_every": 3, "train.keep_best_from": 100}
+    lines = []
+    result = finetune.train(finetune_config(label_file, stage_one, **extra), str(tmp_path / "run"),
+                            device="cpu", log=lines.append)
+    val = result["eval"]["count"]
+    assert val < 100 and result["kept"] is None
+    assert any(f"validation part of {val} photos, fewer than train.keep_best_from (100): too "
+               "few to choose a checkpoint by (SROCC 0.6 on" in line for line in lines)
+    assert not os.path.exists(tmp_path / "run" / "best")
+    assert restore.resolve_checkpoint(str(tmp_path / "run")).endswith("run/model.ckpt-3")
+
+
 def test_the_run_keeps_its_best_validated_checkpoint(stage_one, label_file, tmp_path):
     extra = {"optim.lr": 0.02, "optim.optimizer": "sgd", "train.max_steps": 6,
              "train.eval_every": 1, "train.save_every": 6}  # SROCC swings from step to step

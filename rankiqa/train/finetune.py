@@ -131,8 +131,22 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
         extra_init=probe_init if config.probe.enabled else None, eval_at_start=True,
         run_info={"init": config.init.source, "score": SCORE_SCALE,
                   "labels": mos.label_record(config.data.label_file, train_dir)},
-        best_key="srocc"),
+        best_key="srocc", can_choose=lambda data, log: can_choose(config, data.parts["val"], log)),
         train_dir, device, log)
+
+
+def can_choose(config, val, log):
+    """Whether the validation part `val` is large enough (``train.keep_best_from``) to choose a
+    checkpoint by; says why not where keep_best is on and it is not."""
+    if len(val) >= config.train.keep_best_from:
+        return True
+    if config.train.keep_best and val:
+        ci = metrics.interval(0.6, len(val), spearman=True)
+        log(f"validation part of {len(val)} photos, fewer than train.keep_best_from "
+            f"({config.train.keep_best_from}): too few to choose a checkpoint by (SROCC 0.6 on "
+            f"{len(val)} photos is anywhere in [{ci[0]:.2f}, {ci[1]:.2f}], 95 %); the run's "
+            "model is its last step")
+    return False
 
 
 def adapt_instead(config, items, train_dir, device, log):

@@ -51,6 +51,8 @@ class Stage:
       run_info: more of ``rankiqa.json``.
       best_key: the evaluation's figure that says which is better; with the config's
         ``train.keep_best`` the run's model is the checkpoint of its best (`loop.Best`).
+      can_choose: ``can_choose(data, log) -> bool``: whether its evaluation can tell
+        checkpoints apart (None: it can); where not, keep_best keeps none.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Stage:
     eval_at_start: bool = False
     run_info: dict = field(default_factory=dict)
     best_key: Optional[str] = None
+    can_choose: Optional[Callable] = None
 
 
 def train_stage(config, stage, train_dir, device="auto", log=print):
@@ -128,7 +131,8 @@ def _train_in_graph(config, stage, train_dir, device, log):
             eval_at_start=stage.eval_at_start and extra is not None, log=log,
             images_per_step=data.images_per_step, input_init=input_init,
             best_key=stage.best_key,
-            keep_best=getattr(config.train, "keep_best", False))
+            keep_best=getattr(config.train, "keep_best", False) and (
+                stage.can_choose is None or stage.can_choose(data, log)))
         if chief and result["kept"]:
             record_kept(train_dir, result, stage.best_key, log)
         result["eval_path"] = os.path.join(train_dir, rundir.EVAL_NAME) if eval_fn else None
