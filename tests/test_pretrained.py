@@ -212,7 +212,8 @@ def test_own_data_walk_through_on_the_shipped_csv_config(label_file, tmp_path):
             shutil.copy(it.path, folder / f"{k}.png")
             writer.writerow([f"{k}.png", 1 + 4 * it.score, it.reference])
     run, quick = tmp_path / "mine", ["--set", "data.crop_size=64", "--set", "train.max_steps=2",
-                                     "--set", "train.eval_every=0", "--set", "data.batch_size=4"]
+                                     "--set", "train.eval_every=0", "--set", "data.batch_size=4",
+                                     "--set", "adapt.below=0"]  # the training path
     invoke = CliRunner().invoke
     result = invoke(main, ["finetune", "--config", "finetune_csv", "--train-dir", str(run), "--set",
                            f"data.label_file={folder / 'labels.csv'}", "--set",
@@ -231,6 +232,19 @@ def test_own_data_walk_through_on_the_shipped_csv_config(label_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].endswith(
         ',2 pyramid views of 64²,"the labels\' scale, [1, 5] (csv), higher is better"')
+    # as the README writes it: 24 labels are below adapt.below, so the built-in model is
+    # adapted to them, on their scale, with its own views
+    result = invoke(main, ["finetune", "--config", "finetune_csv", "--train-dir",
+                           str(tmp_path / "adapted"), "--set",
+                           f"data.label_file={folder / 'labels.csv'}", "--set",
+                           "data.score_range=[1, 5]"])
+    assert result.exit_code == 0, result.output
+    assert "24 labelled photos, fewer than adapt.below=400" in result.output
+    assert "cross-validated srocc" in result.output
+    result = invoke(main, ["predict", str(folder / "0.png"), "--model", str(tmp_path / "adapted")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith(
+        ',2 pyramid views of 224²,"the labels\' scale, [1, 5] (csv), higher is better"')
 
 
 def test_legacy_torch_reader_honours_strides_and_refuses_code(tmp_path, monkeypatch):

@@ -142,10 +142,11 @@ def can_choose(config, val, log):
         return True
     if config.train.keep_best and val:
         ci = metrics.interval(0.6, len(val), spearman=True)
+        spread = (f"SROCC 0.6 on {len(val)} photos is anywhere in [{ci[0]:.2f}, {ci[1]:.2f}], "
+                  "95 %" if ci else "no interval at all")
         log(f"validation part of {len(val)} photos, fewer than train.keep_best_from "
-            f"({config.train.keep_best_from}): too few to choose a checkpoint by (SROCC 0.6 on "
-            f"{len(val)} photos is anywhere in [{ci[0]:.2f}, {ci[1]:.2f}], 95 %); the run's "
-            "model is its last step")
+            f"({config.train.keep_best_from}): too few to choose a checkpoint by ({spread}); "
+            "the run's model is its last step")
     return False
 
 

@@ -42,8 +42,10 @@ measure() {  # NAME COMMAND...: wall seconds and peak RSS of one step
 : > "$RUN/costs.tsv"
 measure make-rank-data rankiqa make-rank-data "$RUN/unlabelled.txt" \
   --output-dir "$RUN/rank_data" --workers 2 --force
+# adapt.below=0: the training path (probe + fine-tuning), which the rankings join; with the
+# config's default, 100 labels would adapt the built-in model instead (no rankings involved)
 FT=(--config finetune_csv --set data.label_file="$RUN/my_photos/labels.csv"
-    --set 'data.score_range=[1, 5]')
+    --set 'data.score_range=[1, 5]' --set adapt.below=0)
 measure finetune rankiqa finetune "${FT[@]}" --train-dir "$RUN/plain"
 measure finetune+rankings rankiqa finetune "${FT[@]}" --train-dir "$RUN/ranked" \
   --set signals.rank_list="$RUN/rank_data/rank_list.csv"
