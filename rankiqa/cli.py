@@ -566,8 +566,9 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
               help="calibrate: the model's score mapped linearly onto your labels (its order "
                    "of photos unchanged); centred: also its head moved toward your labels, "
                    "ridge-regularised toward where it was; fresh: a new head on its features; "
-                   "auto: the simplest whose cross-validated SROCC is within 0.005 of the "
-                   "best.")
+                   "auto: calibrate, unless centred's cross-validated SROCC is more than "
+                   "0.005 higher (fresh, which centred holds, was never better in the study: "
+                   "docs/label-efficiency.md).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Cross-validation folds (repeated three times) for the figures and auto.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
