@@ -298,7 +298,7 @@ COMMAND_GROUPS = {
     "Score": ("predict", "merge-scores", "serve", "models", "suggest-labels"),
     "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "calibrate",
               "launch"),
-    "Evaluate": ("evaluate", "ladders"),
+    "Evaluate": ("evaluate", "ladders", "scale"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
     "Tools": ("merge-ckpt", "inspect-ckpt"),
 }
@@ -338,6 +338,9 @@ EXAMPLES = {
                   "--set 'data.score_range=[1, 5]' --output-dir runs/mine",
                   f"rankiqa calibrate biq2021-efficientnet-lite2-ranked --labels "
                   f"{DEMO}/standin_mos.csv --head auto --output-dir runs/calibrated"),
+    "scale": ("rankiqa scale judgements.csv --output scores.csv",
+              "rankiqa scale judgements.csv --photos my_photos --bootstrap 500 --output "
+              "scores.csv"),
     "launch": (f"rankiqa launch --workers 2 -- train-rank --config rank_tiny --set "
                f"data.rank_list={DEMO}/rank_data/rank_list.csv --set train.max_steps=100 "
                "--train-dir runs/rank_2_workers",),
@@ -602,6 +605,57 @@ def calibrate_cmd(model, labels, output_dir, head, folds, seed, config_path, ove
 
     adapt.adapt(model, items, d, output_dir, labels, head, folds, seed=seed, device=device,
                 log=log, progress=progress_printer("scored"))
+
+
+@main.command("scale")
+@click.argument("judgements", type=click.Path(dir_okay=False), metavar="JUDGEMENTS")
+@click.option("--photos", type=click.Path(),
+              help="The collection (a folder): answers naming other photos are left out and "
+                   "counted, and a judgement file of another collection is refused.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="CSV (path,score,low,high,answers), paths relative to its folder: a label "
+                   "file for finetune [default: stdout].")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Resamplings of the answers for the 95 % intervals (0: none).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing --output.")
+@handle_errors
+def scale_cmd(judgements, photos, output, bootstrap, seed, force):
+    """Turn people's pairwise answers into quality scores.
+
+    Reads a judgement file (left,right,choice,rater,time; docs/data-formats.md) and scales it
+    by Thurstone Case V: scores in JOD (one unit apart, 75 % of answers prefer the better
+    photo), mean 0, each with its 95 % bootstrap interval and its number of answers. The
+    output is a label file: finetune takes it with the score range this command prints."""
+    from rankiqa.data import judgements as judgements_lib
+    from rankiqa.train import thurstone
+
+    collection = None
+    if photos:
+        if not os.path.isdir(photos):
+            raise UserError(f"--photos {photos}: no such folder")
+        collection, _ = images_lib.list_files([photos])
+        collection = [os.path.abspath(p) for p in collection]
+    if output:
+        from rankiqa.run import rundir
+
+        rundir.check_output(output, [judgements], force, "--output")
+    read = judgements_lib.read_pairs(judgements, collection)
+    for problem in read.problems():
+        log(f"warning: {problem}")
+    scaled = thurstone.scale(read.judgements, bootstrap, seed)
+    folder = os.path.dirname(os.path.abspath(output)) if output else os.getcwd()
+    rows = [[os.path.relpath(p, folder), f"{s:.4f}", f"{lo:.4f}", f"{hi:.4f}", int(n)]
+            for p, s, lo, hi, n in zip(scaled.photos, scaled.scores, scaled.low, scaled.high,
+                                       scaled.answers)]
+    emit(output, csv_bytes(["path", "score", "low", "high", "answers"], rows))
+    raters = len({g.rater for g in read.judgements})
+    import math
+
+    low, high = math.floor(scaled.scores.min()), math.ceil(scaled.scores.max())
+    log(f"scaled {plural(len(scaled.photos), 'photo')} from {plural(len(read.judgements), 'answer')} "
+        f"of {plural(raters, 'rater')}: JOD, mean 0; as labels: --set "
+        f"'data.score_range=[{low:g}, {high:g}]'")
 
 
 def kept_note(train_dir, key):
