@@ -10,9 +10,10 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-COMMANDS = ["demo", "evaluate", "export-npy", "export-onnx", "export-pb", "export-savedmodel",
-            "finetune", "inspect-ckpt", "ladders", "launch", "make-rank-data", "merge-ckpt",
-            "merge-scores", "models", "predict", "serve", "suggest-labels", "teach", "train-rank"]
+COMMANDS = ["calibrate", "demo", "evaluate", "export-npy", "export-onnx", "export-pb",
+            "export-savedmodel", "finetune", "inspect-ckpt", "ladders", "launch",
+            "make-rank-data", "merge-ckpt", "merge-scores", "models", "predict", "scale", "serve",
+            "suggest-labels", "teach", "train-rank"]
 
 
 def test_help_lists_every_command_and_each_has_help():

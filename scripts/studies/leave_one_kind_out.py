@@ -18,6 +18,8 @@ A photo is the mean of its views' features (the head is linear, so this is the m
 
   python scripts/studies/leave_one_kind_out.py FEATURES_DIR --unlabelled UNLABELLED.txt \
       [--plot OUT.png] [--json OUT.json]
+  python scripts/studies/leave_one_kind_out.py FEATURES_DIR --unlabelled UNLABELLED.txt \
+      --rows OUT.json --plot OUT.png          (the table and plot again)
 """
 
 import argparse
@@ -180,8 +182,12 @@ def plot(table, path):
         for arm in ARMS[1:]:
             pts = [(n, c[arm][0]) for n, c in cells if arm in c]
             ax.plot(*zip(*pts), marker="o", label=arm)
-        ax.axhline(cells[0][1]["zero-shot"][0], color="grey", ls="--", label="zero-shot")
-        ax.set_xscale("symlog", linthresh=25)
+        ax.axhline(cells[0][1]["zero-shot"][0], color="grey", ls="--", label="zero-shot (N = 0)")
+        sizes = [n for n, _ in cells if n]
+        ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(n) for n in sizes], fontsize=8)
+        ax.minorticks_off()
         ax.set_title(f"{kind} as the user's own kind")
         ax.set_xlabel("labels of the kind (N)")
         ax.grid(alpha=0.3)
@@ -198,19 +204,24 @@ def main(argv=None):
                         help="the photos whose ladders are the rankings (never drawn as labels)")
     parser.add_argument("--plot")
     parser.add_argument("--json")
+    parser.add_argument("--rows", help="a finished study's --json: its table and plot again")
     args = parser.parse_args(argv)
-    parts = {name: load(args.features, name) for name in ("train", "val", "rank")}
-    with open(args.unlabelled, encoding="utf-8") as f:
-        unlabelled = {os.path.abspath(line.strip()) for line in f if line.strip()}
     start = time.time()
-    rows = study(parts, unlabelled, lambda line: print(line, file=sys.stderr, flush=True))
+    if args.rows:  # the table and plot again from a finished study's --json
+        with open(args.rows, encoding="utf-8") as f:
+            rows = json.load(f)
+    else:
+        parts = {name: load(args.features, name) for name in ("train", "val", "rank")}
+        with open(args.unlabelled, encoding="utf-8") as f:
+            unlabelled = {os.path.abspath(line.strip()) for line in f if line.strip()}
+        rows = study(parts, unlabelled, lambda line: print(line, file=sys.stderr, flush=True))
     table = summarise(rows)
     print("Within-kind SROCC ± sd over draws / PLCC on the validation part's photos of the kind\n")
     print(markdown(table))
     print()
     print(target_check(table))
     print(f"\n{time.time() - start:.0f} s")
-    if args.json:
+    if args.json and not args.rows:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)
     if args.plot:
