@@ -548,14 +548,12 @@ def finetune_cmd(config_path, overrides, train_dir, init_source, init_from, init
 
     result = finetune.train(cfg, train_dir, device=device, log=log, skip_bad=skip_bad)
     if result.get("adapt"):  # few labels: adapt.below
-        from rankiqa import metrics
+        from rankiqa.train import adapt
 
         report = result["adapt"]
-        chosen = (report.get("cv") or {}).get(report["head"])
-        figure = (f", cross-validated srocc {chosen['srocc']:.4f}"
-                  f"{metrics.describe_interval(chosen['srocc_ci'])}" if chosen else "")
-        click.echo(f"adapted model {train_dir}: the {report['head']} head{figure} over "
-                   f"{report['labels']} labels")
+        figure = adapt.chosen_figure(report)
+        click.echo(f"adapted model {train_dir}: the {report['head']} head"
+                   f"{', ' + figure if figure else ''} over {report['labels']} labels")
     if result["eval"]:
         e = result["eval"]
         click.echo(f"validation srocc {e['srocc']:.4f} plcc {e['plcc']:.4f} (step "
