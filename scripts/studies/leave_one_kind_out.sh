@@ -19,16 +19,7 @@ SHARED="${SHARED:-../shared/data}"
 CONFIG=configs/finetune_biq2021_efficientnet.yaml
 LABELS=(--set data.label_file="$SHARED/biq2021-train/mos.csv"
         --set "data.extra_train_files=[$SHARED/biq2021-train-more/mos.csv]")
-mkdir -p "$RUN"
-python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/unlabelled.txt" --config "$CONFIG" \
-  --count 150 --no-kodak
-python scripts/recipes/biq2021_references.py "$SHARED" "$RUN/ladder_photos.txt" --config "$CONFIG" \
-  --count 20 --part val --no-kodak
-[[ -f "$RUN/rank_data/rank_list.csv" ]] || \
-  rankiqa make-rank-data "$RUN/unlabelled.txt" --output-dir "$RUN/rank_data" --workers 2 \
-    --max-side 512 --distortions gblur,wn,jpeg,contrast --force
-python scripts/studies/probe_features.py "$CONFIG" "$RUN/features" --views 2 --rank-groups 600 \
-  --rank-list "$RUN/rank_data/rank_list.csv" --ladder-photos "$RUN/ladder_photos.txt" \
-  "${LABELS[@]}"
+source scripts/studies/frozen_features.sh
+frozen_features 150 600 "${LABELS[@]}"
 python scripts/studies/leave_one_kind_out.py "$RUN/features" --unlabelled "$RUN/unlabelled.txt" \
-  --plot "$RUN/leave_one_kind_out.png" | tee "$RUN/leave_one_kind_out.md"
+  --plot "$RUN/leave_one_kind_out.png" --json "$RUN/rows.json" | tee "$RUN/leave_one_kind_out.md"
