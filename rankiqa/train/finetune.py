@@ -176,7 +176,8 @@ def adapt_instead(config, items, train_dir, device, log):
     log(f"{len(items)} labelled photos, fewer than adapt.below={config.adapt.below}: {model} "
         f"adapted to them instead of training (adapt.head {config.adapt.head}; "
         "docs/label-efficiency.md); no validation part: every label counts, the figures are "
-        "cross-validated")
+        f"cross-validated; --init {config.init.source} is not used (--set adapt.below=0 trains "
+        "from it, --set adapt.model=... adapts another model)")
     report = adapt.adapt(model, items, config.data, train_dir, config.data.label_file,
                          config.adapt.head, config.adapt.folds, seed=config.train.seed,
                          device=device, log=log, extra_info={"requested": settings})
