@@ -211,7 +211,9 @@ def resume_cases(work, run, rank_list):
     ends = [cli("finetune", "--config", "finetune_tiny", "--init", run, "--train-dir", tied,
                 "--set", f"data.label_file={ties}", "--set", "data.batch_size=2",
                 "--set", "data.val_fraction=0.5", "--set", f"train.max_steps={steps}",
-                "--set", "train.eval_every=2", "--set", "train.save_every=2")
+                "--set", "train.eval_every=2", "--set", "train.save_every=2",
+                # 8 validation photos: keep_best must still choose, which is what once crashed
+                "--set", "train.keep_best_from=2")
             for steps in (4, 6)]
     results.append(("tied validation labels finish the run and its rerun",
                     None if all(code == 0 and "no evaluation gave a srocc" in err
