@@ -137,8 +137,9 @@ def read_pairs(path, photos=None):
             found.unknown.append((number, stray[0]))
             continue
         judgement = Judgement(full[0], full[1], choice.lower(), rater, time)
-        key = (rater, *sorted(os.path.realpath(p) for p in full))
-        said = judgement.outcome if full[0] <= full[1] else 1 - judgement.outcome
+        real = [os.path.realpath(p) for p in full]
+        key = (rater, *sorted(real))  # one pair whichever side each photo was shown on
+        said = judgement.outcome if real[0] <= real[1] else 1 - judgement.outcome
         if key in answers and answers[key] != said:
             found.contradictions.append((rater, left, right))
         answers[key] = said
