@@ -596,10 +596,9 @@ def calibrate_cmd(model, labels, output_dir, head, folds, seed, config_path, ove
     cfg = load_config(config_lib.FinetuneConfig, config_path,
                       (*overrides, f"data.label_file={labels}"))
     d = cfg.data
-    # every row, no split: read and checked before TensorFlow's seconds of start-up
-    items = mos.read_dataset(d.dataset, d.label_file, d.image_root, score_range=d.score_range,
-                             higher_is_better=d.higher_is_better, path_column=d.path_column,
-                             score_column=d.score_column)
+    # every row (no part held out), read and checked before TensorFlow's seconds of start-up,
+    # as finetune's adapt path reads them
+    items = mos.load_splits(d)["all"]
     checks.model(model)
     from rankiqa.run import rundir
 

@@ -292,14 +292,15 @@ def adapt(model, items, data_config, out_dir, label_file, head="auto", folds=5, 
             variables = {v.op.name.rsplit("/", 1)[-1]: v
                          for v in slim.get_model_variables(scope=head_scope)}
             every = tf.global_variables()  # what the scorer restored: the whole model
-        values = scorer.session.run(variables)
-        kernel, bias = linear_head(values, BN_EPSILON)
+        # the whole model once: the head's values come from it, and it is what gets written
+        arrays = scorer.session.run({v.op.name: v for v in every})
+        kernel, bias = linear_head({k: arrays[v.op.name] for k, v in variables.items()},
+                                   BN_EPSILON)
         s = source_scores(x, kernel, bias)
         fit, report = choose(x, s, y, head, folds, repeats, seed)
         report["fit"] = {"a": fit.a, "c": fit.c, "alpha": fit.alpha}
         for line in describe(report):
             log(line)
-        arrays = scorer.session.run({v.op.name: v for v in every})
         for suffix, value in folded_head(fit, kernel, bias, set(variables), BN_EPSILON).items():
             name = variables[suffix].op.name
             arrays[name] = value.reshape(arrays[name].shape).astype(arrays[name].dtype)
