@@ -295,10 +295,11 @@ def renamed_option(command, old, new, old_value, new_value):
 
 # `rankiqa --help` lists the commands as a user thinks of them
 COMMAND_GROUPS = {
-    "Score": ("predict", "merge-scores", "serve", "models", "suggest-labels"),
+    "Score": ("predict", "merge-scores", "serve", "models"),
+    "Label": ("suggest-labels", "rate", "scale"),
     "Train": ("demo", "make-rank-data", "train-rank", "teach", "finetune", "calibrate",
               "launch"),
-    "Evaluate": ("evaluate", "ladders", "scale"),
+    "Evaluate": ("evaluate", "ladders"),
     "Export": ("export-onnx", "export-savedmodel", "export-pb", "export-npy"),
     "Tools": ("merge-ckpt", "inspect-ckpt"),
 }
@@ -341,6 +342,10 @@ EXAMPLES = {
     "scale": ("rankiqa scale judgements.csv --output scores.csv",
               "rankiqa scale judgements.csv --photos my_photos --bootstrap 500 --output "
               "scores.csv"),
+    "rate": (f"rankiqa rate {DEMO}/photos --output runs/judgements.csv",
+             f"rankiqa rate {DEMO}/photos --output runs/judgements.csv --model "
+             f"{DEMO}/finetune --port 8766",
+             f"rankiqa rate {DEMO}/photos --mode score --output runs/ratings.csv"),
     "launch": (f"rankiqa launch --workers 2 -- train-rank --config rank_tiny --set "
                f"data.rank_list={DEMO}/rank_data/rank_list.csv --set train.max_steps=100 "
                "--train-dir runs/rank_2_workers",),
@@ -609,6 +614,88 @@ def calibrate_cmd(model, labels, output_dir, head, folds, seed, config_path, ove
                 log=log, progress=progress_printer("scored"))
 
 
+@main.command("rate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PHOTOS...")
+@click.option("--output", required=True, type=click.Path(dir_okay=False),
+              help="The judgement file answers are appended to (created, or read back and "
+                   "continued: a restart goes on where it stopped).")
+@click.option("--mode", type=click.Choice(["pairs", "score"]), default="pairs",
+              show_default=True, help="pairs: which of two looks better (or about the same); "
+              "score: a rating from 1 to 5.")
+@click.option("--pairs", "kind", type=click.Choice(["active", "random", "nearest"]),
+              default="active", show_default=True,
+              help="Which pairs to ask: the most informative under what is known so far, a "
+                   "random spanning tree, or those nearest in score; each batch links every "
+                   "photo.")
+@click.option("--model", help="A model whose scores are the prior of --pairs active (a "
+                              "built-in name, a run folder) [default: none, every photo alike].")
+@click.option("--agreement", type=click.FloatRange(0, 1, max_open=True), default=0.7,
+              show_default=True, help="How far --model's order is trusted: its assumed "
+              "correlation with people's.")
+@click.option("--target", type=click.IntRange(min=0), default=0,
+              help="Answers the progress bar counts to [default: 5 a photo in pairs, every "
+                   "photo once in score mode].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (others reach this machine only with 0.0.0.0).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="0: a free one (printed).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@handle_errors
+def rate_cmd(paths, output, mode, kind, model, agreement, target, host, port, seed):
+    """Collect people's judgements of PHOTOS in a web page.
+
+    Shows two photos side by side (--mode pairs) and asks which looks better: the arrow keys
+    answer, Backspace takes the last answer back. Each rater opens the page and gives a name;
+    every answer is on disk (one line appended to --output) before the next pair shows. Stop
+    with Ctrl-C; started again on the same --output, it goes on. Then `rankiqa scale` turns the
+    answers into scores, or finetune trains on them (signals.judgements)."""
+    from rankiqa.judge import page, pairs
+    from rankiqa.serve import service
+
+    service.require_serve()
+    photos = rate_photos(paths)
+    mean, sd = None, pairs.thurstone.PRIOR_SD
+    if model and mode == "pairs":
+        mean, sd = pairs.model_prior(model_scores(model, photos), agreement)
+    setup = page.Setup(tuple(photos), os.path.abspath(output), mode, kind, target, seed, mean, sd)
+    collection = page.Collection(setup)
+    for problem in collection.warnings:
+        log(f"warning: {output}: {problem}")
+    given = sum(len(v) for v in collection.done.values())
+    sock, url = service.bind(host, port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        notice(f"listening on {host}: anyone who reaches this machine's port can answer "
+               "(the page has no authentication)")
+    log(f"rating {plural(len(photos), 'photo')} ({mode}"
+        f"{', ' + kind + ' pairs' if mode == 'pairs' else ''}; {plural(given, 'answer')} in "
+        f"{output} so far) at {url}/ ; Ctrl-C stops")
+    service.serve_until_stopped(page.create_app(collection), sock)
+    given = sum(len(v) for v in collection.done.values())
+    log(f"stopped: {plural(given, 'answer')} in {output}")
+
+
+def rate_photos(paths):
+    """The photos under `paths` a browser can be shown, every one left out named."""
+    photos, problems = images_lib.list_files(paths)
+    bad = images_lib.check_images(photos)
+    for message in problems + list(bad.values()):
+        log(f"left out: {message}")
+    return [os.path.abspath(p) for p in photos if p not in bad]
+
+
+def model_scores(model, photos):
+    """`model`'s scores of `photos`, higher better."""
+    checks.model(model)
+    from rankiqa.serve import predict
+
+    log(f"scoring {plural(len(photos), 'photo')} with {model} for the prior")
+    import numpy as np
+
+    with predict.load_model(model) as loaded:
+        scores = np.asarray(loaded.score(photos), float)
+        return -scores if loaded.lower_better else scores
+
+
 @main.command("scale")
 @click.argument("judgements", type=click.Path(dir_okay=False), metavar="JUDGEMENTS")
 @click.option("--photos", type=click.Path(),
@@ -623,14 +710,15 @@ def calibrate_cmd(model, labels, output_dir, head, folds, seed, config_path, ove
 @click.option("--force", is_flag=True, help="Replace an existing --output.")
 @handle_errors
 def scale_cmd(judgements, photos, output, bootstrap, seed, force):
-    """Turn people's pairwise answers into quality scores.
+    """Turn people's answers into quality scores.
 
     Reads a judgement file (left,right,choice,rater,time; docs/data-formats.md) and scales it
     by Thurstone Case V: scores in JOD (one unit apart, 75 % of answers prefer the better
-    photo), mean 0, each with its 95 % bootstrap interval and its number of answers. The
-    output is a label file: finetune takes it with the score range this command prints."""
+    photo), mean 0, each with its 95 % bootstrap interval and its number of answers. A rating
+    file (photo,score,rater,time; `rate --mode score`) gives each photo's mean rating instead.
+    The output is a label file: finetune takes it with the score range this command prints."""
     from rankiqa.data import judgements as judgements_lib
-    from rankiqa.train import thurstone
+    from rankiqa.judge import thurstone
 
     collection = None
     if photos:
@@ -642,10 +730,13 @@ def scale_cmd(judgements, photos, output, bootstrap, seed, force):
         from rankiqa.run import rundir
 
         rundir.check_output(output, [judgements], force, "--output")
-    read = judgements_lib.read_pairs(judgements, collection)
+    ratings = judgements_lib.header_of(judgements) == judgements_lib.RATING_HEADER
+    read = (judgements_lib.read_ratings if ratings else judgements_lib.read_pairs)(
+        judgements, collection)
     for problem in read.problems():
         log(f"warning: {problem}")
-    scaled = thurstone.scale(read.judgements, bootstrap, seed)
+    scaled = (thurstone.mean_ratings(read.judgements, bootstrap, seed) if ratings
+              else thurstone.scale(read.judgements, bootstrap, seed))
     folder = os.path.dirname(os.path.abspath(output)) if output else os.getcwd()
     rows = [[os.path.relpath(p, folder), f"{s:.4f}", f"{lo:.4f}", f"{hi:.4f}", int(n)]
             for p, s, lo, hi, n in zip(scaled.photos, scaled.scores, scaled.low, scaled.high,
@@ -654,10 +745,11 @@ def scale_cmd(judgements, photos, output, bootstrap, seed, force):
     raters = len({g.rater for g in read.judgements})
     import math
 
-    low, high = math.floor(scaled.scores.min()), math.ceil(scaled.scores.max())
+    low, high = ((1, 5) if ratings else
+                 (math.floor(scaled.scores.min()), math.ceil(scaled.scores.max())))
     log(f"scaled {plural(len(scaled.photos), 'photo')} from {plural(len(read.judgements), 'answer')} "
-        f"of {plural(raters, 'rater')}: JOD, mean 0; as labels: --set "
-        f"'data.score_range=[{low:g}, {high:g}]'")
+        f"of {plural(raters, 'rater')}: {'mean rating' if ratings else 'JOD, mean 0'}; as "
+        f"labels: --set 'data.score_range=[{low:g}, {high:g}]'")
 
 
 def kept_note(train_dir, key):

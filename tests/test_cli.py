@@ -12,7 +12,7 @@ def invoke(*args):
 
 COMMANDS = ["calibrate", "demo", "evaluate", "export-npy", "export-onnx", "export-pb",
             "export-savedmodel", "finetune", "inspect-ckpt", "ladders", "launch",
-            "make-rank-data", "merge-ckpt", "merge-scores", "models", "predict", "scale", "serve",
+            "make-rank-data", "merge-ckpt", "merge-scores", "models", "predict", "rate", "scale", "serve",
             "suggest-labels", "teach", "train-rank"]
 
 
@@ -20,10 +20,10 @@ def test_help_lists_every_command_and_each_has_help():
     assert sorted(main.commands) == COMMANDS
     result = invoke("--help")
     assert result.exit_code == 0
-    # grouped as a user thinks of them: score, train, evaluate, export, tools
+    # grouped as a user thinks of them: score, label, train, evaluate, export, tools
     sections = result.output.split("Options:")[1].split("\n\n")[1:]
     headings = [s.strip().splitlines()[0] for s in sections]
-    assert headings == ["Score:", "Train:", "Evaluate:", "Export:", "Tools:"]
+    assert headings == ["Score:", "Label:", "Train:", "Evaluate:", "Export:", "Tools:"]
     listed = [line.split()[0] for s in sections for line in s.strip().splitlines()[1:]]
     assert sorted(listed) == COMMANDS and listed[0] == "predict"
     for command in COMMANDS:

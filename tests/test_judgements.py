@@ -1,5 +1,5 @@
 """People's comparisons: the judgement file (`rankiqa.data.judgements`) and their scaling into
-scores (`rankiqa.train.thurstone`, `rankiqa scale`)."""
+scores (`rankiqa.judge.thurstone`, `rankiqa scale`)."""
 
 import csv
 import io
@@ -13,7 +13,7 @@ from scipy import stats
 from rankiqa.cli import main
 from rankiqa.data import judgements, mos
 from rankiqa.data.lists import ListError
-from rankiqa.train import thurstone
+from rankiqa.judge import thurstone
 
 
 def collection(tmp_path, count=8):

@@ -7,7 +7,12 @@ folder, as in a label file)::
     photos/a.jpg,photos/b.jpg,left,ana,2026-12-07T10:31:02Z
     photos/c.jpg,photos/a.jpg,tie,ben,2026-12-07T10:31:09Z
 
-``choice`` is ``left``, ``right`` or ``tie``; ``rater`` a name; ``time`` UTC, ISO 8601.
+``choice`` is ``left``, ``right`` or ``tie``; ``rater`` a name; ``time`` UTC, ISO 8601. An
+answer taken back (the page's undo) is a later line of the same rater and the same two photos,
+in the same order, with choice ``undo``: readers drop that rater's latest answer to the pair.
+
+A rating file (`rankiqa rate --mode score`) is of the same family: ``photo,score,rater,time``,
+``score`` a whole number from 1 to 5, or ``undo`` for that rater's latest rating of the photo.
 
 Each answer is one ``write`` of one line to a file opened for appending, then flushed to disk
 (`append`): a crash loses at most the answer being written, never an earlier one, and a line cut
@@ -24,7 +29,10 @@ from typing import List, Optional, Tuple
 from rankiqa.data.lists import ListError, open_text
 
 PAIR_HEADER = ("left", "right", "choice", "rater", "time")
+RATING_HEADER = ("photo", "score", "rater", "time")
 CHOICES = ("left", "right", "tie")
+RATINGS = ("1", "2", "3", "4", "5")
+UNDO = "undo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +77,16 @@ def append(path, values, header):
         os.close(fd)
 
 
+@dataclasses.dataclass(frozen=True)
+class Rating:
+    """One rating: `photo` as written, `score` 1-5."""
+
+    photo: str
+    score: int
+    rater: str
+    time: str
+
+
 @dataclasses.dataclass
 class Read:
     """What `read_pairs` found: the answers, and every line it could not take, by number."""
@@ -99,8 +117,17 @@ class Read:
         return out
 
 
+def header_of(path):
+    """The first line of `path` as lower-case field names (() when empty)."""
+    if not os.path.isfile(path):
+        raise ListError(f"judgement file {path} does not exist")
+    first = next(csv.reader(open_text(path)), [])
+    return tuple(c.strip().lower() for c in first)
+
+
 def read_pairs(path, photos=None):
-    """The answers of judgement file `path`, paths resolved against its folder.
+    """The answers of judgement file `path`, paths resolved against its folder, answers taken
+    back (``undo``) left out.
 
     Args:
       photos: the collection's photos (absolute paths), where known: answers naming others are
@@ -110,55 +137,74 @@ def read_pairs(path, photos=None):
     Raises:
       ListError: no such file, another header, or no usable answer.
     """
-    if not os.path.isfile(path):
-        raise ListError(f"judgement file {path} does not exist")
-    root = os.path.dirname(os.path.abspath(path))
-    rows = list(csv.reader(open_text(path)))
-    if not rows or tuple(c.strip().lower() for c in rows[0]) != PAIR_HEADER:
-        raise ListError(f"{path}: not a judgement file: its first line must be "
-                        f"{','.join(PAIR_HEADER)}")
-    known = None if photos is None else {os.path.realpath(p) for p in photos}
-    found = Read([], [], [], [], [])
+    found, kept = _read(path, PAIR_HEADER, photos, _pair_problem, 2)
     answers = {}
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        problem = _problem(row)
-        if problem:
-            found.damaged.append((number, problem))
-            continue
-        left, right, choice, rater, time = (cell.strip() for cell in row)
-        full = [os.path.normpath(os.path.join(root, p)) for p in (left, right)]
-        if os.path.realpath(full[0]) == os.path.realpath(full[1]):
-            found.self_pairs.append(number)
-            continue
-        stray = [p for p in full if known is not None and os.path.realpath(p) not in known]
-        if stray:
-            found.unknown.append((number, stray[0]))
-            continue
-        judgement = Judgement(full[0], full[1], choice.lower(), rater, time)
-        real = [os.path.realpath(p) for p in full]
+    for number, (left, right), (choice, rater, time) in kept:
+        judgement = Judgement(left, right, choice, rater, time)
+        real = [os.path.realpath(p) for p in (left, right)]
         key = (rater, *sorted(real))  # one pair whichever side each photo was shown on
         said = judgement.outcome if real[0] <= real[1] else 1 - judgement.outcome
         if key in answers and answers[key] != said:
-            found.contradictions.append((rater, left, right))
+            found.contradictions.append((rater, *(os.path.relpath(p) for p in (left, right))))
         answers[key] = said
         found.judgements.append(judgement)
-    if not found.judgements:
-        what = ("none names a photo of this collection: is it another collection's file?"
-                if found.unknown else "no usable answer")
-        raise ListError(f"{path}: {what}" + "".join(f"; {p}" for p in found.problems()))
+    _refuse_empty(path, found, found.judgements)
     return found
 
 
-def _problem(row) -> Optional[str]:
-    if len(row) != len(PAIR_HEADER):
-        return f"{len(row)} fields, not {len(PAIR_HEADER)} (a line cut short?)"
-    left, right, choice, rater, time = (cell.strip() for cell in row)
-    if not left or not right:
-        return "a photo is missing"
-    if choice.lower() not in CHOICES:
-        return f"choice {choice!r} is not one of {', '.join(CHOICES)}"
+def read_ratings(path, photos=None):
+    """The 1-5 ratings of rating file `path` (`read_pairs`'s rules; `Read.judgements` holds
+    `Rating`s)."""
+    found, kept = _read(path, RATING_HEADER, photos, _rating_problem, 1)
+    found.judgements = [Rating(photo, int(score), rater, time)
+                        for _, (photo,), (score, rater, time) in kept]
+    _refuse_empty(path, found, found.judgements)
+    return found
+
+
+def _read(path, header, photos, problem_of, width):
+    """Every line of `path` checked: the lines kept ([(number, photos, rest)], undone answers
+    dropped) and a `Read` counting the rest."""
+    if header_of(path) != header:
+        raise ListError(f"{path}: not a {'judgement' if width == 2 else 'rating'} file: its "
+                        f"first line must be {','.join(header)}")
+    root = os.path.dirname(os.path.abspath(path))
+    known = None if photos is None else {os.path.realpath(p) for p in photos}
+    found, kept = Read([], [], [], [], []), []
+    for number, row in enumerate(list(csv.reader(open_text(path)))[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        problem = problem_of(row)
+        if problem:
+            found.damaged.append((number, problem))
+            continue
+        cells = [cell.strip() for cell in row]
+        full = tuple(os.path.normpath(os.path.join(root, p)) for p in cells[:width])
+        rest = (cells[width].lower(), *cells[width + 1:])
+        if width == 2 and os.path.realpath(full[0]) == os.path.realpath(full[1]):
+            found.self_pairs.append(number)
+        elif known is not None and any(os.path.realpath(p) not in known for p in full):
+            found.unknown.append((number, next(p for p in full if os.path.realpath(p)
+                                               not in known)))
+        elif rest[0] == UNDO:
+            taken = [k for k, (_, f, r) in enumerate(kept) if f == full and r[1] == rest[1]]
+            if taken:
+                del kept[taken[-1]]
+            else:
+                found.damaged.append((number, "an undo with no answer of its rater before it"))
+        else:
+            kept.append((number, full, rest))
+    return found, kept
+
+
+def _refuse_empty(path, found, kept):
+    if not kept:
+        what = ("none names a photo of this collection: is it another collection's file?"
+                if found.unknown else "no usable answer")
+        raise ListError(f"{path}: {what}" + "".join(f"; {p}" for p in found.problems()))
+
+
+def _common_problem(rater, time):
     if not rater:
         return "no rater"
     try:
@@ -166,3 +212,25 @@ def _problem(row) -> Optional[str]:
     except ValueError:
         return f"time {time!r} is not UTC ISO 8601 (2026-12-07T10:31:02Z)"
     return None
+
+
+def _rating_problem(row) -> Optional[str]:
+    if len(row) != len(RATING_HEADER):
+        return f"{len(row)} fields, not {len(RATING_HEADER)} (a line cut short?)"
+    photo, score, rater, time = (cell.strip() for cell in row)
+    if not photo:
+        return "the photo is missing"
+    if score.lower() not in RATINGS + (UNDO,):
+        return f"score {score!r} is not a whole number from 1 to 5"
+    return _common_problem(rater, time)
+
+
+def _pair_problem(row) -> Optional[str]:
+    if len(row) != len(PAIR_HEADER):
+        return f"{len(row)} fields, not {len(PAIR_HEADER)} (a line cut short?)"
+    left, right, choice, rater, time = (cell.strip() for cell in row)
+    if not left or not right:
+        return "a photo is missing"
+    if choice.lower() not in CHOICES + (UNDO,):
+        return f"choice {choice!r} is not one of {', '.join(CHOICES + (UNDO,))}"
+    return _common_problem(rater, time)
