@@ -264,6 +264,16 @@ class SignalsConfig:
     teacher_table: str = ""  # "": no teacher
     teacher_weight: float = 1.0  # the teacher regression's weight beside the MOS regression
     teacher_views_per_batch: int = 16  # teacher views per step, beside data.batch_size photos
+    # people's comparisons (`rankiqa rate`'s judgement file): a Thurstone likelihood on the
+    # difference of the two photos' scores, P(left chosen) = Phi((s_left - s_right) / scale);
+    # pairs naming a validation or test photo are left out. "": none (a judgement file as
+    # data.label_file names it here too)
+    judgements: str = ""
+    judgement_weight: float = 1.0  # its weight beside the MOS regression
+    judgement_pairs_per_batch: int = 8  # pairs a step, two photos each
+    # the observers' noise in score units (normalised MOS in [0, 1]): one scale apart, 84 %
+    # prefer the better photo
+    judgement_scale: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,25 @@ def l1_loss(predictions, targets):
 regression_losses_map = {"l2": l2_loss, "l1": l1_loss}
 
 
+def log_ndtr(x):
+    """log Phi(x), finite far into the left tail where float32's erfc underflows (x < -13):
+    there the asymptotic series' first terms, within 1 % of the exact value below -5."""
+    near = tf.maximum(x, -5.0)  # each branch fed only values it is exact and finite on, so
+    far = tf.minimum(x, -5.0)  # tf.where's unused branch gives no NaN gradient
+    exact = tf.math.log(0.5 * tf.math.erfc(-near / np.sqrt(2.0)))
+    tail = -0.5 * tf.square(far) - tf.math.log(-far) - 0.5 * np.log(2 * np.pi) \
+        + tf.math.log1p(-1.0 / tf.square(far))
+    return tf.where(x > -5.0, exact, tail)
+
+
+def thurstone_pair_loss(left, right, outcomes, scale):
+    """People's comparisons as a likelihood: the mean negative log-likelihood of `outcomes`
+    (1: left chosen, 0: right, 0.5: a tie, half of each) under P(left) = Phi((left - right) /
+    `scale`), Thurstone Case V on the scores. A tie pulls the two scores together."""
+    d = (left - right) / scale
+    return -tf.reduce_mean(outcomes * log_ndtr(d) + (1.0 - outcomes) * log_ndtr(-d))
+
+
 def get_regression_loss_fn(name):
     if name not in regression_losses_map:
         raise InputError(

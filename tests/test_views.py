@@ -106,7 +106,8 @@ def test_training_and_evaluation_upscale_alike():
 
 def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
     """The Pillow path (scoring, make-rank-data) and TensorFlow's (training) give identical
-    pixels for 8/16-bit grey, palette, alpha, RGB/grey/CMYK/progressive JPEG; EXIF orientation
+    pixels for 8/16-bit grey, palette, alpha, RGB/grey/CMYK/progressive JPEG, WebP, BMP and TIFF
+    (which TensorFlow cannot decode: Pillow inside the pipeline); EXIF orientation
     is applied by neither."""
     from rankiqa.compat import tf
 
@@ -126,11 +127,15 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(rgb).save(tmp_path / "rgb.tif")  # no TensorFlow decoder: Pillow's
+    Image.fromarray(rgb).save(tmp_path / "rgb.webp", lossless=True)
+    Image.fromarray(rgb).save(tmp_path / "rgb.bmp")
     with tf.Graph().as_default(), tf.Session() as sess:
         path = tf.placeholder(tf.string)
         decoded = training.decode_image(path)
         for name in ("g16.png", "l.png", "p.png", "la.png", "rgba.png", "rgb.jpg",
-                     "progressive.jpg", "l.jpg", "cmyk.jpg", "rotated.jpg"):
+                     "progressive.jpg", "l.jpg", "cmyk.jpg", "rotated.jpg", "rgb.tif",
+                     "rgb.webp", "rgb.bmp"):
             ours = images_lib.load_image(str(tmp_path / name))
             theirs = sess.run(decoded, {path: str(tmp_path / name)})
             np.testing.assert_array_equal(ours, theirs, err_msg=name)

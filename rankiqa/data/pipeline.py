@@ -97,6 +97,29 @@ def mos_dataset(paths, scores, crop_size, batch_size, seed=0, cache=False, deter
     return ds.prefetch(AUTOTUNE)
 
 
+def pair_dataset(lefts, rights, outcomes, crop_size, pairs_per_batch, seed=0,
+                 deterministic=True, random_scale=False):
+    """Infinite shuffled ``(images uint8 [2P, crop, crop, 3], outcomes float32 [P])`` batches
+    of P pairs: rows 2p and 2p+1 are pair p's left and right photo, each its own training view
+    (the photos differ, so their views need not line up), outcome 1 when left was chosen."""
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(lefts), np.asarray(rights),
+                                             np.asarray(outcomes, np.float32)))
+    ds = ds.shuffle(len(lefts), seed=seed, reshuffle_each_iteration=True).repeat()
+
+    def views(left, right, outcome, s):
+        other = tf.stack([s[0] + 7919, s[1]])  # the right photo's own draw
+        return tf.stack([
+            training.crop_and_flip(training.decode_image(left), crop_size, s, random_scale),
+            training.crop_and_flip(training.decode_image(right), crop_size, other,
+                                   random_scale)]), outcome
+
+    ds = _element_seeds(ds, seed).map(lambda item, s: views(*item, s),
+                                      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.batch(pairs_per_batch, drop_remainder=True).map(
+        lambda x, o: (tf.reshape(x, [2 * pairs_per_batch, crop_size, crop_size, 3]), o))
+    return ds.prefetch(AUTOTUNE)
+
+
 def teacher_dataset(paths, specs, scores, crop_size, batch_size, seed=0, deterministic=True):
     """Infinite shuffled ``(images uint8 [B, crop, crop, 3], scores float32 [B])``: the views a
     teacher scored (`rankiqa teach`), each placed by its spec ``(scale, y, x, flip)`` from the

@@ -7,19 +7,40 @@ random crop and flip per element (`crop_and_flip`; shared by every level of a ra
 `crop_and_flip_group`). Evaluation's views are `rankiqa.preprocessing.views`.
 """
 
+from PIL import Image
+
 from rankiqa.compat import tf
+from rankiqa.preprocessing import preprocess
+
+
+# what tf.io.decode_image reads, by its first bytes: PNG, GIF, BMP, WebP (JPEG: tf.io.is_jpeg)
+TF_READS = "(?s)(\x89PNG|GIF8|BM|RIFF....WEBP).*"
+
+
+def _pillow_decode(path):
+    """Formats TensorFlow has no decoder for (TIFF, say), read as every command reads them."""
+    with Image.open(path.decode()) as im:
+        return preprocess.to_rgb(im)
 
 
 def decode_image(path):
-    """Any format tf.io.decode_image reads (PNG, JPEG, BMP, GIF) -> uint8 ``[H, W, 3]``."""
+    """Any image file Pillow reads -> uint8 ``[H, W, 3]``: JPEG, PNG, GIF, BMP and WebP by
+    TensorFlow, the rest (TIFF ...) by Pillow in the pipeline's thread."""
     contents = tf.io.read_file(path)
+
+    def other():
+        return tf.cond(
+            tf.strings.regex_full_match(tf.strings.substr(contents, 0, 12), TF_READS),
+            lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+            lambda: tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False))
+
     # JPEG with the accurate integer IDCT, the one Pillow's libjpeg uses: TensorFlow's default
     # (fast) IDCT differs from it by up to 4 grey levels, ~1 on average on BIQ2021's photos, so
     # training would see other pixels than scoring does. Costs nothing measurable next to the net.
     image = tf.cond(
         tf.io.is_jpeg(contents),
         lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+        other)
     image.set_shape([None, None, 3])
     return image
 

@@ -7,14 +7,22 @@ anyway (a CSV, a rank list, a ``rankiqa.json``). The command itself still checks
 since files can change in between. NumPy only.
 """
 
+import os
+
 from rankiqa.weights import builtin
-from rankiqa.data import lists, mos, teacher
+from rankiqa.data import judgements, lists, mos, teacher
 from rankiqa.errors import InputError
 
 
 def model(ref, net=None):
     """`rankiqa.weights.builtin.resolve`'s (kind, info) of a model reference, or its InputError."""
     return builtin.resolve(ref, net)
+
+
+def is_judgement_file(path):
+    """Whether `path` is a judgement file (`rankiqa rate`'s), not a label file."""
+    return bool(path) and os.path.isfile(path) and \
+        judgements.header_of(path) == judgements.PAIR_HEADER
 
 
 def labels(data_cfg):
@@ -68,7 +76,12 @@ def finetune(config):
     """`finetune_config`, then the files it names: the label file, the second loss's rank
     list and the teacher table."""
     finetune_config(config)
-    labels(config.data)
+    if is_judgement_file(config.data.label_file):  # scaled into labels by finetune itself
+        judgements.read_pairs(config.data.label_file)
+    else:
+        labels(config.data)
+    if config.signals.judgements:
+        judgements.read_pairs(config.signals.judgements)
     if config.signals.rank_list:
         rank_list(config.signals.rank_list)
     if config.signals.teacher_table:

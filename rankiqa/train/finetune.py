@@ -11,7 +11,7 @@ with stage one.
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 import numpy as np
@@ -19,14 +19,17 @@ import numpy as np
 from rankiqa import metrics
 from rankiqa.compat import slim, tf
 from rankiqa.data import images as images_lib
+from rankiqa.data import judgements as judgements_lib
 from rankiqa.data import mos
 from rankiqa.errors import InputError
 from rankiqa.preprocessing import views as views_lib
-from rankiqa.run import checks
+from rankiqa.judge import thurstone
+from rankiqa.run import checks, rundir
 from rankiqa.train import probe, stage
 from rankiqa.train import signals as signals_lib
 
 PROBE_REPORT_NAME = "probe.json"
+JUDGED_LABELS = "judged_labels.csv"  # a judgement file named as data.label_file, scaled
 SCORE_SCALE = "normalised to [0, 1], higher is better"
 
 
@@ -81,6 +84,7 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
     run starts) says into `train_dir`, resuming from its checkpoint; `skip_bad` leaves out
     unreadable images. Returns `rankiqa.train.stage.train_stage`'s result."""
     checks.finetune_config(config)  # the files are read just below
+    config = judgements_as_labels(config, train_dir, log)
     if config.adapt.below:  # few labels: a shipped model adapted to them, nothing trained
         labelled = mos.load_splits(config.data)["all"]
         if len(labelled) < config.adapt.below:
@@ -133,6 +137,32 @@ def train(config, train_dir, device="auto", log=print, skip_bad=False):
                   "labels": mos.label_record(config.data.label_file, train_dir)},
         best_key="srocc", can_choose=lambda data, log: can_choose(config, data.parts["val"], log)),
         train_dir, device, log)
+
+
+def judgements_as_labels(config, train_dir, log):
+    """`config` as it stands, or where data.label_file is a judgement file (`rankiqa rate`'s):
+    its answers scaled (Thurstone Case V, as `rankiqa scale`) into `JUDGED_LABELS` in the run
+    folder, which the split, the MOS signal and validation then read, and the answers
+    themselves trained on as people's comparisons (signals.judgements, on the training part)."""
+    path = config.data.label_file
+    if not checks.is_judgement_file(path):
+        return config
+    read = judgements_lib.read_pairs(path)
+    scaled = thurstone.scale(read.judgements, bootstrap=0)
+    labels = os.path.join(train_dir, JUDGED_LABELS)
+    folder = os.path.dirname(os.path.abspath(labels))
+    rows = "".join(f"{os.path.relpath(p, folder)},{s:.6f}\n"
+                   for p, s in zip(scaled.photos, scaled.scores))
+    os.makedirs(train_dir, exist_ok=True)
+    rundir.write_atomic(labels, ("path,score\n" + rows).encode())
+    low, high = int(np.floor(scaled.scores.min())), int(np.ceil(scaled.scores.max()))
+    log(f"labels from people's comparisons: {len(read.judgements)} answers on "
+        f"{len(scaled.photos)} photos scaled (JOD, in [{low}, {high}]) into {labels}")
+    data = replace(config.data, dataset="csv", label_file=labels, image_root=None,
+                   path_column="path", score_column="score", score_range=(low, high),
+                   higher_is_better=True)
+    return replace(config, data=data, signals=replace(
+        config.signals, judgements=config.signals.judgements or path))
 
 
 def can_choose(config, val, log):

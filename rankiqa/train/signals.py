@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 from rankiqa import losses
 from rankiqa.compat import tf
 from rankiqa.data import images as images_lib
+from rankiqa.data import judgements as judgements_lib
 from rankiqa.data import lists, pipeline
 from rankiqa.data import teacher as teacher_lib
 from rankiqa.errors import InputError
@@ -161,9 +162,74 @@ class RankHinge:
         return value, {"rank_loss": value, "rank_accuracy": losses.ranking_accuracy(grouped)}
 
 
+@dataclass(frozen=True)
+class Judged:
+    """People's comparisons (a judgement file, `rankiqa rate`): a Thurstone likelihood on the
+    difference of each pair's two scores. Pairs naming a validation or test photo are left
+    out (the model would learn the photos it is judged on); photos nobody labelled are
+    welcome."""
+
+    judgement_file: str
+    weight: float
+    per_step: int
+    scale: float
+    crop_size: int
+    random_scale: bool = False
+    lefts: Tuple[str, ...] = ()
+    rights: Tuple[str, ...] = ()
+    outcomes: Tuple[float, ...] = ()
+    name: str = "judged"
+    own_pass: bool = False
+
+    @property
+    def batch(self):
+        return self.per_step, "signals.judgement_pairs_per_batch"
+
+    def load(self, parts, skip_bad, log):
+        read = judgements_lib.read_pairs(self.judgement_file)
+        for problem in read.problems():
+            log(f"warning: {self.judgement_file}: {problem}")
+        held_out = {os.path.realpath(it.path) for it in parts["val"] + parts["test"]}
+        kept = [g for g in read.judgements
+                if not {os.path.realpath(g.left), os.path.realpath(g.right)} & held_out]
+        checked = {os.path.realpath(it.path) for it in parts["all"]}
+        unchecked = sorted({p for g in kept for p in (g.left, g.right)
+                            if os.path.realpath(p) not in checked})
+        bad = images_lib.refuse_or_skip(images_lib.check_images(unchecked, self.judgement_file),
+                                        skip_bad, "judged", log)
+        kept = [g for g in kept if g.left not in bad and g.right not in bad]
+        if len(kept) < self.per_step:
+            raise InputError(f"{self.judgement_file}: {len(kept)} answers left on training "
+                             f"photos, fewer than signals.judgement_pairs_per_batch "
+                             f"{self.per_step}")
+        log(f"people's comparisons: {len(kept)} answers on "
+            f"{len({p for g in kept for p in (g.left, g.right)})} photos "
+            f"({len(read.judgements) - len(kept)} left out: a validation or test photo, or "
+            f"unreadable) from {self.judgement_file}")
+        return replace(self, lefts=tuple(g.left for g in kept),
+                       rights=tuple(g.right for g in kept),
+                       outcomes=tuple(g.outcome for g in kept))
+
+    def dataset(self, seed, deterministic):
+        return pipeline.pair_dataset(
+            list(self.lefts), list(self.rights), list(self.outcomes), self.crop_size,
+            self.per_step, seed=seed, deterministic=deterministic,
+            random_scale=self.random_scale).map(lambda x, o: {"images": x, "outcomes": o})
+
+    def loss(self, scores, batch):
+        pairs = tf.reshape(scores, [-1, 2])  # rows: left, right
+        outcomes = batch["outcomes"]
+        value = losses.thurstone_pair_loss(pairs[:, 0], pairs[:, 1], outcomes, self.scale)
+        decided = tf.cast(tf.not_equal(outcomes, 0.5), tf.float32)
+        agree = tf.cast(tf.equal(pairs[:, 0] > pairs[:, 1], outcomes > 0.5), tf.float32)
+        accuracy = tf.reduce_sum(agree * decided) / tf.maximum(tf.reduce_sum(decided), 1.0)
+        return value, {"judged_loss": value, "judged_accuracy": accuracy}
+
+
 def from_config(config):
     """The signals a `rankiqa.config.FinetuneConfig` trains on, in the order their images are
-    scored (the MOS always; the teacher and the ranking hinge where their files are named)."""
+    scored (the MOS always; the teacher, the ranking hinge and people's comparisons where
+    their files are named)."""
     data, signals, train = config.data, config.signals, config.train
     found = [Mos(signals.mos_weight, data.batch_size, train.loss, data.crop_size,
                  cache=data.cache_decoded, random_scale=data.random_scale)]
@@ -177,6 +243,13 @@ def from_config(config):
             signals.rank_loss, signals.rank_margin, data.crop_size,
             own_pass=signals.rank_batch_norm == "moving" and not config.finetune.frozen_batch_norm,
             cache=data.cache_decoded))
+    if signals.judgements:
+        if signals.judgement_scale <= 0:
+            raise InputError(f"signals.judgement_scale must be > 0, got "
+                             f"{signals.judgement_scale}")
+        found.append(Judged(signals.judgements, signals.judgement_weight,
+                            signals.judgement_pairs_per_batch, signals.judgement_scale,
+                            data.crop_size, random_scale=data.random_scale))
     losses.get_regression_loss_fn(train.loss)
     return tuple(found)
 
