@@ -282,3 +282,29 @@ def test_the_page_end_to_end_in_chromium_keys_restart_undo(photos, tmp_path):
                                        *[a for t in tiny for a in ("--set", t)]])
     assert result.exit_code == 0, result.output
     assert "labels from people's comparisons: 39 answers on 8 photos" in result.output
+
+
+def test_rate_refuses_what_it_cannot_serve_before_listening(photos, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["rate", str(tmp_path / "empty"), "--output",
+                                       str(tmp_path / "j.csv"), "--port", "0"])
+    assert result.exit_code == 1 and "needs at least 2 photos, got 0" in result.output
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,score\nphotos/p0.png,3\n")
+    result = CliRunner().invoke(main, ["rate", os.path.dirname(photos[0]), "--output",
+                                       str(labels), "--port", "0"])
+    assert result.exit_code == 1 and "is not a pairs file of rankiqa rate" in result.output
+    assert labels.read_text() == "path,score\nphotos/p0.png,3\n"  # nothing lost
+
+
+def test_the_models_scores_become_the_prior_of_active_pairs(stage_one, photo_dir):
+    from rankiqa import cli
+    from rankiqa.serve import predict
+
+    paths = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))
+    with predict.load_model(stage_one) as model:
+        expected = model.score(paths)
+    got = cli.model_scores(stage_one, paths)
+    assert got == pytest.approx(expected, abs=1e-6)
+    mean, _ = page.pairs_lib.model_prior(got, 0.7)
+    assert list(mean.argsort()) == list(got.argsort())
