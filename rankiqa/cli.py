@@ -419,7 +419,9 @@ def main(max_pixels, debug, verbose):
               help="Where the distorted images and rank_list.csv go.")
 @click.option("--distortions", default="live", show_default=True,
               help="Comma-separated families and sets: live (gblur,wn,jpeg,jp2k), kadid (the 25 "
-                   "KADID-10k families), all.")
+                   "KADID-10k families), datasets (LIVE's, TID2013's and KADID-10k's), camera "
+                   "(sensor noise, low light, overexposure, defocus, shake, all of them "
+                   "together), all.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes.")

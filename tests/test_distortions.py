@@ -61,7 +61,30 @@ def test_family_sets_name_kadids_25_and_lists_are_checked():
     assert distortions.parse_families("live") == ("gblur", "wn", "jpeg", "jp2k")
     assert distortions.parse_families("jpeg, kadid")[:3] == ("jpeg", "gblur", "lens_blur")
     assert len(distortions.parse_families("jpeg,kadid")) == 25  # each family once
-    with pytest.raises(ValueError, match=r"unknown distortion 'fog'.*a set: \['all', 'kadid', 'live'\]"):
+    with pytest.raises(ValueError, match=r"unknown distortion 'fog'.*a set: \['all', 'camera', 'datasets', 'kadid', 'live'\]"):
         distortions.parse_families("gblur,fog")
     with pytest.raises(ValueError, match="no distortion family"):
         distortions.parse_families(" , ")
+
+
+def test_camera_families_act_as_a_sensor_and_an_exposure_do():
+    """Sensor noise is correlated between neighbouring pixels (demosaicing) and grows with the
+    signal in linear light; too little light darkens and adds noise; too much clips."""
+    rng = np.random.default_rng(0)
+    flat = np.full((128, 128, 3), 128, np.uint8)
+    noise = distortions.sensor_noise(flat, 0.01, rng).astype(np.float64)[..., 1] - 128
+    neighbours = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+    assert 0.2 < neighbours < 0.9
+    dark, bright = (distortions._sensor_noise(np.full((64, 64, 3), v, np.float32), 0.01, rng)
+                    for v in (0.05, 0.5))
+    assert 2 < dark.std() ** -1 * bright.std() < 4  # shot noise: sd ~ sqrt(signal)
+    gradient = np.tile(np.linspace(0, 255, 128, dtype=np.float32), (128, 1))
+    ramp = np.repeat(gradient[..., None], 3, axis=2).astype(np.uint8)
+    low = distortions.low_light(ramp, 3.0, rng).astype(np.float64)
+    assert low.mean() < ramp.mean() - 10 and np.std(np.diff(low[:, 64:, 0], axis=0)) > 1
+    over = distortions.overexposure(ramp, 2.0, rng)
+    assert (over == 255).mean() > 0.3 and (ramp == 255).mean() < 0.02
+    assert distortions.parse_families("camera") == distortions.CAMERA_DISTORTIONS
+    # the datasets' families: what `all` named before the camera's own were added
+    assert len(distortions.DATASET_DISTORTIONS) == 26
+    assert set(distortions.DATASET_DISTORTIONS) == set(distortions.KADID_DISTORTIONS) | {"cnoise"}

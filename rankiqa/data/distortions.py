@@ -258,6 +258,60 @@ def high_sharpen(image, percent, rng):
     return np.asarray(sharpened)
 
 
+# ---- acquisition: what a camera does to a photo as ISO, exposure and focus go wrong. In linear
+# light (sRGB decoded), where a sensor's noise lives: shot noise grows with the signal, read
+# noise does not, and demosaicing correlates both over neighbouring pixels.
+
+def _to_linear(image):
+    x = image.astype(np.float32) / 255.0
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _to_srgb(linear):
+    x = np.clip(linear, 0.0, 1.0)
+    return _to_uint8(255.0 * np.where(x <= 0.0031308, 12.92 * x,
+                                      1.055 * np.power(x, 1 / 2.4) - 0.055))
+
+
+def _sensor_noise(linear, gain, rng):
+    """Shot (variance gain * signal) and read (sd gain / 4) noise, correlated over about a
+    pixel as demosaicing leaves it."""
+    sd = np.sqrt(gain * np.maximum(linear, 0.0) + (gain / 4) ** 2)
+    noise = rng.normal(0.0, 1.0, linear.shape).astype(np.float32)
+    # a 3-tap blur keeps 0.56 of white noise's sd: rescaled so `gain` stays the sensor's
+    noise = ndimage.gaussian_filter(noise, sigma=(0.6, 0.6, 0)) / 0.56
+    return linear + sd * noise
+
+
+def sensor_noise(image, gain, rng):
+    """High ISO: the sensor's noise at analogue `gain` (the variance per unit of linear
+    signal), in linear light, colour and demosaic-correlated."""
+    return _to_srgb(_sensor_noise(_to_linear(image), gain, rng))
+
+
+def low_light(image, stops, rng):
+    """Too little light: exposed `stops` under, the sensor's noise at that exposure, then
+    brightened back by the camera (to within a third of the loss), shadows crushed."""
+    dark = _to_linear(image) * 2.0 ** -stops
+    noisy = _sensor_noise(dark, 0.0015, rng)
+    quantised = np.round(np.clip(noisy, 0, 1) * 1023) / 1023  # a 10-bit raw's shadow steps
+    return _to_srgb(quantised * 2.0 ** (stops * 2 / 3))
+
+
+def overexposure(image, stops, rng):
+    """Too much light: exposed `stops` over, highlights clipped in each channel."""
+    del rng
+    return _to_srgb(_to_linear(image) * 2.0 ** stops)
+
+
+def camera_mix(image, level, rng):
+    """A small camera at its limits, the defects together: defocus, sensor noise, JPEG; `level`
+    1..5 raises all three."""
+    blurred = lens_blur(image, 0.5 * level, rng)
+    noisy = sensor_noise(blurred, 0.0006 * level ** 1.6, rng)
+    return jpeg(noisy, int(80 - 13 * level), rng)
+
+
 # family -> (function, five parameter values, mildest first)
 DISTORTIONS = {
     # LIVE (the RankIQA paper's levels)
@@ -289,6 +343,11 @@ DISTORTIONS = {
     "non_eccentricity": (non_eccentricity, (0.05, 0.1, 0.2, 0.35, 0.5)),
     "colour_block": (colour_block, (0.01, 0.03, 0.06, 0.1, 0.16)),
     "high_sharpen": (high_sharpen, (100, 200, 350, 550, 800)),
+    # acquisition (sensor, exposure, focus; lens_blur and motion_blur above too)
+    "sensor_noise": (sensor_noise, (0.0005, 0.0015, 0.004, 0.01, 0.025)),
+    "low_light": (low_light, (1.0, 2.0, 3.0, 4.0, 5.0)),
+    "overexposure": (overexposure, (0.5, 1.0, 1.6, 2.3, 3.0)),
+    "camera_mix": (camera_mix, (1, 2, 3, 4, 5)),
 }
 
 LIVE_DISTORTIONS = ("gblur", "wn", "jpeg", "jp2k")
@@ -300,8 +359,15 @@ KADID_DISTORTIONS = (
     "non_eccentricity", "pixelate", "quantisation", "colour_block", "high_sharpen", "contrast")
 LEVELS = 6  # pristine + five levels per family
 # names that stand for a set of families wherever a list of families is asked for
+# what a camera does as ISO, exposure, focus and steadiness go wrong (BIQ2021's ss02 kind)
+CAMERA_DISTORTIONS = ("sensor_noise", "low_light", "overexposure", "lens_blur", "motion_blur",
+                      "camera_mix")
+# the families of the IQA datasets (LIVE, TID2013, KADID-10k): every family but the camera's own
+DATASET_DISTORTIONS = tuple(sorted(set(DISTORTIONS) - set(CAMERA_DISTORTIONS)
+                                   | {"lens_blur", "motion_blur"}))
 FAMILY_SETS = {"all": tuple(sorted(DISTORTIONS)), "live": LIVE_DISTORTIONS,
-               "kadid": KADID_DISTORTIONS}
+               "kadid": KADID_DISTORTIONS, "camera": CAMERA_DISTORTIONS,
+               "datasets": DATASET_DISTORTIONS}
 
 
 def parse_families(text):
