@@ -26,11 +26,15 @@ def main():
     parser.add_argument("--count", type=int, default=400, help="images of the part to use")
     parser.add_argument("--part", choices=["train", "val"], default="train")
     parser.add_argument("--no-kodak", action="store_true", help="leave the Kodak photos out")
+    parser.add_argument("--kind", choices=["ss01", "ss02", "ss03"],
+                        help="only photos of this kind (the subset its file name names)")
     args = parser.parse_args()
     cfg = config_lib.load(config_lib.FinetuneConfig, args.config).data
     items = mos.read_dataset("biq2021", os.path.join(args.shared_data, "biq2021-train", "mos.csv"))
     train = mos.split(items, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
                       cfg.split_index)[args.part]
+    if args.kind:
+        train = [it for it in train if mos.biq2021_kind(it.path) == args.kind]
     chosen = np.random.default_rng(cfg.split_seed).permutation(len(train))[:args.count]
     kodak = os.path.join(args.shared_data, "kodak")
     paths = sorted(train[k].path for k in chosen)
