@@ -708,10 +708,14 @@ def model_scores(model, photos):
                    "file for finetune [default: stdout].")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
               help="Resamplings of the answers for the 95 % intervals (0: none).")
+@click.option("--model", help="A model whose scores are the prior (the one `rate --model` chose "
+                              "the pairs by): scores are then the posterior mean, not centred.")
+@click.option("--agreement", type=click.FloatRange(0, 1, max_open=True), default=0.7,
+              show_default=True, help="How far --model's order is trusted, as in rate.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --output.")
 @handle_errors
-def scale_cmd(judgements, photos, output, bootstrap, seed, force):
+def scale_cmd(judgements, photos, output, bootstrap, model, agreement, seed, force):
     """Turn people's answers into quality scores.
 
     Reads a judgement file (left,right,choice,rater,time; docs/data-formats.md) and scales it
@@ -731,14 +735,25 @@ def scale_cmd(judgements, photos, output, bootstrap, seed, force):
     if output:
         from rankiqa.run import rundir
 
-        rundir.check_output(output, [judgements], force, "--output")
+        rundir.check_output(output, [judgements, *([model] if model else [])], force, "--output")
+    if model:
+        checks.model(model)  # before the answers are read and TensorFlow starts
     ratings = judgements_lib.header_of(judgements) == judgements_lib.RATING_HEADER
     read = (judgements_lib.read_ratings if ratings else judgements_lib.read_pairs)(
         judgements, collection)
     for problem in read.problems():
         log(f"warning: {problem}")
-    scaled = (thurstone.mean_ratings(read.judgements, bootstrap, seed) if ratings
-              else thurstone.scale(read.judgements, bootstrap, seed))
+    if ratings:
+        scaled = thurstone.mean_ratings(read.judgements, bootstrap, seed)
+    else:
+        prior, sd = None, thurstone.PRIOR_SD
+        if model:
+            from rankiqa.judge import pairs
+
+            named = sorted({p for g in read.judgements for p in (g.left, g.right)})
+            mean, sd = pairs.model_prior(model_scores(model, named), agreement)
+            prior = None if mean is None else dict(zip(named, mean))
+        scaled = thurstone.scale(read.judgements, bootstrap, seed, sd, prior)
     folder = os.path.dirname(os.path.abspath(output)) if output else os.getcwd()
     rows = [[os.path.relpath(p, folder), f"{s:.4f}", f"{lo:.4f}", f"{hi:.4f}", int(n)]
             for p, s, lo, hi, n in zip(scaled.photos, scaled.scores, scaled.low, scaled.high,
@@ -750,7 +765,8 @@ def scale_cmd(judgements, photos, output, bootstrap, seed, force):
     low, high = ((1, 5) if ratings else
                  (math.floor(scaled.scores.min()), math.ceil(scaled.scores.max())))
     log(f"scaled {plural(len(scaled.photos), 'photo')} from {plural(len(read.judgements), 'answer')} "
-        f"of {plural(raters, 'rater')}: {'mean rating' if ratings else 'JOD, mean 0'}; as "
+        f"of {plural(raters, 'rater')}: "
+        f"{'mean rating' if ratings else 'JOD' + (', the model as the prior' if model else ', mean 0')}; as "
         f"labels: --set 'data.score_range=[{low:g}, {high:g}]'")
 
 

@@ -133,3 +133,28 @@ def test_scale_writes_a_label_file_finetune_reads(tmp_path):
     assert [os.path.normpath(it.path) for it in items] == photos
     result = CliRunner().invoke(main, ["scale", path, "--output", str(out)])
     assert result.exit_code == 1 and "pass --force" in result.output
+
+
+def test_scale_with_a_models_prior_is_the_posterior_mean_the_pairs_were_chosen_under(
+        stage_one, photo_dir, tmp_path, rng):
+    from rankiqa import cli
+    from rankiqa.judge import pairs
+
+    photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))
+    path = str(tmp_path / "judgements.csv")
+    for k in range(12):
+        answer(path, photos[k % 6], photos[(k + 1) % 6], "left" if k % 3 else "right")
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(main, ["scale", path, "--model", stage_one, "--output", str(out),
+                                       "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    assert "JOD, the model as the prior" in result.output
+    got = {os.path.normpath(os.path.join(tmp_path, r["path"])): float(r["score"])
+           for r in csv.DictReader(open(out))}
+    named = sorted(got)
+    mean, sd = pairs.model_prior(cli.model_scores(stage_one, named), 0.7)
+    read = judgements.read_pairs(path).judgements
+    want = thurstone.scale(read, bootstrap=0, prior_sd=sd, prior=dict(zip(named, mean)))
+    np.testing.assert_allclose([got[p] for p in want.photos], want.scores, atol=1e-4)
+    plain = thurstone.scale(read, bootstrap=0)
+    assert not np.allclose(want.scores, plain.scores, atol=1e-3)  # the prior moved them

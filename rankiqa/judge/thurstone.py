@@ -83,8 +83,14 @@ def covariance(s, i, j, outcome, prior_sd=PRIOR_SD):
     return np.linalg.inv(hessian)
 
 
-def scale(judgements, bootstrap=200, seed=0, prior_sd=PRIOR_SD):
-    """`Scaled` scores of every photo the judgements (`rankiqa.data.judgements.Judgement`) name."""
+def scale(judgements, bootstrap=200, seed=0, prior_sd=PRIOR_SD, prior=None):
+    """`Scaled` scores of every photo the judgements (`rankiqa.data.judgements.Judgement`) name.
+
+    Args:
+      prior: None, or ``photo -> mean`` (JOD; `rankiqa.judge.pairs.model_prior` of a model's
+        scores, with its `prior_sd`): the scores are then the posterior mean under the model's
+        prior, as `rankiqa rate --pairs active --model` chose the pairs under, and not centred.
+    """
     if not judgements:
         raise InputError("no answers to scale")
     if bootstrap < 0:
@@ -94,14 +100,16 @@ def scale(judgements, bootstrap=200, seed=0, prior_sd=PRIOR_SD):
     i = np.array([index[g.left] for g in judgements])
     j = np.array([index[g.right] for g in judgements])
     outcome = np.array([g.outcome for g in judgements])
-    scores = fit(i, j, outcome, len(photos), prior_sd)
+    mean = None if prior is None else np.array([prior[p] for p in photos], float)
+    scores = fit(i, j, outcome, len(photos), prior_sd, mean=mean)
     low, high = scores.copy(), scores.copy()
     if bootstrap:
         rng = np.random.default_rng(seed)
         draws = np.empty((bootstrap, len(photos)))
         for b in range(bootstrap):
             k = rng.integers(0, len(i), len(i))
-            draws[b] = fit(i[k], j[k], outcome[k], len(photos), prior_sd, start=scores)
+            draws[b] = fit(i[k], j[k], outcome[k], len(photos), prior_sd, start=scores,
+                           mean=mean)
         low, high = np.percentile(draws, [2.5, 97.5], axis=0)
     answers = np.bincount(i, minlength=len(photos)) + np.bincount(j, minlength=len(photos))
     return Scaled(photos, scores, low, high, answers)
