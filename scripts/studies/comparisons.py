@@ -175,9 +175,11 @@ def plot(table, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(k, n) for k, n, _ in table})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), sharey=True)
-    for ax, (kind, noise) in zip(np.atleast_1d(axes), keys):
+    kinds = sorted({k for k, _, _ in table})
+    noises = sorted({n for _, n, _ in table})
+    fig, axes = plt.subplots(len(noises), len(kinds), figsize=(4.6 * len(kinds),
+                                                               3.6 * len(noises)), squeeze=False)
+    for ax, (noise, kind) in zip(axes.ravel(), [(n, k) for n in noises for k in kinds]):
         for way in WAYS:
             ax.plot(BUDGETS, [table[(kind, noise, b)][way][0] for b in BUDGETS], marker="o",
                     label=way)
@@ -190,10 +192,11 @@ def plot(table, path):
         ax.set_title(f"{kind}, rater noise {noise:g}")
         ax.set_xlabel("answers")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("SROCC within the kind (validation)")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("SROCC within the kind (validation)")
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
 
 
 def main(argv=None):
