@@ -223,11 +223,7 @@ def main(argv=None):
     print()
     print(target_check(table))
     print(f"\n{time.time() - start:.0f} s")
-    if args.json and not args.rows:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
-    if args.plot:
-        plot(table, args.plot)
+    loko.save(rows, table, args, plot)
     return os.EX_OK
 
 

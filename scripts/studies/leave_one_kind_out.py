@@ -221,12 +221,17 @@ def main(argv=None):
     print()
     print(target_check(table))
     print(f"\n{time.time() - start:.0f} s")
+    save(rows, table, args, plot)
+    return os.EX_OK
+
+
+def save(rows, table, args, plot_fn):
+    """A new study's rows to --json (a replot from --rows writes none), its plot to --plot."""
     if args.json and not args.rows:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)
     if args.plot:
-        plot(table, args.plot)
-    return os.EX_OK
+        plot_fn(table, args.plot)
 
 
 if __name__ == "__main__":
