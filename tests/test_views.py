@@ -165,3 +165,24 @@ def test_the_image_check_cache_of_a_test_run_is_its_own():
     home_cache = os.path.join(os.path.expanduser("~"), ".cache")
     assert images_lib._cache_file("list.csv").startswith(os.environ["XDG_CACHE_HOME"] + os.sep)
     assert not images_lib._cache_file("list.csv").startswith(home_cache + os.sep)
+
+
+def test_training_decodes_what_tensorflow_reads_without_pillow(tmp_path, monkeypatch):
+    """PNG, GIF, BMP and WebP (and JPEG) stay in TensorFlow's decoders, outside the GIL; only
+    the rest (TIFF) takes the Pillow path."""
+    from rankiqa.compat import tf
+
+    through_pillow = []
+    decode = training._pillow_decode
+    monkeypatch.setattr(training, "_pillow_decode",
+                        lambda path: through_pillow.append(path) or decode(path))
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    names = ["rgb.png", "rgb.gif", "rgb.bmp", "rgb.webp", "rgb.jpg", "rgb.tif"]
+    for name in names:
+        Image.fromarray(rgb).save(tmp_path / name)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        path = tf.placeholder(tf.string)
+        decoded = training.decode_image(path)
+        for name in names:
+            sess.run(decoded, {path: str(tmp_path / name)})
+    assert [os.path.basename(p.decode()) for p in through_pillow] == ["rgb.tif"]

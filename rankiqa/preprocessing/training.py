@@ -13,14 +13,21 @@ from rankiqa.compat import tf
 from rankiqa.preprocessing import preprocess
 
 
-# what tf.io.decode_image reads, by its first bytes: PNG, GIF, BMP, WebP (JPEG: tf.io.is_jpeg)
-TF_READS = "(?s)(\x89PNG|GIF8|BM|RIFF....WEBP).*"
-
-
 def _pillow_decode(path):
     """Formats TensorFlow has no decoder for (TIFF, say), read as every command reads them."""
     with Image.open(path.decode()) as im:
         return preprocess.to_rgb(im)
+
+
+def _tf_reads(contents):
+    """Whether tf.io.decode_image reads `contents`, by its first bytes: PNG, GIF, BMP, WebP
+    (JPEG is tf.io.is_jpeg's). Compared as bytes: a regex would see them as UTF-8 and miss."""
+    head = tf.strings.join([tf.strings.substr(contents, 0, 12), "\0" * 12])  # 12 bytes at least
+    first4, first2 = tf.strings.substr(head, 0, 4), tf.strings.substr(head, 0, 2)
+    webp = tf.logical_and(tf.equal(first4, b"RIFF"),
+                          tf.equal(tf.strings.substr(head, 8, 4), b"WEBP"))
+    return tf.logical_or(tf.reduce_any(tf.equal(first4, [b"\x89PNG", b"GIF8"])),
+                         tf.logical_or(tf.equal(first2, b"BM"), webp))
 
 
 def decode_image(path):
@@ -30,7 +37,7 @@ def decode_image(path):
 
     def other():
         return tf.cond(
-            tf.strings.regex_full_match(tf.strings.substr(contents, 0, 12), TF_READS),
+            _tf_reads(contents),
             lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
             lambda: tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False))
 
