@@ -663,17 +663,15 @@ def rate_cmd(paths, output, mode, kind, model, agreement, target, host, port, se
     collection = page.Collection(setup)
     for problem in collection.warnings:
         log(f"warning: {output}: {problem}")
-    given = sum(len(v) for v in collection.done.values())
     sock, url = service.bind(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         notice(f"listening on {host}: anyone who reaches this machine's port can answer "
                "(the page has no authentication)")
     log(f"rating {plural(len(photos), 'photo')} ({mode}"
-        f"{', ' + kind + ' pairs' if mode == 'pairs' else ''}; {plural(given, 'answer')} in "
+        f"{', ' + kind + ' pairs' if mode == 'pairs' else ''}; {plural(collection.given, 'answer')} in "
         f"{output} so far) at {url}/ ; Ctrl-C stops")
     service.serve_until_stopped(page.create_app(collection), sock)
-    given = sum(len(v) for v in collection.done.values())
-    log(f"stopped: {plural(given, 'answer')} in {output}")
+    log(f"stopped: {plural(collection.given, 'answer')} in {output}")
 
 
 def rate_photos(paths):

@@ -308,3 +308,11 @@ def test_the_models_scores_become_the_prior_of_active_pairs(stage_one, photo_dir
     assert got == pytest.approx(expected, abs=1e-6)
     mean, _ = page.pairs_lib.model_prior(got, 0.7)
     assert list(mean.argsort()) == list(got.argsort())
+
+
+def test_more_raters_than_a_batch_has_pairs_are_each_asked(photos, tmp_path):
+    """Two photos make a batch of one pair: a second and third rater get it too."""
+    collection = page.Collection(page.Setup(tuple(photos[:2]), str(tmp_path / "j.csv"),
+                                            kind="random"))
+    asked = [collection.question(rater)["item"] for rater in ("ana", "ben", "cy")]
+    assert [sorted(item) for item in asked] == [[0, 1]] * 3

@@ -22,7 +22,7 @@ import numpy as np
 
 from rankiqa.data import judgements as judgements_lib
 from rankiqa.data.lists import ListError
-from rankiqa.errors import InputError, RankiqaError
+from rankiqa.errors import InputError
 from rankiqa.judge import pairs as pairs_lib
 
 MODES = ("pairs", "score")
@@ -128,23 +128,32 @@ class Collection:
             order = np.random.default_rng([self.setup.seed, len(rated)]).permutation(left)
             return (int(order[0]),) if len(order) else None
         out = {tuple(sorted(q)) for r, q in self.current.items() if q and r != rater}
-        for tries in range(2):
-            for k, pair in enumerate(self.queue):
-                if tuple(sorted(pair)) not in out:
-                    return self.queue.pop(k)
+        free = self._free(out)
+        if free is None:
             self.queue = pairs_lib.next_batch(
                 self.setup.kind, len(self.photos), self.answers, self.rng,
                 self.setup.prior_mean, self.setup.prior_sd)
-        raise RankiqaError("no pair left to ask")  # not reached: a batch has count - 1 >= 1
+            # more raters than a batch has pairs: one pair is then asked of two of them
+            free = self._free(out) or 0
+        return self.queue.pop(free)
+
+    def _free(self, out):
+        """The place in the batch of the first pair no other rater is answering, or None."""
+        return next((k for k, pair in enumerate(self.queue) if tuple(sorted(pair)) not in out),
+                    None)
+
+    @property
+    def given(self):
+        """Answers in the file that stand (undone ones dropped), every rater's."""
+        return sum(len(v) for v in self.done.values())
 
     def _state(self, rater):
         item = self.current.get(rater)
         mine = len(self.done.get(rater, []))
-        given = sum(len(v) for v in self.done.values())
-        goal = len(self.photos) if self.setup.mode == "score" else self.setup.goal
         return {"mode": self.setup.mode, "rater": rater, "item": list(item) if item else None,
-                "yours": mine, "all": given, "goal": goal,
-                "progress": min(1.0, (mine if self.setup.mode == "score" else given) / goal),
+                "yours": mine, "all": self.given, "goal": self.setup.goal,
+                "progress": min(1.0, (mine if self.setup.mode == "score" else self.given)
+                                / self.setup.goal),
                 "undo": rater in self.last}
 
     def answer(self, rater, item, choice):
