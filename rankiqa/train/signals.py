@@ -30,6 +30,20 @@ from rankiqa.data import teacher as teacher_lib
 from rankiqa.errors import InputError
 
 
+def held_out(parts):
+    """The real paths of the validation and test photos: no signal may train on them."""
+    return {os.path.realpath(it.path) for it in parts["val"] + parts["test"]}
+
+
+def check_unlabelled(paths, parts, list_file, skip_bad, what, log):
+    """Decodes once each of `paths` that the label file does not name (those were checked with
+    it): the unreadable ones, to leave out with `skip_bad`, else refused by name."""
+    checked = {os.path.realpath(it.path) for it in parts["all"]}
+    unchecked = sorted({p for p in paths if os.path.realpath(p) not in checked})
+    return images_lib.refuse_or_skip(images_lib.check_images(unchecked, list_file), skip_bad,
+                                     what, log)
+
+
 @dataclass(frozen=True)
 class Mos:
     """The labels: regression of one training view per photo on its normalised MOS
@@ -91,16 +105,13 @@ class Teacher:
         photos it is then judged on) and one that cannot be read, now, not at the step that
         draws it."""
         paths, specs, scores = teacher_lib.read_table(self.table)
-        held_out = {os.path.realpath(it.path) for it in parts["val"] + parts["test"]}
-        leaked = sorted({p for p in paths if os.path.realpath(p) in held_out})
+        held = held_out(parts)
+        leaked = sorted({p for p in paths if os.path.realpath(p) in held})
         if leaked:
             raise InputError(f"{self.table}: {len(leaked)} of its photos are in the validation "
                              f"or test part (e.g. {leaked[0]}); teach on this config's "
                              "training part")
-        checked = {os.path.realpath(it.path) for it in parts["all"]}  # the labelled ones are
-        unchecked = sorted({p for p in paths if os.path.realpath(p) not in checked})
-        images_lib.refuse_or_skip(images_lib.check_images(unchecked, self.table), False,
-                                  "teacher", log)
+        check_unlabelled(paths, parts, self.table, False, "teacher", log)
         log(f"third signal: the teacher's scores of {len(paths)} views of "
             f"{len(set(paths))} photos ({self.table})")
         return replace(self, paths=tuple(paths), specs=tuple(map(tuple, specs)),
@@ -189,14 +200,11 @@ class Judged:
         read = judgements_lib.read_pairs(self.judgement_file)
         for problem in read.problems():
             log(f"warning: {self.judgement_file}: {problem}")
-        held_out = {os.path.realpath(it.path) for it in parts["val"] + parts["test"]}
+        held = held_out(parts)
         kept = [g for g in read.judgements
-                if not {os.path.realpath(g.left), os.path.realpath(g.right)} & held_out]
-        checked = {os.path.realpath(it.path) for it in parts["all"]}
-        unchecked = sorted({p for g in kept for p in (g.left, g.right)
-                            if os.path.realpath(p) not in checked})
-        bad = images_lib.refuse_or_skip(images_lib.check_images(unchecked, self.judgement_file),
-                                        skip_bad, "judged", log)
+                if not {os.path.realpath(g.left), os.path.realpath(g.right)} & held]
+        bad = check_unlabelled([p for g in kept for p in (g.left, g.right)], parts,
+                               self.judgement_file, skip_bad, "judged", log)
         kept = [g for g in kept if g.left not in bad and g.right not in bad]
         if len(kept) < self.per_step:
             raise InputError(f"{self.judgement_file}: {len(kept)} answers left on training "
