@@ -185,13 +185,7 @@ def plot(table, path):
                     label=way)
         ax.axhline(table[(kind, noise, BUDGETS[0])]["zero-shot"], color="grey", ls="--",
                    label="the source (no answer)")
-        ax.set_xscale("log")
-        ax.set_xticks(BUDGETS)
-        ax.set_xticklabels([str(b) for b in BUDGETS], fontsize=8)
-        ax.minorticks_off()
-        ax.set_title(f"{kind}, rater noise {noise:g}")
-        ax.set_xlabel("answers")
-        ax.grid(alpha=0.3)
+        loko.log_axis(ax, BUDGETS, f"{kind}, rater noise {noise:g}", "answers")
     for row in axes:
         row[0].set_ylabel("SROCC within the kind (validation)")
     axes[0, 0].legend(fontsize=7)

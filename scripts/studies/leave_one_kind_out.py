@@ -168,6 +168,17 @@ def target_check(table, size=100):
     return "\n".join(lines)
 
 
+def log_axis(ax, ticks, title, xlabel):
+    """A log x axis labelled at `ticks` only, with its title and a light grid."""
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks], fontsize=8)
+    ax.minorticks_off()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+
+
 def plot(table, path):
     import matplotlib
 
@@ -183,14 +194,8 @@ def plot(table, path):
             pts = [(n, c[arm][0]) for n, c in cells if arm in c]
             ax.plot(*zip(*pts), marker="o", label=arm)
         ax.axhline(cells[0][1]["zero-shot"][0], color="grey", ls="--", label="zero-shot (N = 0)")
-        sizes = [n for n, _ in cells if n]
-        ax.set_xscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([str(n) for n in sizes], fontsize=8)
-        ax.minorticks_off()
-        ax.set_title(f"{kind} as the user's own kind")
-        ax.set_xlabel("labels of the kind (N)")
-        ax.grid(alpha=0.3)
+        log_axis(ax, [n for n, _ in cells if n], f"{kind} as the user's own kind",
+                 "labels of the kind (N)")
     np.atleast_1d(axes)[0].set_ylabel("SROCC within the kind (validation)")
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
