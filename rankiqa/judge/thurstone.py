@@ -75,7 +75,7 @@ def covariance(s, i, j, outcome, prior_sd=PRIOR_SD):
         return m * (x + m)
 
     w = (outcome * curvature(d) + (1 - outcome) * curvature(-d)) / SIGMA ** 2
-    hessian = np.diag(np.broadcast_to(1.0 / np.asarray(prior_sd, float) ** 2, s.shape)).copy()
+    hessian = np.diag(np.broadcast_to(1.0 / np.asarray(prior_sd, float) ** 2, s.shape))
     np.add.at(hessian, (i, i), w)
     np.add.at(hessian, (j, j), w)
     np.add.at(hessian, (i, j), -w)
