@@ -13,9 +13,9 @@ to TensorFlow's figure.
 """
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
+from rankiqa.data import images as images_lib
 from rankiqa.data import mos
 
 STANDIN_NAME = "MS-SSIM stand-in (full-reference metric, not human opinion)"
@@ -77,11 +77,6 @@ def ms_ssim(reference, distorted, max_val=255.0):
     return float(per_channel.mean())
 
 
-def _pixels(path):
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def msssim_items(groups):
     """ScoredImages for every image of `groups` (level 0 scores 1.0 by definition)."""
     items, seen_pristine = [], set()
@@ -94,8 +89,8 @@ def msssim_items(groups):
                 seen_pristine.add(path)
                 value = 1.0
             else:
-                reference = _pixels(g.paths[0]) if reference is None else reference
-                value = ms_ssim(reference, _pixels(path))
+                reference = images_lib.load_image(g.paths[0]) if reference is None else reference
+                value = ms_ssim(reference, images_lib.load_image(path))
             items.append(mos.ScoredImage(path, float(np.clip(value, 0, 1)), value,
                                          g.reference, g.distortion if level else "pristine"))
     return items

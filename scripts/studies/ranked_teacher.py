@@ -20,6 +20,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probe_study import load, scores_of  # noqa: E402  (saved parts; a head's mean over views)
+
 EFFICIENTNET = 4240  # the combined network's first columns: EfficientNet-Lite2's pooled statistics
 # the ridge penalty the combined recipe's probe chose by cross-validation, and the one the
 # student's teacher scores were cross-fitted at (scripts/recipes/biq2021_student_data.sh); each
@@ -52,11 +55,6 @@ def write_arrays(out):
           f"{len(arrays) - replaced} from the wheels and biq2021-efficientnet-dinov2's head")
 
 
-def load(directory, name):
-    with np.load(os.path.join(directory, name + ".npz")) as data:
-        return {k: data[k] for k in data.files}
-
-
 def feature_sets(ranked_dir, imagenet_dir):
     """{name: {part: features}} of the three heads compared, each part's rows in one order."""
     ranked = {n: load(ranked_dir, n) for n in ("train", "val", "ladders", "rank")}
@@ -76,9 +74,8 @@ def feature_sets(ranked_dir, imagenet_dir):
 
 
 def head_scores(fit, features):
-    """Mean over the views of a ridge head's score: features ``[..., views, d]``."""
-    z = (features.astype(np.float64) - fit["mean"]) / fit["std"]
-    return (z @ fit["weights"]).mean(-1) + fit["bias"]
+    """Mean over all the saved views of a ridge head's score: features ``[..., views, d]``."""
+    return scores_of(fit, features, list(range(features.shape[-2])))
 
 
 def measure(scores, val, ladder_scores, families):
