@@ -28,8 +28,8 @@ import argparse
 import hashlib
 import json
 import os
+import concurrent.futures
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -83,11 +83,27 @@ def check(train_dir, killed_before_checkpoint, reference):
     return problems
 
 
-def cli(*args, **kwargs):
+# `python -c FULL_DISK ARGS` is `rankiqa ARGS` unable to write more than 200 bytes to a file,
+# as on a full disk (SIGXFSZ ignored: the write fails instead of killing the process)
+FULL_DISK = ("import resource, runpy, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
+             "runpy.run_module('rankiqa.cli', run_name='__main__', alter_sys=True)")
+
+
+def cli(*args, full_disk=False):
     """`rankiqa ARGS` in a process of its own: (exit status, stderr)."""
-    out = subprocess.run([sys.executable, "-m", "rankiqa.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=900, **kwargs)
+    start = ["-c", FULL_DISK] if full_disk else ["-m", "rankiqa.cli"]
+    out = subprocess.run([sys.executable, *start, *map(str, args)],
+                         capture_output=True, text=True, timeout=900)
     return out.returncode, out.stderr
+
+
+def run_cases(cases, workers=2):
+    """[(case, problem or None)] of `cases` ([(case, thunk)]), in their order: the cases share
+    nothing, and each is mostly a process's start (TensorFlow's import), so two run at once."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [(name, pool.submit(thunk)) for name, thunk in cases]
+        return [(name, future.result()) for name, future in futures]
 
 
 def digests(folder):
@@ -102,21 +118,24 @@ def digests(folder):
 
 
 def data_loss_cases(work, run, rank_list, photos):
-    """[(case, problem or None)]: each command is refused (or succeeds) leaving every file of
-    the user's as it was. `run` is a finished tiny stage-one run; it is copied, not changed."""
+    """[(case, thunk)]: each thunk runs its commands, which must be refused (or succeed)
+    leaving every file of the user's as it was, and returns the problem or None. `run` is a
+    finished tiny stage-one run; it is copied, not changed."""
     results = []
 
     def case(name, folder, *commands, refusal=None, watch=None, **kwargs):
-        """Runs `commands`; each must end in `refusal` (a phrase of its error line), or
-        succeed when None, and every file of `folder` (or of `watch`) must be as before."""
-        before = {k: v for k, v in digests(folder).items() if watch is None or k in watch}
-        ends = [cli(*c, **kwargs) for c in commands]
-        after = digests(folder)
-        lost = sorted(k for k in before if after.get(k) != before[k])
-        wrong = [f"exit {code}: {err.strip().splitlines()[-1:]}" for code, err in ends
-                 if (code == 0) != (refusal is None) or (refusal and refusal not in err)]
-        problem = f"changed or lost: {lost[:3]}" if lost else "; ".join(wrong) or None
-        results.append((name, problem))
+        """Adds a case that runs `commands`; each must end in `refusal` (a phrase of its error
+        line), or succeed when None, and every file of `folder` (or of `watch`) must be as
+        before."""
+        def thunk():
+            before = {k: v for k, v in digests(folder).items() if watch is None or k in watch}
+            ends = [cli(*c, **kwargs) for c in commands]
+            after = digests(folder)
+            lost = sorted(k for k in before if after.get(k) != before[k])
+            wrong = [f"exit {code}: {err.strip().splitlines()[-1:]}" for code, err in ends
+                     if (code == 0) != (refusal is None) or (refusal and refusal not in err)]
+            return f"changed or lost: {lost[:3]}" if lost else "; ".join(wrong) or None
+        results.append((name, thunk))
 
     def copy(name):
         target = os.path.join(work, "cases", name)
@@ -154,13 +173,9 @@ def data_loss_cases(work, run, rank_list, photos):
     with open(os.path.join(scores, "scores.csv"), "w") as f:
         f.write("an earlier, complete output\n")
 
-    def full_disk():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
-
     case("a full disk under predict --output keeps the old output", scores,
          ["predict", photos, "--model", run, "--output", os.path.join(scores, "scores.csv"),
-          "--force"], refusal="the old one, if any, is untouched", preexec_fn=full_disk)
+          "--force"], refusal="the old one, if any, is untouched", full_disk=True)
     labelled = copy("labelled")
     from rankiqa.data import lists, mos
 
@@ -198,42 +213,49 @@ def data_loss_cases(work, run, rank_list, photos):
 
 
 def resume_cases(work, run, rank_list):
-    """[(case, problem or None)]: reruns that once crashed, resumed the wrong model or kept too
-    much: a validation part whose labels all tie, a damaged eval.json, a lowered
+    """[(case, thunk)] as `data_loss_cases`': reruns that once crashed, resumed the wrong model
+    or kept too much: a validation part whose labels all tie, a damaged eval.json, a lowered
     keep_checkpoints."""
     from rankiqa.data import lists, mos
 
-    results = []
     ties = os.path.join(work, "cases", "ties.csv")
     pristine = {g.paths[0]: g.reference for g in lists.read_rank_list(rank_list)}
     mos.write_generic_csv(ties, [mos.ScoredImage(p, 0.5, 0.5, r) for p, r in pristine.items()])
     tied = os.path.join(work, "cases", "tied")
-    ends = [cli("finetune", "--config", "finetune_tiny", "--init", run, "--train-dir", tied,
-                "--set", f"data.label_file={ties}", "--set", "data.batch_size=2",
-                "--set", "data.val_fraction=0.5", "--set", f"train.max_steps={steps}",
-                "--set", "train.eval_every=2", "--set", "train.save_every=2",
-                # 8 validation photos: keep_best must still choose, which is what once crashed
-                "--set", "train.keep_best_from=2")
-            for steps in (4, 6)]
-    results.append(("tied validation labels finish the run and its rerun",
-                    None if all(code == 0 and "no evaluation gave a srocc" in err
-                                for code, err in ends) else f"{[e[1][-300:] for e in ends]}"))
+
+    def tied_labels():
+        ends = [cli("finetune", "--config", "finetune_tiny", "--init", run, "--train-dir", tied,
+                    "--set", f"data.label_file={ties}", "--set", "data.batch_size=2",
+                    "--set", "data.val_fraction=0.5", "--set", f"train.max_steps={steps}",
+                    "--set", "train.eval_every=2", "--set", "train.save_every=2",
+                    # 8 validation photos: keep_best must still choose, which once crashed
+                    "--set", "train.keep_best_from=2")
+                for steps in (4, 6)]
+        return None if all(code == 0 and "no evaluation gave a srocc" in err
+                           for code, err in ends) else f"{[e[1][-300:] for e in ends]}"
+
     damaged = os.path.join(work, "cases", "damaged")
     shutil.copytree(run, damaged)
     with open(os.path.join(damaged, "eval.json"), "w") as f:
         f.write('{"history": [')
-    code, err = cli(*command(rank_list, damaged)[3:], "--set", f"train.max_steps={STEPS + 2}")
-    results.append(("a damaged eval.json is one error naming it",
-                    None if code == 1 and "eval.json is damaged" in err else err[-300:]))
+
+    def damaged_eval_json():
+        code, err = cli(*command(rank_list, damaged)[3:], "--set", f"train.max_steps={STEPS + 2}")
+        return None if code == 1 and "eval.json is damaged" in err else err[-300:]
+
     fewer = os.path.join(work, "cases", "fewer")
     shutil.copytree(run, fewer)
-    code, err = cli(*command(rank_list, fewer)[3:], "--set", "train.keep_checkpoints=1",
-                    "--set", f"train.max_steps={STEPS + SAVE_EVERY}")
-    left = [n for n in os.listdir(fewer) if n.endswith(".index")]
-    results.append(("a lowered keep_checkpoints prunes at the resume",
-                    None if code == 0 and left == [f"model.ckpt-{STEPS + SAVE_EVERY}.index"]
-                    else f"exit {code}, checkpoints {sorted(left)}"))
-    return results
+
+    def lowered_keep():
+        code, _ = cli(*command(rank_list, fewer)[3:], "--set", "train.keep_checkpoints=1",
+                      "--set", f"train.max_steps={STEPS + SAVE_EVERY}")
+        left = [n for n in os.listdir(fewer) if n.endswith(".index")]
+        return (None if code == 0 and left == [f"model.ckpt-{STEPS + SAVE_EVERY}.index"]
+                else f"exit {code}, checkpoints {sorted(left)}")
+
+    return [("tied validation labels finish the run and its rerun", tied_labels),
+            ("a damaged eval.json is one error naming it", damaged_eval_json),
+            ("a lowered keep_checkpoints prunes at the resume", lowered_keep)]
 
 
 def main():
@@ -258,8 +280,8 @@ def main():
     duration = time.time() - start
     reference = weights(reference_dir)
     passed = failed = 0
-    for name, problem in (data_loss_cases(args.work_dir, reference_dir, rank_list, photos)
-                          + resume_cases(args.work_dir, reference_dir, rank_list)):
+    for name, problem in run_cases(data_loss_cases(args.work_dir, reference_dir, rank_list, photos)
+                                   + resume_cases(args.work_dir, reference_dir, rank_list)):
         print(f"case: {name}: {'ok' if problem is None else 'FAILED: ' + problem}", flush=True)
         passed, failed = passed + (problem is None), failed + (problem is not None)
     for round_ in range(args.kills):
