@@ -25,10 +25,10 @@ Prints one line per case and round and a closing ``N passed, N failed`` line.
 """
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
-import concurrent.futures
 import random
 import shutil
 import signal
