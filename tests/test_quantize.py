@@ -84,20 +84,44 @@ def test_export_onnx_int8_writes_its_report_and_serves_alone(stage_one, photo_di
     assert result.exit_code == 2 and "go with --int8" in result.output
 
 
-def test_shipped_ranges_replace_calibration(stage_one, photo_dir, tmp_path):
+def float_model(run):
+    """(the float ONNX bytes of the model in `run`, its views, its input's name)."""
     from rankiqa.serve import engines, scoring
 
-    with scoring.load_scorer(stage_one) as scorer:
-        model = engines.onnx_model(scorer).SerializeToString()
-        views, name = scorer.views, scorer.images.name
+    with scoring.load_scorer(run) as scorer:
+        return (engines.onnx_model(scorer).SerializeToString(), scorer.views,
+                scorer.images.name)
+
+
+def test_the_input_normalisation_stays_float(stage_one, photo_dir):
+    import onnx
+
+    model, views, name = float_model(stage_one)
+    photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))[:2]
+    kept = quantize.input_nodes(model)
+    nodes = onnx.load_from_string(model).graph.node
+    first_conv = next(k for k, n in enumerate(nodes) if n.op_type == "Conv")
+    assert kept == [n.name for n in nodes[:first_conv]] and kept  # scale, mean, layout
+    int8 = onnx.load_from_string(quantize.quantize(
+        model, quantize.calibration_views(photos, views)[0], name)).graph
+    made_by = {out: n.op_type for n in int8.node for out in n.output}
+    for node in int8.node:
+        if node.name in kept:  # float in, float out: no dequantised input
+            assert all(made_by.get(i) != "DequantizeLinear" for i in node.input), node.name
+    conv = next(n for n in int8.node if n.op_type == "Conv")
+    assert made_by[conv.input[0]] == made_by[conv.input[1]] == "DequantizeLinear"
+
+
+def test_shipped_ranges_replace_calibration(stage_one, photo_dir, tmp_path):
+    model, views, name = float_model(stage_one)
     photos = sorted(os.path.join(photo_dir, n) for n in os.listdir(photo_dir))
     arrays, used = quantize.calibration_views(photos, views)
     assert used == photos
     ranges = tmp_path / "ranges.json"
-    written = quantize.quantize(model, arrays, name, reduce_range=True, ranges=str(ranges))
+    written = quantize.quantize(model, arrays, name, ranges=str(ranges))
     assert "TensorsData" in ranges.read_text()
     # read back with no photo at all: the same int8 model
-    assert quantize.quantize(model, [], name, reduce_range=True, ranges=str(ranges)) == written
+    assert quantize.quantize(model, [], name, ranges=str(ranges)) == written
     with pytest.raises(InputError, match="no photo to calibrate on"):
         quantize.quantize(model, [], name, ranges=str(tmp_path / "absent.json"))
     # the default built-in model ships its ranges; a run folder has none
@@ -106,3 +130,21 @@ def test_shipped_ranges_replace_calibration(stage_one, photo_dir, tmp_path):
     variant = quantize.Int8(views, str(ranges))
     assert variant.build(model, name) == written
     assert variant.tag(model) != quantize.Int8(views).tag(model)  # the recipe names the source
+    other = quantize.Int8(views, str(ranges))
+    other.bits = 15 - variant.bits  # the other kind of CPU: its own model, its own cache name
+    assert other.tag(model) != variant.tag(model) and other.build(model, name) != written
+
+
+def test_weights_take_8_bits_only_where_the_cpu_sums_int8_products_exactly(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert quantize.weight_bits(str(cpuinfo)) == 8
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx_vnni\n")
+    assert quantize.weight_bits(str(cpuinfo)) == 8
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnnix\n")  # whole flags only
+    assert quantize.weight_bits(str(cpuinfo)) == 7
+    cpuinfo.write_text("Features\t: fp asimd\n")  # no flags line (an Arm CPU's cpuinfo)
+    assert quantize.weight_bits(str(cpuinfo)) == 7
+    assert quantize.weight_bits(str(tmp_path / "absent")) == 7
+    with pytest.raises(InputError, match="7 or 8 bits, not 6"):
+        quantize.quantize(b"", [np.zeros((1, 2, 2, 3), np.float32)], "x", bits=6)

@@ -1,9 +1,11 @@
 """Integer scoring: a model's ONNX graph quantised to int8 by ONNX Runtime's static quantiser,
 calibrated on views of photos, and what that changes against float.
 
-The recipe (`RECIPE`): QDQ format, weights int8 per output channel in 7 bits, activations
-uint8, their ranges the calibration views' (MinMax), every layer quantised unless named in
-``exclude``; `scripts/studies/int8.py` chose it on BIQ2021's validation part. EfficientNet-Lite
+The recipe (`RECIPE`): QDQ format, weights int8 per output channel (8 bits where the CPU
+has integer dot-product instructions, else 7: `weight_bits`), activations uint8, their ranges
+the calibration views' (MinMax), every layer quantised but the input's normalisation
+(`input_nodes`) and those named in ``exclude``; `scripts/studies/int8.py` chose it on
+BIQ2021's validation part. EfficientNet-Lite
 was made for it (ReLU6, no squeeze-and-excite). The speed it buys depends on the CPU's integer
 dot-product units: BENCHMARKS.md, P13.
 """
@@ -23,11 +25,31 @@ from rankiqa.errors import InputError
 from rankiqa.serve import engines
 
 METHODS = ("minmax", "percentile")
-RECIPE = {"format": "QDQ", "weights": "int8 per channel, 7 bits used (reduce_range)",
-          "activations": "uint8", "calibration": "MinMax"}
+RECIPE = {"format": "QDQ", "weights": "int8 per channel",
+          "activations": "uint8", "calibration": "MinMax",
+          "float": "the input's normalisation, up to the first convolution"}
 # what a model without shipped ranges is calibrated on (`rankiqa.data.samples`): the same on
 # every machine, and nothing to download
 CALIBRATION_PHOTOS = "scikit-image's sample photos"
+# x86's integer dot-product instructions: with them ONNX Runtime's u8 x s8 products are summed
+# exactly in 32 bits; without them (AVX2's vpmaddubsw) pairs of products saturate in 16 bits
+DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+
+
+def weight_bits(cpuinfo="/proc/cpuinfo"):
+    """The bits the weights use on this CPU: 8 where it has `DOT_PRODUCT_FLAGS`, else 7
+    (`reduce_range`, ONNX Runtime's advice). Measured on BIQ2021's validation part (P13):
+    with VNNI, 8 bits lose 0.0014 SROCC and 0.0016 ladder pair accuracy, 7 bits 0.0034 and
+    0.0062; without it 8-bit products saturate (there 8 bits lost 0.011 SROCC, 7 bits 0.0025).
+    A CPU whose flags cannot be read (not Linux) gets 7, safe on every CPU. The same model and
+    ranges give the same int8 scores on every CPU of one kind, not across the two kinds."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return 7
+    return 8 if DOT_PRODUCT_FLAGS & set(flags) else 7
 
 
 def sample_photos():
@@ -49,12 +71,13 @@ def calibration_views(paths, views):
     return arrays, used
 
 
-def quantize(model, calibration, input_name, method="minmax", exclude=(), reduce_range=False,
+def quantize(model, calibration, input_name, method="minmax", exclude=(), bits=None,
              ranges=None):
     """`model` (float ONNX bytes) quantised to int8 (`RECIPE`), calibrated on `calibration`
-    (float32 view arrays, each one network input); `exclude` names nodes kept in float;
-    `reduce_range` quantises weights to 7 bits (ONNX Runtime's advice for CPUs without VNNI,
-    whose 8-bit products can saturate). `ranges`: a JSON file of the activations' ranges
+    (float32 view arrays, each one network input); `exclude` names nodes kept in float beside
+    the input's normalisation (`input_nodes`);
+    `bits`: the weights' bits, 8 or 7 (`reduce_range`); default: `weight_bits` of this CPU.
+    `ranges`: a JSON file of the activations' ranges
     (ONNX Runtime's calibration cache): read when it exists, in place of `calibration`; else
     written from it.
 
@@ -69,6 +92,8 @@ def quantize(model, calibration, input_name, method="minmax", exclude=(), reduce
 
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose from {list(METHODS)}")
+    if bits not in (None, 7, 8):
+        raise InputError(f"weights are quantised to 7 or 8 bits, not {bits!r}")
     if not calibration and not (ranges and os.path.isfile(ranges)):
         raise InputError("no photo to calibrate on could be read")
 
@@ -92,11 +117,24 @@ def quantize(model, calibration, input_name, method="minmax", exclude=(), reduce
         q.quantize_static(prepared, out, Reader(), quant_format=q.QuantFormat.QDQ,
                           per_channel=True, activation_type=q.QuantType.QUInt8,
                           weight_type=q.QuantType.QInt8, calibrate_method=calibrate,
-                          nodes_to_exclude=list(exclude) or None,
-                          reduce_range=reduce_range,
+                          nodes_to_exclude=input_nodes(model) + list(exclude),
+                          reduce_range=(bits or weight_bits()) == 7,
                           **({"calibration_cache_path": ranges} if ranges else {}))
         with open(out, "rb") as f:
             return f.read()
+
+
+def input_nodes(model):
+    """The names of the nodes before the first convolution of `model` (ONNX bytes): the input's
+    normalisation (scale, mean) and layout. They stay in float: elementwise on the whole input,
+    ONNX Runtime's int8 kernels for them (QLinearMul with a broadcast constant) took a quarter
+    of the int8 network's time, and the first convolution quantises its input anyway
+    (BENCHMARKS.md, P13)."""
+    import onnx
+
+    nodes = onnx.load_from_string(model).graph.node
+    first = next((k for k, n in enumerate(nodes) if n.op_type == "Conv"), 0)
+    return [n.name for n in nodes[:first]]
 
 
 def _unit_pools_valid(model):
@@ -134,23 +172,23 @@ def compare(float_scores, int8_scores, labels=None):
 
 
 class Int8:
-    """``--engine onnx-int8``'s variant of a model (`rankiqa.serve.engines.OnnxRunner`),
-    weights in 7 bits (`reduce_range`: measured best without VNNI, as good with it). A built-in
-    model is quantised with the activation ranges shipped beside its head (`ranges_file`:
-    measured on 200 BIQ2021 training photos, `scripts/studies/int8.py --write-ranges`); any
-    other model is calibrated on `CALIBRATION_PHOTOS` through its own `views`. Either way every
-    machine builds the same int8 model from the same float one (its cache name says the
-    recipe)."""
+    """``--engine onnx-int8``'s variant of a model (`rankiqa.serve.engines.OnnxRunner`), its
+    weights in `weight_bits` of this CPU. A built-in model is quantised with the activation
+    ranges shipped beside its head (`ranges_file`: measured on 200 BIQ2021 training photos,
+    `scripts/studies/int8.py --write-ranges`); any other model is calibrated on
+    `CALIBRATION_PHOTOS` through its own `views`. Either way every machine of one kind (with or
+    without VNNI) builds the same int8 model from the same float one (its cache name says the
+    recipe and the bits)."""
 
     def __init__(self, views, ranges=None):
-        self.views, self.ranges = views, ranges
+        self.views, self.ranges, self.bits = views, ranges, weight_bits()
         self.source = ("its shipped ranges (200 BIQ2021 training photos)" if ranges else
                        CALIBRATION_PHOTOS)
 
     def tag(self, model):
         import onnxruntime
 
-        recipe = {**RECIPE, "views": self.views.as_dict(),
+        recipe = {**RECIPE, "weight_bits": self.bits, "views": self.views.as_dict(),
                   "photos": None if self.ranges else list(samples.SAMPLE_PHOTOS),
                   "ranges": self.ranges and preprocess.file_sha256(self.ranges),
                   "onnxruntime": onnxruntime.__version__}
@@ -158,9 +196,9 @@ class Int8:
 
     def build(self, model, input_name):
         if self.ranges:
-            return quantize(model, [], input_name, reduce_range=True, ranges=self.ranges)
+            return quantize(model, [], input_name, bits=self.bits, ranges=self.ranges)
         arrays, _ = calibration_views(sample_photos(), self.views)
-        return quantize(model, arrays, input_name, reduce_range=True)
+        return quantize(model, arrays, input_name, bits=self.bits)
 
 
 def ranges_file(ref):
@@ -180,16 +218,18 @@ def int8_export(model, views, input_name, output_name, photos=None, count=200, s
     photos left (up to 500; the calibration photos themselves when none are left).
 
     Returns:
-      (the int8 model's bytes, its report: `RECIPE`, the photos used, `compare`'s figures).
+      (the int8 model's bytes, its report: `RECIPE`, the weights' bits, the photos used,
+      `compare`'s figures).
     """
     photos = list(sample_photos() if photos is None else photos)
     np.random.default_rng(seed).shuffle(photos)
     arrays, used = calibration_views(photos[:count], views)
-    int8 = quantize(model, arrays, input_name, reduce_range=True)
+    bits = weight_bits()
+    int8 = quantize(model, arrays, input_name, bits=bits)
     held_out = photos[count:count + 500]
     checks = calibration_views(held_out, views)[0] if held_out else arrays
     scores = [_scores(m, input_name, output_name, checks) for m in (model, int8)]
-    report = {**RECIPE, "calibration_photos": len(used),
+    report = {**RECIPE, "weight_bits": bits, "calibration_photos": len(used),
               "checked_on": "held-out photos" if held_out else "the calibration photos",
               **compare(*scores)}
     return int8, report

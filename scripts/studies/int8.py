@@ -2,16 +2,21 @@
 measured on BIQ2021's 600-photo validation part (seed 2021) against the float ONNX model.
 
     python scripts/studies/int8.py [--model NAME] [--shared ../shared/data] [--rows ROW,...]
+        [--ladders 20]
     python scripts/studies/int8.py --write-ranges rankiqa/weights/builtin/NAME.int8_ranges.json
 
 Each row quantises the model's ONNX conversion (`rankiqa.serve.quantize.quantize`) and reports
 validation SROCC/PLCC (overall and within ss01/ss02/ss03), the per-photo score difference from
 float (max, 99th percentile) and the bare network's views/s against float (best of 5 rounds of
-a 32-view batch, interleaved). Rows:
+a 32-view batch, interleaved) and, with ``--ladders N``, the pair accuracy of the synthetic
+ladders (`rankiqa ladders`' families and seed) of N validation photos, the photos of the
+built-in models' ladder figures (`scripts/recipes/biq2021_references.py --part val --count N
+--no-kodak`). Every row keeps the input's normalisation in float (`quantize.input_nodes`). Rows:
   samples          scikit-image's sample photos, MinMax (what --engine onnx-int8 builds)
   train200         200 BIQ2021 training photos (not in the validation part), MinMax
   train200_float_ends  the same as train200, the stem's first convolution and the head kept float
-  train200_7bit, samples_7bit  weights in 7 bits (`reduce_range`: no saturation without VNNI)
+  train200_7bit, samples_7bit  weights in 7 bits (`reduce_range`: no saturation without VNNI;
+                               the others 8, `quantize.weight_bits` chooses by the CPU)
   train200_7bit_float_ends     both
 Percentile calibration (histograms of every activation) ran out of 24 GB on 200 photos.
 --write-ranges writes the activation ranges of the 200 training photos (ONNX Runtime's
@@ -28,17 +33,52 @@ import numpy as np
 from rankiqa import config as config_lib
 from rankiqa import metrics
 from rankiqa.data import samples
-from rankiqa.serve import evaluate, predict, quantize
+from rankiqa.data import images as images_lib
+from rankiqa.data import mos
+from rankiqa.serve import evaluate, ladders, predict, quantize
 
 ROWS = ("samples", "train200", "train200_float_ends", "train200_7bit", "samples_7bit",
         "train200_7bit_float_ends")
 
 
-def split_items(shared):
-    cfg = config_lib.load(config_lib.FinetuneConfig, None, [
+def data_config(shared):
+    """BIQ2021's split as every recipe makes it (seed 2021, a fifth for validation)."""
+    return config_lib.load(config_lib.FinetuneConfig, None, [
         "data.dataset=biq2021", f"data.label_file={shared}/biq2021-train/mos.csv",
-        "data.split_seed=2021", "data.val_fraction=0.2"])
-    return evaluate.select_split(cfg.data, "train"), evaluate.select_split(cfg.data, "val")
+        "data.split_seed=2021", "data.val_fraction=0.2"]).data
+
+
+def split_items(shared):
+    cfg = data_config(shared)
+    return evaluate.select_split(cfg, "train"), evaluate.select_split(cfg, "val")
+
+
+def ladder_views(shared, count, views):
+    """Per ladder (photo x family), the views of its copies, mildest first: the photos of
+    `biq2021_references.py --part val --count N --no-kodak`, read as `rankiqa ladders` reads
+    them (longer side at most 512)."""
+    cfg = data_config(shared)
+    items = mos.read_dataset("biq2021", os.path.join(shared, "biq2021-train", "mos.csv"))
+    val = mos.split(items, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
+                    cfg.split_index)["val"]
+    chosen = np.random.default_rng(cfg.split_seed).permutation(len(val))[:count]
+    out = {}
+    for path in sorted(val[k].path for k in chosen):
+        image = images_lib.load_image(path, 512)
+        for family in ladders.DEFAULT_FAMILIES:
+            copies = ladders.ladder(image, family, 0)
+            out[(path, family)] = [views.apply(c).astype(np.float32) for c in copies]
+    return out
+
+
+def ladder_figures(sess, names, per_ladder):
+    """Pair accuracy over all ladders and per family."""
+    scored = {key: scores(sess, names, copies) for key, copies in per_ladder.items()}
+    out = {"ladders": metrics.pair_accuracy(list(scored.values()))}
+    for family in ladders.DEFAULT_FAMILIES:
+        out[f"ladders_{family}"] = metrics.pair_accuracy(
+            [s for (_, f), s in scored.items() if f == family])
+    return {k: round(float(v), 4) for k, v in out.items()}
 
 
 def float_ends(model):
@@ -87,6 +127,8 @@ def main():
     parser.add_argument("--shared", default="../shared/data")
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--write-ranges", metavar="JSON")
+    parser.add_argument("--ladders", type=int, default=0, metavar="N",
+                        help="also the ladders of N validation photos (the built-ins use 20)")
     args = parser.parse_args()
     train, val = split_items(args.shared)
     with predict.load_model(args.model, engine="onnx") as loaded:
@@ -103,12 +145,16 @@ def main():
         calibration, _ = quantize.calibration_views(train_paths, views)
         if os.path.exists(args.write_ranges):
             raise SystemExit(f"{args.write_ranges} exists: remove it to measure again")
-        quantize.quantize(model, calibration, names[0], reduce_range=True,
-                          ranges=args.write_ranges)
+        quantize.quantize(model, calibration, names[0], ranges=args.write_ranges)
         return print(f"wrote {args.write_ranges}")
     float_session = session(model)
     float_scores = scores(float_session, names, val_arrays)
-    print(json.dumps({"row": "float", **figures(float_scores, val)}), flush=True)
+    per_ladder = ladder_views(args.shared, args.ladders, views) if args.ladders else {}
+    def on_ladders(sess):
+        return ladder_figures(sess, names, per_ladder) if per_ladder else {}
+
+    print(json.dumps({"row": "float", **figures(float_scores, val), **on_ladders(float_session)}),
+          flush=True)
     batch = np.concatenate(val_arrays[:16])
     for row in args.rows.split(","):
         source = "samples" if row.startswith("samples") else "train200"
@@ -116,13 +162,13 @@ def main():
         started = time.time()
         int8 = quantize.quantize(model, calibration, names[0],
                                  exclude=float_ends(model) if row.endswith("float_ends") else (),
-                                 reduce_range="_7bit" in row)
+                                 bits=7 if "_7bit" in row else 8)
         built_s = time.time() - started
         int8_session = session(int8)
         int8_scores = scores(int8_session, names, val_arrays)
         speed = views_per_s({"float": float_session, "int8": int8_session}, names, batch)
         diff = np.abs(int8_scores - float_scores)
-        print(json.dumps({"row": row, **figures(int8_scores, val),
+        print(json.dumps({"row": row, **figures(int8_scores, val), **on_ladders(int8_session),
                           "max_difference": round(float(diff.max()), 4),
                           "p99_difference": round(float(np.percentile(diff, 99)), 4),
                           "int8_over_float_views_s": round(speed["int8"] / speed["float"], 3),
