@@ -126,6 +126,8 @@ def test_shipped_ranges_replace_calibration(stage_one, photo_dir, tmp_path):
         quantize.quantize(model, [], name, ranges=str(tmp_path / "absent.json"))
     # the default built-in model ships its ranges; a run folder has none
     assert quantize.ranges_file(None).endswith("biq2021_efficientnet_lite2_ranked.int8_ranges.json")
+    assert quantize.ranges_file("biq2021-efficientnet-lite2").endswith(
+        "builtin/biq2021_efficientnet_lite2.int8_ranges.json")
     assert quantize.ranges_file(stage_one) is None
     variant = quantize.Int8(views, str(ranges))
     assert variant.build(model, name) == written

@@ -104,18 +104,18 @@ def test_training_and_evaluation_upscale_alike():
     np.testing.assert_array_equal(large, photo(50, 60))  # large enough: unchanged
 
 
-def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
-    """The Pillow path (scoring, make-rank-data) and TensorFlow's (training) give identical
-    pixels for 8/16-bit grey, palette, alpha, RGB/grey/CMYK/progressive JPEG, WebP, BMP and TIFF
-    (which TensorFlow cannot decode: Pillow inside the pipeline); EXIF orientation
-    is applied by neither."""
-    from rankiqa.compat import tf
+EVERY_MODE = ("g16.png", "l.png", "p.png", "la.png", "rgba.png", "rgb.jpg", "progressive.jpg",
+              "l.jpg", "cmyk.jpg", "rotated.jpg", "rgb.tif", "rgb.webp", "rgb.bmp")
 
+
+def every_mode(tmp_path, h=24, w=30):
+    """Writes `EVERY_MODE` into `tmp_path`, each an `h` x `w` image (16-bit grey a third)."""
     rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(rgb).resize((30, 24), Image.BICUBIC).filter(
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC).filter(
         ImageFilter.GaussianBlur(2)))  # JPEG's IDCT rounding shows on smooth areas
-    Image.fromarray(rng.integers(0, 65536, (8, 10)).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(rng.integers(0, 65536, (h // 3, w // 3)).astype(np.uint16)).save(
+        tmp_path / "g16.png")
     Image.fromarray(rgb).convert("L").save(tmp_path / "l.png")
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
     Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
@@ -130,12 +130,20 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "rgb.tif")  # no TensorFlow decoder: Pillow's
     Image.fromarray(rgb).save(tmp_path / "rgb.webp", lossless=True)
     Image.fromarray(rgb).save(tmp_path / "rgb.bmp")
+
+
+def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
+    """The Pillow path (scoring, make-rank-data) and TensorFlow's (training) give identical
+    pixels for 8/16-bit grey, palette, alpha, RGB/grey/CMYK/progressive JPEG, WebP, BMP and TIFF
+    (which TensorFlow cannot decode: Pillow inside the pipeline); EXIF orientation
+    is applied by neither."""
+    from rankiqa.compat import tf
+
+    every_mode(tmp_path)
     with tf.Graph().as_default(), tf.Session() as sess:
         path = tf.placeholder(tf.string)
         decoded = training.decode_image(path)
-        for name in ("g16.png", "l.png", "p.png", "la.png", "rgba.png", "rgb.jpg",
-                     "progressive.jpg", "l.jpg", "cmyk.jpg", "rotated.jpg", "rgb.tif",
-                     "rgb.webp", "rgb.bmp"):
+        for name in EVERY_MODE:
             ours = images_lib.load_image(str(tmp_path / name))
             theirs = sess.run(decoded, {path: str(tmp_path / name)})
             np.testing.assert_array_equal(ours, theirs, err_msg=name)
@@ -149,6 +157,32 @@ def test_scoring_and_training_decode_every_mode_to_the_same_pixels(tmp_path):
         g16 = np.asarray(im).astype(np.int64)
     np.testing.assert_array_equal(grey, np.repeat((g16 >> 8)[..., None], 3, axis=-1).astype(
         np.uint8))  # the top 8 bits, not clipped to white
+
+
+@pytest.mark.parametrize("size", [(24, 30), (90, 130)])  # upscaled to the crop; shrunk
+def test_views_cut_from_pillow_images_are_the_views_of_arrays(tmp_path, size):
+    """The scoring loop cuts views from the decoded Pillow image (`load_rgb_image`), everything
+    else from arrays (`load_image`): the same pixels, for every mode, placement and size."""
+    every_mode(tmp_path, *size)
+    placed = views.PlacedViews(32, ((0.0, 0.5, 0.5, 0.0), (0.4, 0.1, 0.9, 1.0),
+                                    (1.0, 0.5, 0.5, 1.0)))
+    every_views = [Views(32, 2, "pyramid"), Views(32, 3, "pyramid"), Views(16, 3, "pyramid"),
+                   Views(16, 4, "grid"), Views(16, 3, "random"), Views(16, 3, "centre_random"),
+                   placed]
+    for name in EVERY_MODE:
+        array = images_lib.load_image(str(tmp_path / name))
+        image = images_lib.load_rgb_image(str(tmp_path / name))
+        assert isinstance(image, Image.Image) and image.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(image), array, err_msg=name)
+        for v in every_views:
+            np.testing.assert_array_equal(v.apply(image), v.apply(array), err_msg=f"{name} {v}")
+    with Image.open(tmp_path / "cmyk.jpg") as im:  # a PIL image given, not a path
+        np.testing.assert_array_equal(np.asarray(images_lib.as_image(im, pillow=True)),
+                                      images_lib.as_image(im))
+    spec = {"views": {"crop": 32, "count": 2, "mode": "pyramid", "seed": 0}}
+    served = preprocess.batch([str(tmp_path / "rgb.jpg")], spec)
+    np.testing.assert_array_equal(served, Views(32, 2, "pyramid").apply(
+        images_lib.load_image(str(tmp_path / "rgb.jpg"))).astype(np.float32))
 
 
 def test_decompression_bombs_are_bad_images(tmp_path, monkeypatch):

@@ -86,11 +86,25 @@ def load_image(path, max_side=0, name=None):
     return rgb
 
 
-def as_image(item, k=0):
+def load_rgb_image(path, name=None):
+    """`load_image` (without `max_side`) as an RGB Pillow image
+    (`rankiqa.preprocessing.preprocess.to_rgb_image`): views cut from it are the same, and
+    come without two conversions of the whole photo (the scoring loop, P11).
+
+    Raises:
+      BadImageError: as `load_image`.
+    """
+    with open_image(path, name) as im:
+        im.load()  # decode fully now: a truncated JPEG fails here, not later
+        return preprocess.to_rgb_image(im)
+
+
+def as_image(item, k=0, pillow=False):
     """A path, a PIL image or an array (``[H, W, 3]``, or ``[H, W]`` grey) -> uint8
     ``[H, W, 3]``; `k` (its place in a list) names it in the error. Arrays: uint8 as they
     are; integers in 0-255; floats in [0, 1] (scaled by 255) or, with a value above 1, in
-    [0, 255] (`float_to_uint8`).
+    [0, 255] (`float_to_uint8`). With `pillow`, a path or a PIL image becomes an RGB Pillow
+    image instead (`load_rgb_image`), for `rankiqa.preprocessing.views` to cut views from.
 
     Raises:
       BadImageError: a path that is not a readable image.
@@ -98,9 +112,9 @@ def as_image(item, k=0):
         range is unclear.
     """
     if isinstance(item, (str, os.PathLike)):
-        return load_image(os.fspath(item))
+        return load_rgb_image(os.fspath(item)) if pillow else load_image(os.fspath(item))
     if isinstance(item, Image.Image):
-        return preprocess.to_rgb(item)
+        return preprocess.to_rgb_image(item) if pillow else preprocess.to_rgb(item)
     array = np.asarray(item)
     shaped = array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
     if not shaped or array.dtype == bool or not np.issubdtype(array.dtype, np.number):

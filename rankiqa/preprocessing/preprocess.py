@@ -74,14 +74,34 @@ def to_rgb(im):
     return np.asarray(im.convert("RGB"))
 
 
+def to_rgb_image(im):
+    """`to_rgb` as a Pillow RGB image, a copy that outlives `im`: the views are cut from it
+    without a round trip through NumPy (Pillow keeps RGB as 4 bytes a pixel; the two
+    conversions cost more than placing the views, P11). The views are the same either way."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return Image.fromarray(to_rgb(im))
+    return im.convert("RGB")
+
+
+def _height_width(image):
+    """(h, w) of an ``[H, W, 3]`` array or of a Pillow image."""
+    return image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
+
+
+def _as_pillow(image):
+    return Image.fromarray(image) if isinstance(image, np.ndarray) else image
+
+
 def ensure_min_side(image, size, max_pixels=None):
     """Upscales (bicubic) so the shorter side is at least `size`; larger images pass as they are.
+    `image`: an ``[H, W, 3]`` uint8 array, or an RGB Pillow image (`to_rgb_image`); the result
+    is of the same kind.
 
     Raises:
       TooLarge: the upscaled image would be over `max_pixels` (a 4 x 2,000,000 strip made 64
         pixels high is 2 G pixels).
     """
-    h, w = image.shape[:2]
+    h, w = _height_width(image)
     if min(h, w) >= size:
         return image
     scale = size / min(h, w)
@@ -90,7 +110,8 @@ def ensure_min_side(image, size, max_pixels=None):
         raise TooLarge(f"{w}x{h} pixels: upscaling its shorter side to the view's {size} would "
                        f"make {new[0]}x{new[1]}, over the limit of {max_pixels:,} "
                        "(--max-pixels)")
-    return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+    upscaled = _as_pillow(image).resize(new, Image.BICUBIC)
+    return np.asarray(upscaled) if isinstance(image, np.ndarray) else upscaled
 
 
 def crop_corners(h, w, crop, crops, mode="grid", seed=0):
@@ -131,25 +152,27 @@ def placed_view(image, crop, scale, y=0.5, x=0.5, flip=False, max_pixels=None):
     shorter side at `crop` (1, the whole picture), geometrically between; `y`, `x` in [0, 1]
     where the crop sits (0.5, 0.5: the centre, as `pyramid_crops` places it); `flip` mirrors
     it left to right. ``pyramid`` view k of n is ``scale = k / (n - 1)`` at the centre
-    (`pyramid_crops`)."""
+    (`pyramid_crops`). `image`: an array or an RGB Pillow image (`ensure_min_side`)."""
     image = ensure_min_side(image, crop, max_pixels)
-    h, w = image.shape[:2]
+    h, w = _height_width(image)
     factor = (crop / min(h, w)) ** scale
     size = (max(crop, int(round(w * factor))), max(crop, int(round(h * factor))))
-    scaled = image if size == (w, h) else np.asarray(
-        Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
+    scaled = image if size == (w, h) else _as_pillow(image).resize(size, Image.BILINEAR,
+                                                                    reducing_gap=None)
     # floor: y = x = 0.5 gives crop_corners' centre, (h - crop) // 2, for odd margins too
-    top = int(np.floor(y * (scaled.shape[0] - crop)))
-    left = int(np.floor(x * (scaled.shape[1] - crop)))
-    view = scaled[top:top + crop, left:left + crop]
+    top = int(np.floor(y * (_height_width(scaled)[0] - crop)))
+    left = int(np.floor(x * (_height_width(scaled)[1] - crop)))
+    view = (scaled[top:top + crop, left:left + crop] if isinstance(scaled, np.ndarray) else
+            np.asarray(scaled.crop((left, top, left + crop, top + crop))))
     return view[:, ::-1] if flip else view
 
 
 def image_crops(image, crop, crops, mode="grid", seed=0, max_pixels=None):
-    """``[crops, crop, crop, 3]`` uint8 views of one image (upscaled first if it is too small)."""
+    """``[crops, crop, crop, 3]`` uint8 views of one image, an array or an RGB Pillow image
+    (upscaled first if it is too small)."""
     if mode == "pyramid":
         return pyramid_crops(image, crop, crops, max_pixels)
-    image = ensure_min_side(image, crop, max_pixels)
+    image = np.asarray(ensure_min_side(image, crop, max_pixels))
     h, w = image.shape[:2]
     return np.stack([image[y:y + crop, x:x + crop]
                      for y, x in crop_corners(h, w, crop, crops, mode, seed)])
@@ -170,10 +193,10 @@ def batch(images, spec, max_pixels=None):
     stack = []
     for item in images:
         if isinstance(item, Image.Image):
-            rgb = to_rgb(item)
+            rgb = to_rgb_image(item)
         else:
             with Image.open(item) as im:
-                rgb = to_rgb(im)
+                rgb = to_rgb_image(im)
         stack.append(image_crops(rgb, views["crop"], views["count"], views["mode"],
                                  views["seed"], max_pixels))
     return np.concatenate(stack).astype(np.float32)

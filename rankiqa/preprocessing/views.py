@@ -96,7 +96,8 @@ class PlacedViews:
         return len(self.specs)
 
     def apply(self, image, seed=VIEW_SEED):
-        """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]``.
+        """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]`` (or its RGB Pillow
+        image, `rankiqa.data.images.load_rgb_image`: the same views).
 
         Raises:
           BadImageError: its upscale would be over `rankiqa.data.images.MAX_PIXELS`.
@@ -133,7 +134,8 @@ class Views:
                              f"{self.count} of {self.crop}")
 
     def apply(self, image, seed=VIEW_SEED):
-        """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]``."""
+        """``[count, crop, crop, 3]`` uint8 from one image ``[H, W, 3]`` (or its RGB Pillow
+        image, `rankiqa.data.images.load_rgb_image`: the same views)."""
         return image_crops(image, self.crop, self.count, self.mode, seed)
 
     def batch(self, paths):

@@ -257,7 +257,7 @@ def place_batch(items, ks, views):
                 raise InputError(f"item {k} has {item_views.count} views, the call "
                                  f"{views.count}: one call scores one count of views")
         try:
-            image = images_lib.as_image(item, k)
+            image = images_lib.as_image(item, k, pillow=True)
         except BadImageError as e:
             placed.append(e)
             continue
