@@ -150,3 +150,18 @@ def test_weights_take_8_bits_only_where_the_cpu_sums_int8_products_exactly(tmp_p
     assert quantize.weight_bits(str(tmp_path / "absent")) == 7
     with pytest.raises(InputError, match="7 or 8 bits, not 6"):
         quantize.quantize(b"", [np.zeros((1, 2, 2, 3), np.float32)], "x", bits=6)
+
+
+def test_int8_is_refused_for_a_built_in_model_it_would_change_too_much(stage_one, photo_dir,
+                                                                         monkeypatch):
+    from rankiqa.weights import restore
+
+    quantize.check_int8(None)  # the default ships its ranges
+    quantize.check_int8("biq2021-efficientnet-lite2")
+    quantize.check_int8(stage_one)  # a model of your own: always
+    monkeypatch.setattr(restore, "open_model", lambda *a: pytest.fail("loaded before refusing"))
+    result = CliRunner().invoke(main, ["predict", photo_dir, "--engine", "onnx-int8",
+                                       "--model", "biq2021-efficientnet-dinov2-ranked"])
+    assert result.exit_code == 1, result.output  # an error of the input, as every one
+    assert "biq2021-efficientnet-dinov2-ranked has no int8 variant" in result.output
+    assert "--engine onnx, or in int8 one of biq2021-efficientnet-lite2-ranked, " in result.output

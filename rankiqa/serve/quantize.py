@@ -201,6 +201,26 @@ class Int8:
         return quantize(model, arrays, input_name, bits=self.bits)
 
 
+def check_int8(ref):
+    """Refuses int8 for a built-in model that ships no activation ranges: its int8 variant
+    was measured outside the tolerance (BENCHMARKS.md, P13: the DINOv2 models' vision
+    transformer lost 0.055 validation SROCC in 8 bits), so none is built. A model of your own
+    may always be quantised (measure it with ``evaluate --engine onnx-int8``).
+
+    Raises:
+      InputError: `ref` (None: the default) is such a built-in model.
+    """
+    from rankiqa.weights import builtin
+
+    name = ref or builtin.DEFAULT
+    if not isinstance(name, str) or not builtin.is_builtin(name) or ranges_file(name):
+        return
+    offered = [m for m in builtin.BUILTIN if ranges_file(m)]
+    raise InputError(f"{name} has no int8 variant: quantised, it kept its validation order "
+                     "less well than the 0.003 SROCC int8 may cost (BENCHMARKS.md, P13); score "
+                     f"it with --engine onnx, or in int8 one of {', '.join(offered)}")
+
+
 def ranges_file(ref):
     """The shipped activation ranges of the built-in model `ref`, or None."""
     from rankiqa.weights import builtin

@@ -304,6 +304,8 @@ def load_scorer(model=None, net=None, crop_size=None, device="auto", allow_pickl
       InputError: no network name can be found.
     """
     check_engine(engine, device, precision)  # before seconds of loading, not after
+    if engine == "onnx-int8":
+        quantize.check_int8(model)
     source, info = restore.open_model(model, net, allow_pickle)
     net_name = info["net"]
     if net_name is None:
