@@ -191,9 +191,10 @@ def engine_option(func, default="auto"):
         "--engine", type=click.Choice(device_lib.ENGINES), default=default, show_default=True,
         help="What runs the network: tensorflow; onnx (converted once, run by ONNX Runtime on "
              "the CPU; needs the onnx extra); onnx-int8 (that conversion quantised to int8 "
-             "once per machine, with the activation ranges a built-in model ships, else "
-             "calibrated on scikit-image's sample photos: faster where the CPU has integer "
-             "dot-product units, scores move by a few hundredths; "
+             "once per machine, with the activation ranges the EfficientNet-Lite2 built-in "
+             "models ship (the others are refused), a model of your own calibrated on "
+             "scikit-image's sample photos: faster where the CPU has integer dot-product "
+             "units, scores move by a few hundredths; "
              "docs/data-formats.md); auto: the faster of tensorflow and onnx for this model "
              "on this machine where their scores agree (measured once, seconds).")(func)
 

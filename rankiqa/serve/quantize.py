@@ -204,7 +204,7 @@ class Int8:
 def check_int8(ref):
     """Refuses int8 for a built-in model that ships no activation ranges: its int8 variant
     was measured outside the tolerance (BENCHMARKS.md, P13: the DINOv2 models' vision
-    transformer lost 0.055 validation SROCC in 8 bits), so none is built. A model of your own
+    transformer lost 0.055 validation SROCC in 8 bits, hed-vgg16 0.22), so none is built. A model of your own
     may always be quantised (measure it with ``evaluate --engine onnx-int8``).
 
     Raises:
