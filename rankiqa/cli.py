@@ -973,6 +973,7 @@ def models_cmd():
                    f"  validation  {m.validation}\n"
                    f"  cost        {m.photos_per_s:g} photos/s with --engine auto on a 2-core CPU "
                    f"(machine C of BENCHMARKS.md, P12); peak memory {m.memory_gb:g} GB\n"
+                   f"  int8        {m.int8}\n"
                    f"  reproduce   {m.command} (from a source checkout: the wheel holds no "
                    "scripts/)")
 

@@ -156,6 +156,10 @@ def test_int8_is_refused_for_a_built_in_model_it_would_change_too_much(stage_one
                                                                          monkeypatch):
     from rankiqa.weights import restore
 
+    from rankiqa.weights import builtin
+
+    for m in builtin.BUILTIN.values():  # what `rankiqa models` says is what is offered
+        assert m.int8.startswith("not offered") == (quantize.ranges_file(m.name) is None)
     quantize.check_int8(None)  # the default ships its ranges
     quantize.check_int8("biq2021-efficientnet-lite2")
     quantize.check_int8(stage_one)  # a model of your own: always
@@ -163,5 +167,5 @@ def test_int8_is_refused_for_a_built_in_model_it_would_change_too_much(stage_one
     result = CliRunner().invoke(main, ["predict", photo_dir, "--engine", "onnx-int8",
                                        "--model", "biq2021-efficientnet-dinov2-ranked"])
     assert result.exit_code == 1, result.output  # an error of the input, as every one
-    assert "biq2021-efficientnet-dinov2-ranked has no int8 variant" in result.output
+    assert "biq2021-efficientnet-dinov2-ranked: not offered in int8: its vision" in result.output
     assert "--engine onnx, or in int8 one of biq2021-efficientnet-lite2-ranked, " in result.output

@@ -216,9 +216,8 @@ def check_int8(ref):
     if not isinstance(name, str) or not builtin.is_builtin(name) or ranges_file(name):
         return
     offered = [m for m in builtin.BUILTIN if ranges_file(m)]
-    raise InputError(f"{name} has no int8 variant: quantised, it kept its validation order "
-                     "less well than the 0.003 SROCC int8 may cost (BENCHMARKS.md, P13); score "
-                     f"it with --engine onnx, or in int8 one of {', '.join(offered)}")
+    raise InputError(f"{name}: {builtin.get(name).int8}; score it with --engine onnx, or in "
+                     f"int8 one of {', '.join(offered)}")
 
 
 def ranges_file(ref):

@@ -57,6 +57,10 @@ class BuiltinModel:
     memory_gb: float = 0.0  # that process's peak RSS, the engine choice cached
     licence_short: str = ""
     choose: str = ""  # what it is better at than the others, in one line (`rankiqa models`)
+    # what --engine onnx-int8 keeps of it, or why it is not offered in int8 (measured:
+    # BENCHMARKS.md P13); offered exactly where its activation ranges ship beside its head
+    # (`rankiqa.serve.quantize.ranges_file`)
+    int8: str = ""
 
     @property
     def head_path(self):
@@ -181,6 +185,8 @@ BUILTIN = {m.name: m for m in (
         licence_short="Apache-2.0 network, MIT head",
         choose="the best accuracy at EfficientNet-Lite2's cost: within 0.01 SROCC of the most "
                "accurate model at a twelfth of its cost per photo",
+        int8="--engine onnx-int8: SROCC 0.8330, PLCC 0.8465, ladders 0.949, 1.75x float ONNX "
+             "Runtime's photos/s where the CPU has VNNI (machine D of BENCHMARKS.md, P13)",
     ),
     BuiltinModel(
         name="biq2021-efficientnet-lite2",
@@ -201,6 +207,8 @@ BUILTIN = {m.name: m for m in (
         photos_per_s=45.6, memory_gb=1.76, licence_short="Apache-2.0 backbone, MIT head",
         choose="the earlier default's scores, unchanged (frozen ImageNet features); the "
                "default's speed, lower SROCC, PLCC and ladders",
+        int8="--engine onnx-int8: SROCC 0.7991, PLCC 0.8077, ladders 0.891 where the CPU has "
+             "VNNI (machine D of BENCHMARKS.md, P13)",
     ),
     BuiltinModel(
         name="biq2021-efficientnet-dinov2-ranked",
@@ -228,6 +236,8 @@ BUILTIN = {m.name: m for m in (
         licence_short="Apache-2.0 and MIT networks, MIT head",
         choose="the highest SROCC, PLCC and ladder pairs, at about 11x the default's cost per "
                "photo",
+        int8="not offered in int8: its vision transformer lost 0.055 validation SROCC there "
+             "(BENCHMARKS.md, P13)",
     ),
     BuiltinModel(
         name="biq2021-efficientnet-dinov2",
@@ -253,6 +263,8 @@ BUILTIN = {m.name: m for m in (
         choose="the earlier combined model's scores, unchanged (ImageNet EfficientNet-Lite2 "
                "beside DINOv2); biq2021-efficientnet-dinov2-ranked is above it on SROCC, PLCC "
                "and ladders at the same cost",
+        int8="not offered in int8: its vision transformer is biq2021-efficientnet-dinov2-"
+             "ranked's, which lost 0.055 validation SROCC there (BENCHMARKS.md, P13)",
     ),
     BuiltinModel(
         name="biq2021-hed-vgg16",
@@ -273,6 +285,7 @@ BUILTIN = {m.name: m for m in (
         photos_per_s=3.2, memory_gb=3.87, licence_short="MIT",
         choose="a network MIT-licensed throughout (backbone and head); the slowest and least "
                "accurate",
+        int8="not offered in int8: it lost 0.22 validation SROCC there (BENCHMARKS.md, P13)",
     ),
 )}
 DEFAULT = "biq2021-efficientnet-lite2-ranked"
