@@ -18,6 +18,7 @@ built-in models' ladder figures (`scripts/recipes/biq2021_references.py --part v
   train200_7bit, samples_7bit  weights in 7 bits (`reduce_range`: no saturation without VNNI;
                                the others 8, `quantize.weight_bits` chooses by the CPU)
   train200_7bit_float_ends     both
+  train25, train50, train800   as train200 with that many training photos (how many it takes)
 Percentile calibration (histograms of every activation) ran out of 24 GB on 200 photos.
 --write-ranges writes the activation ranges of the 200 training photos (ONNX Runtime's
 calibration cache), which `--engine onnx-int8` uses for a built-in model shipped with them.
@@ -38,7 +39,7 @@ from rankiqa.data import mos
 from rankiqa.serve import evaluate, ladders, predict, quantize
 
 ROWS = ("samples", "train200", "train200_float_ends", "train200_7bit", "samples_7bit",
-        "train200_7bit_float_ends")
+        "train200_7bit_float_ends", "train25", "train50", "train800")
 
 
 def data_config(shared):
@@ -157,7 +158,10 @@ def main():
           flush=True)
     batch = np.concatenate(val_arrays[:16])
     for row in args.rows.split(","):
-        source = "samples" if row.startswith("samples") else "train200"
+        source = row.split("_")[0]
+        if source not in sources:  # trainN: N other training photos, drawn as train200's
+            chosen = np.random.default_rng(0).choice(len(train), int(source[5:]), replace=False)
+            sources[source] = [train[k].path for k in chosen]
         calibration, _ = quantize.calibration_views(sources[source], views)
         started = time.time()
         int8 = quantize.quantize(model, calibration, names[0],
