@@ -5,9 +5,8 @@ The recipe (`RECIPE`): QDQ format, weights int8 per output channel (8 bits where
 has integer dot-product instructions, else 7: `weight_bits`), activations uint8, their ranges
 the calibration views' (MinMax), every layer quantised but the input's normalisation
 (`input_nodes`) and those named in ``exclude``; `scripts/studies/int8.py` chose it on
-BIQ2021's validation part. EfficientNet-Lite
-was made for it (ReLU6, no squeeze-and-excite). The speed it buys depends on the CPU's integer
-dot-product units: BENCHMARKS.md, P13.
+BIQ2021's validation part. EfficientNet-Lite was made for it (ReLU6, no squeeze-and-excite).
+The speed it buys depends on the CPU's integer dot-product units: BENCHMARKS.md, P13.
 """
 
 import hashlib
@@ -40,7 +39,8 @@ def weight_bits(cpuinfo="/proc/cpuinfo"):
     """The bits the weights use on this CPU: 8 where it has `DOT_PRODUCT_FLAGS`, else 7
     (`reduce_range`, ONNX Runtime's advice). Measured on BIQ2021's validation part (P13):
     with VNNI, 8 bits lose 0.0014 SROCC and 0.0016 ladder pair accuracy, 7 bits 0.0034 and
-    0.0062; without it 8-bit products saturate (there 8 bits lost 0.011 SROCC, 7 bits 0.0025).
+    0.0062; without it 8-bit products saturate (on machine B, the input quantised too, 8 bits
+    lost 0.011 SROCC, 7 bits 0.0025).
     A CPU whose flags cannot be read (not Linux) gets 7, safe on every CPU. The same model and
     ranges give the same int8 scores on every CPU of one kind, not across the two kinds."""
     try:
@@ -75,11 +75,10 @@ def quantize(model, calibration, input_name, method="minmax", exclude=(), bits=N
              ranges=None):
     """`model` (float ONNX bytes) quantised to int8 (`RECIPE`), calibrated on `calibration`
     (float32 view arrays, each one network input); `exclude` names nodes kept in float beside
-    the input's normalisation (`input_nodes`);
-    `bits`: the weights' bits, 8 or 7 (`reduce_range`); default: `weight_bits` of this CPU.
-    `ranges`: a JSON file of the activations' ranges
-    (ONNX Runtime's calibration cache): read when it exists, in place of `calibration`; else
-    written from it.
+    the input's normalisation (`input_nodes`); `bits`: the weights' bits, 8 or 7
+    (`reduce_range`), by default `weight_bits` of this CPU. `ranges`: a JSON file of the
+    activations' ranges (ONNX Runtime's calibration cache): read when it exists, in place of
+    `calibration`; else written from it.
 
     Returns:
       the int8 model's bytes.
@@ -204,8 +203,9 @@ class Int8:
 def check_int8(ref):
     """Refuses int8 for a built-in model that ships no activation ranges: its int8 variant
     was measured outside the tolerance (BENCHMARKS.md, P13: the DINOv2 models' vision
-    transformer lost 0.055 validation SROCC in 8 bits, hed-vgg16 0.22), so none is built. A model of your own
-    may always be quantised (measure it with ``evaluate --engine onnx-int8``).
+    transformer lost 0.055 validation SROCC in 8 bits, hed-vgg16 0.22), so none is built. A
+    model of your own may always be quantised (measure it with ``evaluate --engine
+    onnx-int8``).
 
     Raises:
       InputError: `ref` (None: the default) is such a built-in model.
