@@ -154,9 +154,7 @@ def test_weights_take_8_bits_only_where_the_cpu_sums_int8_products_exactly(tmp_p
 
 def test_int8_is_refused_for_a_built_in_model_it_would_change_too_much(stage_one, photo_dir,
                                                                          monkeypatch):
-    from rankiqa.weights import restore
-
-    from rankiqa.weights import builtin
+    from rankiqa.weights import builtin, restore
 
     for m in builtin.BUILTIN.values():  # what `rankiqa models` says is what is offered
         assert m.int8.startswith("not offered") == (quantize.ranges_file(m.name) is None)

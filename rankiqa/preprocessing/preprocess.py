@@ -161,8 +161,9 @@ def placed_view(image, crop, scale, y=0.5, x=0.5, flip=False, max_pixels=None):
     scaled = image if size == (w, h) else _as_pillow(image).resize(size, Image.BILINEAR,
                                                                     reducing_gap=None)
     # floor: y = x = 0.5 gives crop_corners' centre, (h - crop) // 2, for odd margins too
-    top = int(np.floor(y * (_height_width(scaled)[0] - crop)))
-    left = int(np.floor(x * (_height_width(scaled)[1] - crop)))
+    scaled_h, scaled_w = _height_width(scaled)
+    top = int(np.floor(y * (scaled_h - crop)))
+    left = int(np.floor(x * (scaled_w - crop)))
     view = (scaled[top:top + crop, left:left + crop] if isinstance(scaled, np.ndarray) else
             np.asarray(scaled.crop((left, top, left + crop, top + crop))))
     return view[:, ::-1] if flip else view

@@ -35,34 +35,27 @@ from rankiqa import config as config_lib
 from rankiqa import metrics
 from rankiqa.data import samples
 from rankiqa.data import images as images_lib
-from rankiqa.data import mos
 from rankiqa.serve import evaluate, ladders, predict, quantize
 
 ROWS = ("samples", "train200", "train200_float_ends", "train200_7bit", "samples_7bit",
         "train200_7bit_float_ends", "train25", "train50", "train800")
 
 
-def data_config(shared):
-    """BIQ2021's split as every recipe makes it (seed 2021, a fifth for validation)."""
-    return config_lib.load(config_lib.FinetuneConfig, None, [
+def split_items(shared):
+    """BIQ2021's training and validation items as every recipe splits them (seed 2021, a fifth
+    for validation)."""
+    cfg = config_lib.load(config_lib.FinetuneConfig, None, [
         "data.dataset=biq2021", f"data.label_file={shared}/biq2021-train/mos.csv",
         "data.split_seed=2021", "data.val_fraction=0.2"]).data
-
-
-def split_items(shared):
-    cfg = data_config(shared)
     return evaluate.select_split(cfg, "train"), evaluate.select_split(cfg, "val")
 
 
-def ladder_views(shared, count, views):
-    """Per ladder (photo x family), the views of its copies, mildest first: the photos of
-    `biq2021_references.py --part val --count N --no-kodak`, read as `rankiqa ladders` reads
-    them (longer side at most 512)."""
-    cfg = data_config(shared)
-    items = mos.read_dataset("biq2021", os.path.join(shared, "biq2021-train", "mos.csv"))
-    val = mos.split(items, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
-                    cfg.split_index)["val"]
-    chosen = np.random.default_rng(cfg.split_seed).permutation(len(val))[:count]
+def ladder_views(val, count, views):
+    """Per ladder (photo x family), the views of its copies, mildest first: of the validation
+    items `val`, the photos of `biq2021_references.py --part val --count N --no-kodak` (the
+    split's seed, 2021, draws them), read as `rankiqa ladders` reads them (longer side at most
+    512)."""
+    chosen = np.random.default_rng(2021).permutation(len(val))[:count]
     out = {}
     for path in sorted(val[k].path for k in chosen):
         image = images_lib.load_image(path, 512)
@@ -150,7 +143,8 @@ def main():
         return print(f"wrote {args.write_ranges}")
     float_session = session(model)
     float_scores = scores(float_session, names, val_arrays)
-    per_ladder = ladder_views(args.shared, args.ladders, views) if args.ladders else {}
+    per_ladder = ladder_views(val, args.ladders, views) if args.ladders else {}
+
     def on_ladders(sess):
         return ladder_figures(sess, names, per_ladder) if per_ladder else {}
 
